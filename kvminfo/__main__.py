@@ -1,0 +1,5 @@
+import sys
+
+from kvminfo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""Plain data passed between the layers: sources -> features -> labels.
+
+Sources (kvminfo/sources/) do the I/O and return a SourceResult holding raw
+facts only. Feature rules (kvminfo/features/) are pure functions from facts to
+FeatureVerdicts. Renderers (kvminfo/labels/) turn verdicts and facts into
+validated NFD labels. kvminfo.report.collect() wires them together.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+class Status(str, enum.Enum):
+    OK = "ok"
+    UNAVAILABLE = "unavailable"  # device/daemon/file missing or unreadable
+    TIMEOUT = "timeout"  # did not answer within its deadline
+    ERROR = "error"  # answered, but with something we could not use
+    DISABLED = "disabled"  # switched off by an option (--no-kvm, ...)
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """What one source saw. ``facts`` is JSON-serialisable raw data.
+
+    Fact shapes (documented here so rules and sources agree):
+    - kvm: api_version:int, caps:{KVM_CAP_NAME:int}, msrs:[int] or None,
+      hv_cpuid:[{function,index,eax,ebx,ecx,edx}] or None (None = not
+      obtainable, e.g. EINVAL / caps 0), hv_cpuid_via:"system"|"vcpu"|None,
+      nested:bool|None, cpu_vendor:"AMD"|"Intel"|... or None.
+    - libvirt: hyperv: list of libvirt feature names, or None when the
+      <hyperv> element is absent (unknown); hyperv_supported: bool;
+      host_model:{model,vendor} or None; custom_models:[str] (usable='yes');
+      max_vcpus:int|None; sev:bool; sgx:bool; tdx:bool; libvirt_version/uri.
+    - kernel-whitelist: os_id:str, kernel_version:str, whitelisted:[feature].
+    """
+
+    name: str
+    status: Status
+    reason: str = ""
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    elapsed_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+
+class Support(str, enum.Enum):
+    SUPPORTED = "supported"
+    UNSUPPORTED = "unsupported"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class FeatureVerdict:
+    """One enlightenment's combined verdict with per-source provenance.
+
+    ``said_by`` maps an evidence name ("kvm-caps", "kvm-hv-cpuid", "libvirt")
+    to what that evidence said; sources that cannot know the feature are
+    absent from it.
+    """
+
+    name: str  # canonical label suffix: "synictimer", "tlbflush-ext", ...
+    support: Support
+    said_by: Mapping[str, Support] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Report:
+    sources: tuple[SourceResult, ...]
+    features: tuple[FeatureVerdict, ...]
+    labels: Mapping[str, str]  # validated NFD label key -> value
+    warnings: tuple[str, ...] = ()
+
+    def source(self, name: str) -> SourceResult | None:
+        return next((s for s in self.sources if s.name == name), None)
