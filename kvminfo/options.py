@@ -1,0 +1,56 @@
+"""What to probe, shared by `probe`, `labels`, `features-file`, `publish` and the hooks."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+DEFAULT_KVM_PATH = "/dev/kvm"
+DEFAULT_LIBVIRT_URI = "qemu:///system"
+# The first domcapabilities call on a host probes QEMU (~4 s); later ones ~25 ms.
+DEFAULT_LIBVIRT_DEADLINE_S = 10.0
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    kvm_path: str = DEFAULT_KVM_PATH
+    use_kvm: bool = True
+    use_libvirt: bool = True
+    libvirt_uri: str = DEFAULT_LIBVIRT_URI
+    libvirt_deadline_s: float = DEFAULT_LIBVIRT_DEADLINE_S
+    domcaps_xml: str | None = None  # replay a recorded `virsh domcapabilities`
+    whitelist_config: str | None = None  # kernel whitelist (kvm-version-info) JSON
+    kubevirt_names: bool = False  # hyperv.node.kubevirt.io/<name> instead of kvm-info-cap-hyperv-<name>
+
+
+def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The source-selection options every label-producing command accepts."""
+    g = parser.add_argument_group("sources")
+    g.add_argument("--kvm-device", default=DEFAULT_KVM_PATH, metavar="PATH",
+                   help="KVM device to probe (default: %(default)s)")
+    g.add_argument("--no-kvm", action="store_true", help="do not probe the KVM device")
+    g.add_argument("--no-libvirt", action="store_true",
+                   help="do not ask libvirt (the fast path NFD hooks use)")
+    g.add_argument("--libvirt-uri", default=DEFAULT_LIBVIRT_URI, metavar="URI",
+                   help="libvirt connection URI (default: %(default)s)")
+    g.add_argument("--libvirt-timeout", type=float, default=DEFAULT_LIBVIRT_DEADLINE_S, metavar="SECONDS",
+                   help="give up on libvirt after this long; the other sources still report (default: %(default)s)")
+    g.add_argument("--domcaps-xml", metavar="FILE",
+                   help="replay a recorded `virsh domcapabilities` output instead of asking libvirt")
+    g.add_argument("--whitelist-config", metavar="FILE",
+                   help="kernel whitelist JSON (kvm-version-info): enables kvm-info-version-* labels")
+    parser.add_argument("--kubevirt-names", action="store_true",
+                        help="use KubeVirt's label names hyperv.node.kubevirt.io/<name> instead of kvm-info-cap-hyperv-<name>")
+
+
+def probe_options_from_args(args: argparse.Namespace) -> ProbeOptions:
+    return ProbeOptions(
+        kvm_path=args.kvm_device,
+        use_kvm=not args.no_kvm,
+        use_libvirt=not args.no_libvirt,
+        libvirt_uri=args.libvirt_uri,
+        libvirt_deadline_s=args.libvirt_timeout,
+        domcaps_xml=args.domcaps_xml,
+        whitelist_config=args.whitelist_config,
+        kubevirt_names=args.kubevirt_names,
+    )
