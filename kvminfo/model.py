@@ -30,10 +30,15 @@ class SourceResult:
       hv_cpuid:[{function,index,eax,ebx,ecx,edx}] or None (None = not
       obtainable, e.g. EINVAL / caps 0), hv_cpuid_via:"system"|"vcpu"|None,
       nested:bool|None, cpu_vendor:"AMD"|"Intel"|... or None.
-    - libvirt: hyperv: list of libvirt feature names, or None when the
-      <hyperv> element is absent (unknown); hyperv_supported: bool;
-      host_model:{model,vendor} or None; custom_models:[str] (usable='yes');
-      max_vcpus:int|None; sev:bool; sgx:bool; tdx:bool; libvirt_version/uri.
+    - libvirt: hyperv: list of libvirt feature names (libvirt spelling:
+      "stimer", "vendor_id", ...), [] when <hyperv supported='no'>, or None
+      when the <hyperv> element is absent (unknown); hyperv_supported:
+      bool|None (None = absent); hyperv_defaults:{child tag: int|str|bool}
+      from libvirt >= 11.9 <defaults> ({} otherwise); host_model:{model,
+      vendor} or None; custom_models:[str] (usable='yes'); max_vcpus:int|None;
+      sev:bool; sgx:bool; tdx:bool; domain_type, arch, machine, emulator:
+      str|None; uri:str|None and libvirt_version:"9.0.0"|None (None when
+      replayed from a file; then replayed_from:path).
     - kernel-whitelist: os_id:str, kernel_version:str, whitelisted:[feature].
     """
 
