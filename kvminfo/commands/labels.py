@@ -1,0 +1,72 @@
+"""`kvminfo labels`: NFD label lines (key=value), one per line, sorted.
+
+This is also what the NFD hooks run (nfd-hooks/), so it stays light: with
+--no-libvirt nothing imports libvirt, xml, grpc or kubernetes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import replace
+
+from kvminfo.labels.render import FAMILIES
+from kvminfo.logsetup import configure_logging
+from kvminfo.options import ProbeOptions, add_probe_arguments, probe_options_from_args
+from kvminfo.report import collect
+from kvminfo.sources.kernel_whitelist import DEFAULT_CONFIG_PATH as DEFAULT_WHITELIST_CONFIG
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Probe this node and print its Node Feature Discovery labels as key=value
+lines, sorted. Keys without a prefix land under feature.node.kubernetes.io/.
+Families: "caps" (kvm-info-cap-hyperv-<feature> for each supported Hyper-V
+enlightenment, kvm-info-usable, kvm-info-nested, kvm-info-cpu-vendor,
+kvm-info-host-model) and "version" (kvm-info-version-hyperv[-lev2] from the
+kernel whitelist). A source that cannot answer (no /dev/kvm, libvirt down)
+is reported in one line on stderr and contributes no labels; the exit status
+is still 0. Bad input (config, replayed XML) exits non-zero."""
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_probe_arguments(parser)
+    parser.add_argument("--family", action="append", choices=FAMILIES, metavar="FAMILY",
+                        help=f"print only this label family ({', '.join(FAMILIES)}); repeatable; default: all. "
+                             "Sources the chosen families do not need are not probed")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every step on stderr")
+    return parser
+
+
+def options_for_families(options: ProbeOptions, families: list[str],
+                         default_whitelist: str = DEFAULT_WHITELIST_CONFIG) -> ProbeOptions:
+    """Switch off the sources the chosen families do not use."""
+    if "caps" not in families:
+        options = replace(options, use_kvm=False, use_libvirt=False)
+    if "version" not in families:
+        options = replace(options, whitelist_config=None)
+    elif options.whitelist_config is None:
+        if os.path.exists(default_whitelist):
+            options = replace(options, whitelist_config=default_whitelist)
+        elif families == ["version"]:
+            log.warning("no kernel whitelist: %s does not exist and no --whitelist-config was given; "
+                        "no kvm-info-version labels", default_whitelist)
+    return options
+
+
+def format_label_lines(labels: dict[str, str]) -> str:
+    return "".join(f"{key}={labels[key]}\n" for key in sorted(labels))
+
+
+def main(argv: list[str], prog: str = "kvminfo labels") -> int:
+    args = build_parser(prog).parse_args(argv)
+    configure_logging(args.verbose)
+    families = args.family or list(FAMILIES)
+    options = options_for_families(probe_options_from_args(args), families)
+    report = collect(options)
+    sys.stdout.write(format_label_lines(dict(report.labels)))
+    return 0

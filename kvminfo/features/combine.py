@@ -1,0 +1,27 @@
+"""Pure: merge per-evidence verdicts into one verdict per feature, with provenance."""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+from kvminfo.features.hyperv_tables import ALL_FEATURES
+from kvminfo.model import FeatureVerdict, Support
+
+
+def combine(evidence: Mapping[str, Mapping[str, Support]],
+            features: Iterable[str] = ALL_FEATURES) -> tuple[FeatureVerdict, ...]:
+    """Supported when at least one evidence says supported and none that knows
+    the feature says unsupported; unsupported when any says so; otherwise
+    unknown. Evidence that says UNKNOWN (or nothing) does not count."""
+    verdicts = []
+    for name in features:
+        said_by = {source: said[name] for source, said in evidence.items()
+                   if said.get(name, Support.UNKNOWN) is not Support.UNKNOWN}
+        if Support.UNSUPPORTED in said_by.values():
+            support = Support.UNSUPPORTED
+        elif Support.SUPPORTED in said_by.values():
+            support = Support.SUPPORTED
+        else:
+            support = Support.UNKNOWN
+        verdicts.append(FeatureVerdict(name, support, said_by))
+    return tuple(verdicts)

@@ -1,0 +1,106 @@
+"""Pure rules: source facts -> per-evidence Hyper-V verdicts.
+
+Evidence names: "kvm-caps" (the original caps/MSR table), "kvm-hv-cpuid"
+(KVM_GET_SUPPORTED_HV_CPUID bits, with dependencies), "libvirt" (domain
+capabilities). Each maps feature -> Support for the features it can speak
+about; kvminfo.features.combine merges them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+from kvminfo.features.hyperv_tables import (
+    DECIDED_BY_CAPS_ALWAYS,
+    HV_CPUID_TABLE,
+    LEGACY_NAMES,
+    LEGACY_TABLE,
+    LIBVIRT_DEFAULTS_NAMES,
+    LIBVIRT_NAMES,
+    HvCpuidRule,
+)
+from kvminfo.model import SourceResult, Support
+
+Evidence = dict[str, dict[str, Support]]
+
+
+def _support(flag: bool) -> Support:
+    return Support.SUPPORTED if flag else Support.UNSUPPORTED
+
+
+def legacy_verdicts(caps: Mapping[str, int], msrs: Iterable[int],
+                    names: Sequence[str] = LEGACY_NAMES) -> dict[str, Support]:
+    """The original table: the capability > 0 and the MSR listed, where each is given."""
+    listed = set(msrs)
+    verdicts = {}
+    for name in names:
+        rule = LEGACY_TABLE[name]
+        cap_ok = rule.cap is None or caps.get(rule.cap, 0) > 0
+        msr_ok = rule.msr is None or rule.msr in listed
+        verdicts[name] = _support(cap_ok and msr_ok)
+    return verdicts
+
+
+def _registers(entries: Iterable[Mapping[str, int]]) -> dict[tuple[int, str], int]:
+    """(leaf, register) -> value; index is always 0 for the Hyper-V leaves."""
+    return {(e["function"], reg): e[reg] for e in entries for reg in ("eax", "ebx", "ecx", "edx")}
+
+
+def hv_cpuid_verdicts(entries: Iterable[Mapping[str, int]],
+                      table: Mapping[str, HvCpuidRule] = HV_CPUID_TABLE) -> dict[str, Support]:
+    """Every bit set and every dependency supported (QEMU's rule)."""
+    regs = _registers(entries)
+    bits_set = {name: all(regs.get((b.leaf, b.register), 0) >> b.bit & 1 for b in rule.bits)
+                for name, rule in table.items()}
+    resolved: dict[str, bool] = {}
+
+    def supported(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        if name not in resolved:
+            if name in seen:  # a cycle in the table would be a bug; refuse rather than recurse forever
+                raise ValueError(f"dependency cycle through {name!r}")
+            deps = table[name].depends
+            resolved[name] = bits_set[name] and all(supported(d, seen | {name}) for d in deps)
+        return resolved[name]
+
+    return {name: _support(supported(name)) for name in table}
+
+
+def kvm_evidence(facts: Mapping[str, Any]) -> Evidence:
+    """Without HV CPUID the original table decides its twelve; with it, the
+    bits decide every feature they describe and the table only base/synic2."""
+    caps, msrs, hv_cpuid = facts.get("caps", {}), facts.get("msrs") or [], facts.get("hv_cpuid")
+    if hv_cpuid is None:
+        return {"kvm-caps": legacy_verdicts(caps, msrs)}
+    return {"kvm-caps": legacy_verdicts(caps, msrs, DECIDED_BY_CAPS_ALWAYS),
+            "kvm-hv-cpuid": hv_cpuid_verdicts(hv_cpuid)}
+
+
+def libvirt_evidence(facts: Mapping[str, Any]) -> Evidence:
+    """Listed = supported, in the vocabulary but not listed = unsupported, no
+    <hyperv> = no evidence; <defaults> flags (11.9+) say yes/no where present.
+
+    Names outside the vocabulary are ignored: a label claims host support and
+    we cannot know what a name we have never seen needs.
+    """
+    listed = facts.get("hyperv")
+    if listed is None:
+        return {}
+    listed_features = {LIBVIRT_NAMES.get(name) for name in listed}
+    said = {feature: _support(feature in listed_features) for feature in LIBVIRT_NAMES.values() if feature}
+    for libvirt_name, flag in (facts.get("hyperv_defaults") or {}).items():
+        if libvirt_name in LIBVIRT_DEFAULTS_NAMES and isinstance(flag, bool):
+            said[LIBVIRT_DEFAULTS_NAMES[libvirt_name]] = _support(flag)
+    return {"libvirt": said}
+
+
+def evidence_from_sources(sources: Iterable[SourceResult]) -> Evidence:
+    """Only sources that answered (status ok) give evidence."""
+    evidence: Evidence = {}
+    for source in sources:
+        if not source.ok:
+            continue
+        if source.name == "kvm":
+            evidence.update(kvm_evidence(source.facts))
+        elif source.name == "libvirt":
+            evidence.update(libvirt_evidence(source.facts))
+    return evidence

@@ -1,0 +1,128 @@
+"""Pure data: which facts mean which Hyper-V enlightenment is supported.
+
+Label suffixes (the canonical feature names) are lowercase with '-':
+kvm-info-cap-hyperv-<name>. Sources: the original kvm-caps-info-nfd-plugin
+table, QEMU's kvm_hyperv_properties (target/i386/kvm/kvm.c) for the HV CPUID
+bits and dependencies, libvirt's domain capabilities vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# Hyper-V synthetic MSRs (hyperv-tlfs.h) that the original table looks for.
+HV_X64_MSR_VP_INDEX = 0x40000002
+HV_X64_MSR_RESET = 0x40000003
+HV_X64_MSR_VP_RUNTIME = 0x40000010
+HV_X64_MSR_TSC_FREQUENCY = 0x40000022
+HV_X64_MSR_SCONTROL = 0x40000080
+HV_X64_MSR_STIMER0_CONFIG = 0x400000B0
+HV_X64_MSR_REENLIGHTENMENT_CONTROL = 0x40000106
+
+
+class LegacyRule(NamedTuple):
+    """Supported when the capability is > 0 and the MSR is listed (each where given)."""
+
+    cap: str | None
+    msr: int | None
+
+
+# The original kvm-caps-info-nfd-plugin table: the twelve names KubeVirt selects on.
+LEGACY_TABLE: dict[str, LegacyRule] = {
+    "base": LegacyRule("KVM_CAP_HYPERV", None),
+    "time": LegacyRule("KVM_CAP_HYPERV_TIME", None),
+    "vpindex": LegacyRule("KVM_CAP_HYPERV_VP_INDEX", HV_X64_MSR_VP_INDEX),
+    "tlbflush": LegacyRule("KVM_CAP_HYPERV_TLBFLUSH", None),
+    "ipi": LegacyRule("KVM_CAP_HYPERV_SEND_IPI", None),
+    "synic": LegacyRule("KVM_CAP_HYPERV_SYNIC", HV_X64_MSR_SCONTROL),
+    "synic2": LegacyRule("KVM_CAP_HYPERV_SYNIC2", HV_X64_MSR_SCONTROL),
+    "frequencies": LegacyRule(None, HV_X64_MSR_TSC_FREQUENCY),
+    "reset": LegacyRule(None, HV_X64_MSR_RESET),
+    "runtime": LegacyRule(None, HV_X64_MSR_VP_RUNTIME),
+    "synictimer": LegacyRule(None, HV_X64_MSR_STIMER0_CONFIG),
+    "reenlightenment": LegacyRule(None, HV_X64_MSR_REENLIGHTENMENT_CONTROL),
+}
+LEGACY_NAMES: tuple[str, ...] = tuple(LEGACY_TABLE)
+
+# HV CPUID describes neither of these, so the caps/MSR table keeps deciding them.
+DECIDED_BY_CAPS_ALWAYS: tuple[str, ...] = ("base", "synic2")
+
+
+class CpuidBit(NamedTuple):
+    leaf: int
+    register: str  # "eax" | "ebx" | "ecx" | "edx"
+    bit: int
+
+
+class HvCpuidRule(NamedTuple):
+    """Supported when every bit is set and every dependency is supported."""
+
+    bits: tuple[CpuidBit, ...]
+    depends: tuple[str, ...] = ()
+
+
+def _bits(leaf: int, register: str, *bits: int) -> tuple[CpuidBit, ...]:
+    return tuple(CpuidBit(leaf, register, b) for b in bits)
+
+
+_FEATURES = 0x40000003  # HYPERV_CPUID_FEATURES
+_ENLIGHTMENT = 0x40000004  # HYPERV_CPUID_ENLIGHTMENT_INFO
+_NESTED = 0x4000000A  # HYPERV_CPUID_NESTED_FEATURES
+
+HV_CPUID_TABLE: dict[str, HvCpuidRule] = {
+    "relaxed": HvCpuidRule(_bits(_ENLIGHTMENT, "eax", 5)),
+    "vapic": HvCpuidRule(_bits(_FEATURES, "eax", 4)),
+    "time": HvCpuidRule(_bits(_FEATURES, "eax", 1, 9)),
+    "crash": HvCpuidRule(_bits(_FEATURES, "edx", 10)),
+    "reset": HvCpuidRule(_bits(_FEATURES, "eax", 7)),
+    "vpindex": HvCpuidRule(_bits(_FEATURES, "eax", 6)),
+    "runtime": HvCpuidRule(_bits(_FEATURES, "eax", 0)),
+    "synic": HvCpuidRule(_bits(_FEATURES, "eax", 2), ("vpindex",)),
+    "synictimer": HvCpuidRule(_bits(_FEATURES, "eax", 3), ("synic", "time")),
+    "frequencies": HvCpuidRule(_bits(_FEATURES, "eax", 11) + _bits(_FEATURES, "edx", 8)),
+    "reenlightenment": HvCpuidRule(_bits(_FEATURES, "eax", 13)),
+    "tlbflush": HvCpuidRule(_bits(_ENLIGHTMENT, "eax", 2, 11), ("vpindex",)),
+    "evmcs": HvCpuidRule(_bits(_ENLIGHTMENT, "eax", 14), ("vapic",)),
+    "ipi": HvCpuidRule(_bits(_ENLIGHTMENT, "eax", 10, 11), ("vpindex",)),
+    "stimer-direct": HvCpuidRule(_bits(_FEATURES, "edx", 19), ("synictimer",)),
+    "avic": HvCpuidRule(_bits(_ENLIGHTMENT, "eax", 9)),
+    "emsr-bitmap": HvCpuidRule(_bits(_NESTED, "eax", 19)),
+    "xmm-input": HvCpuidRule(_bits(_FEATURES, "edx", 4)),
+    "tlbflush-ext": HvCpuidRule(_bits(_FEATURES, "edx", 14), ("tlbflush",)),
+    "tlbflush-direct": HvCpuidRule(_bits(_NESTED, "eax", 17), ("vapic",)),
+}
+
+# libvirt's <hyperv><enum name='features'> vocabulary (9.0+) -> feature name.
+# A name in it that is not listed means "unsupported". None: a guest setting
+# that needs no host support (spinlock retry count, vendor id string), so it
+# says nothing about the host and never becomes a label.
+LIBVIRT_NAMES: dict[str, str | None] = {
+    "relaxed": "relaxed",
+    "vapic": "vapic",
+    "spinlocks": None,
+    "vpindex": "vpindex",
+    "runtime": "runtime",
+    "synic": "synic",
+    "stimer": "synictimer",
+    "reset": "reset",
+    "vendor_id": None,
+    "frequencies": "frequencies",
+    "reenlightenment": "reenlightenment",
+    "tlbflush": "tlbflush",
+    "ipi": "ipi",
+    "evmcs": "evmcs",
+    "avic": "avic",
+    "emsr_bitmap": "emsr-bitmap",
+    "xmm_input": "xmm-input",
+}
+# libvirt 11.9+ <hyperv><defaults> children with supported='yes|no'; older
+# libvirt has no such child, which says nothing (unknown).
+LIBVIRT_DEFAULTS_NAMES: dict[str, str] = {
+    "stimer_direct": "stimer-direct",
+    "tlbflush_direct": "tlbflush-direct",
+    "tlbflush_extended": "tlbflush-ext",
+}
+
+# Every feature any evidence can speak about, in a stable order for reports.
+ALL_FEATURES: tuple[str, ...] = tuple(dict.fromkeys(
+    [*LEGACY_NAMES, *HV_CPUID_TABLE, *(n for n in LIBVIRT_NAMES.values() if n), *LIBVIRT_DEFAULTS_NAMES.values()]))

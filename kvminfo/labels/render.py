@@ -1,0 +1,91 @@
+"""Pure: source results + feature verdicts -> validated NFD labels.
+
+Label families (a hook may print one family only):
+- "caps": what this node's KVM can do: kvm-info-cap-hyperv-<feature>=true for
+  every supported enlightenment (or hyperv.node.kubevirt.io/<feature> with
+  KubeVirt's names), and general labels kvm-info-usable, kvm-info-nested,
+  kvm-info-cpu-vendor, kvm-info-host-model. Absent means unsupported/unknown.
+- "version": kvm-info-version-<feature>=true from the kernel whitelist.
+Keys carry no prefix when NFD's default (feature.node.kubernetes.io) is meant.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+from kvminfo.labels.nfd import LabelError, check_label, sanitize_value
+from kvminfo.model import FeatureVerdict, SourceResult, Status, Support
+
+FAMILIES: tuple[str, ...] = ("caps", "version")
+CAP_PREFIX = "kvm-info-cap-hyperv-"
+KUBEVIRT_HYPERV_PREFIX = "hyperv.node.kubevirt.io/"
+VERSION_PREFIX = "kvm-info-version-"
+
+
+def _by_name(sources: Iterable[SourceResult]) -> dict[str, SourceResult]:
+    return {s.name: s for s in sources}
+
+
+def _outside_value(key: str, raw: object, warnings: list[str]) -> str | None:
+    """A value that came from outside (libvirt, /proc): sanitized, or dropped, with a warning."""
+    text = str(raw)
+    value = sanitize_value(text)
+    if value is None:
+        warnings.append(f"label {key}: dropped unusable value {text!r}")
+    elif value != text:
+        warnings.append(f"label {key}: value {text!r} sanitized to {value!r}")
+    return value
+
+
+def caps_labels(sources: Mapping[str, SourceResult], verdicts: Iterable[FeatureVerdict],
+                kubevirt_names: bool, warnings: list[str]) -> dict[str, str]:
+    kvm = sources.get("kvm")
+    if kvm is not None and kvm.status is not Status.DISABLED and not kvm.ok:
+        # No usable /dev/kvm: no VM can run here, whatever libvirt claims.
+        return {}
+    prefix = KUBEVIRT_HYPERV_PREFIX if kubevirt_names else CAP_PREFIX
+    labels = {f"{prefix}{v.name}": "true" for v in verdicts if v.support is Support.SUPPORTED}
+    if kvm is not None and kvm.ok:
+        labels["kvm-info-usable"] = "true"
+        if kvm.facts.get("nested"):
+            labels["kvm-info-nested"] = "true"
+        if kvm.facts.get("cpu_vendor"):
+            vendor = _outside_value("kvm-info-cpu-vendor", kvm.facts["cpu_vendor"], warnings)
+            if vendor:
+                labels["kvm-info-cpu-vendor"] = vendor
+    libvirt = sources.get("libvirt")
+    host_model = libvirt.facts.get("host_model") if libvirt is not None and libvirt.ok else None
+    if host_model and host_model.get("model"):
+        model = _outside_value("kvm-info-host-model", host_model["model"], warnings)
+        if model:
+            labels["kvm-info-host-model"] = model
+    return labels
+
+
+def version_labels(sources: Mapping[str, SourceResult]) -> dict[str, str]:
+    whitelist = sources.get("kernel-whitelist")
+    if whitelist is None or not whitelist.ok:
+        return {}
+    return {f"{VERSION_PREFIX}{feature}": "true" for feature in whitelist.facts.get("whitelisted", [])}
+
+
+def render_labels(sources: Iterable[SourceResult], verdicts: Iterable[FeatureVerdict],
+                  kubevirt_names: bool = False,
+                  families: Iterable[str] = FAMILIES) -> tuple[dict[str, str], list[str]]:
+    """(labels sorted by key, warnings). Every label is checked against NFD's
+    rules; one that fails is dropped with a warning, never passed through."""
+    by_name, wanted, warnings = _by_name(sources), set(families), []
+    candidates: dict[str, str] = {}
+    if "caps" in wanted:
+        candidates.update(caps_labels(by_name, verdicts, kubevirt_names, warnings))
+    if "version" in wanted:
+        candidates.update(version_labels(by_name))
+    labels = {}
+    for key in sorted(candidates):
+        try:
+            check_label(key, candidates[key])
+        except LabelError as err:
+            warnings.append(f"dropped: {err}")
+            continue
+        labels[key] = candidates[key]
+    return labels, warnings

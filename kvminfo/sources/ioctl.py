@@ -1,0 +1,86 @@
+"""The lowest layer of the KVM source: the one function that issues ioctls.
+
+Everything above it (kvm.py, the feature rules, the renderers) runs for real
+in tests; a test that needs a Hyper-V capable host replaces only ``ioctl``
+(monkeypatch ``kvminfo.sources.ioctl.ioctl``), so callers must reach it as
+``ioctl_mod.ioctl(...)``, never ``from ... import ioctl``.
+
+Request numbers are the kernel's _IO/_IOWR encodings for x86 (checked
+against /usr/include/linux/kvm.h on Debian 12).
+"""
+
+from __future__ import annotations
+
+import fcntl
+
+# asm-generic/ioctl.h: dir(2 bits) << 30 | size(14) << 16 | type(8) << 8 | nr(8)
+_IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
+
+
+def _ioc(direction: int, type_: int, nr: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (type_ << 8) | nr
+
+
+def _io(type_: int, nr: int) -> int:
+    return _ioc(_IOC_NONE, type_, nr, 0)
+
+
+def _iowr(type_: int, nr: int, size: int) -> int:
+    return _ioc(_IOC_READ | _IOC_WRITE, type_, nr, size)
+
+
+KVMIO = 0xAE
+KVM_GET_API_VERSION = _io(KVMIO, 0x00)
+KVM_CREATE_VM = _io(KVMIO, 0x01)
+KVM_GET_MSR_INDEX_LIST = _iowr(KVMIO, 0x02, 4)  # struct kvm_msr_list {u32 nmsrs; u32 indices[];}
+KVM_CHECK_EXTENSION = _io(KVMIO, 0x03)
+KVM_CREATE_VCPU = _io(KVMIO, 0x41)
+KVM_GET_SUPPORTED_HV_CPUID = _iowr(KVMIO, 0xC1, 8)  # struct kvm_cpuid2 {u32 nent, padding; entries[]}
+assert KVM_GET_SUPPORTED_HV_CPUID == 0xC008AEC1
+
+KVM_API_VERSION = 12
+
+# KVM_CAP_* numbers (linux/kvm.h). Hyper-V ones first: each is checked.
+HYPERV_CAPS: dict[str, int] = {
+    "KVM_CAP_HYPERV": 44,
+    "KVM_CAP_HYPERV_VAPIC": 45,
+    "KVM_CAP_HYPERV_SPIN": 46,
+    "KVM_CAP_HYPERV_TIME": 96,
+    "KVM_CAP_HYPERV_SYNIC": 123,
+    "KVM_CAP_HYPERV_SYNIC2": 148,
+    "KVM_CAP_HYPERV_VP_INDEX": 149,
+    "KVM_CAP_HYPERV_EVENTFD": 154,
+    "KVM_CAP_HYPERV_TLBFLUSH": 155,
+    "KVM_CAP_HYPERV_SEND_IPI": 161,
+    "KVM_CAP_HYPERV_ENLIGHTENED_VMCS": 163,
+    "KVM_CAP_HYPERV_CPUID": 167,
+    "KVM_CAP_HYPERV_DIRECT_TLBFLUSH": 175,
+    "KVM_CAP_SYS_HYPERV_CPUID": 191,
+    "KVM_CAP_HYPERV_ENFORCE_CPUID": 199,
+}
+# General caps worth reporting to an operator (values are counts or booleans).
+GENERAL_CAPS: dict[str, int] = {
+    "KVM_CAP_IRQCHIP": 0,
+    "KVM_CAP_NR_VCPUS": 9,
+    "KVM_CAP_TSC_CONTROL": 60,
+    "KVM_CAP_GET_TSC_KHZ": 61,
+    "KVM_CAP_MAX_VCPUS": 66,
+    "KVM_CAP_X86_SMM": 117,
+    "KVM_CAP_MAX_VCPU_ID": 128,
+    "KVM_CAP_NESTED_STATE": 157,
+    "KVM_CAP_SGX_ATTRIBUTE": 196,
+    "KVM_CAP_VM_TSC_CONTROL": 214,
+}
+ALL_CAPS: dict[str, int] = {**HYPERV_CAPS, **GENERAL_CAPS}
+
+
+def ioctl(fd: int, request: int, arg: int | bytearray = 0) -> int:
+    """Issue one ioctl through libc (fcntl.ioctl); raises OSError on failure.
+
+    A bytearray ``arg`` is passed by pointer and updated in place (also when
+    the call fails, which the E2BIG protocols rely on); an int is passed by
+    value. Returns the ioctl's non-negative result.
+    """
+    if isinstance(arg, bytearray):
+        return fcntl.ioctl(fd, request, arg, True)
+    return fcntl.ioctl(fd, request, arg)

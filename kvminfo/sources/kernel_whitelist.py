@@ -1,0 +1,155 @@
+"""Kernel whitelist source: what kvm-version-info-nfd-plugin did.
+
+A JSON config lists checks {os, feature, kernelminver, kernelmaxver}; a check
+passes when os-release ID equals ``os`` and the running kernel lies within
+[min, max] (either bound may be absent, not both). Passing features become
+kvm-info-version-<feature> labels. A broken config is an operator error
+(KvminfoError naming file and field); the host files are I/O facts.
+
+Config (the original format; ``osrelease``/``kernversion`` are optional
+overrides of the host files, relative to the config file's directory):
+  {"osrelease": "/etc/os-release", "kernversion": "/proc/version",
+   "checks": [{"os": "centos", "feature": "hyperv", "kernelminver": "3.10.0-957.5.1.el7.x86_64"}]}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from typing import Any
+
+from kvminfo.errors import KvminfoError
+from kvminfo.model import SourceResult, Status
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("hyperv", "hyperv-lev2")
+DEFAULT_OS_RELEASE = "/etc/os-release"
+DEFAULT_PROC_VERSION = "/proc/version"
+# Where the original hook looked; the version hook uses it when no --whitelist-config is given.
+DEFAULT_CONFIG_PATH = "/etc/kubernetes/node-feature-discovery/source.d/conf/kvm-version-info.json"
+
+_VERSION_PREFIX = re.compile(r"[0-9][0-9.\-]*")
+
+
+def kernel_version_key(version: str) -> tuple[int, ...]:
+    """Comparable key of a kernel release such as ``3.10.0-957.5.1.el7.x86_64``.
+
+    Every number in the leading digits/dots/dashes counts, so distro build
+    numbers order as expected (957.5.1 > 957.1.1). The original used
+    hashicorp/go-version, which read "-957..." as a pre-release (lower than
+    3.10.0 itself): a whitelist of distro kernels is what this format is for,
+    so build numbers are compared numerically here.
+    """
+    match = _VERSION_PREFIX.match(version.strip())
+    if not match:
+        raise ValueError(f"not a kernel version: {version!r}")
+    return tuple(int(n) for n in re.findall(r"[0-9]+", match.group(0)))
+
+
+def _field_error(config_path: str, field: str, problem: str) -> KvminfoError:
+    return KvminfoError(f"{config_path}: {field}: {problem}")
+
+
+def parse_config(text: str, config_path: str) -> dict[str, Any]:
+    """Validate the config; every problem names the file and the field."""
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise KvminfoError(f"{config_path}: not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
+    if not isinstance(config, dict):
+        raise _field_error(config_path, "(top level)", "must be a JSON object")
+    for key in ("osrelease", "kernversion"):
+        if key in config and not isinstance(config[key], str):
+            raise _field_error(config_path, key, "must be a path string")
+    checks = config.get("checks")
+    if not isinstance(checks, list):
+        raise _field_error(config_path, "checks", "must be a list of checks")
+    for i, check in enumerate(checks):
+        where = f"checks[{i}]"
+        if not isinstance(check, dict):
+            raise _field_error(config_path, where, "must be an object")
+        for key in ("os", "feature"):
+            if not isinstance(check.get(key), str) or not check[key]:
+                raise _field_error(config_path, f"{where}.{key}", "missing or not a non-empty string")
+        if check["feature"] not in FEATURES:
+            raise _field_error(config_path, f"{where}.feature", f"{check['feature']!r} is not one of {', '.join(FEATURES)}")
+        bounds = [k for k in ("kernelminver", "kernelmaxver") if check.get(k)]
+        if not bounds:
+            raise _field_error(config_path, where, "needs kernelminver and/or kernelmaxver")
+        for key in bounds:
+            try:
+                kernel_version_key(str(check[key]))
+            except ValueError:
+                raise _field_error(config_path, f"{where}.{key}", f"{check[key]!r} is not a kernel version") from None
+    return config
+
+
+def read_os_id(path: str) -> str:
+    """os-release ID (quotes stripped); raises OSError/ValueError."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            key, sep, value = line.strip().partition("=")
+            if sep and key == "ID":
+                return value.strip().strip("\"'")
+    raise ValueError(f"{path}: no ID= line")
+
+
+def read_kernel_version(path: str) -> str:
+    """Third token of /proc/version ("Linux version 6.1.0-13-amd64 ...")."""
+    with open(path, encoding="utf-8") as f:
+        tokens = f.read().split()
+    if len(tokens) < 3:
+        raise ValueError(f"{path}: fewer than three tokens")
+    return tokens[2]
+
+
+def whitelisted_features(checks: list[dict[str, Any]], os_id: str, kernel: str) -> list[str]:
+    """Pure: the features whose checks this (os, kernel) satisfies, sorted."""
+    kernel_key = kernel_version_key(kernel)
+    passed = set()
+    for check in checks:
+        if check["os"] != os_id:
+            continue
+        low, high = check.get("kernelminver"), check.get("kernelmaxver")
+        if low and kernel_key < kernel_version_key(str(low)):
+            continue
+        if high and kernel_key > kernel_version_key(str(high)):
+            continue
+        passed.add(check["feature"])
+    return sorted(passed)
+
+
+def load_config(config_path: str) -> dict[str, Any]:
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as err:
+        raise KvminfoError(f"{config_path}: cannot read whitelist config: {err.strerror}") from None
+    return parse_config(text, config_path)
+
+
+def _beside(config_path: str, path: str | None) -> str | None:
+    """Relative host-file overrides are relative to the config file, not the cwd."""
+    return os.path.join(os.path.dirname(os.path.abspath(config_path)), path) if path else None
+
+
+def probe_kernel_whitelist(config_path: str, os_release: str | None = None,
+                           proc_version: str | None = None) -> SourceResult:
+    """Raises KvminfoError for a bad config; host files that cannot be read -> unavailable."""
+    config = load_config(config_path)
+    os_release = os_release or _beside(config_path, config.get("osrelease")) or DEFAULT_OS_RELEASE
+    proc_version = proc_version or _beside(config_path, config.get("kernversion")) or DEFAULT_PROC_VERSION
+    try:
+        os_id = read_os_id(os_release)
+        kernel = read_kernel_version(proc_version)
+        features = whitelisted_features(config["checks"], os_id, kernel)
+    except (OSError, ValueError) as err:
+        reason = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) else str(err)
+        return SourceResult("kernel-whitelist", Status.UNAVAILABLE, reason)
+    log.debug("kernel-whitelist: os=%s kernel=%s whitelisted=%s", os_id, kernel, features)
+    return SourceResult("kernel-whitelist", Status.OK, "",
+                        {"os_id": os_id, "kernel_version": kernel, "whitelisted": features,
+                         "config": os.path.abspath(config_path)})

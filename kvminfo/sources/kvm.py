@@ -1,0 +1,207 @@
+"""KVM source: what /dev/kvm itself says (ioctls), plus nested and CPU vendor.
+
+Raw facts only (shapes in kvminfo/model.py). Every failure becomes a
+SourceResult with a one-line reason; nothing here raises to the caller.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import struct
+
+from kvminfo.model import SourceResult, Status
+from kvminfo.sources import ioctl as _kvm  # reached as _kvm.ioctl so tests can replace it
+
+log = logging.getLogger(__name__)
+
+NESTED_PARAM_PATHS = (
+    "/sys/module/kvm_intel/parameters/nested",
+    "/sys/module/kvm_amd/parameters/nested",
+)
+CPUINFO_PATH = "/proc/cpuinfo"
+# /proc/cpuinfo vendor_id -> the short names KubeVirt and operators use.
+CPU_VENDORS = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD", "HygonGenuine": "Hygon", "CentaurHauls": "Centaur"}
+
+_EINTR_RETRIES = 3  # fcntl.ioctl is not retried by Python (PEP 475 skips ioctl)
+_HV_CPUID_FIRST_NENT = 8  # kernels return ~10 leaves: the first call usually grows
+_HV_CPUID_MAX_NENT = 1024
+_CPUID_ENTRY = struct.Struct("=10I")  # kvm_cpuid_entry2: function,index,flags,eax,ebx,ecx,edx,padding[3]
+
+
+class _IoctlFailed(Exception):
+    """An ioctl failed in a way that makes the whole source unusable."""
+
+
+def _call(fd: int, request: int, arg: int | bytearray, what: str) -> int:
+    """One ioctl with a bounded retry on EINTR; other errors -> OSError."""
+    for attempt in range(_EINTR_RETRIES):
+        try:
+            return _kvm.ioctl(fd, request, arg)
+        except InterruptedError:
+            log.debug("%s interrupted (attempt %d), retrying", what, attempt + 1)
+    raise InterruptedError(errno.EINTR, f"{what}: interrupted {_EINTR_RETRIES} times")
+
+
+def _must(fd: int, request: int, arg: int | bytearray, what: str) -> int:
+    try:
+        return _call(fd, request, arg, what)
+    except OSError as err:
+        raise _IoctlFailed(f"{what} failed: {os.strerror(err.errno) if err.errno else err}") from None
+
+
+def read_caps(fd: int) -> dict[str, int]:
+    return {name: _must(fd, _kvm.KVM_CHECK_EXTENSION, number, f"KVM_CHECK_EXTENSION({name})")
+            for name, number in _kvm.ALL_CAPS.items()}
+
+
+def read_msr_index_list(fd: int) -> list[int]:
+    """KVM_GET_MSR_INDEX_LIST: ask with nmsrs=0, the kernel answers E2BIG and the count."""
+    nmsrs = 0
+    for _ in range(4):  # the list cannot really grow between calls; bound it anyway
+        buf = bytearray(struct.pack("=I", nmsrs) + bytes(4 * nmsrs))
+        try:
+            _call(fd, _kvm.KVM_GET_MSR_INDEX_LIST, buf, "KVM_GET_MSR_INDEX_LIST")
+        except OSError as err:
+            if err.errno != errno.E2BIG:
+                raise _IoctlFailed(f"KVM_GET_MSR_INDEX_LIST failed: {os.strerror(err.errno)}") from None
+            (needed,) = struct.unpack_from("=I", buf)
+            if needed <= nmsrs:
+                raise _IoctlFailed(f"KVM_GET_MSR_INDEX_LIST: E2BIG with {nmsrs} slots but asks for {needed}")
+            nmsrs = needed
+            continue
+        (count,) = struct.unpack_from("=I", buf)
+        return list(struct.unpack_from(f"={count}I", buf, 4))
+    raise _IoctlFailed("KVM_GET_MSR_INDEX_LIST kept answering E2BIG")
+
+
+def read_hv_cpuid(fd: int) -> list[dict[str, int]]:
+    """KVM_GET_SUPPORTED_HV_CPUID on ``fd``, doubling the buffer on E2BIG.
+
+    Raises OSError (not E2BIG) when the kernel refuses; the caller decides.
+    """
+    nent = _HV_CPUID_FIRST_NENT
+    while True:
+        buf = bytearray(struct.pack("=II", nent, 0) + bytes(_CPUID_ENTRY.size * nent))
+        try:
+            _call(fd, _kvm.KVM_GET_SUPPORTED_HV_CPUID, buf, "KVM_GET_SUPPORTED_HV_CPUID")
+        except OSError as err:
+            if err.errno == errno.E2BIG and nent < _HV_CPUID_MAX_NENT:
+                nent *= 2
+                continue
+            raise
+        (count,) = struct.unpack_from("=I", buf)
+        if count > nent:
+            raise OSError(errno.EINVAL, f"kernel reported {count} entries for a {nent}-entry buffer")
+        entries = []
+        for i in range(count):
+            function, index, _flags, eax, ebx, ecx, edx, *_pad = _CPUID_ENTRY.unpack_from(buf, 8 + i * _CPUID_ENTRY.size)
+            entries.append({"function": function, "index": index, "eax": eax, "ebx": ebx, "ecx": ecx, "edx": edx})
+        return entries
+
+
+def _hv_cpuid_on_vcpu(kvm_fd: int) -> list[dict[str, int]]:
+    """Older kernels answer KVM_GET_SUPPORTED_HV_CPUID only on a vCPU: make a throwaway VM."""
+    vm_fd = _call(kvm_fd, _kvm.KVM_CREATE_VM, 0, "KVM_CREATE_VM")
+    try:
+        vcpu_fd = _call(vm_fd, _kvm.KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU")
+        try:
+            return read_hv_cpuid(vcpu_fd)
+        finally:
+            os.close(vcpu_fd)
+    finally:
+        os.close(vm_fd)
+
+
+def probe_hv_cpuid(fd: int, caps: dict[str, int]) -> tuple[list[dict[str, int]] | None, str | None, str | None]:
+    """(entries or None, via "system"|"vcpu"|None, why not) per the caps that advertise it."""
+    if caps.get("KVM_CAP_SYS_HYPERV_CPUID", 0) > 0:
+        via = "system"
+    elif caps.get("KVM_CAP_HYPERV_CPUID", 0) > 0:
+        via = "vcpu"
+    else:
+        return None, None, "KVM_CAP_SYS_HYPERV_CPUID and KVM_CAP_HYPERV_CPUID are 0"
+    try:
+        entries = read_hv_cpuid(fd) if via == "system" else _hv_cpuid_on_vcpu(fd)
+    except OSError as err:
+        reason = f"KVM_GET_SUPPORTED_HV_CPUID on the {via} fd failed: {os.strerror(err.errno) if err.errno else err}"
+        log.warning("kvm: %s; falling back to the capability/MSR table", reason)
+        return None, None, reason
+    return entries, via, None
+
+
+def read_nested(paths: tuple[str, ...] = NESTED_PARAM_PATHS) -> bool | None:
+    """kvm_intel/kvm_amd `nested` parameter: Y/1 -> True, N/0 -> False, no module -> None."""
+    for path in paths:
+        try:
+            with open(path, encoding="ascii", errors="replace") as f:
+                value = f.read().strip()
+        except OSError:
+            continue
+        return value in ("Y", "y", "1")
+    return None
+
+
+def read_cpu_vendor(path: str = CPUINFO_PATH) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "vendor_id":
+                    raw = value.strip()
+                    return CPU_VENDORS.get(raw, raw or None)
+    except OSError as err:
+        log.warning("kvm: cannot read %s: %s", path, err.strerror)
+    return None
+
+
+def _open_device(path: str) -> int | SourceResult:
+    """Open the device read-write, or a SourceResult saying precisely why not."""
+    def unavailable(reason: str) -> SourceResult:
+        return SourceResult("kvm", Status.UNAVAILABLE, f"{path}: {reason}")
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return unavailable("no such device (KVM module not loaded, or the device is not passed to this container)")
+    except OSError as err:
+        return unavailable(err.strerror or str(err))
+    if not stat.S_ISCHR(st.st_mode):
+        return unavailable("not a character device")
+    try:
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except PermissionError:
+        return unavailable("permission denied (read-write access is needed)")
+    except OSError as err:
+        return unavailable(err.strerror or str(err))
+
+
+def probe_kvm(path: str, nested_paths: tuple[str, ...] = NESTED_PARAM_PATHS,
+              cpuinfo_path: str = CPUINFO_PATH) -> SourceResult:
+    host_facts = {"nested": read_nested(nested_paths), "cpu_vendor": read_cpu_vendor(cpuinfo_path)}
+    opened = _open_device(path)
+    if isinstance(opened, SourceResult):
+        return SourceResult(opened.name, opened.status, opened.reason, host_facts)
+    fd = opened
+    try:
+        try:
+            api_version = _call(fd, _kvm.KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION")
+        except OSError as err:
+            return SourceResult("kvm", Status.ERROR, f"{path}: not a KVM device (KVM_GET_API_VERSION: "
+                                f"{os.strerror(err.errno) if err.errno else err})", host_facts)
+        if api_version != _kvm.KVM_API_VERSION:
+            return SourceResult("kvm", Status.ERROR, f"{path}: KVM API version {api_version}, "
+                                f"need {_kvm.KVM_API_VERSION}", {**host_facts, "api_version": api_version})
+        caps = read_caps(fd)
+        msrs = read_msr_index_list(fd)
+        hv_cpuid, via, hv_cpuid_missing = probe_hv_cpuid(fd, caps)
+    except _IoctlFailed as err:
+        return SourceResult("kvm", Status.ERROR, f"{path}: {err}", host_facts)
+    finally:
+        os.close(fd)
+    facts = {"api_version": api_version, "caps": caps, "msrs": msrs, "hv_cpuid": hv_cpuid,
+             "hv_cpuid_via": via, "hv_cpuid_missing": hv_cpuid_missing, **host_facts}
+    log.debug("kvm: %s API %d, %d MSRs, HV CPUID %s", path, api_version, len(msrs), via or "absent")
+    return SourceResult("kvm", Status.OK, "", facts)
