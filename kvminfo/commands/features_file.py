@@ -1,0 +1,213 @@
+"""`kvminfo features-file`: write this node's labels as an NFD feature file.
+
+One-shot by default; with --interval it is the sidecar that keeps the file
+fresh, rewriting only when the labels changed or the expiry is near, so NFD's
+fsnotify watcher is not woken every interval for nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from kvminfo.commands.labels import options_for_families
+from kvminfo.durations import format_duration, parse_duration
+from kvminfo.errors import KvminfoError
+from kvminfo.logsetup import configure_logging
+from kvminfo.labels.render import FAMILIES
+from kvminfo.options import ProbeOptions, add_probe_arguments, probe_options_from_args
+from kvminfo.output.atomic import write_atomic
+from kvminfo.output.featurefile import FeatureFile, format_rfc3339, parse_feature_file, render_feature_file
+from kvminfo.report import collect
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPIRY_S = 3600
+# Rewrite when less than this many intervals of validity are left, so that one
+# slow or failed round never lets the labels expire on a healthy node.
+REFRESH_WITHIN_INTERVALS = 2
+
+DESCRIPTION = """\
+Probe this node and write its Node Feature Discovery labels to an NFD feature
+file (NFD >= 0.14 reads /etc/kubernetes/node-feature-discovery/features.d/).
+The file is replaced atomically (a dotfile in the same directory, then a
+rename; NFD skips dotfiles) and starts with a `# +expiry-time=<RFC3339>`
+directive: NFD drops the labels after that moment, so a dead sidecar cannot
+leave stale capabilities on the node.
+
+Without --interval: write once and exit. With --interval: keep running,
+re-probe every interval, and rewrite only when the labels changed or less
+than two intervals of validity are left. SIGTERM or SIGINT exits 0.
+
+Durations: 90s, 10m, 1h, 1h30m, 1d."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    expiry_s: int
+    interval_s: int | None  # None: write once
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", "-o", required=True, metavar="PATH",
+                        help="feature file to write, e.g. /etc/kubernetes/node-feature-discovery/features.d/kvminfo "
+                             "(its directory must exist)")
+    parser.add_argument("--expiry", metavar="DURATION",
+                        help="how long NFD may trust the labels after each write "
+                             f"(default: {format_duration(DEFAULT_EXPIRY_S)}, or 3 intervals if that is longer); "
+                             "must exceed --interval")
+    parser.add_argument("--interval", metavar="DURATION",
+                        help="keep running and re-probe this often (sidecar mode); default: write once and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every step on stderr")
+    add_probe_arguments(parser)
+    return parser
+
+
+def schedule_from_args(expiry: str | None, interval: str | None) -> Schedule:
+    interval_s = parse_duration(interval, "--interval") if interval is not None else None
+    if expiry is not None:
+        expiry_s = parse_duration(expiry, "--expiry")
+    else:
+        expiry_s = max(DEFAULT_EXPIRY_S, 3 * interval_s) if interval_s else DEFAULT_EXPIRY_S
+    if interval_s is not None and expiry_s <= interval_s:
+        raise KvminfoError(f"--expiry {format_duration(expiry_s)} must be longer than --interval "
+                           f"{format_duration(interval_s)}, or the labels lapse between rewrites")
+    return Schedule(expiry_s=expiry_s, interval_s=interval_s)
+
+
+def rewrite_reason(on_disk: FeatureFile | None, labels: Mapping[str, str], now: datetime,
+                   schedule: Schedule) -> str | None:
+    """Why the file must be rewritten now, or None to leave it alone.
+
+    Compares labels, never bytes: the expiry line differs on every render.
+    """
+    if on_disk is None:
+        return "no feature file yet"
+    if on_disk.labels != dict(labels):
+        return f"labels changed ({_label_diff(on_disk.labels, labels)})"
+    if on_disk.expires_at is None:
+        return "existing file has no valid expiry directive"
+    interval_s = schedule.interval_s or 0
+    left = on_disk.expires_at - now
+    if left < timedelta(seconds=REFRESH_WITHIN_INTERVALS * interval_s):
+        return f"expiry near ({format_duration(max(0.0, left.total_seconds()))} left)"
+    return None
+
+
+def _label_diff(old: Mapping[str, str], new: Mapping[str, str]) -> str:
+    added = sorted(k for k in new if k not in old)
+    removed = sorted(k for k in old if k not in new)
+    changed = sorted(k for k in new if k in old and old[k] != new[k])
+    parts = [f"{sign}{', '.join(keys)}" for sign, keys in (("+", added), ("-", removed), ("~", changed)) if keys]
+    return "; ".join(parts)
+
+
+def read_feature_file(path: Path) -> FeatureFile | None:
+    try:
+        return parse_feature_file(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        log.warning("%s: cannot read back (%s); rewriting it", path, err)
+        return None
+
+
+def check_output_path(path: Path) -> None:
+    """Fail before probing (libvirt may take seconds) if the file can never be written."""
+    directory = path.parent
+    if path.is_dir():
+        raise KvminfoError(f"--output {path}: is a directory; give a file path inside it")
+    if not directory.is_dir():
+        raise KvminfoError(f"--output {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise KvminfoError(f"--output {path}: directory {directory} is not writable")
+
+
+def write_feature_file(path: Path, labels: Mapping[str, str], now: datetime, expiry_s: int, reason: str) -> None:
+    expires_at = now + timedelta(seconds=expiry_s)
+    write_atomic(path, render_feature_file(labels, expires_at))
+    log.info("wrote %s: %d labels, expires %s; reason: %s", path, len(labels), format_rfc3339(expires_at), reason)
+
+
+class _Stopped(Exception):
+    """Raised by the signal handler while a probe is in flight (nothing to clean up then)."""
+
+
+class StopOnSignal:
+    """SIGTERM/SIGINT set an Event the loop waits on; during a probe they abort it at once.
+
+    Never interrupts a write: the file stays whole and no temp file is left.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal_name = ""
+        self._abort_allowed = False
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()
+        if self._abort_allowed:
+            raise _Stopped
+
+    @contextlib.contextmanager
+    def abortable(self) -> Iterator[None]:
+        self._abort_allowed = True
+        try:
+            yield
+        finally:
+            self._abort_allowed = False
+
+
+def run_once(path: Path, options: ProbeOptions, schedule: Schedule, stop: StopOnSignal, always_write: bool) -> None:
+    with stop.abortable():
+        report = collect(options)
+    if stop.event.is_set():
+        return
+    now = datetime.now(timezone.utc)
+    reason = "one-shot" if always_write else rewrite_reason(read_feature_file(path), report.labels, now, schedule)
+    if reason is None:
+        log.info("left %s alone: labels unchanged, expiry not near", path)
+        return
+    write_feature_file(path, report.labels, now, schedule.expiry_s, reason)
+
+
+def main(argv: list[str], prog: str = "kvminfo features-file") -> int:
+    args = build_parser(prog).parse_args(argv)
+    configure_logging(args.verbose)
+    if not args.verbose:
+        log.setLevel(logging.INFO)  # the write/skip lines are this command's output
+    schedule = schedule_from_args(args.expiry, args.interval)
+    # Every label family `kvminfo labels` prints, with the same default whitelist lookup.
+    options = options_for_families(probe_options_from_args(args), list(FAMILIES))
+    path = Path(args.output)
+    check_output_path(path)
+    stop = StopOnSignal()
+    try:
+        run_once(path, options, schedule, stop, always_write=schedule.interval_s is None)
+        if schedule.interval_s is None:
+            return 0
+        log.info("refreshing %s every %s (expiry %s)", path, format_duration(schedule.interval_s),
+                 format_duration(schedule.expiry_s))
+        while not stop.event.wait(schedule.interval_s):
+            try:
+                run_once(path, options, schedule, stop, always_write=False)
+            except KvminfoError as err:  # e.g. the directory vanished: keep trying, the node may recover
+                log.error("%s; retrying in %s", err, format_duration(schedule.interval_s))
+    except _Stopped:
+        pass
+    if stop.event.is_set():
+        log.info("stopping on %s", stop.signal_name)
+    return 0

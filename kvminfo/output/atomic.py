@@ -1,0 +1,74 @@
+"""Replace a file atomically, so that a reader (NFD's fsnotify watcher, the
+kubelet reading a CDI spec) sees either the old content or the new, never half.
+
+The temp file is a dotfile in the target's own directory: os.replace is only
+atomic within one filesystem, and NFD skips dotfiles, so it never reads the
+temp file itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kvminfo.errors import KvminfoError
+
+
+def temp_path_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp.{os.getpid()}")
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` via temp file + fsync + rename + directory fsync.
+
+    Any failure removes the temp file and raises KvminfoError naming the path.
+    """
+    target = Path(path)
+    temp = temp_path_for(target)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    except OSError as err:
+        raise KvminfoError(f"{target}: cannot write: {_reason(err, temp)}") from None
+    try:
+        try:
+            os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, target)
+    except BaseException as err:
+        _remove_quietly(temp)
+        if isinstance(err, OSError):
+            raise KvminfoError(f"{target}: cannot write: {_reason(err, temp)}") from None
+        raise
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable across a crash."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return  # the data is in place; durability of the rename is best effort
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _reason(err: OSError, temp: Path) -> str:
+    if not temp.parent.is_dir():
+        return f"directory {temp.parent} does not exist"
+    return err.strerror or str(err)

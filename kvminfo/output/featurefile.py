@@ -1,0 +1,66 @@
+"""NFD feature file (features.d/, NFD >= 0.14): render and read back. Pure.
+
+Format (NFD's local source): `#` comments; `key[=value]` lines; the directive
+`# +expiry-time=<RFC3339>` applies to the lines after it, and NFD drops the
+labels once it has passed, so a node whose sidecar died loses them instead of
+advertising stale capabilities. NFD ignores files over 64 KiB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Mapping
+
+from kvminfo import __version__
+from kvminfo.errors import KvminfoError
+
+MAX_BYTES = 65536  # NFD skips larger files
+EXPIRY_DIRECTIVE = "# +expiry-time="
+HEADER = (
+    f"# Written by kvminfo {__version__} (kvminfo features-file). Do not edit: it is rewritten.\n"
+    "# Node Feature Discovery labels, key=value; unprefixed keys land under feature.node.kubernetes.io/.\n"
+)
+
+
+@dataclass(frozen=True)
+class FeatureFile:
+    labels: dict[str, str]
+    expires_at: datetime | None
+
+
+def format_rfc3339(moment: datetime) -> str:
+    """UTC, whole seconds, 'Z' (what Go's time.RFC3339 parser accepts)."""
+    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_feature_file(labels: Mapping[str, str], expires_at: datetime) -> bytes:
+    """The whole file: header, expiry directive, then sorted key=value lines."""
+    lines = [HEADER, f"{EXPIRY_DIRECTIVE}{format_rfc3339(expires_at)}\n"]
+    lines += [f"{key}={labels[key]}\n" for key in sorted(labels)]
+    data = "".join(lines).encode("utf-8")
+    if len(data) >= MAX_BYTES:
+        raise KvminfoError(f"feature file would be {len(data)} bytes; NFD ignores files of {MAX_BYTES} bytes or more")
+    return data
+
+
+def parse_feature_file(text: str) -> FeatureFile:
+    """Labels and expiry from a feature file (ours or not); tolerant: comments and blank lines skipped."""
+    labels: dict[str, str] = {}
+    expires_at: datetime | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith(EXPIRY_DIRECTIVE):
+            expires_at = _parse_rfc3339(line[len(EXPIRY_DIRECTIVE):])
+        elif line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            labels[key] = value if "=" in line else "true"  # NFD: no value means "true"
+    return FeatureFile(labels, expires_at)
+
+
+def _parse_rfc3339(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
