@@ -1,0 +1,152 @@
+"""Shared test infrastructure: fixture paths, the real libvirtd, a private libvirtd.
+
+Tests run against the real /dev/kvm and the real libvirt. When something real
+is missing, a test skips with the reason, except under KVMINFO_REQUIRE_REAL=1
+(`make test`, CI), where the missing thing is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+DOMCAPS_FIXTURES = FIXTURES / "domcaps"
+KVMINFO = REPO / ".venv" / "bin" / "kvminfo"
+SYSTEM_LIBVIRT_URI = "qemu:///system"
+
+
+def require_real(reason: str) -> None:
+    """Skip (developer laptop) or fail (make test / CI) when a real dependency is missing."""
+    if os.environ.get("KVMINFO_REQUIRE_REAL") == "1":
+        pytest.fail(f"KVMINFO_REQUIRE_REAL=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def libvirt_answers(uri: str, timeout_s: float = 10.0) -> tuple[bool, str]:
+    """Ask with virsh in a subprocess: a hung daemon cannot hang the test session."""
+    if shutil.which("virsh") is None:
+        return False, "virsh not installed (libvirt-clients)"
+    try:
+        done = subprocess.run(["virsh", "-c", uri, "version"], capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return False, f"libvirt at {uri} did not answer within {timeout_s:g}s"
+    if done.returncode != 0:
+        return False, " ".join(done.stderr.split()) or f"virsh exited {done.returncode}"
+    return True, ""
+
+
+@pytest.fixture(scope="session")
+def libvirt_uri() -> str:
+    """The shared system libvirtd (qemu:///system), brought up if it is down. Never stop it in a test."""
+    ok, why = libvirt_answers(SYSTEM_LIBVIRT_URI)
+    if not ok:
+        subprocess.run(["bash", str(REPO / "scripts" / "libvirt-up.sh")], capture_output=True, timeout=120)
+        ok, why = libvirt_answers(SYSTEM_LIBVIRT_URI)
+    if not ok:
+        require_real(f"libvirt on {SYSTEM_LIBVIRT_URI} is unavailable: {why}")
+    return SYSTEM_LIBVIRT_URI
+
+
+@dataclass
+class PrivateLibvirtd:
+    """A libvirtd of the test's own, safe to SIGSTOP or kill."""
+
+    uri: str
+    pid: int
+    directory: Path
+
+    def pause(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """SIGCONT then SIGTERM (a stopped process would not act on it), SIGKILL after 5 s."""
+        if not self.alive():
+            return
+        self.resume()
+        os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5.0
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+
+
+# Why a mount namespace: libvirtd's drivers lock pid files under /run/libvirt
+# and keep state in /var/lib/libvirt, so a second daemon conflicts with the
+# shared one. Private tmpfs mounts there (visible only to this daemon) plus its
+# own socket directory make it independent; a copy of the QEMU capabilities
+# cache keeps its first domcapabilities call at ~20 ms instead of ~4 s.
+_START_PRIVATE = """
+set -e
+mount -t tmpfs kvminfo-test /run/libvirt
+mount -t tmpfs kvminfo-test /var/lib/libvirt
+mkdir -p "$DIR/cache"
+cp -a /var/cache/libvirt/. "$DIR/cache/" 2>/dev/null || true
+mount --bind "$DIR/cache" /var/cache/libvirt
+exec libvirtd -d -f "$DIR/libvirtd.conf" -p "$DIR/libvirtd.pid"
+"""
+
+
+def _start_private_libvirtd(directory: Path) -> PrivateLibvirtd:
+    if os.geteuid() != 0:
+        raise RuntimeError("a private libvirtd needs root (mount namespace)")
+    for tool in ("libvirtd", "unshare", "virsh"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} not installed")
+    (directory / "libvirtd.conf").write_text(
+        f'unix_sock_dir = "{directory}"\n'
+        'auth_unix_rw = "none"\nauth_unix_ro = "none"\n'
+        f'log_outputs = "3:file:{directory}/libvirtd.log"\n'
+    )
+    started = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", _START_PRIVATE],
+                             env={**os.environ, "DIR": str(directory)}, capture_output=True, text=True, timeout=30)
+    if started.returncode != 0:
+        raise RuntimeError(f"private libvirtd did not start: {' '.join(started.stderr.split())}")
+    uri = f"qemu+unix:///system?socket={directory}/libvirt-sock"
+    deadline = time.monotonic() + 10.0
+    pid_file = directory / "libvirtd.pid"
+    while time.monotonic() < deadline:
+        if pid_file.exists() and pid_file.read_text().strip() and libvirt_answers(uri, timeout_s=5.0)[0]:
+            return PrivateLibvirtd(uri=uri, pid=int(pid_file.read_text()), directory=directory)
+        time.sleep(0.05)
+    log_file = directory / "libvirtd.log"
+    tail = log_file.read_text().splitlines()[-1:] if log_file.exists() else []
+    raise RuntimeError(f"private libvirtd did not answer within 10s: {' '.join(tail)}")
+
+
+@pytest.fixture
+def private_libvirtd() -> Iterator[PrivateLibvirtd]:
+    # Not tmp_path: a unix socket path must stay under 108 bytes.
+    directory = Path(tempfile.mkdtemp(prefix="kvminfo-lv.", dir="/tmp"))
+    daemon = None
+    try:
+        try:
+            daemon = _start_private_libvirtd(directory)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
+            require_real(f"cannot run a private libvirtd: {err}")
+        yield daemon
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        shutil.rmtree(directory, ignore_errors=True)
