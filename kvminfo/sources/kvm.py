@@ -132,9 +132,9 @@ def probe_hv_cpuid(fd: int, caps: dict[str, int]) -> tuple[list[dict[str, int]] 
     return entries, via, None
 
 
-def read_nested(paths: tuple[str, ...] = NESTED_PARAM_PATHS) -> bool | None:
+def read_nested(paths: tuple[str, ...] | None = None) -> bool | None:
     """kvm_intel/kvm_amd `nested` parameter: Y/1 -> True, N/0 -> False, no module -> None."""
-    for path in paths:
+    for path in NESTED_PARAM_PATHS if paths is None else paths:
         try:
             with open(path, encoding="ascii", errors="replace") as f:
                 value = f.read().strip()
@@ -144,7 +144,8 @@ def read_nested(paths: tuple[str, ...] = NESTED_PARAM_PATHS) -> bool | None:
     return None
 
 
-def read_cpu_vendor(path: str = CPUINFO_PATH) -> str | None:
+def read_cpu_vendor(path: str | None = None) -> str | None:
+    path = CPUINFO_PATH if path is None else path
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -178,8 +179,9 @@ def _open_device(path: str) -> int | SourceResult:
         return unavailable(err.strerror or str(err))
 
 
-def probe_kvm(path: str, nested_paths: tuple[str, ...] = NESTED_PARAM_PATHS,
-              cpuinfo_path: str = CPUINFO_PATH) -> SourceResult:
+def probe_kvm(path: str, nested_paths: tuple[str, ...] | None = None,
+              cpuinfo_path: str | None = None) -> SourceResult:
+    """Probe the KVM device at ``path``; host files default to the module's paths."""
     host_facts = {"nested": read_nested(nested_paths), "cpu_vendor": read_cpu_vendor(cpuinfo_path)}
     opened = _open_device(path)
     if isinstance(opened, SourceResult):
