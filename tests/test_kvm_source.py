@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_real
 from kvm_fakes import HyperVKernel, intel_hv_cpuid
 from kvminfo.model import Status
 from kvminfo.options import ProbeOptions
@@ -24,7 +25,12 @@ from kvminfo.sources.kvm import probe_kvm, read_cpu_vendor, read_nested
 KVM = "/dev/kvm"
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(not os.path.exists(KVM), reason="needs /dev/kvm")
+
+
+@pytest.fixture(autouse=True)
+def real_kvm() -> None:
+    if not os.path.exists(KVM):
+        require_real(f"{KVM} does not exist")
 
 
 def kvm_only(**kw) -> ProbeOptions:

@@ -1,0 +1,132 @@
+"""NFD's key/value rules, hostile values, and rendering verdicts into labels."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from kvminfo.labels.nfd import LabelError, check_label, full_key, is_denied_namespace, sanitize_value
+from kvminfo.labels.render import render_labels
+from kvminfo.model import FeatureVerdict, SourceResult, Status, Support
+
+S, U = Support.SUPPORTED, Support.UNSUPPORTED
+
+
+@pytest.mark.parametrize("key, value", [
+    ("kvm-info-cap-hyperv-base", "true"),
+    ("kvm-info-cap-hyperv-base", ""),
+    ("feature.node.kubernetes.io/kvm-info-usable", "true"),
+    ("profile.node.kubernetes.io/x", "y"),
+    ("hyperv.node.kubevirt.io/synictimer", "true"),
+    ("a" * 63, "b" * 63),
+    ("x", "Skylake-Client-IBRS"),
+    ("x", "a_b.c-d"),
+])
+def test_accepted(key, value):
+    check_label(key, value)
+
+
+@pytest.mark.parametrize("key, value, why", [
+    ("/kvm-info-cap-hyperv-base", "true", "leading '/'"),
+    ("kubernetes.io/foo", "true", "denied"),
+    ("node.kubernetes.io/foo", "true", "denied"),
+    ("topology.kubernetes.io/zone", "a", "denied"),
+    ("a/b/c", "true", "more than one"),
+    ("Bad_Prefix/x", "true", "DNS subdomain"),
+    ("a" * 64, "true", "longer than 63"),
+    ("-x", "true", "must be alphanumerics"),
+    ("x-", "true", "must be alphanumerics"),
+    ("with space", "true", "must be alphanumerics"),
+    ("", "true", "must be alphanumerics"),
+    ("x", "v" * 64, "value longer"),
+    ("x", "Intel Xeon", "value"),
+    ("x", "-lead", "value"),
+    ("x", "ünïcode", "value"),
+])
+def test_rejected(key, value, why):
+    with pytest.raises(LabelError, match=why):
+        check_label(key, value)
+
+
+def test_namespaces_and_default_prefix():
+    assert not is_denied_namespace("feature.node.kubernetes.io")
+    assert is_denied_namespace("kubernetes.io") and is_denied_namespace("sub.k8s.kubernetes.io")
+    assert not is_denied_namespace("notkubernetes.io")
+    assert full_key("kvm-info-usable") == "feature.node.kubernetes.io/kvm-info-usable"
+    assert full_key("hyperv.node.kubevirt.io/ipi") == "hyperv.node.kubevirt.io/ipi"
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Skylake-Client-IBRS", "Skylake-Client-IBRS"),
+    ("Intel Xeon (Cascadelake)", "Intel-Xeon-Cascadelake"),
+    ("../../etc/passwd", "etc-passwd"),
+    ("EPYC-Rome™", "EPYC-Rome"),
+    ("a=b\nc", "a-b-c"),
+    ("x" * 100, "x" * 63),
+    ("a" * 62 + "-bc", "a" * 62),  # cut at 63 then trimmed to end alphanumeric
+    ("###", None),
+    ("", None),
+])
+def test_sanitize_value(raw, expected):
+    assert sanitize_value(raw) == expected
+
+
+@given(st.text(max_size=200))
+def test_sanitized_values_are_always_valid(raw):
+    value = sanitize_value(raw)
+    if value is not None:
+        check_label("kvm-info-host-model", value)
+
+
+def kvm_ok(**facts) -> SourceResult:
+    return SourceResult("kvm", Status.OK, "", {"api_version": 12, "nested": None, "cpu_vendor": "AMD", **facts})
+
+
+def test_supported_features_become_true_labels_never_with_a_leading_slash():
+    verdicts = [FeatureVerdict("base", S, {"kvm-caps": S}), FeatureVerdict("synic", U, {"kvm-caps": U}),
+                FeatureVerdict("tlbflush-ext", S, {"kvm-hv-cpuid": S})]
+    labels, warnings = render_labels([kvm_ok(nested=True)], verdicts)
+    assert labels == {"kvm-info-cap-hyperv-base": "true", "kvm-info-cap-hyperv-tlbflush-ext": "true",
+                      "kvm-info-usable": "true", "kvm-info-nested": "true", "kvm-info-cpu-vendor": "AMD"}
+    assert not warnings and not any(k.startswith("/") for k in labels)
+    assert list(labels) == sorted(labels)
+
+
+def test_kubevirt_names():
+    labels, _ = render_labels([kvm_ok()], [FeatureVerdict("synictimer", S)], kubevirt_names=True)
+    assert labels["hyperv.node.kubevirt.io/synictimer"] == "true"
+    assert not [k for k in labels if k.startswith("kvm-info-cap-")]
+
+
+def test_no_usable_kvm_means_no_caps_labels_whatever_libvirt_says():
+    libvirt = SourceResult("libvirt", Status.OK, "", {"host_model": {"model": "Skylake"}})
+    for kvm in (SourceResult("kvm", Status.UNAVAILABLE, "/dev/kvm: no such device"),
+                SourceResult("kvm", Status.ERROR, "KVM_GET_API_VERSION failed")):
+        labels, _ = render_labels([kvm, libvirt], [FeatureVerdict("relaxed", S, {"libvirt": S})])
+        assert labels == {}
+
+
+def test_no_kvm_by_choice_keeps_libvirt_labels():
+    kvm = SourceResult("kvm", Status.DISABLED, "--no-kvm")
+    libvirt = SourceResult("libvirt", Status.OK, "", {"host_model": {"model": "Skylake-Client-IBRS"}})
+    labels, _ = render_labels([kvm, libvirt], [FeatureVerdict("relaxed", S, {"libvirt": S})])
+    assert labels == {"kvm-info-cap-hyperv-relaxed": "true", "kvm-info-host-model": "Skylake-Client-IBRS"}
+
+
+@pytest.mark.parametrize("model, expected, warned", [
+    ("Intel Xeon (Cascadelake)", "Intel-Xeon-Cascadelake", "sanitized"),
+    ("((()))", None, "dropped"),
+])
+def test_hostile_libvirt_values_are_sanitized_or_dropped_with_a_warning(model, expected, warned):
+    libvirt = SourceResult("libvirt", Status.OK, "", {"host_model": {"model": model}})
+    labels, warnings = render_labels([kvm_ok(), libvirt], [])
+    assert labels.get("kvm-info-host-model") == expected
+    assert len(warnings) == 1 and warned in warnings[0] and model in warnings[0]
+
+
+def test_version_family_alone():
+    whitelist = SourceResult("kernel-whitelist", Status.OK, "", {"whitelisted": ["hyperv", "hyperv-lev2"]})
+    labels, _ = render_labels([kvm_ok(), whitelist], [FeatureVerdict("base", S)], families=["version"])
+    assert labels == {"kvm-info-version-hyperv": "true", "kvm-info-version-hyperv-lev2": "true"}
+    labels, _ = render_labels([kvm_ok(), whitelist], [FeatureVerdict("base", S)], families=["caps"])
+    assert "kvm-info-version-hyperv" not in labels and "kvm-info-cap-hyperv-base" in labels
