@@ -1,0 +1,130 @@
+"""probe_libvirt against the real libvirt: the shared daemon, and a private one we may stop or kill."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import DOMCAPS_FIXTURES, REPO, PrivateLibvirtd
+from kvminfo.errors import KvminfoError
+from kvminfo.model import Status
+from kvminfo.sources.domcaps import parse_domcaps
+from kvminfo.sources.libvirt import probe_libvirt
+
+THIS_HOST_KVM = DOMCAPS_FIXTURES / "this-host-kvm.xml"
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+# A hung call must come back within the deadline plus this much.
+MARGIN_S = 0.5
+
+
+def without_connection_facts(facts: dict) -> dict:
+    return {k: v for k, v in facts.items() if k not in ("uri", "libvirt_version", "replayed_from")}
+
+
+def test_live_libvirt_matches_the_recording_of_this_host(libvirt_uri: str) -> None:
+    result = probe_libvirt(libvirt_uri, deadline_s=30.0)
+    assert result.status is Status.OK, result.reason
+    assert result.facts["hyperv"] == ["spinlocks", "vendor_id"]
+    assert without_connection_facts(result.facts) == parse_domcaps(THIS_HOST_KVM.read_text())
+    assert result.facts["uri"] == libvirt_uri
+    assert re.fullmatch(r"\d+\.\d+\.\d+", result.facts["libvirt_version"])
+
+
+def test_socket_missing_is_unavailable_with_libvirts_message_and_nothing_on_stderr(
+        tmp_path, capfd: pytest.CaptureFixture[str]) -> None:
+    socket = tmp_path / "no-such-sock"
+    result = probe_libvirt(f"qemu+unix:///system?socket={socket}", deadline_s=5.0)
+    assert result.status is Status.UNAVAILABLE
+    assert str(socket) in result.reason and "No such file or directory" in result.reason
+    assert "\n" not in result.reason
+    assert capfd.readouterr().err == ""  # libvirt's default handler would print here
+
+
+def test_unknown_driver_is_unavailable() -> None:
+    result = probe_libvirt("nosuchdriver:///system", deadline_s=5.0)
+    assert result.status is Status.UNAVAILABLE
+    assert result.reason
+
+
+def test_private_daemon_answers(private_libvirtd: PrivateLibvirtd) -> None:
+    result = probe_libvirt(private_libvirtd.uri, deadline_s=30.0)
+    assert result.status is Status.OK, result.reason
+    assert result.facts["hyperv"] == ["spinlocks", "vendor_id"]
+
+
+def test_stopped_daemon_times_out_within_the_deadline_then_recovers(private_libvirtd: PrivateLibvirtd) -> None:
+    private_libvirtd.pause()
+    started = time.monotonic()
+    result = probe_libvirt(private_libvirtd.uri, deadline_s=1.0)
+    elapsed = time.monotonic() - started
+    assert result.status is Status.TIMEOUT
+    assert result.reason == "libvirt did not answer within 1s"
+    assert 1.0 <= elapsed < 1.0 + MARGIN_S
+
+    # Still hung: no second thread is parked on it; the answer is immediate.
+    started = time.monotonic()
+    again = probe_libvirt(private_libvirtd.uri, deadline_s=1.0)
+    assert again.status is Status.TIMEOUT and "earlier call" in again.reason
+    assert time.monotonic() - started < 0.1
+
+    private_libvirtd.resume()
+    deadline = time.monotonic() + 10.0
+    while (result := probe_libvirt(private_libvirtd.uri, deadline_s=5.0)).status is not Status.OK:
+        assert time.monotonic() < deadline, f"libvirt did not recover after SIGCONT: {result.reason}"
+        time.sleep(0.05)
+
+
+def test_killed_daemon_is_unavailable(private_libvirtd: PrivateLibvirtd) -> None:
+    assert probe_libvirt(private_libvirtd.uri, deadline_s=30.0).status is Status.OK
+    private_libvirtd.kill()
+    result = probe_libvirt(private_libvirtd.uri, deadline_s=5.0)
+    assert result.status is Status.UNAVAILABLE
+    # libvirt's own words; which ones depends on how far the daemon's exit got
+    # ("Failed to connect socket ...: Connection refused" or "Cannot recv data: ...").
+    assert re.search(r"Failed to connect socket|Cannot recv data|Connection", result.reason), result.reason
+    assert "\n" not in result.reason
+
+
+def test_replay_file_needs_no_libvirt() -> None:
+    result = probe_libvirt("nosuchdriver:///system", deadline_s=0.1, domcaps_xml=str(THIS_HOST_KVM))
+    assert result.status is Status.OK
+    assert result.facts["replayed_from"] == str(THIS_HOST_KVM)
+    assert result.facts["uri"] is None and result.facts["libvirt_version"] is None
+    assert without_connection_facts(result.facts) == parse_domcaps(THIS_HOST_KVM.read_text())
+
+
+def test_replay_file_missing_is_an_operator_error(tmp_path) -> None:
+    missing = tmp_path / "gone.xml"
+    with pytest.raises(KvminfoError, match=rf"^{re.escape(str(missing))}: cannot read domain capabilities: "
+                                           r"No such file or directory$"):
+        probe_libvirt("qemu:///system", 1.0, domcaps_xml=str(missing))
+
+
+def test_replay_file_truncated_is_an_operator_error_naming_it(tmp_path) -> None:
+    cut = tmp_path / "cut.xml"
+    cut.write_text(THIS_HOST_KVM.read_text()[:3000])
+    with pytest.raises(KvminfoError, match=rf"^{re.escape(str(cut))}: not valid domain capabilities XML: "):
+        probe_libvirt("qemu:///system", 1.0, domcaps_xml=str(cut))
+
+
+def run_python(code: str) -> str:
+    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_libvirt_python_missing_is_unavailable() -> None:
+    # A None entry in sys.modules makes `import libvirt` raise ImportError, as on a node without it.
+    out = run_python("import sys; sys.modules['libvirt'] = None\n"
+                     "from kvminfo.sources.libvirt import probe_libvirt\n"
+                     "r = probe_libvirt('qemu:///system', 1.0); print(r.status.value, '|', r.reason)")
+    assert out == "unavailable | libvirt-python not installed"
+
+
+def test_importing_the_source_does_not_import_libvirt() -> None:
+    out = run_python("import sys, kvminfo.sources.libvirt; print('libvirt' in sys.modules)")
+    assert out == "False"
