@@ -29,7 +29,9 @@ class SourceResult:
     - kvm: api_version:int, caps:{KVM_CAP_NAME:int}, msrs:[int] or None,
       hv_cpuid:[{function,index,eax,ebx,ecx,edx}] or None (None = not
       obtainable, e.g. EINVAL / caps 0), hv_cpuid_via:"system"|"vcpu"|None,
-      nested:bool|None, cpu_vendor:"AMD"|"Intel"|... or None.
+      hv_cpuid_missing: why hv_cpuid is None (str) or None,
+      nested:bool|None, cpu_vendor:"AMD"|"Intel"|... or None. When the device
+      cannot be used only nested and cpu_vendor are present.
     - libvirt: hyperv: list of libvirt feature names (libvirt spelling:
       "stimer", "vendor_id", ...), [] when <hyperv supported='no'>, or None
       when the <hyperv> element is absent (unknown); hyperv_supported:
@@ -39,7 +41,8 @@ class SourceResult:
       sev:bool; sgx:bool; tdx:bool; domain_type, arch, machine, emulator:
       str|None; uri:str|None and libvirt_version:"9.0.0"|None (None when
       replayed from a file; then replayed_from:path).
-    - kernel-whitelist: os_id:str, kernel_version:str, whitelisted:[feature].
+    - kernel-whitelist: os_id:str, kernel_version:str, whitelisted:[feature],
+      config: absolute path of the whitelist config.
     """
 
     name: str

@@ -13,6 +13,7 @@ from kvminfo.features.hyperv import (
     libvirt_evidence,
 )
 from kvminfo.features.hyperv_tables import (
+    ALL_FEATURES,
     HV_CPUID_TABLE,
     LEGACY_NAMES,
     LEGACY_TABLE,
@@ -86,10 +87,19 @@ def test_hv_cpuid_table_dependencies_exist_and_do_not_cycle():
         hv_cpuid_verdicts(all_bits_set(), {"a": HvCpuidRule(bit, ("b",)), "b": HvCpuidRule(bit, ("a",))})
 
 
-def test_kvm_evidence_without_hv_cpuid_is_the_legacy_table_only():
-    evidence = kvm_evidence({"caps": {"KVM_CAP_HYPERV": 1}, "msrs": [], "hv_cpuid": None})
+def test_kvm_evidence_without_hv_cpuid_is_the_caps_table_only():
+    evidence = kvm_evidence({"caps": {"KVM_CAP_HYPERV": 1, "KVM_CAP_HYPERV_VAPIC": 1}, "msrs": [], "hv_cpuid": None})
     assert set(evidence) == {"kvm-caps"}
-    assert set(evidence["kvm-caps"]) == set(LEGACY_NAMES)
+    assert set(evidence["kvm-caps"]) == set(LEGACY_NAMES) | {"relaxed", "vapic", "evmcs"}
+    said = evidence["kvm-caps"]
+    assert said["relaxed"] is S and said["vapic"] is S and said["evmcs"] is U and said["base"] is S
+
+
+def test_no_hyperv_emulation_means_every_feature_unsupported():
+    evidence = kvm_evidence({"caps": {"KVM_CAP_HYPERV": 0}, "msrs": [0x40000002], "hv_cpuid": None})
+    assert evidence == {"kvm-caps": {name: U for name in ALL_FEATURES}}
+    verdicts = combine({**evidence, "libvirt": {"relaxed": S, "avic": S}})
+    assert {v.support for v in verdicts} == {U}
 
 
 def test_kvm_evidence_with_hv_cpuid_leaves_only_base_and_synic2_to_the_table():

@@ -158,13 +158,15 @@ def test_without_hv_cpuid_the_legacy_table_decides(install_kernel):
     assert result.facts["hv_cpuid"] is None
     labels = hyperv_labels(collect(kvm_only()).labels)
     assert labels == {"base", "time", "vpindex", "tlbflush", "ipi", "synic", "synic2", "frequencies",
-                      "reset", "runtime", "synictimer", "reenlightenment"}
+                      "reset", "runtime", "synictimer", "reenlightenment",  # the original twelve
+                      "relaxed", "vapic", "evmcs"}  # announced by caps alone
 
 
 def test_legacy_table_needs_the_msr_as_well_as_the_cap(install_kernel):
     install_kernel(hv_cpuid_on=None, extra_msrs=[0x40000003, 0x40000010])
     labels = hyperv_labels(collect(kvm_only()).labels)
-    assert labels == {"base", "time", "tlbflush", "ipi", "reset", "runtime"}  # no VP_INDEX/SCONTROL/... MSRs
+    # no VP_INDEX/SCONTROL/TSC_FREQUENCY/STIMER0/REENLIGHTENMENT MSRs
+    assert labels == {"base", "time", "tlbflush", "ipi", "reset", "runtime", "relaxed", "vapic", "evmcs"}
 
 
 def test_hv_cpuid_refused_falls_back_to_the_legacy_table(hyperv_kernel):

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Sequence
 
 from kvminfo.features.hyperv_tables import (
+    ALL_FEATURES,
+    CAPS_TABLE,
     DECIDED_BY_CAPS_ALWAYS,
     HV_CPUID_TABLE,
-    LEGACY_NAMES,
-    LEGACY_TABLE,
+    HYPERV_EMULATION_CAP,
     LIBVIRT_DEFAULTS_NAMES,
     LIBVIRT_NAMES,
     HvCpuidRule,
@@ -29,12 +30,13 @@ def _support(flag: bool) -> Support:
 
 
 def legacy_verdicts(caps: Mapping[str, int], msrs: Iterable[int],
-                    names: Sequence[str] = LEGACY_NAMES) -> dict[str, Support]:
-    """The original table: the capability > 0 and the MSR listed, where each is given."""
+                    names: Sequence[str] = tuple(CAPS_TABLE)) -> dict[str, Support]:
+    """The original table (and the caps-only extras): the capability > 0 and
+    the MSR listed, where each is given."""
     listed = set(msrs)
     verdicts = {}
     for name in names:
-        rule = LEGACY_TABLE[name]
+        rule = CAPS_TABLE[name]
         cap_ok = rule.cap is None or caps.get(rule.cap, 0) > 0
         msr_ok = rule.msr is None or rule.msr in listed
         verdicts[name] = _support(cap_ok and msr_ok)
@@ -66,9 +68,13 @@ def hv_cpuid_verdicts(entries: Iterable[Mapping[str, int]],
 
 
 def kvm_evidence(facts: Mapping[str, Any]) -> Evidence:
-    """Without HV CPUID the original table decides its twelve; with it, the
-    bits decide every feature they describe and the table only base/synic2."""
+    """Without HV CPUID the caps/MSR table decides; with it, the bits decide
+    every feature they describe and the table only base/synic2. A kernel
+    without Hyper-V emulation (KVM_CAP_HYPERV 0) supports no feature at all,
+    so then kvm-caps says "unsupported" for every one (whatever libvirt says)."""
     caps, msrs, hv_cpuid = facts.get("caps", {}), facts.get("msrs") or [], facts.get("hv_cpuid")
+    if caps.get(HYPERV_EMULATION_CAP, 0) <= 0:
+        return {"kvm-caps": {name: Support.UNSUPPORTED for name in ALL_FEATURES}}
     if hv_cpuid is None:
         return {"kvm-caps": legacy_verdicts(caps, msrs)}
     return {"kvm-caps": legacy_verdicts(caps, msrs, DECIDED_BY_CAPS_ALWAYS),

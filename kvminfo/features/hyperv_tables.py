@@ -44,6 +44,20 @@ LEGACY_TABLE: dict[str, LegacyRule] = {
 }
 LEGACY_NAMES: tuple[str, ...] = tuple(LEGACY_TABLE)
 
+# Kernels without HV CPUID (< 5.0) still announce these by capability; QEMU's
+# legacy path (get_supported_hv_cpuid_legacy) offers relaxed and vapic
+# whenever KVM has Hyper-V emulation at all, evmcs when its cap says so.
+CAPS_ONLY_TABLE: dict[str, LegacyRule] = {
+    "relaxed": LegacyRule("KVM_CAP_HYPERV", None),
+    "vapic": LegacyRule("KVM_CAP_HYPERV_VAPIC", None),
+    "evmcs": LegacyRule("KVM_CAP_HYPERV_ENLIGHTENED_VMCS", None),
+}
+CAPS_TABLE: dict[str, LegacyRule] = {**LEGACY_TABLE, **CAPS_ONLY_TABLE}
+
+# KVM_CAP_HYPERV announces the kernel's Hyper-V emulation (it is 0 when the
+# kernel has none, e.g. CONFIG_KVM_HYPERV=n); without it no enlightenment can work.
+HYPERV_EMULATION_CAP = "KVM_CAP_HYPERV"
+
 # HV CPUID describes neither of these, so the caps/MSR table keeps deciding them.
 DECIDED_BY_CAPS_ALWAYS: tuple[str, ...] = ("base", "synic2")
 

@@ -1,0 +1,177 @@
+"""`kvminfo probe` / `kvminfo labels` as an operator runs them: the real console
+script in a subprocess against the real /dev/kvm and libvirt (plus in-process
+runs where a Hyper-V kernel must be injected at the ioctl layer)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DOMCAPS_FIXTURES, KVMINFO
+from kvm_fakes import HyperVKernel
+from kvminfo import cli
+from kvminfo.labels.nfd import check_label
+from kvminfo.options import ProbeOptions
+from kvminfo.report import collect
+from kvminfo.sources import ioctl as kvm_ioctl
+
+HYPERV_HOST_XML = DOMCAPS_FIXTURES / "virt-manager-kvm-x86_64-latest.xml"
+PROBE_OPTIONS = ["--kvm-device", "--no-kvm", "--no-libvirt", "--libvirt-uri", "--libvirt-timeout",
+                 "--domcaps-xml", "--whitelist-config", "--kubevirt-names", "--verbose"]
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(KVMINFO), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def label_lines(stdout: str) -> dict[str, str]:
+    labels = dict(line.split("=", 1) for line in stdout.splitlines())
+    assert list(labels) == sorted(labels)  # sorted by key
+    for key, value in labels.items():
+        check_label(key, value)
+    return labels
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, *mentions: str) -> None:
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    for text in mentions:
+        assert text in done.stderr
+
+
+@pytest.mark.parametrize("command, extra", [("probe", ["--json"]), ("labels", ["--family"])])
+def test_help_explains_every_option(command, extra):
+    done = run(command, "--help")
+    assert done.returncode == 0
+    for option in PROBE_OPTIONS + extra:
+        assert option in done.stdout, option
+
+
+def test_probe_text_against_real_kvm_and_libvirt(libvirt_uri):
+    done = run("probe", "--libvirt-uri", libvirt_uri)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.split()[:2] == ["kvm", "ok"] and "API 12" in line for line in lines)
+    assert any(line.split()[:2] == ["libvirt", "ok"] for line in lines)
+    assert any(line.split()[:3] == ["base", "unsupported", "kvm-caps=unsupported"] for line in lines)
+    labels_at = lines.index("labels:")
+    assert "  kvm-info-usable=true" in lines[labels_at:]
+    assert not [line for line in lines[labels_at:] if "hyperv" in line]
+
+
+def test_probe_json_has_api_version_sources_features_provenance(libvirt_uri):
+    done = run("probe", "--json", "--libvirt-uri", libvirt_uri)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["api_version"] == 12
+    sources = {s["name"]: s for s in report["sources"]}
+    assert sources["kvm"]["status"] == "ok" and sources["libvirt"]["status"] == "ok"
+    assert sources["kernel-whitelist"]["status"] == "disabled"
+    features = {f["name"]: f for f in report["features"]}
+    assert features["vpindex"] == {"name": "vpindex", "support": "unsupported",
+                                   "said_by": {"kvm-caps": "unsupported", "libvirt": "unsupported"}}
+    assert not [k for k in report["labels"] if "hyperv" in k]
+
+
+def test_labels_real_node(libvirt_uri):
+    done = run("labels", "--libvirt-uri", libvirt_uri)
+    assert done.returncode == 0, done.stderr
+    labels = label_lines(done.stdout)
+    assert labels["kvm-info-usable"] == "true"
+    assert "kvm-info-host-model" in labels  # from libvirt, sanitized
+    assert not [k for k in labels if k.startswith("kvm-info-cap-hyperv-")]
+
+
+def test_replayed_hyperv_host_without_kvm_gives_libvirts_features():
+    done = run("labels", "--no-kvm", "--domcaps-xml", str(HYPERV_HOST_XML))
+    assert done.returncode == 0, done.stderr
+    labels = label_lines(done.stdout)
+    hyperv = {k.removeprefix("kvm-info-cap-hyperv-") for k in labels if k.startswith("kvm-info-cap-hyperv-")}
+    assert hyperv == {"relaxed", "vapic", "vpindex", "runtime", "synic", "synictimer", "reset", "frequencies",
+                      "reenlightenment", "tlbflush", "ipi", "evmcs", "avic"}  # not spinlocks/vendor_id
+    assert labels["kvm-info-host-model"] == "Skylake-Client-IBRS"
+
+
+def test_real_kvm_saying_no_outvotes_a_replayed_yes():
+    done = run("probe", "--json", "--domcaps-xml", str(HYPERV_HOST_XML))
+    report = json.loads(done.stdout)
+    synic = next(f for f in report["features"] if f["name"] == "synic")
+    assert synic == {"name": "synic", "support": "unsupported",
+                     "said_by": {"kvm-caps": "unsupported", "libvirt": "supported"}}
+    # KVM_CAP_HYPERV is 0 here: no Hyper-V emulation, so kvm also outvotes features its table lacks
+    relaxed = next(f for f in report["features"] if f["name"] == "relaxed")
+    assert relaxed["support"] == "unsupported" and relaxed["said_by"]["libvirt"] == "supported"
+    assert not [k for k in report["labels"] if "hyperv" in k]
+
+
+def test_injected_hyperv_kernel_through_the_cli(monkeypatch, capsys):
+    monkeypatch.setattr(kvm_ioctl, "ioctl", HyperVKernel())
+    assert cli.main(["labels", "--no-libvirt"]) == 0
+    labels = label_lines(capsys.readouterr().out)
+    assert labels["kvm-info-cap-hyperv-synictimer"] == "true" and labels["kvm-info-cap-hyperv-evmcs"] == "true"
+    assert cli.main(["labels", "--no-libvirt", "--kubevirt-names"]) == 0
+    labels = label_lines(capsys.readouterr().out)
+    assert labels["hyperv.node.kubevirt.io/synictimer"] == "true"
+    assert not [k for k in labels if k.startswith("kvm-info-cap-")]
+
+
+def test_injected_kernel_and_replayed_libvirt_agree(monkeypatch, capsys):
+    monkeypatch.setattr(kvm_ioctl, "ioctl", HyperVKernel())
+    assert cli.main(["probe", "--json", "--domcaps-xml", str(HYPERV_HOST_XML)]) == 0
+    features = {f["name"]: f for f in json.loads(capsys.readouterr().out)["features"]}
+    assert features["ipi"]["said_by"] == {"kvm-hv-cpuid": "supported", "libvirt": "supported"}
+    assert features["synic2"]["said_by"] == {"kvm-caps": "supported"}
+    # this recorded libvirt does not list xmm_input although it is in its vocabulary: it says no
+    assert features["xmm-input"]["support"] == "unsupported"
+
+
+def test_libvirt_down_still_prints_kvm_labels(tmp_path):
+    done = run("labels", "--libvirt-uri", f"qemu+unix:///system?socket={tmp_path}/no-such-sock")
+    assert done.returncode == 0
+    assert label_lines(done.stdout)["kvm-info-usable"] == "true"
+    assert len(done.stderr.strip().splitlines()) == 1 and "libvirt unavailable" in done.stderr
+
+
+def test_hanging_libvirt_does_not_stop_the_kvm_source(private_libvirtd):
+    private_libvirtd.pause()
+    try:
+        started = time.monotonic()
+        report = collect(ProbeOptions(libvirt_uri=private_libvirtd.uri, libvirt_deadline_s=1.0))
+        elapsed = time.monotonic() - started
+    finally:
+        private_libvirtd.resume()
+    assert report.source("libvirt").status.value == "timeout"
+    assert report.source("kvm").ok and report.labels["kvm-info-usable"] == "true"
+    assert elapsed < 3.0
+
+
+def test_truncated_domcaps_xml(tmp_path):
+    text = HYPERV_HOST_XML.read_text()
+    truncated = tmp_path / "truncated.xml"
+    truncated.write_text(text[: len(text) // 2])
+    for command in ("labels", "probe"):
+        assert_one_line_error(run(command, "--domcaps-xml", str(truncated)), str(truncated))
+
+
+def test_unreadable_inputs(tmp_path):
+    assert_one_line_error(run("labels", "--domcaps-xml", str(tmp_path / "missing.xml")), "missing.xml")
+    bad = tmp_path / "whitelist.json"
+    bad.write_text('{"checks": [{"os": "debian", "feature": "hyperv"}]}')
+    assert_one_line_error(run("labels", "--no-libvirt", "--whitelist-config", str(bad)), str(bad), "checks[0]")
+
+
+def test_bad_option_value_is_an_argparse_error_not_a_traceback():
+    done = run("labels", "--libvirt-timeout", "soon")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--libvirt-timeout" in done.stderr.splitlines()[-1]
+
+
+def test_missing_device_labels_nothing_and_says_why(tmp_path):
+    done = run("labels", "--no-libvirt", "--kvm-device", str(tmp_path / "kvm"))
+    assert done.returncode == 0 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and "no such device" in done.stderr
