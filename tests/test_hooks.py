@@ -1,0 +1,130 @@
+"""The NFD hook executables, run for real as NFD's source.d runner would."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from conftest import REPO
+from kvminfo.labels.nfd import check_label
+from kvminfo.sources.kernel_whitelist import read_kernel_version, read_os_id
+
+CAPS_HOOK = REPO / "nfd-hooks" / "kvm-caps-info-nfd-plugin"
+VERSION_HOOK = REPO / "nfd-hooks" / "kvm-version-info-nfd-plugin"
+HEAVY_MODULES = ("libvirt", "grpc", "kubernetes", "xml", "google.protobuf", "yaml")
+
+
+def run(hook: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k != "KVMINFO_PYTHON"}
+    return subprocess.run([str(hook), *args], capture_output=True, text=True, timeout=60,
+                          env={**environ, **(env or {})}, cwd="/")
+
+
+def labels_of(stdout: str) -> dict[str, str]:
+    labels = dict(line.split("=", 1) for line in stdout.splitlines())
+    for key, value in labels.items():
+        check_label(key, value)
+        assert not key.startswith("/")
+    return labels
+
+
+def test_hooks_are_sh_wrappers_that_exec_python_directly():
+    for hook in (CAPS_HOOK, VERSION_HOOK):
+        assert os.access(hook, os.X_OK)
+        text = hook.read_text()
+        assert text.startswith("#!/bin/sh\n")
+        assert ".pyenv/shims" not in text and "/.venv/bin/python" in text and 'exec "$python"' in text
+
+
+def test_caps_hook_fast_path_real_kvm():
+    done = run(CAPS_HOOK, "--no-libvirt")
+    assert done.returncode == 0 and done.stderr == ""
+    labels = labels_of(done.stdout)
+    assert labels["kvm-info-usable"] == "true"
+    assert not [k for k in labels if "hyperv" in k]  # this kernel has no Hyper-V emulation
+
+
+def test_caps_hook_fast_path_imports_nothing_heavy():
+    done = run(CAPS_HOOK, "--no-libvirt", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert done.returncode == 0
+    imported = {m.group(1).strip() for m in re.finditer(r"^import time:.*\|\s*(\S.*)$", done.stderr, re.M)}
+    assert "kvminfo.sources.kvm" in imported  # the profile really covers the hook's imports
+    heavy = {m for m in imported if m.split(".")[0] in {h.split(".")[0] for h in HEAVY_MODULES}
+             or m.startswith(HEAVY_MODULES)}
+    assert not heavy, heavy
+
+
+def test_caps_hook_with_libvirt_and_kubevirt_names(libvirt_uri):
+    done = run(CAPS_HOOK, "--libvirt-uri", libvirt_uri, "--kubevirt-names")
+    assert done.returncode == 0, done.stderr
+    labels = labels_of(done.stdout)
+    assert "kvm-info-host-model" in labels and labels["kvm-info-usable"] == "true"
+    assert not [k for k in labels if k.startswith("kvm-info-version-")]
+
+
+def test_caps_hook_without_device_prints_nothing_and_says_why(tmp_path):
+    done = run(CAPS_HOOK, "--no-libvirt", "--kvm-device", str(tmp_path / "kvm"))
+    assert done.returncode == 0 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and str(tmp_path / "kvm") in done.stderr
+
+
+def test_hook_run_through_a_symlink_in_a_hook_dir(tmp_path):
+    """NFD's source.d usually holds a symlink; ../.venv is found next to the real file."""
+    (tmp_path / "source.d").mkdir()
+    link = tmp_path / "source.d" / "kvm-caps-info-nfd-plugin"
+    link.symlink_to(CAPS_HOOK)
+    done = run(link, "--no-libvirt")
+    assert done.returncode == 0, done.stderr
+    assert "kvm-info-usable=true" in done.stdout.splitlines()
+
+
+def test_kvminfo_python_overrides_the_interpreter(tmp_path):
+    marker = tmp_path / "used"
+    shim = tmp_path / "python"
+    shim.write_text(f'#!/bin/sh\necho "$@" > {marker}\nexec {REPO}/.venv/bin/python "$@"\n')
+    shim.chmod(0o755)
+    done = run(CAPS_HOOK, "--no-libvirt", env={"KVMINFO_PYTHON": str(shim)})
+    assert done.returncode == 0 and "kvm-info-usable=true" in done.stdout
+    assert marker.read_text().split()[-2:] == ["caps", "--no-libvirt"]
+
+
+def whitelist_for_this_host(tmp_path: Path, os_id: str) -> Path:
+    kernel = read_kernel_version("/proc/version")
+    path = tmp_path / "kvm-version-info.json"
+    path.write_text(json.dumps({"checks": [
+        {"os": os_id, "feature": "hyperv", "kernelminver": "3.10", "kernelmaxver": kernel},
+        {"os": os_id, "feature": "hyperv-lev2", "kernelminver": f"{int(kernel.split('.')[0]) + 1}.0"},  # newer
+    ]}))
+    return path
+
+
+def test_version_hook_prints_only_version_labels(tmp_path):
+    config = whitelist_for_this_host(tmp_path, read_os_id("/etc/os-release"))
+    done = run(VERSION_HOOK, "--whitelist-config", str(config))
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout == "kvm-info-version-hyperv=true\n"
+
+
+def test_version_hook_other_os_is_not_whitelisted(tmp_path):
+    config = whitelist_for_this_host(tmp_path, "some-other-os")
+    done = run(VERSION_HOOK, "--whitelist-config", str(config))
+    assert done.returncode == 0 and done.stdout == ""
+
+
+def test_version_hook_without_config_prints_nothing_and_says_why():
+    done = run(VERSION_HOOK)
+    if Path("/etc/kubernetes/node-feature-discovery/source.d/conf/kvm-version-info.json").exists():
+        return  # a configured node: covered by the tests above
+    assert done.returncode == 0 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and "whitelist" in done.stderr
+
+
+def test_version_hook_bad_config_fails_in_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"checks": [{"os": "debian"}]}')
+    done = run(VERSION_HOOK, "--whitelist-config", str(bad))
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "checks[0].feature" in done.stderr
