@@ -1,0 +1,175 @@
+"""Pure: a Report -> the NodeFeature object NFD's master reads (nfd.k8s-sigs.io/v1alpha1).
+
+spec.labels carries exactly what `kvminfo labels` prints; spec.features carries
+the raw facts in NFD's Features format so that a NodeFeatureRule can derive
+its own labels from them:
+- flags      kvminfo.hyperv   one element per supported Hyper-V enlightenment
+- attributes kvminfo.kvm      usable, api_version, max_vcpus, nested, cpu_vendor
+- attributes kvminfo.libvirt  version, max_vcpus, host_model, sev, sgx, tdx, ...
+Only sources that answered contribute; an absent element means "not known".
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from kvminfo.commands.features_file import _label_diff as label_diff  # one diff format for both writers
+from kvminfo.errors import KvminfoError
+from kvminfo.model import Report, SourceResult, Support
+
+API_GROUP = "nfd.k8s-sigs.io"
+API_VERSION = "v1alpha1"
+KIND = "NodeFeature"
+PLURAL = "nodefeatures"
+# NFD's master attributes a NodeFeature to the node named by this label.
+NODE_NAME_LABEL = "nfd.node.kubernetes.io/node-name"
+NAME_PREFIX = "kvminfo-"
+
+HYPERV_FLAGS = "kvminfo.hyperv"
+KVM_ATTRIBUTES = "kvminfo.kvm"
+LIBVIRT_ATTRIBUTES = "kvminfo.libvirt"
+
+# RFC 1123 subdomain: what Kubernetes requires of node and object names.
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_SUBDOMAIN_MAX = 253
+# RFC 1123 label: what a namespace name must be.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_LABEL_MAX = 63
+
+
+def check_node_name(node: str) -> str:
+    if not node or len(node) > _DNS_SUBDOMAIN_MAX or not _DNS_SUBDOMAIN.fullmatch(node):
+        raise KvminfoError(f"node name {node!r} is not a valid Kubernetes node name "
+                           "(lowercase RFC 1123 subdomain, at most 253 characters)")
+    return node
+
+
+def check_namespace(namespace: str) -> str:
+    if not namespace or len(namespace) > _DNS_LABEL_MAX or not _DNS_LABEL.fullmatch(namespace):
+        raise KvminfoError(f"namespace {namespace!r} is not a valid namespace name "
+                           "(lowercase RFC 1123 label, at most 63 characters)")
+    return namespace
+
+
+def object_name(node: str) -> str:
+    """kvminfo-<node>: one object per node, distinct from NFD's own (named after the node)."""
+    name = NAME_PREFIX + check_node_name(node)
+    if len(name) > _DNS_SUBDOMAIN_MAX:
+        raise KvminfoError(f"node name {node!r} is too long: {name!r} exceeds {_DNS_SUBDOMAIN_MAX} characters")
+    return name
+
+
+def _flag_set(names: list[str]) -> dict[str, Any]:
+    return {"elements": {name: {} for name in sorted(names)}}
+
+
+def _attribute_set(values: Mapping[str, object]) -> dict[str, Any]:
+    """NFD attributes are strings; booleans become "true"/"false" like NFD's own sources."""
+    def text(value: object) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return {"elements": {key: text(value) for key, value in sorted(values.items()) if value is not None}}
+
+
+def kvm_attributes(kvm: SourceResult) -> dict[str, object]:
+    facts = kvm.facts
+    caps = facts.get("caps") or {}
+    return {
+        "usable": True,
+        "api_version": facts.get("api_version"),
+        "max_vcpus": caps.get("KVM_CAP_MAX_VCPUS"),
+        "nested": facts.get("nested"),
+        "cpu_vendor": facts.get("cpu_vendor"),
+    }
+
+
+def libvirt_attributes(libvirt: SourceResult) -> dict[str, object]:
+    facts = libvirt.facts
+    host_model = facts.get("host_model") or {}
+    return {
+        "version": facts.get("libvirt_version"),
+        "max_vcpus": facts.get("max_vcpus"),
+        "host_model": host_model.get("model"),
+        "host_model_vendor": host_model.get("vendor"),
+        "hyperv_supported": facts.get("hyperv_supported"),
+        "sev": facts.get("sev"),
+        "sgx": facts.get("sgx"),
+        "tdx": facts.get("tdx"),
+        "domain_type": facts.get("domain_type"),
+    }
+
+
+def features_from_report(report: Report) -> dict[str, Any]:
+    """NFD's Features shape: {flags: {set: {elements}}, attributes: {...}}; empty sets left out."""
+    supported = [v.name for v in report.features if v.support is Support.SUPPORTED]
+    flags = {HYPERV_FLAGS: _flag_set(supported)} if supported else {}
+    attributes: dict[str, Any] = {}
+    kvm, libvirt = report.source("kvm"), report.source("libvirt")
+    if kvm is not None and kvm.ok:
+        attributes[KVM_ATTRIBUTES] = _attribute_set(kvm_attributes(kvm))
+    if libvirt is not None and libvirt.ok:
+        attributes[LIBVIRT_ATTRIBUTES] = _attribute_set(libvirt_attributes(libvirt))
+    features: dict[str, Any] = {}
+    if flags:
+        features["flags"] = flags
+    if attributes:
+        features["attributes"] = attributes
+    return features
+
+
+def build_nodefeature(report: Report, node: str, namespace: str) -> dict[str, Any]:
+    """The whole object to create; the API server adds resourceVersion and the rest of metadata."""
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "metadata": {
+            "name": object_name(node),
+            "namespace": check_namespace(namespace),
+            "labels": {NODE_NAME_LABEL: node},
+        },
+        "spec": {
+            "labels": dict(sorted(report.labels.items())),
+            "features": features_from_report(report),
+        },
+    }
+
+
+def _normalized_spec(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The API server may drop empty maps; {} and absent mean the same to NFD."""
+    spec = dict(spec or {})
+    features = {kind: sets for kind, sets in (spec.get("features") or {}).items() if sets}
+    return {"labels": dict(spec.get("labels") or {}), "features": features}
+
+
+def change_reason(existing: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> str | None:
+    """Why `existing` must be written to become `desired`, or None when it already says the same.
+
+    Only what we own counts: the spec and our labels. Metadata the API server or
+    others add (resourceVersion, managedFields, annotations, extra labels) does not.
+    """
+    if existing is None:
+        return "no NodeFeature object yet"
+    old, new = _normalized_spec(existing.get("spec")), _normalized_spec(desired.get("spec"))
+    if old["labels"] != new["labels"]:
+        return f"labels changed ({label_diff(old['labels'], new['labels'])})"
+    if old["features"] != new["features"]:
+        return "features changed"
+    have = (existing.get("metadata") or {}).get("labels") or {}
+    for key, value in desired["metadata"]["labels"].items():
+        if have.get(key) != value:
+            return f"object label {key} is {have.get(key)!r}, want {value!r}"
+    return None
+
+
+def updated_object(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """`desired` carrying `existing`'s resourceVersion (optimistic concurrency: a
+    concurrent writer makes the server answer 409) and keeping labels and
+    annotations others put on the object."""
+    old_meta = existing.get("metadata") or {}
+    meta = dict(desired["metadata"])
+    meta["resourceVersion"] = old_meta.get("resourceVersion")
+    meta["labels"] = {**(old_meta.get("labels") or {}), **desired["metadata"]["labels"]}
+    if old_meta.get("annotations"):
+        meta["annotations"] = dict(old_meta["annotations"])
+    return {**desired, "metadata": meta}
