@@ -1,0 +1,350 @@
+"""`kvminfo features-file`: the real console script in subprocesses, plus its pure parts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import DOMCAPS_FIXTURES, KVMINFO, PrivateLibvirtd
+from kvminfo.commands.features_file import Schedule, rewrite_reason, schedule_from_args
+from kvminfo.durations import format_duration, parse_duration
+from kvminfo.errors import KvminfoError
+from kvminfo.output.atomic import write_atomic
+from kvminfo.output.featurefile import FeatureFile, MAX_BYTES, parse_feature_file, render_feature_file
+
+THIS_HOST_KVM = DOMCAPS_FIXTURES / "this-host-kvm.xml"
+VIRT_MANAGER = DOMCAPS_FIXTURES / "virt-manager-kvm-x86_64-latest.xml"
+NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def kvminfo(*args: str, timeout: float = 60, user: int | None = None) -> subprocess.CompletedProcess[str]:
+    command = [str(KVMINFO), *args]
+    if user is not None:  # run as an unprivileged user: root may write anywhere
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_clean_error_line(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def only_entries(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+# --- durations -----------------------------------------------------------------
+
+@pytest.mark.parametrize("text, seconds", [
+    ("90s", 90), ("10m", 600), ("1h", 3600), ("1h30m", 5400), ("1d", 86400), ("2h0m5s", 7205), (" 5m ", 300),
+])
+def test_durations_parse(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "10", "1x", "m", "-5m", "1.5h", "30m1h", "0s", "1h 30m"])
+def test_bad_durations_name_the_option(text: str) -> None:
+    with pytest.raises(KvminfoError, match=r"^--expiry: "):
+        parse_duration(text, "--expiry")
+
+
+def test_format_duration_is_the_inverse() -> None:
+    for seconds in (1, 59, 90, 3600, 5400, 86400 + 61):
+        assert parse_duration(format_duration(seconds)) == seconds
+
+
+def test_expiry_must_exceed_interval() -> None:
+    with pytest.raises(KvminfoError, match="--expiry 1m must be longer than --interval 1m"):
+        schedule_from_args("1m", "1m")
+    assert schedule_from_args(None, None) == Schedule(expiry_s=3600, interval_s=None)
+    assert schedule_from_args(None, "2h") == Schedule(expiry_s=6 * 3600, interval_s=7200)
+
+
+# --- render / parse / rewrite decision -------------------------------------------
+
+def test_render_then_parse_round_trips_and_sorts() -> None:
+    labels = {"kvm-info-usable": "true", "kvm-info-cpu-vendor": "AMD", "a.example.com/x": ""}
+    data = render_feature_file(labels, NOW + timedelta(hours=1))
+    text = data.decode()
+    body = [line for line in text.splitlines() if not line.startswith("#")]
+    assert body == ["a.example.com/x=", "kvm-info-cpu-vendor=AMD", "kvm-info-usable=true"]
+    assert "# +expiry-time=2026-11-25T13:00:00Z\n" in text
+    assert text.index("# +expiry-time=") < text.index("a.example.com/x=")  # applies to the lines after it
+    parsed = parse_feature_file(text)
+    assert parsed == FeatureFile(labels, NOW + timedelta(hours=1))
+
+
+def test_header_comments_are_not_directives() -> None:
+    text = render_feature_file({}, NOW).decode()
+    directives = [line for line in text.splitlines() if line.startswith("# +")]
+    assert directives == ["# +expiry-time=2026-11-25T12:00:00Z"]
+
+
+def test_parse_takes_nfd_bare_keys_as_true() -> None:
+    assert parse_feature_file("# c\nfoo\nbar=1\n\n").labels == {"foo": "true", "bar": "1"}
+
+
+def test_too_big_for_nfd_is_refused() -> None:
+    labels = {f"kvm-info-test-{i:05d}": "x" * 40 for i in range(2000)}
+    with pytest.raises(KvminfoError, match=f"NFD ignores files of {MAX_BYTES} bytes or more"):
+        render_feature_file(labels, NOW)
+
+
+LABELS = {"kvm-info-usable": "true"}
+HOURLY = Schedule(expiry_s=3600, interval_s=60)
+
+
+@pytest.mark.parametrize("on_disk, labels, expected", [
+    (None, LABELS, "no feature file yet"),
+    (FeatureFile(LABELS, NOW + timedelta(minutes=30)), LABELS, None),
+    (FeatureFile(LABELS, NOW + timedelta(seconds=119)), LABELS, "expiry near (1m59s left)"),
+    (FeatureFile(LABELS, NOW - timedelta(seconds=5)), LABELS, "expiry near (0s left)"),
+    (FeatureFile(LABELS, None), LABELS, "existing file has no valid expiry directive"),
+    (FeatureFile({**LABELS, "kvm-info-nested": "true"}, NOW + timedelta(hours=1)), LABELS,
+     "labels changed (-kvm-info-nested)"),
+    (FeatureFile({"kvm-info-usable": "false", "x": "1"}, NOW + timedelta(hours=1)), {**LABELS, "y": "2"},
+     "labels changed (+y; -x; ~kvm-info-usable)"),
+])
+def test_rewrite_reason(on_disk: FeatureFile | None, labels: dict[str, str], expected: str | None) -> None:
+    assert rewrite_reason(on_disk, labels, NOW, HOURLY) == expected
+
+
+def test_rewrite_ignores_the_expiry_line() -> None:
+    first = parse_feature_file(render_feature_file(LABELS, NOW + timedelta(hours=1)).decode())
+    # A later render has a different expiry line, but the same labels: nothing to do.
+    assert render_feature_file(LABELS, NOW + timedelta(hours=2)) != render_feature_file(LABELS, NOW + timedelta(hours=1))
+    assert rewrite_reason(first, LABELS, NOW + timedelta(minutes=1), HOURLY) is None
+
+
+# --- atomic write ------------------------------------------------------------------
+
+def test_write_atomic_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "kvminfo"
+    target.write_text("old\n")
+    old_umask = os.umask(0o077)
+    try:
+        write_atomic(target, b"new\n", mode=0o644)
+    finally:
+        os.umask(old_umask)
+    assert target.read_bytes() == b"new\n"
+    assert target.stat().st_mode & 0o777 == 0o644  # the umask does not narrow it
+    assert only_entries(tmp_path) == ["kvminfo"]
+
+
+def test_write_atomic_failure_removes_the_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "occupied"
+    (target / "child").mkdir(parents=True)  # rename onto a non-empty directory fails
+    with pytest.raises(KvminfoError, match=rf"^{tmp_path}/occupied: cannot write: "):
+        write_atomic(target, b"data")
+    assert only_entries(tmp_path) == ["occupied"]
+
+
+def test_write_atomic_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(KvminfoError, match=f"directory {tmp_path}/nope does not exist"):
+        write_atomic(tmp_path / "nope" / "f", b"x")
+
+
+# --- the real command ----------------------------------------------------------------
+
+def test_one_shot_writes_the_same_labels_as_kvminfo_labels(tmp_path: Path, libvirt_uri: str) -> None:
+    out = tmp_path / "kvminfo"
+    before = datetime.now(timezone.utc)
+    done = kvminfo("features-file", "--output", str(out), "--libvirt-uri", libvirt_uri)
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stderr and "reason: one-shot" in done.stderr
+    parsed = parse_feature_file(out.read_text())
+    labels_lines = kvminfo("labels", "--libvirt-uri", libvirt_uri).stdout.splitlines()
+    assert [f"{k}={v}" for k, v in sorted(parsed.labels.items())] == labels_lines
+    assert parsed.labels["kvm-info-usable"] == "true"  # the real /dev/kvm works here
+    assert not any(k.startswith("kvm-info-cap-hyperv-") for k in parsed.labels)  # and has no Hyper-V
+    assert parsed.expires_at is not None
+    assert timedelta(minutes=59) < parsed.expires_at - before < timedelta(minutes=61)
+    assert out.stat().st_mode & 0o777 == 0o644
+    assert only_entries(tmp_path) == ["kvminfo"]
+
+
+def test_expiry_option_sets_the_directive(tmp_path: Path) -> None:
+    out = tmp_path / "f"
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    done = kvminfo("features-file", "-o", str(out), "--expiry", "90s", "--no-libvirt")
+    assert done.returncode == 0, done.stderr
+    expires_at = parse_feature_file(out.read_text()).expires_at
+    assert expires_at is not None
+    assert timedelta(seconds=89) <= expires_at - before <= timedelta(seconds=95)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--interval", "10"], ["--interval: '10' is not a duration"]),
+    (["--expiry", "soon"], ["--expiry: 'soon' is not a duration"]),
+    (["--expiry", "1m", "--interval", "5m"], ["--expiry 1m must be longer than --interval 5m"]),
+])
+def test_bad_durations_exit_non_zero_with_one_line(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
+    done = kvminfo("features-file", "-o", str(tmp_path / "f"), "--no-libvirt", *args)
+    assert_one_clean_error_line(done, "kvminfo features-file: ", *fragments)
+    assert only_entries(tmp_path) == []
+
+
+def test_missing_directory_exits_non_zero(tmp_path: Path) -> None:
+    done = kvminfo("features-file", "-o", str(tmp_path / "absent" / "f"), "--no-libvirt")
+    assert_one_clean_error_line(done, f"directory {tmp_path}/absent does not exist")
+
+
+def test_unwritable_directory_exits_non_zero(tmp_path: Path) -> None:
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to run as an unprivileged user")
+    tmp_path.chmod(0o755)  # root's; nobody may enter but not write
+    for parent in tmp_path.parents:  # pytest's base temp dir is 0700: let nobody reach ours
+        if parent == Path("/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o011)
+    done = kvminfo("features-file", "-o", str(tmp_path / "f"), "--no-kvm", "--no-libvirt", user=65534)
+    assert_one_clean_error_line(done, f"directory {tmp_path} is not writable")
+    assert only_entries(tmp_path) == []
+
+
+def test_output_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    done = kvminfo("features-file", "-o", str(tmp_path), "--no-libvirt")
+    assert_one_clean_error_line(done, "is a directory")
+
+
+def test_truncated_replay_file_is_fatal_and_writes_nothing(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.xml"
+    cut.write_text(THIS_HOST_KVM.read_text()[:500])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    done = kvminfo("features-file", "-o", str(out_dir / "f"), "--domcaps-xml", str(cut))
+    assert_one_clean_error_line(done, f"{cut}: not valid domain capabilities XML")
+    assert only_entries(out_dir) == []
+
+
+class Sidecar:
+    """`kvminfo features-file --interval ...` running in the background, stderr in a file."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.log_path = tmp_path / "sidecar.log"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen([str(KVMINFO), "features-file", *args],
+                                        stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for_log(self, fragment: str, count: int = 1, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.log().count(fragment) < count:
+            assert self.process.poll() is None, f"sidecar exited {self.process.returncode}: {self.log()}"
+            assert time.monotonic() < deadline, f"no {fragment!r} x{count} in sidecar log:\n{self.log()}"
+            time.sleep(0.05)
+
+    def terminate(self, timeout_s: float = 2.0) -> tuple[int, float]:
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout_s)
+        return code, time.monotonic() - started
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def sidecar_factory(tmp_path: Path):
+    started: list[Sidecar] = []
+
+    def start(*args: str) -> Sidecar:
+        sidecar = Sidecar(tmp_path, *args)
+        started.append(sidecar)
+        return sidecar
+
+    yield start
+    for sidecar in started:
+        sidecar.close()
+
+
+def test_sidecar_rewrites_only_on_change_and_exits_cleanly_on_sigterm(tmp_path: Path, sidecar_factory) -> None:
+    out_dir = tmp_path / "features.d"
+    out_dir.mkdir()
+    out = out_dir / "kvminfo"
+    replay = tmp_path / "domcaps.xml"
+    replay.write_text(THIS_HOST_KVM.read_text())
+    sidecar = sidecar_factory("-o", str(out), "--interval", "1s", "--expiry", "1h", "--domcaps-xml", str(replay))
+
+    sidecar.wait_for_log("reason: no feature file yet")
+    first = out.stat()
+    assert parse_feature_file(out.read_text()).labels["kvm-info-host-model"] == "kvm64"
+    sidecar.wait_for_log("labels unchanged, expiry not near", count=2)
+    assert out.stat().st_ino == first.st_ino and out.stat().st_mtime_ns == first.st_mtime_ns
+
+    # libvirt now reports another host: the labels change, the file is replaced.
+    write_atomic(replay, VIRT_MANAGER.read_bytes())
+    sidecar.wait_for_log("reason: labels changed")
+    labels = parse_feature_file(out.read_text()).labels
+    assert labels["kvm-info-host-model"] == "Skylake-Client-IBRS"
+    assert out.stat().st_ino != first.st_ino  # a rename, never an in-place write
+    assert "~kvm-info-host-model" in sidecar.log()
+
+    code, took = sidecar.terminate()
+    assert code == 0
+    assert took < 1.0
+    assert "stopping on SIGTERM" in sidecar.log()
+    assert "Traceback" not in sidecar.log()
+    assert only_entries(out_dir) == ["kvminfo"]
+
+
+def test_sidecar_rewrites_when_expiry_is_near(tmp_path: Path, sidecar_factory) -> None:
+    out = tmp_path / "kvminfo"
+    sidecar = sidecar_factory("-o", str(out), "--interval", "1s", "--expiry", "3s", "--no-libvirt")
+    sidecar.wait_for_log("reason: no feature file yet")
+    sidecar.wait_for_log("reason: expiry near", timeout_s=6.0)
+    assert parse_feature_file(out.read_text()).expires_at > datetime.now(timezone.utc)
+    assert sidecar.terminate()[0] == 0
+
+
+def test_sidecar_recovers_when_its_directory_comes_back(tmp_path: Path, sidecar_factory) -> None:
+    out_dir = tmp_path / "features.d"
+    out_dir.mkdir()
+    sidecar = sidecar_factory("-o", str(out_dir / "kvminfo"), "--interval", "1s", "--no-libvirt")
+    sidecar.wait_for_log("reason: no feature file yet")
+    shutil.rmtree(out_dir)
+    sidecar.wait_for_log("does not exist; retrying in 1s")
+    out_dir.mkdir()
+    sidecar.wait_for_log("reason: no feature file yet", count=2)
+    assert sidecar.terminate()[0] == 0
+
+
+def test_hung_libvirt_costs_only_its_deadline(tmp_path: Path, private_libvirtd: PrivateLibvirtd) -> None:
+    private_libvirtd.pause()
+    out = tmp_path / "kvminfo"
+    started = time.monotonic()
+    done = kvminfo("features-file", "-o", str(out), "--libvirt-uri", private_libvirtd.uri, "--libvirt-timeout", "1")
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert took < 1.0 + 1.5  # the deadline, plus interpreter start-up and the other sources
+    assert parse_feature_file(out.read_text()).labels["kvm-info-usable"] == "true"  # KVM still reported
+
+
+def test_sigterm_during_a_hung_probe_exits_at_once(tmp_path: Path, private_libvirtd: PrivateLibvirtd,
+                                                   sidecar_factory) -> None:
+    private_libvirtd.pause()
+    sidecar = sidecar_factory("-o", str(tmp_path / "kvminfo"), "--interval", "1m",
+                              "--libvirt-uri", private_libvirtd.uri, "--libvirt-timeout", "30")
+    time.sleep(1.0)  # well inside the 30 s libvirt deadline
+    code, took = sidecar.terminate()
+    assert code == 0
+    assert took < 0.5
+    assert "stopping on SIGTERM" in sidecar.log()
+    assert not (tmp_path / "kvminfo").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".kvminfo.tmp")]
