@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import replace
-from typing import Callable
+from collections.abc import Callable
 
 from kvminfo.errors import KvminfoError
 from kvminfo.features.combine import combine

@@ -19,6 +19,7 @@ from kvminfo.features.hyperv_tables import (
     LEGACY_TABLE,
     LIBVIRT_DEFAULTS_NAMES,
     LIBVIRT_NAMES,
+    LegacyRule,
 )
 from kvminfo.model import SourceResult, Status, Support
 
@@ -42,8 +43,8 @@ def all_bits_set() -> list[dict[str, int]]:
 def test_the_twelve_legacy_names_and_their_rules():
     assert LEGACY_NAMES == ("base", "time", "vpindex", "tlbflush", "ipi", "synic", "synic2", "frequencies",
                             "reset", "runtime", "synictimer", "reenlightenment")
-    assert LEGACY_TABLE["synic"] == ("KVM_CAP_HYPERV_SYNIC", 0x40000080)
-    assert LEGACY_TABLE["frequencies"] == (None, 0x40000022)
+    assert LEGACY_TABLE["synic"] == LegacyRule("KVM_CAP_HYPERV_SYNIC", 0x40000080)
+    assert LEGACY_TABLE["frequencies"] == LegacyRule(None, 0x40000022)
 
 
 def test_legacy_cap_and_msr_are_both_required():

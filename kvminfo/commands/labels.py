@@ -16,7 +16,9 @@ from kvminfo.labels.render import FAMILIES
 from kvminfo.logsetup import configure_logging
 from kvminfo.options import ProbeOptions, add_probe_arguments, probe_options_from_args
 from kvminfo.report import collect
-from kvminfo.sources.kernel_whitelist import DEFAULT_CONFIG_PATH as DEFAULT_WHITELIST_CONFIG
+
+# Where kvm-version-info-nfd-plugin read its config; used when no --whitelist-config is given.
+DEFAULT_WHITELIST_CONFIG = "/etc/kubernetes/node-feature-discovery/source.d/conf/kvm-version-info.json"
 
 log = logging.getLogger(__name__)
 

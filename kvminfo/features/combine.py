@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from kvminfo.features.hyperv_tables import ALL_FEATURES
 from kvminfo.model import FeatureVerdict, Support

@@ -8,7 +8,7 @@ bits and dependencies, libvirt's domain capabilities vocabulary.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 # Hyper-V synthetic MSRs (hyperv-tlfs.h) that the original table looks for.
 HV_X64_MSR_VP_INDEX = 0x40000002
@@ -20,7 +20,9 @@ HV_X64_MSR_STIMER0_CONFIG = 0x400000B0
 HV_X64_MSR_REENLIGHTENMENT_CONTROL = 0x40000106
 
 
-class LegacyRule(NamedTuple):
+# Frozen dataclasses, not typing.NamedTuple: typing costs ~3 ms of the NFD hook's start.
+@dataclass(frozen=True)
+class LegacyRule:
     """Supported when the capability is > 0 and the MSR is listed (each where given)."""
 
     cap: str | None
@@ -62,13 +64,15 @@ HYPERV_EMULATION_CAP = "KVM_CAP_HYPERV"
 DECIDED_BY_CAPS_ALWAYS: tuple[str, ...] = ("base", "synic2")
 
 
-class CpuidBit(NamedTuple):
+@dataclass(frozen=True)
+class CpuidBit:
     leaf: int
     register: str  # "eax" | "ebx" | "ecx" | "edx"
     bit: int
 
 
-class HvCpuidRule(NamedTuple):
+@dataclass(frozen=True)
+class HvCpuidRule:
     """Supported when every bit is set and every dependency is supported."""
 
     bits: tuple[CpuidBit, ...]

@@ -11,7 +11,7 @@ Keys carry no prefix when NFD's default (feature.node.kubernetes.io) is meant.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from kvminfo.labels.nfd import LabelError, check_label, sanitize_value
 from kvminfo.model import FeatureVerdict, SourceResult, Status, Support

@@ -1,0 +1,111 @@
+"""How fast the NFD hook starts, against the bare interpreter in the same run.
+
+NFD runs every hook on every node every minute, so the hook's cost is a
+fresh process. This measures, in interleaved pairs (so machine noise hits
+both alike):
+  floor: .venv/bin/python -c pass
+  hook:  nfd-hooks/kvm-caps-info-nfd-plugin --no-libvirt
+wall time (median, p99) and peak RSS (os.wait4's ru_maxrss of each child),
+then the full `kvminfo labels` with libvirt for reference.
+Targets (from the labelling issue): hook median <= 3x the floor, peak RSS <= 20 MB.
+
+  .venv/bin/python bench/bench_hook.py [--pairs 40] [--full-runs 10] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = REPO / ".venv" / "bin" / "python"
+HOOK = REPO / "nfd-hooks" / "kvm-caps-info-nfd-plugin"
+KVMINFO = REPO / ".venv" / "bin" / "kvminfo"
+RATIO_TARGET = 3.0
+RSS_TARGET_MB = 20.0
+
+
+def run_once(argv: list[str]) -> tuple[float, float]:
+    """(wall ms, peak RSS MB) of one fresh process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall_ms = (time.perf_counter() - started) * 1000
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}")
+    return wall_ms, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def p99(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
+def summary(samples: list[tuple[float, float]]) -> dict[str, float]:
+    walls = [w for w, _ in samples]
+    return {"median_ms": round(statistics.median(walls), 2), "p99_ms": round(p99(walls), 2),
+            "peak_rss_mb": round(max(r for _, r in samples), 1), "runs": len(samples)}
+
+
+def precompile() -> None:
+    """An installed package (pip, container image) ships bytecode; an editable
+    checkout under PYTHONDONTWRITEBYTECODE=1 has none and would recompile
+    every module on every run (~15 ms here), which is not what NFD pays."""
+    subprocess.run([str(PYTHON), "-m", "compileall", "-q", str(REPO / "kvminfo")], check=True)
+
+
+def measure(pairs: int, full_runs: int) -> dict[str, object]:
+    precompile()
+    floor_argv = [str(PYTHON), "-c", "pass"]
+    hook_argv = [str(HOOK), "--no-libvirt"]
+    for argv in (floor_argv, hook_argv):  # warm the page cache; not counted
+        run_once(argv)
+    floor, hook = [], []
+    for i in range(pairs):
+        order = [(floor, floor_argv), (hook, hook_argv)]
+        for samples, argv in order if i % 2 == 0 else reversed(order):
+            samples.append(run_once(argv))
+    result: dict[str, object] = {"floor": summary(floor), "hook": summary(hook)}
+    result["ratio"] = round(result["hook"]["median_ms"] / result["floor"]["median_ms"], 2)  # type: ignore[index]
+    if full_runs:
+        full = [run_once([str(KVMINFO), "labels"]) for _ in range(full_runs)]
+        result["labels_with_libvirt"] = summary(full)
+    result["meets_targets"] = (result["ratio"] <= RATIO_TARGET
+                               and result["hook"]["peak_rss_mb"] <= RSS_TARGET_MB)  # type: ignore[index,operator]
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=40, help="interleaved floor/hook pairs (default: %(default)s)")
+    parser.add_argument("--full-runs", type=int, default=10,
+                        help="runs of the full `kvminfo labels` with libvirt; 0 skips (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args()
+    if args.pairs < 20:
+        parser.error("--pairs must be at least 20 (the median needs them)")
+    result = measure(args.pairs, args.full_runs)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"{'':28} {'median ms':>10} {'p99 ms':>8} {'peak RSS MB':>12}")
+        rows = [("python -c pass (floor)", "floor"), ("hook --no-libvirt", "hook"),
+                ("kvminfo labels (libvirt)", "labels_with_libvirt")]
+        for title, key in rows:
+            if key in result:
+                r = result[key]
+                print(f"{title:28} {r['median_ms']:>10.2f} {r['p99_ms']:>8.2f} {r['peak_rss_mb']:>12.1f}")
+        print(f"hook/floor median ratio: {result['ratio']:.2f} (target <= {RATIO_TARGET:g}); "
+              f"hook peak RSS target <= {RSS_TARGET_MB:g} MB: {'met' if result['meets_targets'] else 'NOT met'}")
+    return 0 if result["meets_targets"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
