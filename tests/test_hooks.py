@@ -34,9 +34,16 @@ def labels_of(stdout: str) -> dict[str, str]:
 def test_hooks_are_sh_wrappers_that_exec_python_directly():
     for hook in (CAPS_HOOK, VERSION_HOOK):
         assert os.access(hook, os.X_OK)
-        text = hook.read_text()
+        text = hook.read_text()  # the version hook is a symlink: one script, family by name
         assert text.startswith("#!/bin/sh\n")
         assert ".pyenv/shims" not in text and "/.venv/bin/python" in text and 'exec "$python"' in text
+
+
+def test_version_hook_reached_through_another_symlink_keeps_its_family(tmp_path):
+    link = tmp_path / "kvm-version-info-nfd-plugin"
+    link.symlink_to(VERSION_HOOK)
+    done = run(link, "--whitelist-config", str(whitelist_for_this_host(tmp_path, read_os_id("/etc/os-release"))))
+    assert done.stdout == "kvm-info-version-hyperv=true\n"
 
 
 def test_caps_hook_fast_path_real_kvm():
