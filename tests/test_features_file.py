@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -163,7 +164,10 @@ def test_one_shot_writes_the_same_labels_as_kvminfo_labels(tmp_path: Path, libvi
     done = kvminfo("features-file", "--output", str(out), "--libvirt-uri", libvirt_uri)
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stderr and "reason: one-shot" in done.stderr
-    parsed = parse_feature_file(out.read_text())
+    text = out.read_text()
+    # The form Go's time.Parse(time.RFC3339, ...) in NFD's local source accepts.
+    assert re.search(r"^# \+expiry-time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", text, re.MULTILINE)
+    parsed = parse_feature_file(text)
     labels_lines = kvminfo("labels", "--libvirt-uri", libvirt_uri).stdout.splitlines()
     assert [f"{k}={v}" for k, v in sorted(parsed.labels.items())] == labels_lines
     assert parsed.labels["kvm-info-usable"] == "true"  # the real /dev/kvm works here
@@ -302,6 +306,16 @@ def test_sidecar_rewrites_only_on_change_and_exits_cleanly_on_sigterm(tmp_path: 
     assert "stopping on SIGTERM" in sidecar.log()
     assert "Traceback" not in sidecar.log()
     assert only_entries(out_dir) == ["kvminfo"]
+
+
+def test_sidecar_restart_leaves_a_fresh_identical_file_alone(tmp_path: Path, sidecar_factory) -> None:
+    out = tmp_path / "kvminfo"
+    assert kvminfo("features-file", "-o", str(out), "--no-libvirt").returncode == 0
+    before = out.stat()
+    sidecar = sidecar_factory("-o", str(out), "--interval", "1m", "--no-libvirt")
+    sidecar.wait_for_log("labels unchanged, expiry not near")
+    assert out.stat().st_ino == before.st_ino and out.stat().st_mtime_ns == before.st_mtime_ns
+    assert sidecar.terminate()[0] == 0
 
 
 def test_sidecar_rewrites_when_expiry_is_near(tmp_path: Path, sidecar_factory) -> None:

@@ -4,6 +4,11 @@ Format (NFD's local source): `#` comments; `key[=value]` lines; the directive
 `# +expiry-time=<RFC3339>` applies to the lines after it, and NFD drops the
 labels once it has passed, so a node whose sidecar died loses them instead of
 advertising stale capabilities. NFD ignores files over 64 KiB.
+
+Checked against NFD's source/local/local.go: every comment starting "# +" is
+parsed as a directive (unknown ones are logged as errors), so our header
+comments must never start that way; the expiry is read with Go's
+time.Parse(time.RFC3339, ...), which takes "2026-11-25T15:00:00Z".
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Mapping
 from kvminfo import __version__
 from kvminfo.errors import KvminfoError
 
-MAX_BYTES = 65536  # NFD skips larger files
+MAX_BYTES = 65536  # NFD skips files larger than this; we stay strictly below
 EXPIRY_DIRECTIVE = "# +expiry-time="
 HEADER = (
     f"# Written by kvminfo {__version__} (kvminfo features-file). Do not edit: it is rewritten.\n"
