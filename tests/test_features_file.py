@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -204,17 +205,18 @@ def test_missing_directory_exits_non_zero(tmp_path: Path) -> None:
     assert_one_clean_error_line(done, f"directory {tmp_path}/absent does not exist")
 
 
-def test_unwritable_directory_exits_non_zero(tmp_path: Path) -> None:
+def test_unwritable_directory_exits_non_zero() -> None:
     if shutil.which("setpriv") is None or os.geteuid() != 0:
         pytest.skip("needs root and setpriv to run as an unprivileged user")
-    tmp_path.chmod(0o755)  # root's; nobody may enter but not write
-    for parent in tmp_path.parents:  # pytest's base temp dir is 0700: let nobody reach ours
-        if parent == Path("/tmp"):
-            break
-        parent.chmod(parent.stat().st_mode | 0o011)
-    done = kvminfo("features-file", "-o", str(tmp_path / "f"), "--no-kvm", "--no-libvirt", user=65534)
-    assert_one_clean_error_line(done, f"directory {tmp_path} is not writable")
-    assert only_entries(tmp_path) == []
+    # Our own directory straight under /tmp: nobody can reach it (pytest's base is 0700), not write it.
+    directory = Path(tempfile.mkdtemp(prefix="kvminfo-ro.", dir="/tmp"))
+    try:
+        directory.chmod(0o755)
+        done = kvminfo("features-file", "-o", str(directory / "f"), "--no-kvm", "--no-libvirt", user=65534)
+        assert_one_clean_error_line(done, f"directory {directory} is not writable")
+        assert only_entries(directory) == []
+    finally:
+        shutil.rmtree(directory)
 
 
 def test_output_that_is_a_directory_is_refused(tmp_path: Path) -> None:
