@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install system-deps libvirt-up bench soak proto image clean
+.PHONY: run test install system-deps libvirt-up bench soak proto bench-plugin image clean
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -30,6 +30,16 @@ run: install libvirt-up
 
 test: install libvirt-up
 	KVMINFO_REQUIRE_REAL=1 $(PY) -m pytest -q
+
+# Regenerate the device plugin's protobuf/gRPC modules from plugin/v1beta1/api.proto.
+# protoc writes `import api_pb2`; rewrite it to the package-relative import.
+proto: install
+	$(PY) -m grpc_tools.protoc -Iplugin/v1beta1 --python_out=plugin/v1beta1 --pyi_out=plugin/v1beta1 \
+		--grpc_python_out=plugin/v1beta1 plugin/v1beta1/api.proto
+	sed -i 's/^import api_pb2 as api__pb2$$/from . import api_pb2 as api__pb2/' plugin/v1beta1/api_pb2_grpc.py
+
+bench-plugin: install
+	$(PY) bench/bench_plugin.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf modules for the kubelet device plugin API v1beta1 (`make proto`)."""
