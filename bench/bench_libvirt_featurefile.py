@@ -98,8 +98,8 @@ def bench_live(rounds: int) -> None:
     print(summary("  probe_libvirt (thread + parse)", ours))
 
 
-def bench_processes(rounds: int) -> None:
-    out = Path(tempfile.mkdtemp(prefix="kvminfo-bench.")) / "kvminfo"
+def bench_processes(rounds: int, workdir: Path) -> None:
+    out = workdir / "kvminfo"
     commands = {
         "floor python -c pass": [str(PYTHON), "-c", "pass"],
         "features-file --no-libvirt": [str(KVMINFO), "features-file", "-o", str(out), "--no-libvirt"],
@@ -119,8 +119,8 @@ def bench_processes(rounds: int) -> None:
         print(f"{summary('  ' + name, walls[name])}  {ratio:5.1f}x floor  peak RSS {max(rss[name]) / 1024:.1f} MiB")
 
 
-def bench_sidecar() -> None:
-    out = Path(tempfile.mkdtemp(prefix="kvminfo-bench.")) / "kvminfo"
+def bench_sidecar(workdir: Path) -> None:
+    out = workdir / "sidecar"
     proc = subprocess.Popen([str(KVMINFO), "features-file", "-o", str(out), "--interval", "1s"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -142,8 +142,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=30, help="samples per measurement (default: %(default)s)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    bench_processes(args.rounds)
-    bench_sidecar()
+    with tempfile.TemporaryDirectory(prefix="kvminfo-bench.") as workdir:
+        bench_processes(args.rounds, Path(workdir))
+        bench_sidecar(Path(workdir))
     bench_parse(args.rounds * 10)
     bench_live(args.rounds)
     return 0
