@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install system-deps libvirt-up bench soak proto bench-plugin image clean
+.PHONY: run test install system-deps libvirt-up bench soak proto bench-plugin bench-featurefile image clean
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -40,6 +40,9 @@ proto: install
 
 bench-plugin: install
 	$(PY) bench/bench_plugin.py
+
+bench-featurefile: install libvirt-up
+	$(PY) bench/bench_libvirt_featurefile.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
