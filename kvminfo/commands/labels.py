@@ -30,7 +30,11 @@ enlightenment, kvm-info-usable, kvm-info-nested, kvm-info-cpu-vendor,
 kvm-info-host-model) and "version" (kvm-info-version-hyperv[-lev2] from the
 kernel whitelist). A source that cannot answer (no /dev/kvm, libvirt down)
 is reported in one line on stderr and contributes no labels; the exit status
-is still 0. Bad input (config, replayed XML) exits non-zero."""
+is still 0. Bad input (config, replayed XML) exits non-zero.
+
+The version family reads --whitelist-config, or when none is given
+/etc/kubernetes/node-feature-discovery/source.d/conf/kvm-version-info.json
+(where kvm-version-info-nfd-plugin looked) if that file exists."""
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
