@@ -235,7 +235,7 @@ def test_truncated_replay_file_is_fatal_and_writes_nothing(tmp_path: Path) -> No
 
 
 class Sidecar:
-    """`kvminfo features-file --interval ...` running in the background, stderr in a file."""
+    """`kvminfo features-file ...` running in the background, stderr in a file."""
 
     def __init__(self, tmp_path: Path, *args: str) -> None:
         self.log_path = tmp_path / "sidecar.log"
@@ -364,3 +364,15 @@ def test_sigterm_during_a_hung_probe_exits_at_once(tmp_path: Path, private_libvi
     assert "stopping on SIGTERM" in sidecar.log()
     assert not (tmp_path / "kvminfo").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".kvminfo.tmp")]
+
+
+def test_sigterm_before_a_one_shot_write_is_not_success(tmp_path: Path, private_libvirtd: PrivateLibvirtd,
+                                                        sidecar_factory) -> None:
+    private_libvirtd.pause()
+    one_shot = sidecar_factory("-o", str(tmp_path / "kvminfo"),
+                               "--libvirt-uri", private_libvirtd.uri, "--libvirt-timeout", "30")
+    time.sleep(1.0)
+    code, took = one_shot.terminate()
+    assert code == 1 and took < 0.5
+    assert "stopped on SIGTERM before" in one_shot.log()
+    assert not (tmp_path / "kvminfo").exists()

@@ -45,7 +45,8 @@ leave stale capabilities on the node.
 
 Without --interval: write once and exit. With --interval: keep running,
 re-probe every interval, and rewrite only when the labels changed or less
-than two intervals of validity are left. SIGTERM or SIGINT exits 0.
+than two intervals of validity are left. SIGTERM or SIGINT exits 0 at once
+(a one-shot run stopped before it wrote exits 1).
 
 Durations: 90s, 10m, 1h, 1h30m, 1d."""
 
@@ -171,17 +172,19 @@ class StopOnSignal:
             self._abort_allowed = False
 
 
-def run_once(path: Path, options: ProbeOptions, schedule: Schedule, stop: StopOnSignal, always_write: bool) -> None:
+def run_once(path: Path, options: ProbeOptions, schedule: Schedule, stop: StopOnSignal, always_write: bool) -> bool:
+    """One round: probe, decide, maybe write. True when the file on disk is current."""
     with stop.abortable():
         report = collect(options)
     if stop.event.is_set():
-        return
+        return False
     now = datetime.now(timezone.utc)
     reason = "one-shot" if always_write else rewrite_reason(read_feature_file(path), report.labels, now, schedule)
     if reason is None:
         log.info("left %s alone: labels unchanged, expiry not near", path)
-        return
+        return True
     write_feature_file(path, report.labels, now, schedule.expiry_s, reason)
+    return True
 
 
 def main(argv: list[str], prog: str = "kvminfo features-file") -> int:
@@ -195,19 +198,24 @@ def main(argv: list[str], prog: str = "kvminfo features-file") -> int:
     path = Path(args.output)
     check_output_path(path)
     stop = StopOnSignal()
+    written = False
     try:
-        run_once(path, options, schedule, stop, always_write=schedule.interval_s is None)
-        if schedule.interval_s is None:
-            return 0
-        log.info("refreshing %s every %s (expiry %s)", path, format_duration(schedule.interval_s),
-                 format_duration(schedule.expiry_s))
-        while not stop.event.wait(schedule.interval_s):
-            try:
-                run_once(path, options, schedule, stop, always_write=False)
-            except KvminfoError as err:  # e.g. the directory vanished: keep trying, the node may recover
-                log.error("%s; retrying in %s", err, format_duration(schedule.interval_s))
+        written = run_once(path, options, schedule, stop, always_write=schedule.interval_s is None)
+        if schedule.interval_s is not None:
+            log.info("refreshing %s every %s (expiry %s)", path, format_duration(schedule.interval_s),
+                     format_duration(schedule.expiry_s))
+            while not stop.event.wait(schedule.interval_s):
+                try:
+                    run_once(path, options, schedule, stop, always_write=False)
+                except KvminfoError as err:  # e.g. the directory vanished: keep trying, the node may recover
+                    log.error("%s; retrying in %s", err, format_duration(schedule.interval_s))
     except _Stopped:
         pass
-    if stop.event.is_set():
-        log.info("stopping on %s", stop.signal_name)
+    if not stop.event.is_set():
+        return 0
+    if schedule.interval_s is None and not written:
+        # A one-shot caller (cron, init container) must not mistake this for success.
+        log.warning("stopped on %s before %s was written", stop.signal_name, path)
+        return 1
+    log.info("stopping on %s", stop.signal_name)
     return 0
