@@ -1,0 +1,304 @@
+"""Device plugin configuration: YAML file + flags -> validated, immutable resources.
+
+Every problem is a KvminfoError that names the field (``resources[1].slots``),
+so a bad config stops start-up with one line instead of a crash loop later.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kvminfo.errors import KvminfoError
+
+DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
+DEFAULT_CDI_DIR = Path("/var/run/cdi")
+# Our own domain: KubeVirt advertises devices.kubevirt.io/kvm, and two plugins
+# registering one name would replace each other in the kubelet.
+DEFAULT_RESOURCE = "devices.kvminfo.io/kvm"
+DEFAULT_DEVICE = "/dev/kvm"
+# /dev/kvm is shared: every VM opens it, nothing is used up. The count only
+# caps how many containers on one node may hold the resource at once, so it
+# must never be the limit. KubeVirt's 110 equals the kubelet's default maxPods
+# and silently becomes the limit on nodes configured for more pods (up to 250
+# is common, some run 500+). 1000 is above any maxPods we know of and keeps
+# the ListAndWatch message small (~25 KB, far below gRPC's 4 MB limit).
+DEFAULT_SLOTS = 1000
+MAX_SLOTS = 100_000
+DEFAULT_METRICS_PORT = 9710
+DEFAULT_METRICS_ADDRESS = "0.0.0.0"
+
+# Kubernetes qualified-name rules for an extended resource name (domain/name).
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+# CDI: kind is vendor/class, vendor like a domain, class a simple name.
+_CDI_VENDOR = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+_CDI_CLASS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PERMISSIONS = re.compile(r"^(?!.*(.).*\1)[rwm]{1,3}$")  # any of r, w, m, each once
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    host_path: str
+    container_path: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    name: str
+    devices: tuple[str, ...]
+    slots: int = DEFAULT_SLOTS
+    permissions: str = "rw"
+    mounts: tuple[MountSpec, ...] = ()
+    envs: tuple[tuple[str, str], ...] = ()
+    cdi: bool = False
+    cdi_kind: str = ""  # "" -> the resource name
+
+    @property
+    def effective_cdi_kind(self) -> str:
+        return self.cdi_kind or self.name
+
+    @property
+    def socket_name(self) -> str:
+        """Socket file in the plugin dir: unique per resource, readable in `ls`."""
+        return "kvminfo-" + re.sub(r"[^A-Za-z0-9_.-]", "_", self.name) + ".sock"
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    resources: tuple[ResourceConfig, ...]
+    plugin_dir: Path = DEFAULT_PLUGIN_DIR
+    cdi_dir: Path = DEFAULT_CDI_DIR
+    metrics_port: int = DEFAULT_METRICS_PORT  # 0: no HTTP endpoint
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
+    poll_interval_s: float = 5.0
+
+
+def default_resource() -> ResourceConfig:
+    return ResourceConfig(name=DEFAULT_RESOURCE, devices=(DEFAULT_DEVICE,))
+
+
+# ---- validation of single values (pure) -------------------------------------------------
+
+
+def extended_resource_name_problem(name: str) -> str | None:
+    """Why the kubelet would refuse ``name`` as an extended resource, or None."""
+    if name.count("/") != 1:
+        return "must be <domain>/<name>"
+    domain, short = name.split("/")
+    if len(domain) > 253 or not _DNS_SUBDOMAIN.match(domain):
+        return f"domain {domain!r} is not a DNS subdomain (lower case, digits, '-', '.')"
+    if domain == "kubernetes.io" or domain.endswith(".kubernetes.io"):
+        return "the kubernetes.io domain is reserved for native resources"
+    if name.startswith("requests."):
+        return "names starting with 'requests.' are reserved for quotas"
+    if len(short) > 63 or not _NAME_PART.match(short):
+        return f"name {short!r} must be 1-63 characters of letters, digits, '-', '_', '.', starting and ending alphanumeric"
+    return None
+
+
+def _require(ok: bool, where: str, message: str) -> None:
+    if not ok:
+        raise KvminfoError(f"{where}: {message}")
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], where: str, expected: str) -> Any:
+    # bool is an int in Python; a YAML `slots: true` must not pass as 1.
+    if isinstance(value, bool) and kind is not bool:
+        raise KvminfoError(f"{where}: expected {expected}, got {value!r}")
+    _require(isinstance(value, kind), where, f"expected {expected}, got {value!r}")
+    return value
+
+
+def _absolute_path(value: Any, where: str) -> str:
+    path = _typed(value, str, where, "an absolute path")
+    _require(path.startswith("/") and "\0" not in path, where, f"expected an absolute path, got {path!r}")
+    return path
+
+
+def _resource(raw: Any, where: str) -> ResourceConfig:
+    raw = _typed(raw, dict, where, "a mapping")
+    known = {"name", "devices", "slots", "permissions", "mounts", "envs", "cdi", "cdiKind"}
+    unknown = sorted(set(raw) - known)
+    _require(not unknown, f"{where}.{unknown[0] if unknown else ''}", f"unknown field (known: {', '.join(sorted(known))})")
+
+    name = _typed(raw.get("name"), str, f"{where}.name", "an extended resource name like devices.kvminfo.io/kvm")
+    problem = extended_resource_name_problem(name)
+    _require(problem is None, f"{where}.name", f"{name!r}: {problem}")
+
+    devices_raw = _typed(raw.get("devices"), list, f"{where}.devices", "a list of device paths")
+    _require(bool(devices_raw), f"{where}.devices", "must list at least one device path")
+    devices = tuple(_absolute_path(d, f"{where}.devices[{i}]") for i, d in enumerate(devices_raw))
+    _require(len(set(devices)) == len(devices), f"{where}.devices", "lists a path twice")
+
+    slots = _typed(raw.get("slots", DEFAULT_SLOTS), int, f"{where}.slots", "an integer")
+    _require(1 <= slots <= MAX_SLOTS, f"{where}.slots", f"must be 1..{MAX_SLOTS}, got {slots}")
+
+    permissions = _typed(raw.get("permissions", "rw"), str, f"{where}.permissions", "a string of r, w, m")
+    _require(bool(_PERMISSIONS.match(permissions)), f"{where}.permissions", f"must be any of r, w, m (each once), got {permissions!r}")
+
+    mounts = []
+    for i, m in enumerate(_typed(raw.get("mounts", []), list, f"{where}.mounts", "a list")):
+        at = f"{where}.mounts[{i}]"
+        m = _typed(m, dict, at, "a mapping with hostPath, containerPath, readOnly")
+        extra = sorted(set(m) - {"hostPath", "containerPath", "readOnly"})
+        _require(not extra, f"{at}.{extra[0] if extra else ''}", "unknown field (known: containerPath, hostPath, readOnly)")
+        host = _absolute_path(m.get("hostPath"), f"{at}.hostPath")
+        mounts.append(MountSpec(host_path=host, container_path=_absolute_path(m.get("containerPath", host), f"{at}.containerPath"),
+                                read_only=_typed(m.get("readOnly", True), bool, f"{at}.readOnly", "true or false")))
+
+    envs = []
+    for key, value in _typed(raw.get("envs", {}), dict, f"{where}.envs", "a mapping of NAME: value").items():
+        at = f"{where}.envs.{key}"
+        _require(isinstance(key, str) and bool(_ENV_NAME.match(key)), at, "not a valid environment variable name")
+        _require(isinstance(value, (str, int, float)) and not isinstance(value, bool), at, f"value must be a string, got {value!r}")
+        envs.append((key, str(value)))
+
+    cdi = _typed(raw.get("cdi", False), bool, f"{where}.cdi", "true or false")
+    cdi_kind = _typed(raw.get("cdiKind", ""), str, f"{where}.cdiKind", "vendor/class")
+    if cdi_kind:
+        _require(cdi_kind_problem(cdi_kind) is None, f"{where}.cdiKind", f"{cdi_kind!r}: {cdi_kind_problem(cdi_kind)}")
+    return ResourceConfig(name=name, devices=devices, slots=slots, permissions=permissions, mounts=tuple(mounts),
+                          envs=tuple(sorted(envs)), cdi=cdi, cdi_kind=cdi_kind)
+
+
+def cdi_kind_problem(kind: str) -> str | None:
+    if kind.count("/") != 1:
+        return "must be <vendor>/<class>"
+    vendor, cls = kind.split("/")
+    if not _CDI_VENDOR.match(vendor) or not _CDI_CLASS.match(cls):
+        return "vendor and class must be letters, digits, '_', '.', '-', starting and ending alphanumeric"
+    return None
+
+
+def _check_whole(config: PluginConfig) -> PluginConfig:
+    names = [r.name for r in config.resources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    _require(not dupes, "resources", f"resource {dupes[0] if dupes else ''!r} is configured twice")
+    for i, r in enumerate(config.resources):
+        _require(cdi_kind_problem(r.effective_cdi_kind) is None, f"resources[{i}].cdiKind",
+                 f"the resource name {r.name!r} is not a valid CDI kind; set cdiKind")
+    _require(0 <= config.metrics_port <= 65535, "metricsPort", f"must be 0..65535, got {config.metrics_port}")
+    _require(config.poll_interval_s > 0, "pollInterval", "must be positive")
+    return config
+
+
+# ---- sources: file, flags ---------------------------------------------------------------
+
+
+def load_config_file(path: Path) -> PluginConfig:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise KvminfoError(f"{path}: cannot read: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise KvminfoError(f"{path}:{where} not valid YAML: {getattr(err, 'problem', None) or err}") from None
+    try:
+        return config_from_mapping({} if raw is None else raw)
+    except KvminfoError as err:
+        raise KvminfoError(f"{path}: {err}") from None
+
+
+def config_from_mapping(raw: Any) -> PluginConfig:
+    """The config file's content (already parsed) -> validated PluginConfig."""
+    raw = _typed(raw, dict, "config", "a mapping at the top level")
+    known = {"resources", "pluginDir", "cdiDir", "metricsPort", "metricsAddress", "pollIntervalSeconds"}
+    unknown = sorted(set(raw) - known)
+    _require(not unknown, unknown[0] if unknown else "", f"unknown field (known: {', '.join(sorted(known))})")
+    if "resources" in raw:
+        listed = _typed(raw["resources"], list, "resources", "a list")
+        _require(bool(listed), "resources", "must list at least one resource")
+        resources = tuple(_resource(r, f"resources[{i}]") for i, r in enumerate(listed))
+    else:
+        resources = (default_resource(),)
+    return _check_whole(PluginConfig(
+        resources=resources,
+        plugin_dir=Path(_absolute_path(raw.get("pluginDir", str(DEFAULT_PLUGIN_DIR)), "pluginDir")),
+        cdi_dir=Path(_absolute_path(raw.get("cdiDir", str(DEFAULT_CDI_DIR)), "cdiDir")),
+        metrics_port=_typed(raw.get("metricsPort", DEFAULT_METRICS_PORT), int, "metricsPort", "a port number (0: off)"),
+        metrics_address=_typed(raw.get("metricsAddress", DEFAULT_METRICS_ADDRESS), str, "metricsAddress", "an address"),
+        poll_interval_s=float(_typed(raw.get("pollIntervalSeconds", 5.0), (int, float), "pollIntervalSeconds", "seconds")),
+    ))
+
+
+def parse_resource_flag(text: str) -> tuple[str, tuple[str, ...]]:
+    """``--resource NAME=PATH[,PATH...]`` -> (name, paths)."""
+    name, sep, paths = text.partition("=")
+    _require(bool(sep) and bool(paths), "--resource", f"expected NAME=PATH[,PATH...], got {text!r}")
+    return name, tuple(p for p in paths.split(",") if p)
+
+
+@dataclass(frozen=True)
+class FlagOverrides:
+    """Flags given on the command line; None/empty means 'not given'."""
+
+    plugin_dir: str | None = None
+    cdi_dir: str | None = None
+    metrics_port: int | None = None
+    resources: tuple[str, ...] = ()  # NAME=PATH[,PATH...]
+    slots: int | None = None
+    permissions: str | None = None
+    cdi: bool | None = None
+
+
+def apply_flags(config: PluginConfig, flags: FlagOverrides) -> PluginConfig:
+    """Flags win over the file. --resource replaces the file's resources;
+    --slots/--permissions/--cdi apply to every resource."""
+    _check_flag_values(flags)
+    resources: list[Any]
+    if flags.resources:
+        resources = [{"name": n, "devices": list(p)} for n, p in map(parse_resource_flag, flags.resources)]
+    else:
+        resources = [_as_mapping(r) for r in config.resources]
+    for r in resources:
+        if flags.slots is not None:
+            r["slots"] = flags.slots
+        if flags.permissions is not None:
+            r["permissions"] = flags.permissions
+        if flags.cdi is not None:
+            r["cdi"] = flags.cdi
+    validated = tuple(_resource(r, f"resources[{i}]") for i, r in enumerate(resources))
+    updated = replace(config, resources=validated)
+    if flags.plugin_dir is not None:
+        updated = replace(updated, plugin_dir=Path(_absolute_path(flags.plugin_dir, "--plugin-dir")))
+    if flags.cdi_dir is not None:
+        updated = replace(updated, cdi_dir=Path(_absolute_path(flags.cdi_dir, "--cdi-dir")))
+    if flags.metrics_port is not None:
+        updated = replace(updated, metrics_port=flags.metrics_port)
+    return _check_whole(updated)
+
+
+def _check_flag_values(flags: FlagOverrides) -> None:
+    """Name the flag, not resources[i], when a flag's own value is wrong."""
+    for text in flags.resources:
+        name, paths = parse_resource_flag(text)
+        problem = extended_resource_name_problem(name)
+        _require(problem is None, "--resource", f"{name!r}: {problem}")
+        for p in paths:
+            _absolute_path(p, "--resource")
+    if flags.slots is not None:
+        _require(1 <= flags.slots <= MAX_SLOTS, "--slots", f"must be 1..{MAX_SLOTS}, got {flags.slots}")
+    if flags.permissions is not None:
+        _require(bool(_PERMISSIONS.match(flags.permissions)), "--permissions",
+                 f"must be any of r, w, m (each once), got {flags.permissions!r}")
+    if flags.metrics_port is not None:
+        _require(0 <= flags.metrics_port <= 65535, "--metrics-port", f"must be 0..65535, got {flags.metrics_port}")
+
+
+def _as_mapping(r: ResourceConfig) -> dict[str, Any]:
+    """Back to the file's shape, so flag overrides are validated by the same code."""
+    out: dict[str, Any] = {"name": r.name, "devices": list(r.devices), "slots": r.slots, "permissions": r.permissions,
+                           "mounts": [{"hostPath": m.host_path, "containerPath": m.container_path, "readOnly": m.read_only}
+                                      for m in r.mounts],
+                           "envs": dict(r.envs), "cdi": r.cdi}
+    if r.cdi_kind:
+        out["cdiKind"] = r.cdi_kind
+    return out
