@@ -128,3 +128,15 @@ def test_libvirt_python_missing_is_unavailable() -> None:
 def test_importing_the_source_does_not_import_libvirt() -> None:
     out = run_python("import sys, kvminfo.sources.libvirt; print('libvirt' in sys.modules)")
     assert out == "False"
+
+
+def test_garbage_from_libvirt_is_an_error_not_a_crash(libvirt_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Injected at the lowest layer: the XML the real connection hands back.
+    import libvirt
+
+    monkeypatch.setattr(libvirt.virConnect, "getDomainCapabilities",
+                        lambda self, *args: THIS_HOST_KVM.read_text()[:200])
+    result = probe_libvirt(libvirt_uri, deadline_s=30.0)
+    assert result.status is Status.ERROR
+    assert result.reason.startswith(f"libvirt at {libvirt_uri}: not valid domain capabilities XML: ")
+    assert result.facts["libvirt_version"]  # what it did learn is kept
