@@ -140,3 +140,15 @@ def test_garbage_from_libvirt_is_an_error_not_a_crash(libvirt_uri: str, monkeypa
     assert result.status is Status.ERROR
     assert result.reason.startswith(f"libvirt at {libvirt_uri}: not valid domain capabilities XML: ")
     assert result.facts["libvirt_version"]  # what it did learn is kept
+
+
+def test_unexpected_exception_in_the_worker_is_an_error(libvirt_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import libvirt
+
+    def explode(self, *args):
+        raise MemoryError("injected")
+
+    monkeypatch.setattr(libvirt.virConnect, "getDomainCapabilities", explode)
+    result = probe_libvirt(libvirt_uri, deadline_s=30.0)
+    assert result.status is Status.ERROR
+    assert result.reason == "internal error: MemoryError: injected"

@@ -74,11 +74,21 @@ def _ask_live(uri: str, deadline_s: float) -> tuple[Status, str, dict[str, Any]]
             _stuck[uri] = worker
         log.warning("libvirt at %s did not answer within %gs; reporting it as timed out", uri, deadline_s)
         return Status.TIMEOUT, f"libvirt did not answer within {deadline_s:g}s", {"uri": uri}
+    if "status" not in outcome:  # the worker died of something other than a libvirt error
+        return Status.ERROR, f"internal error: {outcome.get('crash', 'no result')}", {"uri": uri}
     return outcome["status"], outcome["reason"], outcome["facts"]
 
 
 def _call_libvirt(uri: str, outcome: dict[str, Any]) -> None:
     """Runs in the worker thread; fills ``outcome`` with status, reason, facts."""
+    try:
+        _call_libvirt_unguarded(uri, outcome)
+    except Exception as err:  # a bug here must become one source's error, not a lost thread
+        log.exception("libvirt probe of %s failed", uri)
+        outcome["crash"] = f"{type(err).__name__}: {err}"
+
+
+def _call_libvirt_unguarded(uri: str, outcome: dict[str, Any]) -> None:
     import libvirt
 
     _silence_default_error_handler(libvirt)
