@@ -84,7 +84,7 @@ def _call_libvirt(uri: str, outcome: dict[str, Any]) -> None:
     try:
         _call_libvirt_unguarded(uri, outcome)
     except Exception as err:  # a bug here must become one source's error, not a lost thread
-        log.exception("libvirt probe of %s failed", uri)
+        log.error("libvirt probe of %s failed: %s: %s", uri, type(err).__name__, err)
         outcome["crash"] = f"{type(err).__name__}: {err}"
 
 
