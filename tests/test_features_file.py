@@ -13,11 +13,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import DOMCAPS_FIXTURES, KVMINFO, PrivateLibvirtd
 from kvminfo.commands.features_file import Schedule, rewrite_reason, schedule_from_args
 from kvminfo.durations import format_duration, parse_duration
 from kvminfo.errors import KvminfoError
+from kvminfo.labels.nfd import check_label
 from kvminfo.output.atomic import write_atomic
 from kvminfo.output.featurefile import FeatureFile, MAX_BYTES, parse_feature_file, render_feature_file
 
@@ -376,3 +379,19 @@ def test_sigterm_before_a_one_shot_write_is_not_success(tmp_path: Path, private_
     assert code == 1 and took < 0.5
     assert "stopped on SIGTERM before" in one_shot.log()
     assert not (tmp_path / "kvminfo").exists()
+
+
+nfd_names = st.from_regex(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", fullmatch=True)
+nfd_values = st.one_of(st.just(""), nfd_names)
+
+
+@given(labels=st.dictionaries(st.tuples(st.sampled_from(["", "example.com/", "hyperv.node.kubevirt.io/"]), nfd_names)
+                              .map("".join), nfd_values, max_size=30),
+       seconds=st.integers(min_value=0, max_value=10 * 365 * 86400))
+def test_render_parse_round_trip(labels: dict[str, str], seconds: int) -> None:
+    for key, value in labels.items():
+        check_label(key, value)  # only what NFD accepts, i.e. what collect() can produce
+    expires_at = NOW + timedelta(seconds=seconds)
+    parsed = parse_feature_file(render_feature_file(labels, expires_at).decode())
+    assert parsed.labels == labels
+    assert parsed.expires_at == expires_at
