@@ -31,6 +31,14 @@ run: install libvirt-up
 test: install libvirt-up
 	KVMINFO_REQUIRE_REAL=1 $(PY) -m pytest -q
 
+# Fault and abuse suite (soak/, never collected by `make test`): the short variant of
+# every scenario; LONG=1 runs the counts of issue 5. Results: soak/results/<variant>.json,
+# printed as the README table (`$(PY) -m soak.report --readme README.md` updates it).
+SOAK_VARIANT := $(if $(LONG),long,short)
+soak: install libvirt-up
+	KVMINFO_REQUIRE_REAL=1 KVMINFO_SOAK_LONG=$(if $(LONG),1,0) $(PY) -m pytest -q --timeout=1200 soak
+	$(PY) -m soak.report --variant $(SOAK_VARIANT)
+
 # Regenerate the device plugin's protobuf/gRPC modules from plugin/v1beta1/api.proto.
 # protoc writes `import api_pb2`; rewrite it to the package-relative import.
 proto: install

@@ -1,0 +1,82 @@
+"""Soak infrastructure: per-scenario results and shared fixtures.
+
+`make soak` runs the short variant; `make soak LONG=1` (KVMINFO_SOAK_LONG=1)
+the long one with the counts issue 5 names. Each scenario records every run
+(held or not, and how long it took) through the ``scenario`` fixture; at the
+end of the session the results are written atomically to
+soak/results/<variant>.json, which soak/report.py renders as the README table.
+
+The suite lives outside tests/ so that `make test` never collects it. It
+reuses tests/conftest.py (the libvirt fixtures) and the helpers beside it by
+putting tests/ on sys.path; nothing here re-implements them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from soak.harness import REPO, VARIANT, Scenario
+
+sys.path.insert(1, str(REPO / "tests"))
+# Re-exported so pytest registers these fixtures for the soak tests as well.
+from conftest import libvirt_uri, private_libvirtd  # noqa: E402,F401
+from kvminfo.output.atomic import write_atomic  # noqa: E402
+
+RESULTS_DIR = REPO / "soak" / "results"
+
+_scenarios: list[Scenario] = []
+_OWNED = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def scenario(request: pytest.FixtureRequest) -> Callable[[str, str, str], Scenario]:
+    """``scenario(family, name, latency_of)`` -> a Scenario that lands in the results file."""
+    def make(family: str, name: str, latency_of: str) -> Scenario:
+        found = Scenario(family, name, latency_of)
+        _scenarios.append(found)
+        request.node.stash.setdefault(_OWNED, []).append(found)
+        return found
+    return make
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    report = yield
+    if report.when == "call" or report.failed:
+        for owned in item.stash.get(_OWNED, []):
+            owned.outcome = "failed" if report.failed else report.outcome
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _scenarios:
+        return
+    RESULTS_DIR.mkdir(exist_ok=True)
+    document = {
+        "variant": VARIANT,
+        "finished": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "host": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
+        "scenarios": [asdict(s) for s in _scenarios],
+    }
+    write_atomic(RESULTS_DIR / f"{VARIANT}.json", (json.dumps(document, indent=1) + "\n").encode())
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A private temp dir with a short path (unix socket paths must stay under 108 bytes)."""
+    directory = Path(tempfile.mkdtemp(prefix="kvminfo-soak.", dir="/tmp"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,85 @@
+"""Render soak results (soak/results/<variant>.json) as the README's table.
+
+    python -m soak.report                      # print the table of the short run
+    python -m soak.report --variant long       # ... of the long run
+    python -m soak.report --readme README.md   # also replace the table between the README's markers
+
+The README keeps the table between ``<!-- soak-table:start -->`` and
+``<!-- soak-table:end -->`` so a re-run replaces exactly that block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from kvminfo.errors import KvminfoError
+from kvminfo.output.atomic import write_atomic
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+START, END = "<!-- soak-table:start -->", "<!-- soak-table:end -->"
+
+
+def format_latency(seconds: float) -> str:
+    if seconds >= 1.0:
+        return f"{seconds:.2f} s"
+    if seconds >= 0.001:
+        return f"{seconds * 1000:.1f} ms"
+    return f"{seconds * 1_000_000:.0f} µs"
+
+
+def render_table(results: dict[str, Any]) -> str:
+    """Markdown: one row per scenario, with what its latency measures."""
+    rows = ["| family | scenario | runs | held | worst latency (of what) | test |",
+            "|---|---|---:|---:|---|---|"]
+    for s in results["scenarios"]:
+        held = f"{s['held']}" if s["held"] == s["runs"] else f"**{s['held']}**"
+        rows.append(f"| {s['family']} | {s['name']} | {s['runs']} | {held} | "
+                    f"{format_latency(s['worst_latency_s'])} ({s['latency_of']}) | {s['outcome']} |")
+    host = results["host"]
+    caption = (f"Variant **{results['variant']}**, finished {results['finished']} on {host['cpus']} CPUs, "
+               f"Linux {host['kernel']}, Python {host['python']}.")
+    return caption + "\n\n" + "\n".join(rows) + "\n"
+
+
+def replace_block(document: str, block: str) -> str:
+    start, end = document.find(START), document.find(END)
+    if start < 0 or end < start:
+        raise KvminfoError(f"README has no {START} ... {END} block to replace")
+    return document[:start + len(START)] + "\n" + block + document[end:]
+
+
+def load(variant: str) -> dict[str, Any]:
+    path = RESULTS_DIR / f"{variant}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KvminfoError(f"{path}: no results; run `make soak{' LONG=1' if variant == 'long' else ''}` first") from None
+    except json.JSONDecodeError as err:
+        raise KvminfoError(f"{path}: not valid JSON: {err}") from None
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m soak.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", choices=("short", "long"), default="short",
+                        help="which run's results to render (default: %(default)s)")
+    parser.add_argument("--readme", metavar="FILE", help="replace the table block in this README too")
+    args = parser.parse_args(argv)
+    try:
+        table = render_table(load(args.variant))
+        if args.readme:
+            readme = Path(args.readme)
+            write_atomic(readme, replace_block(readme.read_text(encoding="utf-8"), table).encode("utf-8"))
+    except (KvminfoError, OSError) as err:
+        print(f"soak.report: {err}", file=sys.stderr)
+        return 2
+    sys.stdout.write(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
