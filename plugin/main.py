@@ -1,0 +1,91 @@
+"""`kvminfo device-plugin`: options -> config -> PluginRuntime in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from pathlib import Path
+
+from kvminfo.logsetup import configure_logging
+from kvminfo_plugin.config import (DEFAULT_CDI_DIR, DEFAULT_DEVICE, DEFAULT_METRICS_PORT, DEFAULT_PLUGIN_DIR,
+                                   DEFAULT_RESOURCE, DEFAULT_SLOTS, FlagOverrides, PluginConfig, apply_flags,
+                                   config_from_mapping, load_config_file)
+
+log = logging.getLogger("kvminfo_plugin")
+
+DESCRIPTION = f"""\
+Serve character devices (by default {DEFAULT_DEVICE}) to the kubelet over the
+device plugin API v1beta1, so unprivileged pods get them by requesting a
+resource (by default {DEFAULT_RESOURCE}: {DEFAULT_SLOTS} shareable slots).
+
+One gRPC server per resource on a unix socket (mode 0600) in the plugin
+directory; then Register with the kubelet. A kubelet restart (sockets deleted,
+new kubelet.sock), an ended ListAndWatch stream or an absent kubelet are
+handled by serving and registering again, with backoff; the process never
+exits because of the kubelet. Device nodes are watched with inotify (and a
+slow poll); a node that disappears or cannot be opened turns its slots
+Unhealthy. SIGTERM/SIGINT: stop serving, remove sockets and CDI specs, exit 0.
+
+Flags override the config file. Plugin directories: kubeadm and most
+distributions /var/lib/kubelet/device-plugins; k3s the same unless
+--kubelet-root-dir is set; microk8s
+/var/snap/microk8s/common/var/lib/kubelet/device-plugins."""
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="YAML config: resources (name, devices, slots, permissions, mounts, envs, cdi, cdiKind), "
+                             "pluginDir, cdiDir, metricsPort, metricsAddress, pollIntervalSeconds (see README)")
+    parser.add_argument("--plugin-dir", metavar="DIR",
+                        help=f"kubelet device plugin directory holding kubelet.sock (default {DEFAULT_PLUGIN_DIR})")
+    parser.add_argument("--cdi-dir", metavar="DIR",
+                        help=f"where CDI specs are written for resources with CDI on (default {DEFAULT_CDI_DIR})")
+    parser.add_argument("--metrics-port", type=int, metavar="N",
+                        help=f"HTTP port for /metrics and /healthz; 0 turns it off (default {DEFAULT_METRICS_PORT})")
+    parser.add_argument("--resource", action="append", default=[], metavar="NAME=PATH[,PATH...]",
+                        help="advertise these device nodes as resource NAME (repeatable); replaces the config "
+                             f"file's resources (default: {DEFAULT_RESOURCE}={DEFAULT_DEVICE})")
+    parser.add_argument("--slots", type=int, metavar="N",
+                        help=f"shareable slots per device node, for every resource (default {DEFAULT_SLOTS})")
+    parser.add_argument("--permissions", metavar="PERMS",
+                        help="cgroup device access given to containers: any of r, w, m (default rw)")
+    cdi = parser.add_mutually_exclusive_group()
+    cdi.add_argument("--cdi", dest="cdi", action="store_true", default=None,
+                     help="answer Allocate with CDI device names and write a CDI spec per resource")
+    cdi.add_argument("--no-cdi", dest="cdi", action="store_false", help="answer Allocate with device specs (default)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PluginConfig:
+    base = load_config_file(args.config) if args.config else config_from_mapping({})
+    return apply_flags(base, FlagOverrides(
+        plugin_dir=args.plugin_dir, cdi_dir=args.cdi_dir, metrics_port=args.metrics_port,
+        resources=tuple(args.resource), slots=args.slots, permissions=args.permissions, cdi=args.cdi))
+
+
+def main(argv: list[str], prog: str = "kvminfo device-plugin") -> int:
+    args = build_parser(prog).parse_args(argv)
+    configure_logging(args.verbose)
+    # One line per registration, health change and allocation is the contract,
+    # so this package logs at INFO even when the rest of kvminfo is quiet.
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    config = config_from_args(args)
+
+    from kvminfo_plugin.runtime import PluginRuntime  # grpc is imported only once the config is good
+
+    runtime = PluginRuntime(config)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s received; stopping", signal.Signals(signum).name)
+        runtime.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("starting: %s in %s", ", ".join(f"{r.name}={'+'.join(r.devices)} x{r.slots}" for r in config.resources),
+             config.plugin_dir)
+    runtime.run()
+    return 0

@@ -1,0 +1,103 @@
+"""Wire the parts together for a config: health -> services -> sockets -> kubelet.
+
+Used by `kvminfo device-plugin` and, in-process, by the tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from kvminfo.errors import KvminfoError
+from kvminfo_plugin import cdi
+from kvminfo_plugin.config import PluginConfig
+from kvminfo_plugin.health import HealthMonitor
+from kvminfo_plugin.inventory import PathHealth
+from kvminfo_plugin.metrics import MetricsServer, PluginMetrics
+from kvminfo_plugin.registration import Supervisor
+from kvminfo_plugin.server import ResourceService, SocketServer
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 1.0  # in-flight Allocates may finish; well inside the kubelet's patience and our 5 s
+
+
+class PluginRuntime:
+    def __init__(self, config: PluginConfig) -> None:
+        self.config = config
+        self.metrics = PluginMetrics()
+        self._ensure_plugin_dir(config.plugin_dir)
+        self.services = [ResourceService(r, self.metrics, self._on_stream_closed) for r in config.resources]
+        self.servers = [SocketServer(s, config.plugin_dir / s.resource.socket_name) for s in self.services]
+        self.supervisor = Supervisor(config.plugin_dir, self.servers, self.metrics, config.poll_interval_s)
+        self.health = HealthMonitor(_paths_with_access(config), self._on_health_change, config.poll_interval_s)
+        self.metrics_server: MetricsServer | None = None
+        self._cdi_specs: list[Path] = []
+        self._stopped = threading.Event()
+
+    @staticmethod
+    def _ensure_plugin_dir(plugin_dir: Path) -> None:
+        # The kubelet creates it, but a DaemonSet may start first (or use a hostPath
+        # without DirectoryOrCreate); waiting for it beats crash-looping.
+        try:
+            plugin_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        except OSError as err:
+            raise KvminfoError(f"--plugin-dir {plugin_dir}: cannot create: {err.strerror}") from None
+
+    def _on_stream_closed(self, resource: str, remaining: int) -> None:
+        self.supervisor.on_stream_closed(resource, remaining)
+
+    def _on_health_change(self, health: PathHealth) -> None:
+        for service in self.services:
+            if health.path in service.resource.devices:
+                service.set_path_health(health.path, health.healthy)
+                log.info("%s is %s (%s): its %d slots of %s are %s", health.path,
+                         "healthy" if health.healthy else "unhealthy", health.reason, service.resource.slots,
+                         service.resource.name, "Healthy" if health.healthy else "Unhealthy")
+
+    def run(self) -> None:
+        """Serve until stop(); always cleans up (sockets, CDI specs) on the way out."""
+        try:
+            for health in self.health.current.values():
+                self._on_health_change(health)
+            for resource in self.config.resources:
+                if resource.cdi:
+                    self._cdi_specs.append(cdi.write_spec(self.config.cdi_dir, resource))
+            if self.config.metrics_port:
+                self.metrics_server = MetricsServer(self.metrics, self.supervisor.health,
+                                                    self.config.metrics_address, self.config.metrics_port).start()
+            self.health.start()
+            self.supervisor.run()
+        finally:
+            self._cleanup()
+
+    def stop(self) -> None:
+        """Safe from a signal handler and from any thread."""
+        self.supervisor.stop()
+
+    def _cleanup(self) -> None:
+        for service in self.services:
+            service.shutdown()
+        for server in self.servers:
+            server.stop(SHUTDOWN_GRACE_S)
+            server.remove_socket()
+        for path in self._cdi_specs:
+            cdi.remove_spec(path)
+        self.health.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        log.info("stopped; sockets%s removed", " and CDI specs" if self._cdi_specs else "")
+        self._stopped.set()
+
+    def wait_stopped(self, timeout_s: float) -> bool:
+        return self._stopped.wait(timeout_s)
+
+
+def _paths_with_access(config: PluginConfig) -> dict[str, str]:
+    """Each device path once, checked with every access any resource grants on it."""
+    access: dict[str, str] = {}
+    for resource in config.resources:
+        for path in resource.devices:
+            access[path] = "".join(sorted(set(access.get(path, "")) | set(resource.permissions)))
+    return access

@@ -1,0 +1,218 @@
+"""The DevicePlugin gRPC service for one resource, and its unix-socket server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent import futures
+from pathlib import Path
+from typing import Callable, Iterator
+
+import grpc
+
+from kvminfo.errors import KvminfoError
+from kvminfo_plugin.cdi import qualified_name
+from kvminfo_plugin.config import ResourceConfig
+from kvminfo_plugin.inventory import Inventory
+from kvminfo_plugin.metrics import PluginMetrics
+from kvminfo_plugin.v1beta1 import api_pb2 as api
+from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
+
+log = logging.getLogger(__name__)
+
+HEALTHY = "Healthy"
+UNHEALTHY = "Unhealthy"
+# Enough threads for one ListAndWatch stream plus many concurrent Allocates;
+# the pool starts threads lazily, so idle cost is nil.
+MAX_WORKERS = 32
+
+OnStreamClosed = Callable[[str, int], None]  # (resource, streams still open)
+
+
+def plugin_options() -> api.DevicePluginOptions:
+    """Sent in Register and returned by GetDevicePluginOptions; the two must agree."""
+    return api.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
+
+
+class ResourceService(api_grpc.DevicePluginServicer):
+    """Serves one resource. Outlives its gRPC server: a kubelet restart
+    replaces the server, the health state and counters stay."""
+
+    def __init__(self, resource: ResourceConfig, metrics: PluginMetrics, on_stream_closed: OnStreamClosed) -> None:
+        self.resource = resource
+        self.inventory = Inventory.for_resource(resource)
+        self._metrics = metrics
+        self._on_stream_closed = on_stream_closed
+        self._cond = threading.Condition()
+        self._healthy_paths: set[str] = set()
+        self._version = 0
+        self._listing = self._build_listing()
+        self._stopping = False
+        self.open_streams = 0
+        self._order = {device_id: index for index, device_id in enumerate(self.inventory.ids)}
+        self._device_specs = {p: api.DeviceSpec(container_path=p, host_path=p, permissions=resource.permissions)
+                              for p in resource.devices}
+        self._cdi_names = {p: qualified_name(resource, p) for p in resource.devices} if resource.cdi else {}
+        self._mounts = [api.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+                        for m in resource.mounts]
+
+    # ---- state fed by the health monitor ------------------------------------------------
+
+    def set_path_health(self, path: str, healthy: bool) -> None:
+        with self._cond:
+            if (path in self._healthy_paths) == healthy:
+                return
+            (self._healthy_paths.add if healthy else self._healthy_paths.discard)(path)
+            self._version += 1
+            self._listing = self._build_listing()
+            self._cond.notify_all()
+
+    def _build_listing(self) -> api.ListAndWatchResponse:
+        healthy = unhealthy = 0
+        devices = []
+        for device_id, path in self.inventory.path_of.items():
+            ok = path in self._healthy_paths
+            healthy += ok
+            unhealthy += not ok
+            devices.append(api.Device(ID=device_id, health=HEALTHY if ok else UNHEALTHY))
+        self._metrics.set_devices(self.resource.name, healthy, unhealthy)
+        return api.ListAndWatchResponse(devices=devices)
+
+    def shutdown(self) -> None:
+        """End every ListAndWatch stream (the process is exiting)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    # ---- DevicePlugin -------------------------------------------------------------------
+
+    def GetDevicePluginOptions(self, request: api.Empty, context: grpc.ServicerContext) -> api.DevicePluginOptions:
+        return plugin_options()
+
+    def ListAndWatch(self, request: api.Empty, context: grpc.ServicerContext) -> Iterator[api.ListAndWatchResponse]:
+        context.add_callback(self._wake)  # the kubelet went away: stop waiting
+        with self._cond:
+            self.open_streams += 1
+        self._metrics.registered.labels(self.resource.name).set(1)
+        sent = -1
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._version != sent or self._stopping or not context.is_active())
+                    if self._stopping or not context.is_active():
+                        return
+                    sent, listing = self._version, self._listing
+                yield listing
+        finally:
+            with self._cond:
+                self.open_streams -= 1
+                remaining, stopping = self.open_streams, self._stopping
+            if remaining == 0:
+                self._metrics.registered.labels(self.resource.name).set(0)
+            if not stopping:
+                self._on_stream_closed(self.resource.name, remaining)
+
+    def GetPreferredAllocation(self, request: api.PreferredAllocationRequest,
+                               context: grpc.ServicerContext) -> api.PreferredAllocationResponse:
+        response = api.PreferredAllocationResponse()
+        for container in request.container_requests:
+            self._refuse_unknown(list(container.available_deviceIDs) + list(container.must_include_deviceIDs),
+                                 "GetPreferredAllocation", context)
+            response.container_responses.add(deviceIDs=self.preferred(
+                list(container.available_deviceIDs), list(container.must_include_deviceIDs), container.allocation_size))
+        return response
+
+    def preferred(self, available: list[str], must_include: list[str], size: int) -> list[str]:
+        """must_include first, then available ones in our advertising order, ``size`` in all."""
+        picked = list(dict.fromkeys(must_include))
+        chosen = set(picked)
+        for device_id in sorted(set(available) - chosen, key=self._order.__getitem__):
+            if len(picked) >= size:
+                break
+            picked.append(device_id)
+        return picked
+
+    def Allocate(self, request: api.AllocateRequest, context: grpc.ServicerContext) -> api.AllocateResponse:
+        all_ids = [i for c in request.container_requests for i in c.devices_ids]
+        self._refuse_unknown(all_ids, "Allocate", context)
+        with self._cond:
+            bad = [p for p in self.inventory.paths_for(all_ids) if p not in self._healthy_paths]
+        if bad:
+            self._metrics.errors.labels(self.resource.name, "allocate_unhealthy").inc()
+            message = f"{self.resource.name}: device {bad[0]} is unhealthy"
+            log.warning("refused Allocate: %s", message)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, message)
+        response = api.AllocateResponse()
+        for container in request.container_requests:
+            paths = self.inventory.paths_for(list(container.devices_ids))
+            out = response.container_responses.add(envs=dict(self.resource.envs), mounts=self._mounts)
+            if self._cdi_names:  # the runtime injects node, mounts and env from the CDI spec
+                out.cdi_devices.extend(api.CDIDevice(name=self._cdi_names[p]) for p in paths)
+            else:
+                out.devices.extend(self._device_specs[p] for p in paths)
+            log.info("allocated %s %s -> %s", self.resource.name, ",".join(container.devices_ids),
+                     ",".join(self._cdi_names[p] for p in paths) if self._cdi_names else ",".join(paths))
+        self._metrics.allocations.labels(self.resource.name).inc(len(request.container_requests))
+        return response
+
+    def PreStartContainer(self, request: api.PreStartContainerRequest,
+                          context: grpc.ServicerContext) -> api.PreStartContainerResponse:
+        return api.PreStartContainerResponse()  # not required: pre_start_required is false
+
+    def _refuse_unknown(self, ids: list[str], call: str, context: grpc.ServicerContext) -> None:
+        unknown = self.inventory.unknown(ids)
+        if unknown:
+            self._metrics.errors.labels(self.resource.name, "unknown_device").inc()
+            message = f"{call}: unknown device ID {unknown[0]!r} for resource {self.resource.name}"
+            log.warning("refused %s", message)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+class SocketServer:
+    """A gRPC server for one ResourceService on ``<plugin dir>/<socket name>``, mode 0600."""
+
+    def __init__(self, service: ResourceService, socket_path: Path) -> None:
+        self.service = service
+        self.socket_path = socket_path
+        self._server: grpc.Server | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    def serve(self) -> None:
+        self.stop()
+        try:
+            os.unlink(self.socket_path)  # a stale socket from a previous run
+        except FileNotFoundError:
+            pass
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="grpc"))
+        api_grpc.add_DevicePluginServicer_to_server(self.service, server)
+        # Only the kubelet (root) may talk to us: bind with a restrictive umask
+        # so the socket is never world-connectable, not even for a moment.
+        old_umask = os.umask(0o177)
+        try:
+            server.add_insecure_port(f"unix://{self.socket_path}")
+        except RuntimeError as err:  # grpc's way of saying bind() failed
+            raise KvminfoError(f"{self.socket_path}: cannot serve the device plugin socket: {err}") from None
+        finally:
+            os.umask(old_umask)
+        server.start()
+        os.chmod(self.socket_path, 0o600)
+        self._server = server
+
+    def stop(self, grace_s: float | None = None) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop(grace_s).wait()
+
+    def remove_socket(self) -> None:
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,216 @@
+"""A stand-in for the kubelet's device manager, speaking the real v1beta1 wire.
+
+It serves Registration on kubelet.sock in a plugin dir and drives a plugin in
+the device manager's order: Register received -> validate (version, extended
+resource name, endpoint relative and present) -> dial the plugin's socket ->
+GetDevicePluginOptions -> answer Register -> ListAndWatch in the background.
+Admission then does GetPreferredAllocation (if offered) -> Allocate ->
+PreStartContainer (if required). ``restart()`` does what a kubelet restart
+does to the directory: delete every socket, serve a new kubelet.sock.
+
+Its checks are written from the kubelet's rules, not imported from the plugin,
+so a plugin bug cannot hide behind a shared helper.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import grpc
+
+from kvminfo_plugin.v1beta1 import api_pb2 as api
+from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
+
+_QUALIFIED = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
+
+
+def kubelet_refusal(request: api.RegisterRequest, plugin_dir: Path) -> str | None:
+    """Why the kubelet would refuse this Register, or None."""
+    if request.version != "v1beta1":
+        return f"unsupported version {request.version!r}"
+    name = request.resource_name
+    if not _QUALIFIED.match(name) or name.split("/")[0].endswith("kubernetes.io") or name.startswith("requests."):
+        return f"invalid extended resource name {name!r}"
+    if not request.endpoint or "/" in request.endpoint:
+        return f"endpoint {request.endpoint!r} must be a file name relative to the plugin dir"
+    try:
+        if not stat.S_ISSOCK(os.stat(plugin_dir / request.endpoint).st_mode):
+            return f"endpoint {request.endpoint!r} is not a socket"
+    except FileNotFoundError:
+        return f"endpoint {request.endpoint!r} does not exist in {plugin_dir}"
+    return None
+
+
+@dataclass
+class Endpoint:
+    """The kubelet's view of one registered plugin."""
+
+    resource: str
+    socket: Path
+    options: api.DevicePluginOptions
+    channel: grpc.Channel
+    stub: api_grpc.DevicePluginStub
+    registered_at: float
+    updates: list[tuple[float, dict[str, str]]] = field(default_factory=list)  # (time, ID -> health)
+    stream: grpc.Future | None = None
+    stream_ended: bool = False
+
+
+class KubeletEmulator:
+    def __init__(self, plugin_dir: Path) -> None:
+        self.plugin_dir = plugin_dir
+        self.socket = plugin_dir / "kubelet.sock"
+        self._cond = threading.Condition()
+        self.endpoints: dict[str, Endpoint] = {}
+        self.registrations: list[tuple[float, api.RegisterRequest]] = []
+        self.refusals: list[str] = []
+        self._server: grpc.Server | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> KubeletEmulator:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        api_grpc.add_RegistrationServicer_to_server(_Registration(self), server)
+        server.add_insecure_port(f"unix://{self.socket}")
+        server.start()
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(0).wait()
+            self._server = None
+        with self._cond:
+            endpoints, self.endpoints = list(self.endpoints.values()), {}
+        for endpoint in endpoints:
+            endpoint.channel.close()
+        try:
+            os.unlink(self.socket)
+        except FileNotFoundError:
+            pass
+
+    def restart(self) -> None:
+        """What a kubelet restart does: stop, delete every socket in the dir, serve kubelet.sock anew."""
+        self.stop()
+        for entry in self.plugin_dir.iterdir():
+            if stat.S_ISSOCK(entry.lstat().st_mode):
+                entry.unlink()
+        self.start()
+
+    def end_stream(self, resource: str) -> None:
+        """Cancel the ListAndWatch stream without touching any socket."""
+        with self._cond:
+            endpoint = self.endpoints.pop(resource)
+        endpoint.channel.close()
+
+    # ---- Register handling (called from the gRPC thread) -----------------------------
+
+    def _register(self, request: api.RegisterRequest, context: grpc.ServicerContext) -> api.Empty:
+        refusal = kubelet_refusal(request, self.plugin_dir)
+        if refusal is not None:
+            with self._cond:
+                self.refusals.append(refusal)
+                self._cond.notify_all()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+        socket = self.plugin_dir / request.endpoint
+        channel = grpc.insecure_channel(f"unix://{socket}")
+        stub = api_grpc.DevicePluginStub(channel)
+        try:
+            options = stub.GetDevicePluginOptions(api.Empty(), timeout=10)
+        except grpc.RpcError as err:
+            channel.close()
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot reach plugin at {socket}: {err.details()}")
+        endpoint = Endpoint(resource=request.resource_name, socket=socket, options=options, channel=channel,
+                            stub=stub, registered_at=time.monotonic())
+        with self._cond:
+            old = self.endpoints.get(request.resource_name)
+            self.endpoints[request.resource_name] = endpoint
+            self.registrations.append((endpoint.registered_at, request))
+            self._cond.notify_all()
+        if old is not None:  # the kubelet drops the previous endpoint of a re-registered resource
+            old.channel.close()
+        threading.Thread(target=self._watch, args=(endpoint,), daemon=True).start()
+        return api.Empty()
+
+    def _watch(self, endpoint: Endpoint) -> None:
+        try:
+            for response in endpoint.stub.ListAndWatch(api.Empty()):
+                with self._cond:
+                    endpoint.updates.append((time.monotonic(), {d.ID: d.health for d in response.devices}))
+                    self._cond.notify_all()
+        except (grpc.RpcError, ValueError):
+            pass  # cancelled by us, or the plugin went away
+        with self._cond:
+            endpoint.stream_ended = True
+            self._cond.notify_all()
+
+    # ---- waiting ----------------------------------------------------------------------
+
+    def wait_for(self, predicate: Callable[[], object], timeout_s: float = 5.0, what: str = "condition") -> object:
+        with self._cond:
+            result = self._cond.wait_for(predicate, timeout_s)
+        if not result:
+            raise AssertionError(f"kubelet emulator: timed out after {timeout_s}s waiting for {what}")
+        return result
+
+    def wait_registered(self, resource: str, count: int = 1, timeout_s: float = 5.0) -> Endpoint:
+        def ready() -> Endpoint | None:
+            done = [r for _, r in self.registrations if r.resource_name == resource]
+            endpoint = self.endpoints.get(resource)
+            return endpoint if len(done) >= count and endpoint is not None and endpoint.updates else None
+
+        return self.wait_for(ready, timeout_s, f"registration #{count} of {resource} with a device list")  # type: ignore[return-value]
+
+    def latest(self, resource: str) -> dict[str, str]:
+        with self._cond:
+            return dict(self.endpoints[resource].updates[-1][1])
+
+    def wait_health(self, resource: str, predicate: Callable[[dict[str, str]], bool], timeout_s: float = 5.0) -> dict[str, str]:
+        def check() -> dict[str, str] | None:
+            endpoint = self.endpoints.get(resource)
+            if endpoint is None or not endpoint.updates:
+                return None
+            latest = endpoint.updates[-1][1]
+            return latest if predicate(latest) else None
+
+        return self.wait_for(check, timeout_s, f"a device list of {resource} that matches")  # type: ignore[return-value]
+
+    # ---- admission, in the device manager's order -------------------------------------
+
+    def stub(self, resource: str) -> api_grpc.DevicePluginStub:
+        with self._cond:
+            return self.endpoints[resource].stub
+
+    def admit(self, resource: str, count: int) -> api.ContainerAllocateResponse:
+        """Pick ``count`` healthy devices the way the kubelet does and allocate them to one container."""
+        with self._cond:
+            endpoint = self.endpoints[resource]
+            healthy = sorted(i for i, h in endpoint.updates[-1][1].items() if h == "Healthy")
+        if len(healthy) < count:
+            raise AssertionError(f"only {len(healthy)} healthy devices of {resource}, need {count}")
+        chosen = healthy[:count]
+        if endpoint.options.get_preferred_allocation_available:
+            preferred = endpoint.stub.GetPreferredAllocation(api.PreferredAllocationRequest(container_requests=[
+                api.ContainerPreferredAllocationRequest(available_deviceIDs=healthy, allocation_size=count)]), timeout=5)
+            chosen = list(preferred.container_responses[0].deviceIDs)
+        response = endpoint.stub.Allocate(api.AllocateRequest(container_requests=[
+            api.ContainerAllocateRequest(devices_ids=chosen)]), timeout=5)
+        if endpoint.options.pre_start_required:
+            endpoint.stub.PreStartContainer(api.PreStartContainerRequest(devices_ids=chosen), timeout=30)
+        return response.container_responses[0]
+
+
+class _Registration(api_grpc.RegistrationServicer):
+    def __init__(self, kubelet: KubeletEmulator) -> None:
+        self._kubelet = kubelet
+
+    def Register(self, request: api.RegisterRequest, context: grpc.ServicerContext) -> api.Empty:
+        return self._kubelet._register(request, context)
