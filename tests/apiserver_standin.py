@@ -1,0 +1,347 @@
+"""A local stand-in for the Kubernetes API server, for NodeFeature objects only.
+
+It checks what the real kube-apiserver checks on this path, so that the real
+`kubernetes` client can be tested without a cluster:
+- authentication: a bearer token (401 otherwise);
+- paths: /apis/nfd.k8s-sigs.io/v1alpha1/namespaces/<ns>/nodefeatures[/<name>]
+  (anything else: 404 as for an unknown resource);
+- verbs: GET (object), POST (collection), PUT (object); others 405;
+- content types: JSON request bodies (415 otherwise; a missing Content-Type
+  counts as JSON, as the real server's negotiation defaults to its first
+  media type) and an Accept header that admits JSON;
+- bodies: apiVersion/kind, metadata.name (RFC 1123 subdomain, equal to the
+  URL's on PUT), metadata.namespace (equal to the URL's), metadata.labels
+  (Kubernetes label syntax), and the NodeFeature CRD's openAPIV3Schema from
+  tests/fixtures/nfd/; unknown fields are refused (400) when the request
+  asks for fieldValidation=Strict, as the real server does, and otherwise
+  accepted (the real server prunes them; the stand-in keeps them);
+- optimistic concurrency: create must not carry a resourceVersion, update
+  must carry the current one (409 Conflict when stale). The real server
+  allows an unconditional update of a custom object without one; the stand-in
+  refuses it (422) so that the client is proven to send it.
+Failure answers are Status objects shaped like the real ones: a missing
+object's 404 names it in details; an uninstalled CRD's 404 does not.
+Faults can be injected: the CRD "not installed", any status for the next
+requests, and a concurrent writer that changes the object just before our
+next update.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+import jsonschema
+import yaml
+
+GROUP, VERSION, PLURAL, KIND = "nfd.k8s-sigs.io", "v1alpha1", "nodefeatures", "NodeFeature"
+SCHEMA_PATH = Path(__file__).resolve().parent / "fixtures" / "nfd" / "nodefeature-v1alpha1.openapi.yaml"
+TOKEN = "kvminfo-standin-token"
+
+_PATH = re.compile(rf"/apis/{re.escape(GROUP)}/{VERSION}/namespaces/(?P<ns>[^/]+)/{PLURAL}(?:/(?P<name>[^/]+))?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_STATUS_TEXT = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+                405: "MethodNotAllowed", 409: "Conflict", 415: "UnsupportedMediaType", 422: "Invalid",
+                429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+
+
+def strict(schema: Any) -> Any:
+    """The schema with unknown fields rejected wherever it lists properties."""
+    if isinstance(schema, dict):
+        out = {key: strict(value) for key, value in schema.items()}
+        if "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    return schema
+
+
+def load_validator(path: Path = SCHEMA_PATH, unknown_fields: bool = False) -> jsonschema.protocols.Validator:
+    """The CRD schema; ``unknown_fields=False`` also refuses fields it does not list."""
+    schema = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return jsonschema.Draft7Validator(schema if unknown_fields else strict(schema))
+
+
+def label_problems(labels: Any) -> list[str]:
+    """Kubernetes label syntax: [prefix/]name (name <= 63, prefix a DNS subdomain <= 253), value <= 63."""
+    if not isinstance(labels, dict):
+        return ["metadata.labels: must be a map of strings"]
+    problems = []
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+            problems.append(f"metadata.labels: key {key!r}: prefix is not a DNS subdomain")
+        if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+            problems.append(f"metadata.labels: key {key!r}: name part is not a valid label name")
+        if not isinstance(value, str) or len(value) > 63 or (value and not _LABEL_NAME.fullmatch(value)):
+            problems.append(f"metadata.labels: {key}={value!r}: not a valid label value")
+    return problems
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    status: int
+    query: dict[str, str] = field(default_factory=dict)
+    content_type: str = ""
+    resource_version: str | None = None  # what the request body carried (writes)
+
+
+@dataclass
+class _Fault:
+    status: int
+    verbs: frozenset[str]
+    message: str
+
+
+def _schema_problems(validator: Any, body: dict[str, Any]) -> list[str]:
+    return [f"{'.'.join(str(p) for p in err.absolute_path) or '<root>'}: {err.message}"
+            for err in validator.iter_errors(body)]
+
+
+class _Answer(Exception):
+    def __init__(self, status: int, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.details = status, message, details or {}
+
+
+@dataclass
+class ApiServerStandin:
+    validator: Any = field(default_factory=load_validator)
+    lenient_validator: Any = field(default_factory=lambda: load_validator(unknown_fields=True))
+    token: str = TOKEN
+    crd_installed: bool = True
+
+    def __post_init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.seen: list[Seen] = []
+        self._faults: list[_Fault] = []
+        self._before_update: list[Callable[[dict[str, Any]], None]] = []
+        self._before_create: list[Callable[[], object]] = []
+        self._next_rv = 100
+        self._lock = threading.Lock()
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as urllib3 uses it
+
+            def log_message(self, *args: Any) -> None:  # quiet: tests read `seen`
+                pass
+
+            def do_GET(self) -> None:
+                standin._serve(self)
+
+            do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="apiserver-standin", daemon=True)
+
+    # -- life cycle -----------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "ApiServerStandin":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def write_kubeconfig(self, path: Path, token: str | None = None) -> Path:
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "standin",
+            "clusters": [{"name": "standin", "cluster": {"server": self.url}}],
+            "users": [{"name": "publisher", "user": {"token": token or self.token}}],
+            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "publisher"}}],
+        }
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        return path
+
+    # -- fault injection --------------------------------------------------------------------------
+    def fail_next(self, status: int, times: int = 1, verbs: str = "GET POST PUT", message: str = "") -> None:
+        """Answer the next ``times`` requests with one of ``verbs`` with ``status``."""
+        with self._lock:
+            self._faults += [_Fault(status, frozenset(verbs.split()), message or f"injected {status}")] * times
+
+    def concurrent_update_before_next_put(self, change: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Another writer updates the object between our GET and our PUT."""
+        with self._lock:
+            self._before_update.append(change or (lambda obj: obj["metadata"].setdefault("annotations", {})
+                                                  .update({"other-writer": "was-here"})))
+
+    def concurrent_create_before_next_post(self, namespace: str, body: dict[str, Any]) -> None:
+        """Another writer creates the object between our GET (404) and our POST."""
+        with self._lock:
+            self._before_create.append(lambda: self._store(namespace, json.loads(json.dumps(body)), created=True))
+
+    def put_object(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Store an object as if someone else had created it."""
+        with self._lock:
+            return self._store(namespace, json.loads(json.dumps(body)), created=True)
+
+    def get_object(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self.objects.get((namespace, name))
+
+    def verbs(self) -> list[tuple[str, int]]:
+        return [(s.method, s.status) for s in self.seen]
+
+    # -- request handling -------------------------------------------------------------------------
+    def _serve(self, request: BaseHTTPRequestHandler) -> None:
+        length = int(request.headers.get("Content-Length") or 0)
+        raw = request.rfile.read(length) if length else b""
+        url = urlsplit(request.path)
+        path, query = url.path, dict(parse_qsl(url.query))
+        carried_rv = None
+        try:
+            with self._lock:
+                status, body, carried_rv = self._handle(request.command, path, query, request.headers, raw)
+        except _Answer as answer:
+            status, body = answer.status, self._status_body(answer)
+        with self._lock:
+            self.seen.append(Seen(request.command, path, status, query, request.headers.get("Content-Type", ""),
+                                  carried_rv))
+        data = json.dumps(body).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        request.wfile.write(data)
+
+    @staticmethod
+    def _status_body(answer: _Answer) -> dict[str, Any]:
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": answer.message, "reason": _STATUS_TEXT.get(answer.status, "Unknown"),
+                "details": answer.details, "code": answer.status}
+
+    def _handle(self, verb: str, path: str, query: dict[str, str], headers: Any, raw: bytes) -> tuple[int, dict[str, Any], str | None]:
+        if headers.get("Authorization") != f"Bearer {self.token}":
+            raise _Answer(401, "Unauthorized")
+        match = _PATH.fullmatch(path)
+        if match is None or not self.crd_installed:
+            raise _Answer(404, "the server could not find the requested resource")
+        fault = next((f for f in self._faults if verb in f.verbs), None)
+        if fault is not None:
+            self._faults.remove(fault)
+            raise _Answer(fault.status, fault.message)
+        accept = headers.get("Accept", "")
+        if "application/json" not in accept and "*/*" not in accept:
+            raise _Answer(406, f"Accept {accept!r} does not admit application/json")
+        namespace, name = match["ns"], match["name"]
+        if verb == "GET" and name:
+            return 200, self._existing(namespace, name), None
+        if verb == "POST" and not name:
+            body = self._body(headers, raw, namespace, query)
+            carried = body["metadata"].get("resourceVersion")  # before _store() sets the new one
+            return 201, self._create(namespace, body), carried
+        if verb == "PUT" and name:
+            body = self._body(headers, raw, namespace, query)
+            carried = body["metadata"].get("resourceVersion")
+            return 200, self._update(namespace, name, body), carried
+        raise _Answer(405, f"{verb} is not supported on {path}")
+
+    def _existing(self, namespace: str, name: str) -> dict[str, Any]:
+        obj = self.objects.get((namespace, name))
+        if obj is None:
+            raise _Answer(404, f'{PLURAL}.{GROUP} "{name}" not found',
+                          {"name": name, "group": GROUP, "kind": PLURAL})
+        return obj
+
+    def _body(self, headers: Any, raw: bytes, namespace: str, query: dict[str, str]) -> dict[str, Any]:
+        content_type = (headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        if content_type != "application/json":
+            raise _Answer(415, f"the body of the request was in an unknown format - accepted media types "
+                               f"include: application/json (got {content_type!r})")
+        try:
+            body = json.loads(raw)
+        except ValueError as err:
+            raise _Answer(400, f"body is not JSON: {err}") from None
+        if not isinstance(body, dict):
+            raise _Answer(400, "body is not a JSON object")
+        problems = []
+        if body.get("apiVersion") != f"{GROUP}/{VERSION}" or body.get("kind") != KIND:
+            problems.append(f"apiVersion/kind must be {GROUP}/{VERSION} {KIND}, "
+                            f"got {body.get('apiVersion')!r} {body.get('kind')!r}")
+        meta = body.get("metadata")
+        if not isinstance(meta, dict):
+            raise _Answer(422, "metadata: Required value")
+        name = meta.get("name")
+        if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+            problems.append(f"metadata.name: Invalid value: {name!r}: must be a lowercase RFC 1123 subdomain")
+        if meta.get("namespace", namespace) != namespace:
+            problems.append(f"metadata.namespace: {meta.get('namespace')!r} does not match the request's "
+                            f"{namespace!r}")
+        problems += label_problems(meta.get("labels", {}))
+        problems += _schema_problems(self.lenient_validator, body)
+        if not problems and query.get("fieldValidation") == "Strict":
+            unknown = _schema_problems(self.validator, body)
+            if unknown:
+                raise _Answer(400, "strict decoding error: " + "; ".join(unknown))
+        if problems:
+            raise _Answer(422, f"{KIND}.{GROUP} {name!r} is invalid: " + "; ".join(problems),
+                          {"name": name, "group": GROUP, "kind": KIND})
+        return body
+
+    def _create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        for other_writer in self._before_create:
+            other_writer()
+        self._before_create.clear()
+        if body["metadata"].get("resourceVersion"):
+            raise _Answer(422, "metadata.resourceVersion: Invalid value: must be empty on create")
+        if (namespace, name) in self.objects:
+            raise _Answer(409, f'{PLURAL}.{GROUP} "{name}" already exists',
+                          {"name": name, "group": GROUP, "kind": PLURAL})
+        return self._store(namespace, body, created=True)
+
+    def _update(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        if body["metadata"]["name"] != name:
+            raise _Answer(400, f"the name of the object ({body['metadata']['name']}) does not match the name "
+                               f"on the URL ({name})")
+        current = self._existing(namespace, name)
+        for change in self._before_update:
+            change(current)
+            self._bump(current)
+        self._before_update.clear()
+        carried = body["metadata"].get("resourceVersion")
+        if not carried:
+            raise _Answer(422, "metadata.resourceVersion: Required value: the stand-in requires it on update")
+        if carried != current["metadata"]["resourceVersion"]:
+            raise _Answer(409, f'Operation cannot be fulfilled on {PLURAL}.{GROUP} "{name}": the object has been '
+                               "modified; please apply your changes to the latest version and try again",
+                          {"name": name, "group": GROUP, "kind": PLURAL})
+        return self._store(namespace, body, created=False, previous=current)
+
+    def _bump(self, obj: dict[str, Any]) -> None:
+        self._next_rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._next_rv)
+
+    def _store(self, namespace: str, body: dict[str, Any], created: bool,
+               previous: dict[str, Any] | None = None) -> dict[str, Any]:
+        meta = body.setdefault("metadata", {})
+        meta["namespace"] = namespace
+        if created:
+            meta.update(uid=f"uid-{self._next_rv}", generation=1,
+                        creationTimestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        else:
+            assert previous is not None
+            old = previous["metadata"]
+            meta.update(uid=old["uid"], creationTimestamp=old["creationTimestamp"],
+                        generation=old["generation"] + (body.get("spec") != previous.get("spec")))
+        self._bump(body)
+        self.objects[(namespace, meta["name"])] = body
+        return body
