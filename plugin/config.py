@@ -30,6 +30,7 @@ DEFAULT_DEVICE = "/dev/kvm"
 DEFAULT_SLOTS = 1000
 MAX_SLOTS = 100_000
 DEFAULT_METRICS_PORT = 9710
+MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes including the final NUL
 DEFAULT_METRICS_ADDRESS = "0.0.0.0"
 
 # Kubernetes qualified-name rules for an extended resource name (domain/name).
@@ -184,6 +185,10 @@ def _check_whole(config: PluginConfig) -> PluginConfig:
     for i, r in enumerate(config.resources):
         _require(cdi_kind_problem(r.effective_cdi_kind) is None, f"resources[{i}].cdiKind",
                  f"the resource name {r.name!r} is not a valid CDI kind; set cdiKind")
+    for r in config.resources:
+        socket_path = str(config.plugin_dir / r.socket_name).encode()
+        _require(len(socket_path) <= MAX_UNIX_SOCKET_PATH, "pluginDir",
+                 f"socket path {socket_path.decode()} is {len(socket_path)} bytes; unix sockets allow {MAX_UNIX_SOCKET_PATH}")
     _require(0 <= config.metrics_port <= 65535, "metricsPort", f"must be 0..65535, got {config.metrics_port}")
     _require(config.poll_interval_s > 0, "pollInterval", "must be positive")
     return config

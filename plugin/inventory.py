@@ -30,9 +30,9 @@ def path_slug(path: str) -> str:
     """/dev/net/tun -> dev-net-tun: a stable, readable prefix for slot IDs and CDI names."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", path).strip("-") or "root"
     budget = MAX_DEVICE_ID - 7  # room for "-" + 5 digits + margin
-    if len(slug) > budget:  # keep IDs within 63 chars and still unique
+    if len(slug) > budget:  # keep IDs within 63 chars, unique, and ending in the node's own name
         digest = hashlib.sha256(path.encode()).hexdigest()[:8]
-        slug = f"{slug[: budget - 9]}-{digest}"
+        slug = f"{digest}-{slug[-(budget - 9):].lstrip('-')}"
     return slug
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from kvminfo.errors import KvminfoError
 from kvminfo_plugin.dirwatch import DirectoryWatcher
 from kvminfo_plugin.metrics import PluginMetrics
 from kvminfo_plugin.server import SocketServer, plugin_options
@@ -127,7 +128,13 @@ class Supervisor:
             if not server.serving or not _is_socket(server.socket_path):
                 if server.serving:
                     log.info("socket %s was removed (kubelet restart?); serving again", server.socket_path)
-                server.serve()
+                try:
+                    server.serve()
+                except KvminfoError as err:
+                    if state.registered_at is None:
+                        raise  # cannot serve at all: an operator error, stop with one line
+                    log.warning("%s; retrying", err)  # e.g. the plugin dir vanished for a moment
+                    continue
                 log.info("serving %s on %s", name, server.socket_path)
                 with self._lock:
                     state.needs_register, state.next_attempt, state.backoff_s = True, 0.0, BACKOFF_FIRST_S

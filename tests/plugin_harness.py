@@ -1,0 +1,60 @@
+"""Run the device plugin for a test: in-process (a thread) or as the real
+`kvminfo device-plugin` subprocess, next to a KubeletEmulator."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from kubelet_emulator import KubeletEmulator
+
+from kvminfo_plugin.config import config_from_mapping
+from kvminfo_plugin.runtime import PluginRuntime
+
+REPO = Path(__file__).resolve().parent.parent
+KVMINFO = REPO / ".venv" / "bin" / "kvminfo"
+NULL_RDEV = os.stat("/dev/null").st_rdev  # a harmless real char device to clone with mknod
+
+
+def make_char_device(path: Path, rdev: int = NULL_RDEV) -> Path:
+    os.mknod(path, 0o600 | 0o020000, rdev)  # S_IFCHR
+    return path
+
+
+@contextlib.contextmanager
+def running_plugin(settings: dict[str, Any]) -> Iterator[PluginRuntime]:
+    """The plugin from a config mapping (as the YAML file would give), in a thread."""
+    runtime = PluginRuntime(config_from_mapping({"metricsPort": 0, **settings}))
+    thread = threading.Thread(target=runtime.run, name="plugin-under-test", daemon=True)
+    thread.start()
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+        thread.join(10)
+        assert not thread.is_alive(), "plugin did not stop within 10 s"
+
+
+@contextlib.contextmanager
+def kubelet(plugin_dir: Path) -> Iterator[KubeletEmulator]:
+    emulator = KubeletEmulator(plugin_dir).start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+def plugin_process(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([str(KVMINFO), "device-plugin", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
