@@ -1,0 +1,128 @@
+"""The real `kvminfo device-plugin` process: start, serve the real /dev/kvm, SIGTERM, bad config."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from plugin_harness import kubelet, plugin_process
+
+RESOURCE = "devices.kvminfo.io/kvm"
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    directory = Path(tempfile.mkdtemp(prefix="kvminfo-dp-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _sockets(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.is_socket())
+
+
+def test_sigterm_stops_serving_and_cleans_up(short_dir: Path) -> None:
+    if not os.path.exists("/dev/kvm"):
+        pytest.skip("no /dev/kvm on this machine")
+    plugin_dir, cdi_dir = short_dir / "dp", short_dir / "cdi"
+    plugin_dir.mkdir()
+    cdi_dir.mkdir()
+    with kubelet(plugin_dir) as k:
+        process = plugin_process("--plugin-dir", str(plugin_dir), "--cdi-dir", str(cdi_dir), "--cdi", "--metrics-port", "0")
+        try:
+            k.wait_registered(RESOURCE, timeout_s=10)
+            assert set(k.latest(RESOURCE).values()) == {"Healthy"}  # the real /dev/kvm opens
+            assert _sockets(plugin_dir) == ["kubelet.sock", "kvminfo-devices.kvminfo.io_kvm.sock"]
+            assert (cdi_dir / "devices.kvminfo.io-kvm.json").is_file()
+            assert k.admit(RESOURCE, 1).cdi_devices[0].name == "devices.kvminfo.io/kvm=dev-kvm"
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=5)
+            assert time.monotonic() - signalled < 5
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode == 0, stderr
+        assert _sockets(plugin_dir) == ["kubelet.sock"]
+        assert list(cdi_dir.iterdir()) == []
+        assert "Traceback" not in stderr
+        # one line per event: registration, allocation, the signal
+        assert "registered devices.kvminfo.io/kvm with the kubelet" in stderr
+        assert "allocated devices.kvminfo.io/kvm" in stderr
+        assert "SIGTERM received" in stderr
+
+
+def test_sigint_without_a_kubelet_exits_zero(short_dir: Path) -> None:
+    process = plugin_process("--plugin-dir", str(short_dir), "--metrics-port", "0")
+    time.sleep(1.5)  # waiting for a kubelet, retrying: must not have exited
+    assert process.poll() is None
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=5)
+    assert process.returncode == 0
+    assert "no kubelet socket" in stderr and "retrying in" in stderr
+    assert _sockets(short_dir) == []
+
+
+BAD_CONFIGS = [
+    ("resources:\n  - name: kvm\n    devices: [/dev/kvm]\n", "resources[0].name"),
+    ("resources:\n  - name: kubernetes.io/kvm\n    devices: [/dev/kvm]\n", "resources[0].name"),
+    ("resources:\n  - name: a.io/kvm\n    devices: [/dev/kvm]\n    slots: 0\n", "resources[0].slots"),
+    ("resources:\n  - name: a.io/kvm\n    devices: [/dev/kvm]\n    slots: many\n", "resources[0].slots"),
+    ("resources:\n  - name: a.io/kvm\n    devices: [dev/kvm]\n", "resources[0].devices[0]"),
+    ("resources:\n  - name: a.io/kvm\n    devices: [/dev/kvm]\n    permissions: rwx\n", "resources[0].permissions"),
+    ("resources:\n  - name: a.io/kvm\n    devices: [/dev/kvm]\n    mounts: [{hostPath: x}]\n", "resources[0].mounts[0].hostPath"),
+    ("resources:\n  - name: a.io/kvm\n    devices: [/dev/kvm]\n    envs: {'1X': y}\n", "resources[0].envs.1X"),
+    ("resources:\n  - name: a.io/kvm\n    devices: [/dev/kvm]\n    cdiKind: nokind\n", "resources[0].cdiKind"),
+    ("resources:\n  - name: a.io/kvm\n    devices: [/dev/kvm]\n    slot: 3\n", "resources[0].slot"),
+    ("resources:\n  - {name: a.io/k, devices: [/dev/kvm]}\n  - {name: a.io/k, devices: [/dev/kvm]}\n", "resources:"),
+    ("metricsPort: 70000\n", "metricsPort"),
+    ("pluginDir: relative/dir\n", "pluginDir"),
+    ("resources: [\n", "line"),
+    ("- just\n- a list\n", "config"),
+]
+
+
+@pytest.mark.parametrize("text,field", BAD_CONFIGS, ids=[f for _, f in BAD_CONFIGS])
+def test_bad_config_is_one_line_naming_the_field(short_dir: Path, text: str, field: str) -> None:
+    config = short_dir / "plugin.yaml"
+    config.write_text(text)
+    done = subprocess.run([str(Path(__file__).resolve().parent.parent / ".venv/bin/kvminfo"), "device-plugin",
+                           "--config", str(config), "--plugin-dir", str(short_dir)],
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"kvminfo device-plugin: {config}:") and field in lines[0]
+    assert _sockets(short_dir) == []
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--slots", "0"], "--slots"),
+    (["--permissions", "x"], "--permissions"),
+    (["--resource", "kvm=/dev/kvm"], "--resource"),
+    (["--resource", "a.io/kvm"], "--resource"),
+    (["--metrics-port", "99999"], "--metrics-port"),
+    (["--config", "/nonexistent/plugin.yaml"], "/nonexistent/plugin.yaml"),
+])
+def test_bad_flags_are_one_line_naming_the_flag(short_dir: Path, args: list[str], flag: str) -> None:
+    process = plugin_process("--plugin-dir", str(short_dir), *args)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 2
+    assert len(stderr.strip().splitlines()) == 1 and flag in stderr, stderr
+
+
+def test_help_explains_every_option() -> None:
+    process = plugin_process("--help")
+    stdout, _ = process.communicate(timeout=20)
+    assert process.returncode == 0
+    for option in ("--config", "--plugin-dir", "--cdi-dir", "--metrics-port", "--resource", "--slots",
+                   "--permissions", "--cdi", "--no-cdi", "microk8s", "1000"):
+        assert option in stdout
