@@ -187,7 +187,7 @@ def _check_whole(config: PluginConfig) -> PluginConfig:
                  f"the resource name {r.name!r} is not a valid CDI kind; set cdiKind")
     for r in config.resources:
         socket_path = str(config.plugin_dir / r.socket_name).encode()
-        _require(len(socket_path) <= MAX_UNIX_SOCKET_PATH, "pluginDir",
+        _require(len(socket_path) <= MAX_UNIX_SOCKET_PATH, "pluginDir (--plugin-dir)",
                  f"socket path {socket_path.decode()} is {len(socket_path)} bytes; unix sockets allow {MAX_UNIX_SOCKET_PATH}")
     _require(0 <= config.metrics_port <= 65535, "metricsPort", f"must be 0..65535, got {config.metrics_port}")
     _require(config.poll_interval_s > 0, "pollInterval", "must be positive")

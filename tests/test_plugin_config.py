@@ -1,0 +1,77 @@
+"""Config file + flags -> resources, and slot IDs (pure functions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kvminfo.errors import KvminfoError
+from kvminfo_plugin.config import FlagOverrides, apply_flags, config_from_mapping, load_config_file
+from kvminfo_plugin.inventory import Inventory, check_path, path_slug
+
+
+def test_default_is_one_kvm_resource_that_does_not_collide_with_kubevirt() -> None:
+    config = config_from_mapping({})
+    [resource] = config.resources
+    assert resource.name == "devices.kvminfo.io/kvm" != "devices.kubevirt.io/kvm"
+    assert (resource.devices, resource.slots, resource.permissions, resource.cdi) == (("/dev/kvm",), 1000, "rw", False)
+    assert str(config.plugin_dir) == "/var/lib/kubelet/device-plugins" and str(config.cdi_dir) == "/var/run/cdi"
+
+
+def test_full_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "plugin.yaml"
+    path.write_text("""
+pluginDir: /var/snap/microk8s/common/var/lib/kubelet/device-plugins
+cdiDir: /etc/cdi
+metricsPort: 0
+resources:
+  - name: devices.kvminfo.io/kvm
+    devices: [/dev/kvm]
+    slots: 250
+  - name: devices.kvminfo.io/vhost-net
+    devices: [/dev/vhost-net, /dev/net/tun]
+    slots: 110
+    permissions: rw
+    mounts: [{hostPath: /lib/modules, containerPath: /lib/modules}]
+    envs: {VHOST: "1"}
+    cdi: true
+    cdiKind: kvminfo.io/net
+""")
+    config = load_config_file(path)
+    kvm, net = config.resources
+    assert kvm.slots == 250 and net.devices == ("/dev/vhost-net", "/dev/net/tun")
+    assert net.mounts[0].read_only and net.envs == (("VHOST", "1"),) and net.effective_cdi_kind == "kvminfo.io/net"
+    assert config.metrics_port == 0 and str(config.cdi_dir) == "/etc/cdi"
+
+
+def test_flags_override_the_file() -> None:
+    base = config_from_mapping({"resources": [{"name": "a.io/x", "devices": ["/dev/x"], "slots": 3}]})
+    changed = apply_flags(base, FlagOverrides(slots=7, cdi=True, plugin_dir="/k3s/dp", metrics_port=0))
+    assert [(r.name, r.slots, r.cdi) for r in changed.resources] == [("a.io/x", 7, True)]
+    assert str(changed.plugin_dir) == "/k3s/dp" and changed.metrics_port == 0
+    replaced = apply_flags(base, FlagOverrides(resources=("b.io/tun=/dev/net/tun", "b.io/kvm=/dev/kvm")))
+    assert [(r.name, r.devices, r.slots) for r in replaced.resources] == [
+        ("b.io/tun", ("/dev/net/tun",), 1000), ("b.io/kvm", ("/dev/kvm",), 1000)]
+
+
+def test_bad_cdi_kind_names_the_field() -> None:
+    with pytest.raises(KvminfoError, match=r"resources\[0\]\.cdiKind"):
+        config_from_mapping({"resources": [{"name": "a.io/x", "devices": ["/dev/x"], "cdiKind": "a/b/c"}]})
+
+
+def test_slot_ids_are_unique_short_and_name_the_node() -> None:
+    long_path = "/dev/" + "deep/" * 30 + "node"
+    config = config_from_mapping({"resources": [{"name": "a.io/x", "devices": ["/dev/kvm", long_path], "slots": 100}]})
+    inventory = Inventory.for_resource(config.resources[0])
+    assert len(inventory.ids) == 200 and len(set(inventory.ids)) == 200
+    assert all(len(i) <= 63 for i in inventory.ids)
+    assert inventory.ids[0] == "dev-kvm-00" and inventory.ids[-1].endswith("-deep-node-99")
+    assert path_slug(long_path) != path_slug(long_path.replace("/dev/", "/dew/"))  # the hash keeps them apart
+    assert inventory.paths_for([inventory.ids[150], inventory.ids[3], inventory.ids[4]]) == ["/dev/kvm", long_path]
+
+
+def test_check_path_on_real_nodes(tmp_path: Path) -> None:
+    assert check_path("/dev/null").healthy
+    assert check_path(str(tmp_path)).reason == "not a character device"
+    assert check_path(str(tmp_path / "gone")).reason == "missing"
