@@ -77,10 +77,21 @@ def test_this_machine_real_host_files(tmp_path):
     assert result.facts["whitelisted"] == (["hyperv"] if os_id == "debian" else [])
 
 
-def test_unreadable_host_file_is_unavailable_not_fatal(tmp_path):
+def test_host_file_the_config_names_must_exist(tmp_path):
     path = write_config(tmp_path, [{"os": "centos", "feature": "hyperv", "kernelminver": "3.0"}])
-    result = probe_kernel_whitelist(path)  # os-release/version not created
-    assert result.status is Status.UNAVAILABLE and "os-release" in result.reason
+    with pytest.raises(KvminfoError) as err:
+        probe_kernel_whitelist(path)  # os-release/version not created
+    assert str(err.value).startswith(f"{path}: osrelease: ") and "No such file" in str(err.value)
+
+
+def test_unreadable_default_host_file_is_unavailable_not_fatal(tmp_path, monkeypatch):
+    from kvminfo.sources import kernel_whitelist
+
+    monkeypatch.setattr(kernel_whitelist, "DEFAULT_OS_RELEASE", str(tmp_path / "no-os-release"))
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"checks": [{"os": "debian", "feature": "hyperv", "kernelminver": "3.0"}]}))
+    result = probe_kernel_whitelist(str(path))
+    assert result.status is Status.UNAVAILABLE and "no-os-release" in result.reason
 
 
 @pytest.mark.parametrize("text, culprit", [
@@ -92,6 +103,7 @@ def test_unreadable_host_file_is_unavailable_not_fatal(tmp_path):
     ('{"checks": [{"os": "centos", "feature": "hyperv"}]}', "kernelminver and/or kernelmaxver"),
     ('{"checks": [{"os": "centos", "feature": "hyperv", "kernelmaxver": "latest"}]}', "checks[0].kernelmaxver"),
     ('{"osrelease": 7, "checks": []}', "osrelease"),
+    ('{"checks": [], "n": ' + "9" * 5000 + "}", "not usable JSON"),
 ])
 def test_bad_config_names_file_and_field(tmp_path, text, culprit):
     path = tmp_path / "bad.json"
@@ -100,6 +112,20 @@ def test_bad_config_names_file_and_field(tmp_path, text, culprit):
         probe_kernel_whitelist(str(path))
     message = str(err.value)
     assert str(path) in message and culprit in message and "\n" not in message
+
+
+def test_non_utf8_config_is_an_operator_error(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'{"checks": [{"os": "d\x90bian", "feature": "hyperv", "kernelminver": "3"}]}')
+    with pytest.raises(KvminfoError, match="not UTF-8"):
+        probe_kernel_whitelist(str(path))
+
+
+def test_non_utf8_host_file_named_by_the_config(tmp_path):
+    host(tmp_path)
+    (tmp_path / "os-release").write_bytes(b"ID=\xff\xfe\n")
+    with pytest.raises(KvminfoError, match="osrelease: .*utf-8"):
+        probe_kernel_whitelist(write_config(tmp_path, [{"os": "centos", "feature": "hyperv", "kernelminver": "3"}]))
 
 
 def test_missing_config_is_an_operator_error(tmp_path):

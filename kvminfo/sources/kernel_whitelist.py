@@ -24,6 +24,7 @@ from kvminfo.model import SourceResult, Status
 
 TYPE_CHECKING = False  # typing costs ~3 ms of the hook's start; annotations only need it for mypy
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ def parse_config(text: str, config_path: str) -> dict[str, Any]:
         config = json.loads(text)
     except json.JSONDecodeError as err:
         raise KvminfoError(f"{config_path}: not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
+    except ValueError as err:  # e.g. an integer literal past Python's 4300-digit limit
+        raise KvminfoError(f"{config_path}: not usable JSON: {err}") from None
     if not isinstance(config, dict):
         raise _field_error(config_path, "(top level)", "must be a JSON object")
     for key in ("osrelease", "kernversion"):
@@ -129,27 +132,46 @@ def load_config(config_path: str) -> dict[str, Any]:
             text = f.read()
     except OSError as err:
         raise KvminfoError(f"{config_path}: cannot read whitelist config: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise KvminfoError(f"{config_path}: not UTF-8 text (byte {err.start})") from None
     return parse_config(text, config_path)
 
 
-def _beside(config_path: str, path: str | None) -> str | None:
-    """Relative host-file overrides are relative to the config file, not the cwd."""
-    return os.path.join(os.path.dirname(os.path.abspath(config_path)), path) if path else None
+class _HostFileUnreadable(Exception):
+    """A default host file (/etc/os-release, /proc/version) could not be read."""
 
 
-def probe_kernel_whitelist(config_path: str, os_release: str | None = None,
-                           proc_version: str | None = None) -> SourceResult:
-    """Raises KvminfoError for a bad config; host files that cannot be read -> unavailable."""
-    config = load_config(config_path)
-    os_release = os_release or _beside(config_path, config.get("osrelease")) or DEFAULT_OS_RELEASE
-    proc_version = proc_version or _beside(config_path, config.get("kernversion")) or DEFAULT_PROC_VERSION
+def _read_host_file(reader: Callable[[str], str], config_path: str, config: dict[str, Any],
+                    field: str, default: str) -> str:
+    """Read a host file the config may name (relative to the config's directory).
+
+    A file the config names is the operator's input: unreadable -> KvminfoError
+    naming the config and field. The default host file unreadable says
+    something about the host instead -> _HostFileUnreadable.
+    """
+    named = config.get(field)
+    path = os.path.join(os.path.dirname(os.path.abspath(config_path)), named) if named else default
     try:
-        os_id = read_os_id(os_release)
-        kernel = read_kernel_version(proc_version)
+        return reader(path)
+    except (OSError, ValueError) as err:  # ValueError: no ID= line, too few tokens, not UTF-8
+        reason = f"{path}: {err.strerror}" if isinstance(err, OSError) else str(err)
+        if named:
+            raise KvminfoError(f"{config_path}: {field}: {reason}") from None
+        raise _HostFileUnreadable(reason) from None
+
+
+def probe_kernel_whitelist(config_path: str) -> SourceResult:
+    """Raises KvminfoError for a bad config; default host files that cannot be read -> unavailable."""
+    config = load_config(config_path)
+    try:
+        os_id = _read_host_file(read_os_id, config_path, config, "osrelease", DEFAULT_OS_RELEASE)
+        kernel = _read_host_file(read_kernel_version, config_path, config, "kernversion", DEFAULT_PROC_VERSION)
+    except _HostFileUnreadable as err:
+        return SourceResult("kernel-whitelist", Status.UNAVAILABLE, str(err))
+    try:
         features = whitelisted_features(config["checks"], os_id, kernel)
-    except (OSError, ValueError) as err:
-        reason = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) else str(err)
-        return SourceResult("kernel-whitelist", Status.UNAVAILABLE, reason)
+    except ValueError as err:  # the running kernel's version is not a version
+        return SourceResult("kernel-whitelist", Status.ERROR, str(err))
     log.debug("kernel-whitelist: os=%s kernel=%s whitelisted=%s", os_id, kernel, features)
     return SourceResult("kernel-whitelist", Status.OK, "",
                         {"os_id": os_id, "kernel_version": kernel, "whitelisted": features,

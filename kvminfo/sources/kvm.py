@@ -45,11 +45,16 @@ def _call(fd: int, request: int, arg: int | bytearray, what: str) -> int:
     raise InterruptedError(errno.EINTR, f"{what}: interrupted {_EINTR_RETRIES} times")
 
 
+def _why(err: OSError) -> str:
+    """errno's text ("Input/output error"), or the message of an errno-less OSError."""
+    return os.strerror(err.errno) if err.errno else str(err)
+
+
 def _must(fd: int, request: int, arg: int | bytearray, what: str) -> int:
     try:
         return _call(fd, request, arg, what)
     except OSError as err:
-        raise _IoctlFailed(f"{what} failed: {os.strerror(err.errno) if err.errno else err}") from None
+        raise _IoctlFailed(f"{what} failed: {_why(err)}") from None
 
 
 def read_caps(fd: int) -> dict[str, int]:
@@ -66,7 +71,7 @@ def read_msr_index_list(fd: int) -> list[int]:
             _call(fd, _kvm.KVM_GET_MSR_INDEX_LIST, buf, "KVM_GET_MSR_INDEX_LIST")
         except OSError as err:
             if err.errno != errno.E2BIG:
-                raise _IoctlFailed(f"KVM_GET_MSR_INDEX_LIST failed: {os.strerror(err.errno)}") from None
+                raise _IoctlFailed(f"KVM_GET_MSR_INDEX_LIST failed: {_why(err)}") from None
             (needed,) = struct.unpack_from("=I", buf)
             if needed <= nmsrs:
                 raise _IoctlFailed(f"KVM_GET_MSR_INDEX_LIST: E2BIG with {nmsrs} slots but asks for {needed}")
@@ -126,7 +131,7 @@ def probe_hv_cpuid(fd: int, caps: dict[str, int]) -> tuple[list[dict[str, int]] 
     try:
         entries = read_hv_cpuid(fd) if via == "system" else _hv_cpuid_on_vcpu(fd)
     except OSError as err:
-        reason = f"KVM_GET_SUPPORTED_HV_CPUID on the {via} fd failed: {os.strerror(err.errno) if err.errno else err}"
+        reason = f"KVM_GET_SUPPORTED_HV_CPUID on the {via} fd failed: {_why(err)}"
         log.warning("kvm: %s; falling back to the capability/MSR table", reason)
         return None, None, reason
     return entries, via, None
@@ -191,8 +196,9 @@ def probe_kvm(path: str, nested_paths: tuple[str, ...] | None = None,
         try:
             api_version = _call(fd, _kvm.KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION")
         except OSError as err:
-            return SourceResult("kvm", Status.ERROR, f"{path}: not a KVM device (KVM_GET_API_VERSION: "
-                                f"{os.strerror(err.errno) if err.errno else err})", host_facts)
+            # ENOTTY: a character device that does not speak KVM's ioctls at all
+            what = "not a KVM device" if err.errno == errno.ENOTTY else "KVM_GET_API_VERSION failed"
+            return SourceResult("kvm", Status.ERROR, f"{path}: {what} (KVM_GET_API_VERSION: {_why(err)})", host_facts)
         if api_version != _kvm.KVM_API_VERSION:
             return SourceResult("kvm", Status.ERROR, f"{path}: KVM API version {api_version}, "
                                 f"need {_kvm.KVM_API_VERSION}", {**host_facts, "api_version": api_version})
