@@ -52,5 +52,13 @@ bench-plugin: install
 bench-featurefile: install libvirt-up
 	$(PY) bench/bench_libvirt_featurefile.py
 
+# The image every manifest in deploy/ runs (they say kvminfo:0.1.0; retag with
+# IMAGE=registry/kvminfo:tag and `kustomize edit set image` in an overlay).
+# Needs a container engine (docker or podman via CONTAINER_TOOL=podman).
+CONTAINER_TOOL ?= docker
+IMAGE ?= kvminfo:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:
+	$(CONTAINER_TOOL) build -t $(IMAGE) .
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
