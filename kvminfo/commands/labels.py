@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import replace
 
-from kvminfo.labels.render import FAMILIES
+from kvminfo.labels.render import FAMILIES, format_label_lines
 from kvminfo.logsetup import configure_logging
 from kvminfo.options import ProbeOptions, add_probe_arguments, probe_options_from_args
 from kvminfo.report import collect
@@ -58,14 +58,10 @@ def options_for_families(options: ProbeOptions, families: list[str],
     elif options.whitelist_config is None:
         if os.path.exists(default_whitelist):
             options = replace(options, whitelist_config=default_whitelist)
-        elif families == ["version"]:
+        elif set(families) == {"version"}:
             log.warning("no kernel whitelist: %s does not exist and no --whitelist-config was given; "
                         "no kvm-info-version labels", default_whitelist)
     return options
-
-
-def format_label_lines(labels: dict[str, str]) -> str:
-    return "".join(f"{key}={labels[key]}\n" for key in sorted(labels))
 
 
 def main(argv: list[str], prog: str = "kvminfo labels") -> int:
