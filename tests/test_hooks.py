@@ -64,6 +64,14 @@ def test_caps_hook_fast_path_imports_nothing_heavy():
     assert not heavy, heavy
 
 
+def test_options_from_the_environment_as_nfd_passes_no_arguments(tmp_path):
+    env = {"KVMINFO_HOOK_OPTIONS": f"--no-libvirt --kvm-device {tmp_path}/kvm", "PYTHONPROFILEIMPORTTIME": "1"}
+    done = run(CAPS_HOOK, env=env)
+    assert done.returncode == 0 and done.stdout == ""
+    assert f"{tmp_path}/kvm: no such device" in done.stderr
+    assert not re.search(r"\|\s*libvirt$", done.stderr, re.M)  # --no-libvirt reached the command
+
+
 def test_caps_hook_with_libvirt_and_kubevirt_names(libvirt_uri):
     done = run(CAPS_HOOK, "--libvirt-uri", libvirt_uri, "--kubevirt-names")
     assert done.returncode == 0, done.stderr
