@@ -62,10 +62,16 @@ class Inventory:
     def unknown(self, ids: list[str]) -> list[str]:
         return [i for i in ids if i not in self.path_of]
 
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.path_of.values()))
+
     def paths_for(self, ids: list[str]) -> list[str]:
         """Distinct device paths behind ``ids``, in config order (slots share one node)."""
         wanted = {self.path_of[i] for i in ids}
-        return [p for p in dict.fromkeys(self.path_of.values()) if p in wanted]
+        if len(wanted) == 1:  # the common case (one node, e.g. /dev/kvm): no scan on the Allocate path
+            return list(wanted)
+        return [p for p in self.paths if p in wanted]
 
 
 def check_path(path: str, permissions: str = "rw") -> PathHealth:

@@ -54,6 +54,9 @@ class ResourceService(api_grpc.DevicePluginServicer):
         self._device_specs = {p: api.DeviceSpec(container_path=p, host_path=p, permissions=resource.permissions)
                               for p in resource.devices}
         self._cdi_names = {p: qualified_name(resource, p) for p in resource.devices} if resource.cdi else {}
+        self._envs = dict(resource.envs)
+        # Counter children looked up once: .labels() takes a lock and a dict lookup per call.
+        self._allocations = metrics.allocations.labels(resource.name)
         self._mounts = [api.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
                         for m in resource.mounts]
 
@@ -150,14 +153,14 @@ class ResourceService(api_grpc.DevicePluginServicer):
         response = api.AllocateResponse()
         for container in request.container_requests:
             paths = self.inventory.paths_for(list(container.devices_ids))
-            out = response.container_responses.add(envs=dict(self.resource.envs), mounts=self._mounts)
+            out = response.container_responses.add(envs=self._envs, mounts=self._mounts)
             if self._cdi_names:  # the runtime injects node, mounts and env from the CDI spec
                 out.cdi_devices.extend(api.CDIDevice(name=self._cdi_names[p]) for p in paths)
             else:
                 out.devices.extend(self._device_specs[p] for p in paths)
             log.info("allocated %s %s -> %s", self.resource.name, ",".join(container.devices_ids),
                      ",".join(self._cdi_names[p] for p in paths) if self._cdi_names else ",".join(paths))
-        self._metrics.allocations.labels(self.resource.name).inc(len(request.container_requests))
+        self._allocations.inc(len(request.container_requests))
         return response
 
     def PreStartContainer(self, request: api.PreStartContainerRequest,
