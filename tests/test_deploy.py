@@ -1,0 +1,431 @@
+"""deploy/ and the Dockerfile, checked offline.
+
+- Every kustomization resolves (a small resolver here, cross-checked against
+  `kubectl kustomize` where kubectl exists) and every object validates
+  against the Kubernetes schemas (kubernetes-validate ships them, strict:
+  unknown fields fail) or, for NFD's NodeFeatureRule, against the CRD schema
+  in tests/fixtures/nfd/.
+- The security settings are asserted per workload, not just present.
+- Every container's args parse with the real command's own argparse parser,
+  the device plugin's ConfigMap with its real config loader, and the
+  NodeFeatureRule sample is evaluated against a NodeFeature built from a
+  real probe (Hyper-V kernel injected at the ioctl layer).
+- The NFD relay hook is extracted from its ConfigMap and run with /bin/sh.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from apiserver_standin import strict
+from conftest import FIXTURES, KVMINFO, REPO
+from kvm_fakes import HyperVKernel
+from kvminfo.commands import features_file as features_file_command
+from kvminfo.commands import publish as publish_command
+from kvminfo.options import ProbeOptions
+from kvminfo.output.featurefile import render_feature_file
+from kvminfo.publish.nodefeature import build_nodefeature
+from kvminfo.report import collect
+from kvminfo.sources import ioctl as kvm_ioctl
+from kvminfo_plugin import config as plugin_config
+from kvminfo_plugin import main as plugin_main
+
+DEPLOY = REPO / "deploy"
+PARTS = ["device-plugin", "nfd", "nfd/hooks", "nodefeature", "examples"]
+NAMESPACE = "kvminfo"
+LABEL_PREFIX = "feature.node.kubernetes.io/"
+KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]  # oldest we claim .. newest shipped
+KVM_RESOURCE = plugin_config.DEFAULT_RESOURCE
+# workload -> the host paths it may mount, and whether it may run as root (uid 0)
+ALLOWED = {
+    "kvminfo-device-plugin": ({"/var/lib/kubelet/device-plugins", "/var/run/cdi", "/dev/kvm"}, True),
+    "kvminfo-features-file": ({"/etc/kubernetes/node-feature-discovery/features.d"}, True),
+    "kvminfo-hook-relay": ({"/etc/kubernetes/node-feature-discovery/source.d"}, True),
+    "kvminfo-publish": (set(), False),
+    "windows-vm-example": (set(), False),
+}
+KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources"}
+
+
+# -- a small kustomize: resources only (all our kustomizations use), anything else is refused ----
+
+def resolve(directory: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    directory = directory.resolve()
+    assert directory not in seen, f"kustomization cycle: {' -> '.join(map(str, seen + (directory,)))}"
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    unsupported = set(kustomization) - KUSTOMIZATION_FIELDS
+    assert not unsupported, f"{directory}: the test resolver does not implement {sorted(unsupported)}"
+    assert kustomization["kind"] == "Kustomization"
+    objects: list[dict[str, Any]] = []
+    for entry in kustomization["resources"]:
+        target = directory / entry
+        assert target.exists(), f"{directory}/kustomization.yaml: resource {entry} does not exist"
+        if target.is_dir():
+            objects += resolve(target, seen + (directory,))
+        else:
+            objects += [doc for doc in yaml.safe_load_all(target.read_text()) if doc is not None]
+    ids = [object_id(o) for o in objects]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    assert not duplicates, f"{directory}: the same object twice: {duplicates}"
+    return objects
+
+
+def object_id(obj: dict[str, Any]) -> tuple[str, str, str]:
+    meta = obj.get("metadata") or {}
+    return obj["kind"], meta.get("namespace", ""), meta.get("name", "")
+
+
+def pod_templates(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(workload name, pod spec) for DaemonSets and Pods."""
+    for obj in objects:
+        if obj["kind"] == "DaemonSet":
+            yield obj["metadata"]["name"], obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "Pod":
+            yield obj["metadata"]["name"], obj["spec"]
+
+
+def all_containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, list[dict[str, Any]]]:
+    return {part: resolve(DEPLOY / part) for part in PARTS}
+
+
+@pytest.fixture(scope="module")
+def workloads(built) -> dict[str, dict[str, Any]]:
+    found = {name: spec for objects in built.values() for name, spec in pod_templates(objects)}
+    assert set(found) == set(ALLOWED), "a workload without a security allowance, or one went missing"
+    return found
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+# -- resolving and schemas -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("part", PARTS)
+def test_kustomization_resolves_like_kubectl(part, built):
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed: the cross-check against real kustomize needs it")
+    done = subprocess.run([kubectl, "kustomize", str(DEPLOY / part)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    theirs = sorted((d for d in yaml.safe_load_all(done.stdout) if d), key=object_id)
+    assert theirs == sorted(built[part], key=object_id)
+
+
+def test_resolver_refuses_what_it_does_not_implement(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text("kind: Kustomization\nresources: []\nnamePrefix: x-\n")
+    with pytest.raises(AssertionError, match="does not implement"):
+        resolve(tmp_path)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("part", PARTS)
+def test_every_builtin_object_validates_strictly(part, version, built):
+    checked = 0
+    for obj in built[part]:
+        if obj["apiVersion"].startswith("nfd.k8s-sigs.io/"):
+            continue  # a CRD kind: checked against NFD's schema below
+        kubernetes_validate.validate(obj, version, strict=True)
+        checked += 1
+    assert checked > 0
+
+
+def test_strict_validation_catches_a_typo(built):
+    daemonset = yaml.safe_load(yaml.safe_dump(by_kind(built["device-plugin"], "DaemonSet")[0]))
+    daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFileSystem"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(daemonset, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_namespaced_objects_are_in_the_kvminfo_namespace(built):
+    for part in ("device-plugin", "nfd", "nfd/hooks", "nodefeature"):
+        for obj in built[part]:
+            kind, namespace, _ = object_id(obj)
+            if kind in ("Namespace", "NodeFeatureRule"):  # cluster scoped
+                assert namespace == "", obj
+            else:
+                assert namespace == NAMESPACE, obj
+        assert by_kind(built[part], "Namespace")[0]["metadata"]["name"] == NAMESPACE
+
+
+# -- security settings, asserted -------------------------------------------------------------------
+
+@pytest.mark.parametrize("workload", sorted(ALLOWED))
+def test_container_security(workload, workloads):
+    spec = workloads[workload]
+    allowed_paths, may_be_root = ALLOWED[workload]
+    assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
+    pod_security = spec.get("securityContext", {})
+    for container in all_containers(spec):
+        sc = container["securityContext"]
+        where = f"{workload}/{container['name']}"
+        assert sc["privileged"] is False, where
+        assert sc["allowPrivilegeEscalation"] is False, where
+        assert sc["readOnlyRootFilesystem"] is True, where
+        assert sc["capabilities"] == {"drop": ["ALL"]}, where  # drop ALL, add none
+        seccomp = sc.get("seccompProfile") or pod_security.get("seccompProfile")
+        assert seccomp == {"type": "RuntimeDefault"}, where
+        uid = sc.get("runAsUser", pod_security.get("runAsUser"))
+        non_root = sc.get("runAsNonRoot", pod_security.get("runAsNonRoot"))
+        if may_be_root:
+            assert uid == 0 and non_root is False, where  # root, said out loud, with a reason in the manifest
+        else:
+            assert non_root is True and uid not in (None, 0), where
+        resources = container["resources"]
+        for kind in ("cpu", "memory"):
+            assert resources["requests"][kind] and resources["limits"][kind], where
+    host_paths = {v["hostPath"]["path"] for v in spec.get("volumes", []) if "hostPath" in v}
+    assert host_paths == allowed_paths, workload
+    assert spec.get("automountServiceAccountToken") is False or workload == "kvminfo-publish"
+
+
+def test_device_plugin_specifics(workloads, built):
+    spec = workloads["kvminfo-device-plugin"]
+    assert spec["priorityClassName"] == "system-node-critical"
+    assert {"operator": "Exists"} in spec["tolerations"]
+    volume_types = {v["hostPath"]["path"]: v["hostPath"]["type"] for v in spec["volumes"] if "hostPath" in v}
+    assert volume_types["/dev/kvm"] == "CharDevice" and volume_types["/var/lib/kubelet/device-plugins"] == "Directory"
+    (container,) = spec["containers"]
+    # config from the ConfigMap, loaded by the plugin's own loader
+    (config_map,) = by_kind(built["device-plugin"], "ConfigMap")
+    config = plugin_config.config_from_mapping(yaml.safe_load(config_map["data"]["device-plugin.yaml"]))
+    args = plugin_main.build_parser("kvminfo device-plugin").parse_args(container["args"][1:])
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
+    assert Path(args.config).parent == Path(mount["mountPath"]) and Path(args.config).name in config_map["data"]
+    assert next(v for v in spec["volumes"] if v["name"] == "config")["configMap"]["name"] == config_map["metadata"]["name"]
+    assert [r.name for r in config.resources] == [KVM_RESOURCE]
+    mounted = {m["mountPath"] for m in container["volumeMounts"]}
+    assert str(config.plugin_dir) in mounted and str(config.cdi_dir) in mounted
+    assert set(config.resources[0].devices) <= mounted  # every advertised device node is mounted
+    # liveness and readiness on the health endpoint, on the port the config serves
+    port = next(p for p in container["ports"] if p["name"] == "metrics")
+    assert port["containerPort"] == config.metrics_port
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+
+
+@pytest.mark.parametrize("workload, command", [
+    ("kvminfo-features-file", features_file_command),
+    ("kvminfo-hook-relay", features_file_command),
+    ("kvminfo-publish", publish_command),
+])
+def test_labellers_args_parse_and_get_kvm_from_the_plugin(workload, command, workloads):
+    (container,) = workloads[workload]["containers"]
+    subcommand, *rest = container["args"]
+    assert subcommand in ("features-file", "publish")
+    args = command.build_parser(f"kvminfo {subcommand}").parse_args(rest)
+    assert args.interval == "10m"
+    assert container["resources"]["limits"][KVM_RESOURCE] == "1"  # /dev/kvm via the device cgroup, no hostPath
+    if subcommand == "features-file":
+        mount = container["volumeMounts"][0]["mountPath"]
+        assert Path(args.output).parent.is_relative_to(mount)
+
+
+def test_publisher_identity_and_rbac(workloads, built):
+    spec = workloads["kvminfo-publish"]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in spec["containers"][0]["env"]}
+    assert env == {"NODE_NAME": "spec.nodeName", "POD_NAMESPACE": "metadata.namespace"}
+    objects = built["nodefeature"]
+    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    (account,) = by_kind(objects, "ServiceAccount")
+    (role,) = by_kind(objects, "Role")
+    (binding,) = by_kind(objects, "RoleBinding")
+    assert spec["serviceAccountName"] == account["metadata"]["name"]
+    assert role["rules"] == [{"apiGroups": ["nfd.k8s-sigs.io"], "resources": ["nodefeatures"],
+                              "verbs": ["get", "create", "update"]}]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": NAMESPACE}]
+
+
+def test_images_are_what_make_image_builds(workloads):
+    done = subprocess.run(["make", "-s", "-n", "image"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    image = done.stdout.split("-t ", 1)[1].split()[0]
+    for name, spec in workloads.items():
+        if name != "windows-vm-example":
+            assert {c["image"] for c in all_containers(spec)} == {image}, name
+
+
+# -- NodeFeatureRule sample --------------------------------------------------------------------------
+
+def rule_validator() -> jsonschema.Draft202012Validator:
+    schema = yaml.safe_load((FIXTURES / "nfd" / "nodefeaturerule-v1alpha1.openapi.yaml").read_text())
+    return jsonschema.Draft202012Validator(strict(schema))
+
+
+VALUE_COUNT = {"Exists": 0, "DoesNotExist": 0, "IsTrue": 0, "IsFalse": 0, "Gt": 1, "Lt": 1, "GtLt": 2}
+
+
+def expression_matches(expression: dict[str, Any], present: bool, value: str | None) -> bool:
+    """NFD's MatchExpression for the operators the sample uses (flags have no value)."""
+    op, values = expression["op"], expression.get("value", [])
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if not present:
+        return False
+    if op in ("IsTrue", "IsFalse"):
+        return value == ("true" if op == "IsTrue" else "false")
+    if op == "Gt":
+        return int(value) > int(values[0])
+    if op == "In":
+        return value in values
+    raise AssertionError(f"operator {op} not evaluated by this test")
+
+
+def rule_matches(rule: dict[str, Any], features: dict[str, Any]) -> bool:
+    sets = {**features.get("flags", {}), **features.get("attributes", {})}
+    for term in rule["matchFeatures"]:
+        elements = sets.get(term["feature"], {}).get("elements", {})
+        for name, expression in term["matchExpressions"].items():
+            value = elements.get(name)
+            if not expression_matches(expression, name in elements, value if isinstance(value, str) else None):
+                return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def hyperv_host_features() -> dict[str, Any]:
+    """spec.features of a NodeFeature from a real probe of /dev/kvm with a Hyper-V kernel injected."""
+    real = kvm_ioctl.ioctl
+    kvm_ioctl.ioctl = HyperVKernel()
+    try:
+        report = collect(ProbeOptions(use_libvirt=False))
+    finally:
+        kvm_ioctl.ioctl = real
+    return build_nodefeature(report, "node-1", NAMESPACE)["spec"]
+
+
+def test_nodefeaturerule_sample_is_valid_and_matches_published_features(built, hyperv_host_features):
+    (rule_object,) = by_kind(built["nodefeature"], "NodeFeatureRule")
+    assert list(rule_validator().iter_errors(rule_object)) == []
+    rules = rule_object["spec"]["rules"]
+    for rule in rules:
+        for term in rule["matchFeatures"]:
+            assert term["feature"] in ("kvminfo.hyperv", "kvminfo.kvm", "kvminfo.libvirt"), term
+            for expression in term["matchExpressions"].values():
+                if expression["op"] in VALUE_COUNT:
+                    assert len(expression.get("value", [])) == VALUE_COUNT[expression["op"]], rule["name"]
+    verdicts = {rule["name"]: rule_matches(rule, hyperv_host_features["features"]) for rule in rules}
+    max_vcpus = int(hyperv_host_features["features"]["attributes"]["kvminfo.kvm"]["elements"]["max_vcpus"])
+    nested = hyperv_host_features["features"]["attributes"]["kvminfo.kvm"]["elements"].get("nested")
+    assert verdicts == {"kvminfo-windows-guest-ready": True, "kvminfo-large-vms": max_vcpus > 255,
+                        "kvminfo-nested": nested == "true"}
+
+
+def test_rule_schema_catches_a_bad_operator(built):
+    (rule_object,) = by_kind(built["nodefeature"], "NodeFeatureRule")
+    broken = yaml.safe_load(yaml.safe_dump(rule_object))
+    broken["spec"]["rules"][0]["matchFeatures"][0]["matchExpressions"]["usable"]["op"] = "Equals"
+    assert list(rule_validator().iter_errors(broken))
+
+
+def test_example_vm_pod_selects_on_labels_kvminfo_produces(workloads, hyperv_host_features):
+    spec = workloads["windows-vm-example"]
+    (term,) = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    wanted = {e["key"].removeprefix(LABEL_PREFIX): e["values"] for e in term["matchExpressions"]}
+    labels = hyperv_host_features["labels"]
+    assert all(labels.get(key) in values for key, values in wanted.items()), set(wanted) - set(labels)
+    (container,) = spec["containers"]
+    assert container["resources"]["limits"][KVM_RESOURCE] == "1"
+    cpu = container["args"][container["args"].index("-cpu") + 1].split(",")
+    # every hv_* flag QEMU gets is backed by a label the pod requires (hv_stimer is "synictimer")
+    qemu_to_label = {"hv_stimer": "synictimer"}
+    for flag in (f for f in cpu if f.startswith("hv_")):
+        name = qemu_to_label.get(flag, flag.removeprefix("hv_"))
+        assert f"kvm-info-cap-hyperv-{name}" in wanted, flag
+
+
+# -- the NFD relay hook, run for real -----------------------------------------------------------------
+
+@pytest.fixture
+def hook_dir(built, tmp_path) -> Path:
+    (config_map,) = by_kind(built["nfd/hooks"], "ConfigMap")
+    hook = tmp_path / "source.d" / "kvminfo"
+    hook.parent.mkdir()
+    hook.write_text(config_map["data"]["kvminfo"])
+    hook.chmod(0o755)
+    (hook.parent / "kvminfo.d").mkdir()
+    return hook.parent
+
+
+def run_hook(hook_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(hook_dir / "kvminfo")], capture_output=True, text=True, timeout=10,
+                          cwd="/", env={"PATH": "/usr/bin:/bin"})
+
+
+def test_relay_hook_prints_what_the_writer_wrote(hook_dir):
+    written = subprocess.run([str(KVMINFO), "features-file", "--output", str(hook_dir / "kvminfo.d" / "labels"),
+                              "--no-libvirt"], capture_output=True, text=True, timeout=60)
+    assert written.returncode == 0, written.stderr
+    labels = subprocess.run([str(KVMINFO), "labels", "--no-libvirt"], capture_output=True, text=True, timeout=60)
+    done = run_hook(hook_dir)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout == labels.stdout and done.stdout  # no comments, no expiry directive, same lines
+    assert (hook_dir / "kvminfo.d").is_dir()  # a directory: NFD runs regular files only
+
+
+def test_relay_hook_refuses_expired_data(hook_dir):
+    expired = datetime.now(timezone.utc) - timedelta(seconds=5)
+    (hook_dir / "kvminfo.d" / "labels").write_bytes(render_feature_file({"kvm-info-usable": "true"}, expired))
+    done = run_hook(hook_dir)
+    assert done.returncode == 0 and done.stdout == ""
+    assert "expired at" in done.stderr and len(done.stderr.splitlines()) == 1
+    fresh = datetime.now(timezone.utc) + timedelta(minutes=5)
+    (hook_dir / "kvminfo.d" / "labels").write_bytes(render_feature_file({"kvm-info-usable": "true"}, fresh))
+    assert run_hook(hook_dir).stdout == "kvm-info-usable=true\n"
+
+
+def test_relay_hook_without_data_says_why(hook_dir):
+    done = run_hook(hook_dir)
+    assert done.returncode == 0 and done.stdout == ""
+    assert "missing or unreadable" in done.stderr and "kvminfo-hook-relay" in done.stderr
+
+
+# -- Dockerfile ---------------------------------------------------------------------------------------
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    lines, joined = [], ""
+    for raw in (REPO / "Dockerfile").read_text().splitlines():
+        if raw.lstrip().startswith("#") or not raw.strip():
+            continue
+        joined += raw.rstrip("\\").strip() + " "
+        if not raw.rstrip().endswith("\\"):
+            keyword, _, rest = joined.strip().partition(" ")
+            lines.append((keyword.upper(), rest))
+            joined = ""
+    return lines
+
+
+def test_dockerfile_is_multi_stage_non_root_and_copies_the_packages():
+    instructions = dockerfile_instructions()
+    stages = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
+    assert len(stages) == 2 and " AS build" in instructions[stages[0]][1]
+    final = instructions[stages[1]:]
+    assert ("COPY", "--from=build /opt/kvminfo /opt/kvminfo") in final
+    user = [rest for keyword, rest in final if keyword == "USER"]
+    assert user and user[-1].split(":")[0] not in ("0", "root")
+    assert ("ENTRYPOINT", '["kvminfo"]') in final
+    assert not [rest for keyword, rest in final if keyword == "RUN" and ("gcc" in rest or "-dev" in rest)]
+    copied = {rest.split()[0] for keyword, rest in instructions[:stages[1]] if keyword == "COPY"}
+    pyproject = (REPO / "pyproject.toml").read_text()
+    for package_dir in ("kvminfo", "plugin"):
+        assert package_dir in copied and f'"{package_dir}"' in pyproject
+    for source in copied:
+        assert (REPO / source).exists(), source
