@@ -111,7 +111,9 @@ def _hyperv_defaults(defaults: ET.Element | None) -> dict[str, Any]:
             out[child.tag] = child.get("supported") == "yes"
         elif child.text and child.text.strip():
             text = child.text.strip()
-            out[child.tag] = int(text) if text.isdigit() else text
+            # ASCII digits only: str.isdigit() also accepts '²', which int() refuses; the length
+            # bound keeps clear of Python's 4300-digit int() limit (a retry count is small).
+            out[child.tag] = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else text
         elif child.get("value") is not None:
             out[child.tag] = child.get("value")
     return out
