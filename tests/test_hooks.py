@@ -143,3 +143,11 @@ def test_version_hook_bad_config_fails_in_one_line(tmp_path):
     done = run(VERSION_HOOK, "--whitelist-config", str(bad))
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "checks[0].feature" in done.stderr
+
+
+def test_interpreter_without_kvminfo_fails_in_one_line():
+    """A host's Debian python3 has no kvminfo: one line and a failing exit, no traceback."""
+    done = run(CAPS_HOOK, "--no-libvirt", env={"KVMINFO_PYTHON": "/usr/bin/python3"})
+    assert done.returncode == 1 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "kvminfo is not importable" in done.stderr and "Traceback" not in done.stderr
