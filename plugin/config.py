@@ -29,18 +29,20 @@ DEFAULT_DEVICE = "/dev/kvm"
 # the ListAndWatch message small (~25 KB, far below gRPC's 4 MB limit).
 DEFAULT_SLOTS = 1000
 MAX_SLOTS = 100_000
+MAX_POLL_INTERVAL_S = 86400
 DEFAULT_METRICS_PORT = 9710
 MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes including the final NUL
 DEFAULT_METRICS_ADDRESS = "0.0.0.0"
 
 # Kubernetes qualified-name rules for an extended resource name (domain/name).
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+# Patterns end in \Z, not $: $ also matches before a trailing newline ("kvm\n").
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
 # CDI: kind is vendor/class, vendor like a domain, class a simple name.
-_CDI_VENDOR = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
-_CDI_CLASS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PERMISSIONS = re.compile(r"^(?!.*(.).*\1)[rwm]{1,3}$")  # any of r, w, m, each once
+_CDI_VENDOR = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?\Z")
+_CDI_CLASS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?\Z")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_PERMISSIONS = re.compile(r"^(?!.*(.).*\1)[rwm]{1,3}\Z")  # any of r, w, m, each once
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,11 @@ def extended_resource_name_problem(name: str) -> str | None:
     return None
 
 
+def _shown(key: Any) -> str:
+    """A config key as it may appear in a one-line message: YAML keys can be ints or hold newlines."""
+    return key if isinstance(key, str) and key.isprintable() else repr(key)
+
+
 def _require(ok: bool, where: str, message: str) -> None:
     if not ok:
         raise KvminfoError(f"{where}: {message}")
@@ -117,6 +124,12 @@ def _typed(value: Any, kind: type | tuple[type, ...], where: str, expected: str)
     return value
 
 
+def _seconds(value: Any, where: str) -> float:
+    seconds = _typed(value, (int, float), where, "seconds")
+    _require(isinstance(seconds, float) or abs(seconds) < 2 ** 53, where, f"{seconds} is out of range")  # float() overflows
+    return float(seconds)
+
+
 def _absolute_path(value: Any, where: str) -> str:
     path = _typed(value, str, where, "an absolute path")
     _require(path.startswith("/") and "\0" not in path, where, f"expected an absolute path, got {path!r}")
@@ -126,7 +139,7 @@ def _absolute_path(value: Any, where: str) -> str:
 def _resource(raw: Any, where: str) -> ResourceConfig:
     raw = _typed(raw, dict, where, "a mapping")
     known = {"name", "devices", "slots", "permissions", "mounts", "envs", "cdi", "cdiKind"}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(map(_shown, set(raw) - known))
     _require(not unknown, f"{where}.{unknown[0] if unknown else ''}", f"unknown field (known: {', '.join(sorted(known))})")
 
     name = _typed(raw.get("name"), str, f"{where}.name", "an extended resource name like devices.kvminfo.io/kvm")
@@ -148,7 +161,7 @@ def _resource(raw: Any, where: str) -> ResourceConfig:
     for i, m in enumerate(_typed(raw.get("mounts", []), list, f"{where}.mounts", "a list")):
         at = f"{where}.mounts[{i}]"
         m = _typed(m, dict, at, "a mapping with hostPath, containerPath, readOnly")
-        extra = sorted(set(m) - {"hostPath", "containerPath", "readOnly"})
+        extra = sorted(map(_shown, set(m) - {"hostPath", "containerPath", "readOnly"}))
         _require(not extra, f"{at}.{extra[0] if extra else ''}", "unknown field (known: containerPath, hostPath, readOnly)")
         host = _absolute_path(m.get("hostPath"), f"{at}.hostPath")
         mounts.append(MountSpec(host_path=host, container_path=_absolute_path(m.get("containerPath", host), f"{at}.containerPath"),
@@ -156,7 +169,7 @@ def _resource(raw: Any, where: str) -> ResourceConfig:
 
     envs = []
     for key, value in _typed(raw.get("envs", {}), dict, f"{where}.envs", "a mapping of NAME: value").items():
-        at = f"{where}.envs.{key}"
+        at = f"{where}.envs.{_shown(key)}"
         _require(isinstance(key, str) and bool(_ENV_NAME.match(key)), at, "not a valid environment variable name")
         _require(isinstance(value, (str, int, float)) and not isinstance(value, bool), at, f"value must be a string, got {value!r}")
         envs.append((key, str(value)))
@@ -190,7 +203,9 @@ def _check_whole(config: PluginConfig) -> PluginConfig:
         _require(len(socket_path) <= MAX_UNIX_SOCKET_PATH, "pluginDir (--plugin-dir)",
                  f"socket path {socket_path.decode()} is {len(socket_path)} bytes; unix sockets allow {MAX_UNIX_SOCKET_PATH}")
     _require(0 <= config.metrics_port <= 65535, "metricsPort", f"must be 0..65535, got {config.metrics_port}")
-    _require(config.poll_interval_s > 0, "pollInterval", "must be positive")
+    # Bounded: Event.wait() raises OverflowError for inf or ~1e20 s, which would kill the health thread.
+    _require(0 < config.poll_interval_s <= MAX_POLL_INTERVAL_S, "pollIntervalSeconds",
+             f"must be more than 0 and at most {MAX_POLL_INTERVAL_S}, got {config.poll_interval_s}")
     return config
 
 
@@ -202,10 +217,15 @@ def load_config_file(path: Path) -> PluginConfig:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise KvminfoError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise KvminfoError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise KvminfoError(f"{path}:{where} not valid YAML: {getattr(err, 'problem', None) or err}") from None
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # one line: reader errors span two
+        raise KvminfoError(f"{path}:{where} not valid YAML: {problem}") from None
+    except ValueError as err:  # a YAML constructor refusing a value, e.g. the timestamp 2001-13-45
+        raise KvminfoError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
     try:
         return config_from_mapping({} if raw is None else raw)
     except KvminfoError as err:
@@ -216,7 +236,7 @@ def config_from_mapping(raw: Any) -> PluginConfig:
     """The config file's content (already parsed) -> validated PluginConfig."""
     raw = _typed(raw, dict, "config", "a mapping at the top level")
     known = {"resources", "pluginDir", "cdiDir", "metricsPort", "metricsAddress", "pollIntervalSeconds"}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(map(_shown, set(raw) - known))
     _require(not unknown, unknown[0] if unknown else "", f"unknown field (known: {', '.join(sorted(known))})")
     if "resources" in raw:
         listed = _typed(raw["resources"], list, "resources", "a list")
@@ -230,7 +250,7 @@ def config_from_mapping(raw: Any) -> PluginConfig:
         cdi_dir=Path(_absolute_path(raw.get("cdiDir", str(DEFAULT_CDI_DIR)), "cdiDir")),
         metrics_port=_typed(raw.get("metricsPort", DEFAULT_METRICS_PORT), int, "metricsPort", "a port number (0: off)"),
         metrics_address=_typed(raw.get("metricsAddress", DEFAULT_METRICS_ADDRESS), str, "metricsAddress", "an address"),
-        poll_interval_s=float(_typed(raw.get("pollIntervalSeconds", 5.0), (int, float), "pollIntervalSeconds", "seconds")),
+        poll_interval_s=_seconds(raw.get("pollIntervalSeconds", 5.0), "pollIntervalSeconds"),
     ))
 
 
