@@ -45,7 +45,8 @@ class ResourceService(api_grpc.DevicePluginServicer):
         self._metrics = metrics
         self._on_stream_closed = on_stream_closed
         self._cond = threading.Condition()
-        self._healthy_paths: set[str] = set()
+        # Replaced, never mutated: Allocate reads it without the lock.
+        self._healthy_paths: frozenset[str] = frozenset()
         self._version = 0
         self._listing = self._build_listing()
         self._stopping = False
@@ -66,7 +67,7 @@ class ResourceService(api_grpc.DevicePluginServicer):
         with self._cond:
             if (path in self._healthy_paths) == healthy:
                 return
-            (self._healthy_paths.add if healthy else self._healthy_paths.discard)(path)
+            self._healthy_paths = self._healthy_paths | {path} if healthy else self._healthy_paths - {path}
             self._version += 1
             self._listing = self._build_listing()
             self._cond.notify_all()
@@ -143,8 +144,8 @@ class ResourceService(api_grpc.DevicePluginServicer):
     def Allocate(self, request: api.AllocateRequest, context: grpc.ServicerContext) -> api.AllocateResponse:
         all_ids = [i for c in request.container_requests for i in c.devices_ids]
         self._refuse_unknown(all_ids, "Allocate", context)
-        with self._cond:
-            bad = [p for p in self.inventory.paths_for(all_ids) if p not in self._healthy_paths]
+        healthy_paths = self._healthy_paths
+        bad = [p for p in self.inventory.paths_for(all_ids) if p not in healthy_paths]
         if bad:
             self._metrics.errors.labels(self.resource.name, "allocate_unhealthy").inc()
             message = f"{self.resource.name}: device {bad[0]} is unhealthy"
