@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install system-deps libvirt-up bench soak proto bench-plugin bench-featurefile image clean
+.PHONY: run test install system-deps libvirt-up bench soak proto bench-plugin bench-featurefile bench-publish image clean
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -59,6 +59,9 @@ bench-plugin: install
 
 bench-featurefile: install libvirt-up
 	$(PY) bench/bench_libvirt_featurefile.py
+
+bench-publish: install
+	$(PY) bench/bench_publish.py
 
 # The image every manifest in deploy/ runs (they say kvminfo:0.1.0; retag with
 # IMAGE=registry/kvminfo:tag and `kustomize edit set image` in an overlay).
