@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from inotify_simple import flags
 
 from kvminfo.errors import KvminfoError
 from kvminfo_plugin.dirwatch import DirectoryWatcher
@@ -67,7 +68,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._states = {s.service.resource.name: _ResourceState(server=s) for s in servers}
-        self._by_socket = {s.socket_path.name: name for name, s in ((n, st.server) for n, st in self._states.items())}
+        self._socket_names = {s.socket_path.name for s in servers}
         self._watcher = DirectoryWatcher([str(plugin_dir)], self._on_dir_event, "plugin-dir-inotify")
 
     # ---- events from other threads (and signal handlers) --------------------------------
@@ -77,15 +78,13 @@ class Supervisor:
         self._wake.set()
 
     def _on_dir_event(self, _directory: str, name: str, mask: int) -> None:
-        from inotify_simple import flags
-
         with self._lock:
             if name == KUBELET_SOCKET and mask & (flags.CREATE | flags.MOVED_TO):
                 log.info("kubelet.sock appeared in %s; registering", self.plugin_dir)
                 for state in self._states.values():
                     state.needs_register, state.next_attempt, state.backoff_s = True, 0.0, BACKOFF_FIRST_S
-            elif name in self._by_socket and mask & (flags.DELETE | flags.MOVED_FROM):
-                pass  # checked in the loop: our own serve() also deletes the socket
+            elif name in self._socket_names and mask & (flags.DELETE | flags.MOVED_FROM):
+                pass  # the loop checks whether it is really gone: our own serve() deletes it too
             else:
                 return
         self._wake.set()
