@@ -24,6 +24,7 @@ from plugin_harness import free_port, kubelet, make_char_device, running_plugin
 
 from kubelet_emulator import kubelet_refusal
 from kvminfo_plugin.v1beta1 import api_pb2 as api
+from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
 
 TEST_RESOURCE = "test.kvminfo.io/node"
 
@@ -272,3 +273,12 @@ def _http(port: int, path: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
+
+
+def test_old_kubelets_socket_path_authority_is_accepted(plugin_dir: Path, device: Path) -> None:
+    # Kubelets before ~1.26 dialled with the socket path as HTTP/2 :authority.
+    with kubelet(plugin_dir) as k, running_plugin(device_settings(plugin_dir, device)):
+        socket_path = k.wait_registered(TEST_RESOURCE).socket
+        with grpc.insecure_channel(f"unix://{socket_path}", options=[("grpc.default_authority", str(socket_path))]) as channel:
+            options = api_grpc.DevicePluginStub(channel).GetDevicePluginOptions(api.Empty(), timeout=5)
+        assert options.get_preferred_allocation_available
