@@ -40,6 +40,7 @@ class Scenario:
     worst_latency_s: float = 0.0
     failures: list[str] = field(default_factory=list)
     outcome: str = "not run"  # the pytest outcome of the test that ran it
+    notes: str = ""  # extra figures for the README (fd/thread counts, RSS, error classes)
 
     def record(self, held: bool, latency_s: float = 0.0, why: str = "") -> bool:
         self.runs += 1
