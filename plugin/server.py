@@ -52,14 +52,28 @@ class ResourceService(api_grpc.DevicePluginServicer):
         self._stopping = False
         self.open_streams = 0
         self._order = {device_id: index for index, device_id in enumerate(self.inventory.ids)}
-        self._device_specs = {p: api.DeviceSpec(container_path=p, host_path=p, permissions=resource.permissions)
-                              for p in resource.devices}
         self._cdi_names = {p: qualified_name(resource, p) for p in resource.devices} if resource.cdi else {}
-        self._envs = dict(resource.envs)
         # Counter children looked up once: .labels() takes a lock and a dict lookup per call.
         self._allocations = metrics.allocations.labels(resource.name)
-        self._mounts = [api.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
-                        for m in resource.mounts]
+        self._container_responses: dict[tuple[str, ...], api.ContainerAllocateResponse] = {}
+
+    def _container_response(self, paths: tuple[str, ...]) -> api.ContainerAllocateResponse:
+        """The answer for one container given these nodes; built once per set of nodes,
+        then copied in C (a resource has a handful of nodes, so few sets ever occur)."""
+        cached = self._container_responses.get(paths)
+        if cached is None:
+            resource = self.resource
+            cached = api.ContainerAllocateResponse(
+                envs=dict(resource.envs),
+                mounts=[api.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+                        for m in resource.mounts])
+            if self._cdi_names:  # the runtime injects node, mounts and env from the CDI spec
+                cached.cdi_devices.extend(api.CDIDevice(name=self._cdi_names[p]) for p in paths)
+            else:
+                cached.devices.extend(api.DeviceSpec(container_path=p, host_path=p, permissions=resource.permissions)
+                                      for p in paths)
+            self._container_responses[paths] = cached
+        return cached
 
     # ---- state fed by the health monitor ------------------------------------------------
 
@@ -153,12 +167,8 @@ class ResourceService(api_grpc.DevicePluginServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, message)
         response = api.AllocateResponse()
         for container in request.container_requests:
-            paths = self.inventory.paths_for(list(container.devices_ids))
-            out = response.container_responses.add(envs=self._envs, mounts=self._mounts)
-            if self._cdi_names:  # the runtime injects node, mounts and env from the CDI spec
-                out.cdi_devices.extend(api.CDIDevice(name=self._cdi_names[p]) for p in paths)
-            else:
-                out.devices.extend(self._device_specs[p] for p in paths)
+            paths = tuple(self.inventory.paths_for(list(container.devices_ids)))
+            response.container_responses.add().CopyFrom(self._container_response(paths))
             log.info("allocated %s %s -> %s", self.resource.name, ",".join(container.devices_ids),
                      ",".join(self._cdi_names[p] for p in paths) if self._cdi_names else ",".join(paths))
         self._allocations.inc(len(request.container_requests))
