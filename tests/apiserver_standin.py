@@ -2,7 +2,8 @@
 
 It checks what the real kube-apiserver checks on this path, so that the real
 `kubernetes` client can be tested without a cluster:
-- authentication: a bearer token (401 otherwise);
+- authentication: a bearer token (401 otherwise), over HTTPS when given a
+  certificate (self_signed_certificate());
 - paths: /apis/nfd.k8s-sigs.io/v1alpha1/namespaces/<ns>/nodefeatures[/<name>]
   (anything else: 404 as for an unknown resource);
 - verbs: GET (object), POST (collection), PUT (object); others 405;
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
+import subprocess
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,6 +54,15 @@ _LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _STATUS_TEXT = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
                 405: "MethodNotAllowed", 409: "Conflict", 415: "UnsupportedMediaType", 422: "Invalid",
                 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+
+
+def self_signed_certificate(directory: Path, ip: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throw-away server certificate for ``ip`` (openssl CLI), which is also its own CA."""
+    cert, key = directory / "apiserver.crt", directory / "apiserver.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=kvminfo-standin", "-addext", f"subjectAltName=IP:{ip}",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return cert, key
 
 
 def strict(schema: Any) -> Any:
@@ -121,6 +133,7 @@ class ApiServerStandin:
     lenient_validator: Any = field(default_factory=lambda: load_validator(unknown_fields=True))
     token: str = TOKEN
     crd_installed: bool = True
+    tls: tuple[Path, Path] | None = None  # (certificate, key): serve HTTPS like a real API server
 
     def __post_init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
@@ -148,13 +161,22 @@ class ApiServerStandin:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name="apiserver-standin", daemon=True)
 
     # -- life cycle -----------------------------------------------------------------------------
     @property
     def url(self) -> str:
+        host, port = self.address
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
+
+    @property
+    def address(self) -> tuple[str, int]:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return host, port
 
     def start(self) -> "ApiServerStandin":
         self._thread.start()
@@ -232,7 +254,10 @@ class ApiServerStandin:
                 "details": answer.details, "code": answer.status}
 
     def _handle(self, verb: str, path: str, query: dict[str, str], headers: Any, raw: bytes) -> tuple[int, dict[str, Any], str | None]:
-        if headers.get("Authorization") != f"Bearer {self.token}":
+        # The scheme is case-insensitive, as in kube-apiserver's bearer token
+        # authenticator (the in-cluster loader sends "bearer <token>").
+        scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or token.strip() != self.token:
             raise _Answer(401, "Unauthorized")
         match = _PATH.fullmatch(path)
         if match is None or not self.crd_installed:

@@ -7,6 +7,7 @@ injects a capable kernel at the ioctl layer (tests/kvm_fakes.py)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from apiserver_standin import ApiServerStandin, load_validator
+from apiserver_standin import ApiServerStandin, load_validator, self_signed_certificate
 from conftest import KVMINFO
 from kvm_fakes import HyperVKernel
 from kvminfo import cli
@@ -255,6 +256,53 @@ def test_hyperv_host_publishes_flags(standin, kubeconfig, monkeypatch, capsys, r
     assert all(value == {} for value in flags.values())
     assert stored["spec"]["labels"]["kvm-info-cap-hyperv-synictimer"] == "true"
     assert {f"kvm-info-cap-hyperv-{name}" for name in flags} <= set(stored["spec"]["labels"])
+
+
+# -- in-cluster configuration (the DaemonSet's path), over TLS -------------------------------------
+
+@pytest.fixture
+def service_account(tmp_path, monkeypatch) -> Iterator[tuple[ApiServerStandin, Path]]:
+    """A TLS stand-in plus the service-account files and env a pod gets; yields (stand-in, CA file)."""
+    from kubernetes.config import incluster_config
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed: cannot make the stand-in's TLS certificate")
+    cert, key = self_signed_certificate(tmp_path)
+    server = ApiServerStandin(tls=(cert, key)).start()
+    token = tmp_path / "token"
+    token.write_text(server.token)
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(cert))
+    host, port = server.address
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(port))
+    monkeypatch.setenv("NODE_NAME", NODE)
+    monkeypatch.setenv("POD_NAMESPACE", NS)
+    try:
+        yield server, cert
+    finally:
+        server.stop()
+
+
+def test_in_cluster_service_account_over_tls(service_account, restore_signals):
+    server, _ = service_account
+    assert cli.main(["publish", "--no-libvirt"]) == 0
+    assert server.verbs() == [("GET", 404), ("POST", 201)]
+    assert server.get_object(NS, OBJECT)["metadata"]["labels"] == {NODE_NAME_LABEL: NODE}
+
+
+def test_in_cluster_untrusted_certificate_is_refused(service_account, tmp_path, monkeypatch, capsys,
+                                                     restore_signals):
+    from kubernetes.config import incluster_config
+
+    server, _ = service_account
+    (tmp_path / "other").mkdir()
+    other_ca, _ = self_signed_certificate(tmp_path / "other")  # not the CA that signed the server's certificate
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(other_ca))
+    assert cli.main(["publish", "--no-libvirt", "--retries", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the API server at https://127.0.0.1:" in err and "CERTIFICATE_VERIFY_FAILED" in err
+    assert server.seen == []  # nothing got through
 
 
 # -- API errors: one clear line, bounded retries with backoff --------------------------------------

@@ -123,11 +123,14 @@ class NodeFeatureStore:
         except TransportError as err:
             raise self._unreachable(err) from None
 
-    def _unreachable(self, err: Exception) -> PublishError:
+    def _unreachable(self, err: object) -> PublishError:
         return PublishError(f"cannot reach the API server at {self.host}: {_one_line(err)}", retryable=True)
 
     def _error(self, verb: str, name: str, err: ApiException) -> PublishError:
         """One line an operator can act on, per status."""
+        if not err.status:
+            # The client reports TLS and connection failures as status 0.
+            return self._unreachable(err.reason or err)
         what = f"{verb} nodefeatures.{API_GROUP} {name!r} in namespace {self.namespace!r}"
         said = _status_message(err)
         if err.status == 401:
