@@ -21,6 +21,7 @@ from apiserver_standin import ApiServerStandin, load_validator, self_signed_cert
 from conftest import KVMINFO
 from kvm_fakes import HyperVKernel
 from kvminfo import cli
+from kvminfo.commands import publish as publish_command
 from kvminfo.errors import KvminfoError
 from kvminfo.model import FeatureVerdict, Report, SourceResult, Status, Support
 from kvminfo.publish import client as publish_client
@@ -289,6 +290,14 @@ def test_in_cluster_service_account_over_tls(service_account, restore_signals):
     assert cli.main(["publish", "--no-libvirt"]) == 0
     assert server.verbs() == [("GET", 404), ("POST", 201)]
     assert server.get_object(NS, OBJECT)["metadata"]["labels"] == {NODE_NAME_LABEL: NODE}
+
+
+def test_in_cluster_without_a_token_says_so(service_account, monkeypatch, restore_signals):
+    from kubernetes.config import incluster_config
+
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", "/nonexistent/token")
+    with pytest.raises(KvminfoError, match="in-cluster config .*Service token file does not exist"):
+        publish_command.main(["--no-libvirt"])  # the command itself: cli.main would print the error
 
 
 def test_in_cluster_untrusted_certificate_is_refused(service_account, tmp_path, monkeypatch, capsys,

@@ -68,14 +68,17 @@ class Outcome:
 def load_api_client(kubeconfig: str | None) -> k8s.ApiClient:
     """--kubeconfig, else in-cluster (service account), else $KUBECONFIG or ~/.kube/config."""
     configuration = k8s.Configuration()
+    in_cluster = kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     try:
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if in_cluster:
             k8s_config.load_incluster_config(client_configuration=configuration)
         else:
             k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration,
                                         persist_config=False)
     except (ConfigException, OSError, ValueError, TypeError) as err:
-        where = f"--kubeconfig {kubeconfig}" if kubeconfig else "kubeconfig ($KUBECONFIG or ~/.kube/config)"
+        where = ("in-cluster config (service account token and CA in /var/run/secrets/kubernetes.io/serviceaccount)"
+                 if in_cluster else f"--kubeconfig {kubeconfig}" if kubeconfig
+                 else "kubeconfig ($KUBECONFIG or ~/.kube/config)")
         raise KvminfoError(f"{where}: cannot load a cluster configuration: {_one_line(err)}") from None
     # urllib3 would otherwise retry a refused connection 3 times at once; our
     # own backoff decides when to try again.
