@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from soak.harness import REPO, VARIANT, Scenario
+from soak.harness import REPO, VARIANT, Scenario, world_writable
 
 sys.path.insert(1, str(REPO / "tests"))
 # Re-exported so pytest registers these fixtures for the soak tests as well.
@@ -72,11 +72,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     write_atomic(RESULTS_DIR / f"{VARIANT}.json", (json.dumps(document, indent=1) + "\n").encode())
 
 
+# Every scenario's temp dir is scanned when it ends: the product must never leave a world-writable file.
+_left_behind = Scenario("Security", "No world-writable file left in any scenario's temp dir", "n/a")
+
+
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """A private temp dir with a short path (unix socket paths must stay under 108 bytes)."""
     directory = Path(tempfile.mkdtemp(prefix="kvminfo-soak.", dir="/tmp"))
     try:
         yield directory
+        if _left_behind not in _scenarios:
+            _scenarios.append(_left_behind)
+        found = world_writable(directory)
+        _left_behind.record(not found, 0.0, ", ".join(found))
+        _left_behind.outcome = "passed" if _left_behind.held == _left_behind.runs else "failed"
+        assert not found, f"world-writable: {found}"
     finally:
         shutil.rmtree(directory, ignore_errors=True)

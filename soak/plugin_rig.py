@@ -64,11 +64,11 @@ class Layout:
 
 
 class PluginProcess:
-    def __init__(self, layout: Layout, *extra: str) -> None:
+    def __init__(self, layout: Layout, *extra: str, umask: int = -1) -> None:
         self.log_path = layout.root / "plugin.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen([str(KVMINFO), "device-plugin", *layout.plugin_args(), *extra],
-                                        stdout=subprocess.DEVNULL, stderr=self._log)
+                                        stdout=subprocess.DEVNULL, stderr=self._log, umask=umask)
         self.pid = self.process.pid
 
     def __enter__(self) -> "PluginProcess":
