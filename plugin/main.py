@@ -27,10 +27,12 @@ exits because of the kubelet. Device nodes are watched with inotify (and a
 slow poll); a node that disappears or cannot be opened turns its slots
 Unhealthy. SIGTERM/SIGINT: stop serving, remove sockets and CDI specs, exit 0.
 
-Flags override the config file. Plugin directories: kubeadm and most
-distributions /var/lib/kubelet/device-plugins; k3s the same unless
---kubelet-root-dir is set; microk8s
-/var/snap/microk8s/common/var/lib/kubelet/device-plugins."""
+Flags override the config file. The kubelet's plugin directory is a constant,
+/var/lib/kubelet/device-plugins, that does not follow the kubelet's --root-dir
+(kubeadm, k3s, RKE2 and microk8s kubelets all serve kubelet.sock there); use
+--plugin-dir where a node or a container mounts it elsewhere (the directory
+that holds kubelet.sock). The slot count (default {DEFAULT_SLOTS}) only caps how
+many containers may hold a shared node at once."""
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
