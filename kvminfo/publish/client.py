@@ -29,18 +29,22 @@ log = logging.getLogger(__name__)
 
 # (connect, read) seconds for one request: a wedged API server costs one bounded wait.
 REQUEST_TIMEOUT_S = (5.0, 20.0)
-# Every write: an explicit JSON Content-Type (kubernetes 37 sends none for
-# custom objects and ignores _content_type there; the API server then assumes
-# JSON, a proxy in between may not), our field manager name in managedFields,
-# and unknown fields refused rather than silently pruned, so a schema mismatch
-# with the installed CRD is loud.
-WRITE_OPTIONS = {"_headers": {"Content-Type": "application/json"}, "field_manager": "kvminfo",
-                 "field_validation": "Strict", "_request_timeout": REQUEST_TIMEOUT_S}
 # A 409 means someone wrote between our read and our write; re-reading settles
 # it, and more than this many in a row means a fight with another writer.
 MAX_CONFLICT_ROUNDS = 5
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
+
+
+def _write_options() -> dict[str, Any]:
+    """Every write: an explicit JSON Content-Type (kubernetes 37 sends none for
+    custom objects and ignores _content_type there; the API server then assumes
+    JSON, a proxy in between may not), our field manager name in managedFields,
+    and unknown fields refused rather than silently pruned, so a schema
+    mismatch with the installed CRD is loud. A fresh dict per call: the
+    generated client adds Accept to the headers dict in place."""
+    return {"_headers": {"Content-Type": "application/json"}, "field_manager": "kvminfo",
+            "field_validation": "Strict", "_request_timeout": REQUEST_TIMEOUT_S}
 
 
 class PublishError(KvminfoError):
@@ -116,9 +120,9 @@ class NodeFeatureStore:
         try:
             if verb == "create":
                 return self._api.create_namespaced_custom_object(API_GROUP, API_VERSION, self.namespace, PLURAL,
-                                                                 dict(body), **WRITE_OPTIONS)
+                                                                 dict(body), **_write_options())
             return self._api.replace_namespaced_custom_object(API_GROUP, API_VERSION, self.namespace, PLURAL,
-                                                              name, dict(body), **WRITE_OPTIONS)
+                                                              name, dict(body), **_write_options())
         except ApiException as err:
             if err.status == 409:
                 raise _Conflict(_status_message(err)) from None
