@@ -184,6 +184,8 @@ def whitelist_configs(draw: st.DrawFn) -> bytes:
         checks = config.get("checks")
         in_check = isinstance(checks, list) and len(checks) == 2 and draw(st.booleans())
         holder = checks[draw(st.integers(0, 1))] if in_check else config
+        if not isinstance(holder, dict):  # an earlier edit replaced it with a non-object
+            continue
         key = draw(st.sampled_from(("checks", "osrelease", "kernversion", "os", "feature", "kernelminver",
                                     "kernelmaxver")) | hostile_text)
         if draw(st.booleans()):
@@ -229,6 +231,8 @@ def plugin_configs(draw: st.DrawFn) -> bytes:
         resource = config["resources"][draw(st.integers(0, 1))] if isinstance(config.get("resources"), list) \
             and len(config["resources"]) == 2 else config
         holder = draw(st.sampled_from((config, resource)))
+        if not isinstance(holder, dict):  # an earlier edit replaced it with a non-mapping
+            continue
         key = draw(st.sampled_from(("resources", "pluginDir", "cdiDir", "metricsPort", "pollIntervalSeconds",
                                     "name", "devices", "slots", "permissions", "cdi", "cdiKind", "envs", "mounts"))
                    | hostile_text)
