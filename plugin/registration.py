@@ -159,7 +159,7 @@ class Supervisor:
 
     def _register(self, name: str, state: _ResourceState) -> None:
         started = time.monotonic()
-        error = register_with_kubelet(self.kubelet_socket, state.server.socket_path.name, name)
+        error = register_with_kubelet(self.kubelet_socket, state.server.socket_path.name, name, self._stop)
         with self._lock:
             if error is None:
                 state.needs_register, state.failures, state.backoff_s = False, 0, BACKOFF_FIRST_S
@@ -180,8 +180,13 @@ class Supervisor:
             log.warning("registering %s failed (attempt %d): %s; retrying in %.1f s", name, state.failures, error, retry_in)
 
 
-def register_with_kubelet(kubelet_socket: Path, endpoint: str, resource: str) -> str | None:
-    """One Register call. Returns None on success, else a one-line reason."""
+def register_with_kubelet(kubelet_socket: Path, endpoint: str, resource: str,
+                          stop: threading.Event | None = None) -> str | None:
+    """One Register call. Returns None on success, else a one-line reason.
+
+    A kubelet that accepts the connection and never answers would hold us for
+    REGISTER_TIMEOUT_S; ``stop`` cancels the call at once so SIGTERM is never late.
+    """
     if not _is_socket(kubelet_socket):
         return f"no kubelet socket at {kubelet_socket}"
     # Old kubelets choke on a socket path as :authority; say "localhost".
@@ -189,8 +194,15 @@ def register_with_kubelet(kubelet_socket: Path, endpoint: str, resource: str) ->
         stub = api_grpc.RegistrationStub(channel)
         request = api.RegisterRequest(
             version=API_VERSION, endpoint=endpoint, resource_name=resource, options=plugin_options())
+        call = stub.Register.future(request, timeout=REGISTER_TIMEOUT_S, wait_for_ready=False)
+        answered = threading.Event()
+        call.add_done_callback(lambda _call: answered.set())
+        while not answered.wait(0.1):
+            if stop is not None and stop.is_set():
+                call.cancel()
+                return "cancelled: stopping"
         try:
-            stub.Register(request, timeout=REGISTER_TIMEOUT_S, wait_for_ready=False)
+            call.result()
         except grpc.RpcError as err:
             return f"kubelet answered {err.code().name}: {err.details()}"  # type: ignore[attr-defined]
     return None

@@ -72,7 +72,11 @@ class KubeletEmulator:
         self.endpoints: dict[str, Endpoint] = {}
         self.registrations: list[tuple[float, api.RegisterRequest]] = []
         self.refusals: list[str] = []
+        self.register_calls = 0  # every Register received, answered or not
         self._server: grpc.Server | None = None
+        # Clear it to make Register hang, like a wedged kubelet; set it to let calls through.
+        self.answering = threading.Event()
+        self.answering.set()
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -114,6 +118,12 @@ class KubeletEmulator:
     # ---- Register handling (called from the gRPC thread) -----------------------------
 
     def _register(self, request: api.RegisterRequest, context: grpc.ServicerContext) -> api.Empty:
+        with self._cond:
+            self.register_calls += 1
+            self._cond.notify_all()
+        while not self.answering.wait(0.05):
+            if not context.is_active():
+                context.abort(grpc.StatusCode.CANCELLED, "caller went away")
         refusal = kubelet_refusal(request, self.plugin_dir)
         if refusal is not None:
             with self._cond:

@@ -126,3 +126,22 @@ def test_help_explains_every_option() -> None:
     for option in ("--config", "--plugin-dir", "--cdi-dir", "--metrics-port", "--resource", "--slots",
                    "--permissions", "--cdi", "--no-cdi", "microk8s", "1000"):
         assert option in stdout
+
+
+def test_sigterm_while_a_wedged_kubelet_holds_register(short_dir: Path) -> None:
+    with kubelet(short_dir) as k:
+        k.answering.clear()  # Register is received and never answered
+        process = plugin_process("--plugin-dir", str(short_dir), "--metrics-port", "0")
+        try:
+            k.wait_for(lambda: k.register_calls >= 1, timeout_s=10, what="a Register call")
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=5)
+            assert time.monotonic() - signalled < 2  # not the 10 s Register timeout
+        finally:
+            k.answering.set()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode == 0, stderr
+        assert _sockets(short_dir) == ["kubelet.sock"]
