@@ -253,7 +253,8 @@ class ApiServerStandin:
                 "message": answer.message, "reason": _STATUS_TEXT.get(answer.status, "Unknown"),
                 "details": answer.details, "code": answer.status}
 
-    def _handle(self, verb: str, path: str, query: dict[str, str], headers: Any, raw: bytes) -> tuple[int, dict[str, Any], str | None]:
+    def _handle(self, verb: str, path: str, query: dict[str, str], headers: Any,
+                raw: bytes) -> tuple[int, dict[str, Any], str | None]:
         # The scheme is case-insensitive, as in kube-apiserver's bearer token
         # authenticator (the in-cluster loader sends "bearer <token>").
         scheme, _, token = (headers.get("Authorization") or "").partition(" ")

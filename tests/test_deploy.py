@@ -206,7 +206,8 @@ def test_device_plugin_specifics(workloads, built):
     args = plugin_main.build_parser("kvminfo device-plugin").parse_args(container["args"][1:])
     mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
     assert Path(args.config).parent == Path(mount["mountPath"]) and Path(args.config).name in config_map["data"]
-    assert next(v for v in spec["volumes"] if v["name"] == "config")["configMap"]["name"] == config_map["metadata"]["name"]
+    config_volume = next(v for v in spec["volumes"] if v["name"] == "config")
+    assert config_volume["configMap"]["name"] == config_map["metadata"]["name"]
     assert [r.name for r in config.resources] == [KVM_RESOURCE]
     mounted = {m["mountPath"] for m in container["volumeMounts"]}
     assert str(config.plugin_dir) in mounted and str(config.cdi_dir) in mounted
