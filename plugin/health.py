@@ -44,7 +44,8 @@ class HealthMonitor:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
-        self._thread.join()
+        if self._thread.is_alive():  # stop() also runs when start-up failed before start()
+            self._thread.join()
         self._watcher.stop()
 
     def _on_event(self, _directory: str, name: str, _mask: int) -> None:

@@ -145,3 +145,17 @@ def test_sigterm_while_a_wedged_kubelet_holds_register(short_dir: Path) -> None:
                 process.wait()
         assert process.returncode == 0, stderr
         assert _sockets(short_dir) == ["kubelet.sock"]
+
+
+def test_metrics_port_in_use_is_one_line(short_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = plugin_process("--plugin-dir", str(short_dir), "--metrics-port", str(port))
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 2
+    assert f"--metrics-port {port}: cannot listen" in stderr and "Traceback" not in stderr, stderr
+    assert _sockets(short_dir) == []
