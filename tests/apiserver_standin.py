@@ -114,6 +114,7 @@ class _Fault:
     status: int
     verbs: frozenset[str]
     message: str
+    body: Any = None  # answer with this JSON instead of a Status object
 
 
 def _schema_problems(validator: Any, body: dict[str, Any]) -> list[str]:
@@ -202,6 +203,11 @@ class ApiServerStandin:
         with self._lock:
             self._faults += [_Fault(status, frozenset(verbs.split()), message or f"injected {status}")] * times
 
+    def answer_next(self, status: int, body: Any, verbs: str = "GET POST PUT") -> None:
+        """Answer the next request with one of ``verbs`` with this JSON, whatever it asked."""
+        with self._lock:
+            self._faults.append(_Fault(status, frozenset(verbs.split()), "", body))
+
     def concurrent_update_before_next_put(self, change: Callable[[dict[str, Any]], None] | None = None) -> None:
         """Another writer updates the object between our GET and our PUT."""
         with self._lock:
@@ -266,6 +272,8 @@ class ApiServerStandin:
         fault = next((f for f in self._faults if verb in f.verbs), None)
         if fault is not None:
             self._faults.remove(fault)
+            if fault.body is not None:
+                return fault.status, fault.body, None
             raise _Answer(fault.status, fault.message)
         accept = headers.get("Accept", "")
         if "application/json" not in accept and "*/*" not in accept:

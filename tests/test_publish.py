@@ -369,6 +369,13 @@ def test_invalid_object_is_not_retried(standin, kubeconfig):
     assert waits == []
 
 
+def test_an_answer_that_is_not_an_object_is_an_error(standin, kubeconfig):
+    standin.answer_next(200, ["not", "an", "object"], verbs="GET")
+    store = NodeFeatureStore(load_api_client(str(kubeconfig)), NS)
+    with pytest.raises(PublishError, match="answered with list, not an object"):
+        store.get(OBJECT)
+
+
 def test_crd_missing_cli_message_and_bounded_retries(standin, kubeconfig):
     standin.crd_installed = False
     started = time.monotonic()

@@ -100,14 +100,15 @@ class NodeFeatureStore:
 
     def get(self, name: str) -> dict[str, Any] | None:
         try:
-            return self._api.get_namespaced_custom_object(API_GROUP, API_VERSION, self.namespace, PLURAL, name,
-                                                          _request_timeout=REQUEST_TIMEOUT_S)
+            answer = self._api.get_namespaced_custom_object(API_GROUP, API_VERSION, self.namespace, PLURAL, name,
+                                                            _request_timeout=REQUEST_TIMEOUT_S)
         except ApiException as err:
             if err.status == 404 and _names_object(err):
                 return None
             raise self._error("get", name, err) from None
         except TransportError as err:
             raise self._unreachable(err) from None
+        return self._object("get", name, answer)
 
     def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._write("create", body)
@@ -119,16 +120,25 @@ class NodeFeatureStore:
         name = body["metadata"]["name"]
         try:
             if verb == "create":
-                return self._api.create_namespaced_custom_object(API_GROUP, API_VERSION, self.namespace, PLURAL,
-                                                                 dict(body), **_write_options())
-            return self._api.replace_namespaced_custom_object(API_GROUP, API_VERSION, self.namespace, PLURAL,
-                                                              name, dict(body), **_write_options())
+                answer = self._api.create_namespaced_custom_object(API_GROUP, API_VERSION, self.namespace, PLURAL,
+                                                                   dict(body), **_write_options())
+            else:
+                answer = self._api.replace_namespaced_custom_object(API_GROUP, API_VERSION, self.namespace, PLURAL,
+                                                                    name, dict(body), **_write_options())
         except ApiException as err:
             if err.status == 409:
                 raise _Conflict(_status_message(err)) from None
             raise self._error(verb, name, err) from None
         except TransportError as err:
             raise self._unreachable(err) from None
+        return self._object(verb, name, answer)
+
+    def _object(self, verb: str, name: str, answer: object) -> dict[str, Any]:
+        """The client deserialises custom objects to plain JSON values; anything but an object is a broken answer."""
+        if not isinstance(answer, dict):
+            raise PublishError(f"{verb} {name!r}: the API server at {self.host} answered with "
+                               f"{type(answer).__name__}, not an object", retryable=True)
+        return answer
 
     def _unreachable(self, err: object) -> PublishError:
         return PublishError(f"cannot reach the API server at {self.host}: {_one_line(err)}", retryable=True)
