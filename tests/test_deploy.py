@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -397,6 +398,48 @@ def test_relay_hook_without_data_says_why(hook_dir):
     done = run_hook(hook_dir)
     assert done.returncode == 0 and done.stdout == ""
     assert "missing or unreadable" in done.stderr and "kvminfo-hook-relay" in done.stderr
+
+
+SOURCE_D = "/etc/kubernetes/node-feature-discovery/source.d"
+NFD_WORKER_UID = "65534"  # the user NFD's images run nfd-worker (and so the hooks) as
+
+
+def test_hook_relay_pod_end_to_end_as_the_nfd_worker_user(workloads, built):
+    """The init container's own script installs the hook, the writer's own args
+    fill its data, and the hook runs as NFD's unprivileged worker user."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) not installed: cannot run the hook as another user")
+    spec = workloads["kvminfo-hook-relay"]
+    root = Path(tempfile.mkdtemp(prefix="kvminfo-nfd."))  # not tmp_path: its parents are 0700
+    try:
+        root.chmod(0o755)
+        source_d, hook_volume = root / "source.d", root / "hook"
+        source_d.mkdir()  # the hostPath (DirectoryOrCreate)
+        hook_volume.mkdir()
+        (config_map,) = by_kind(built["nfd/hooks"], "ConfigMap")
+        for key, text in config_map["data"].items():
+            (hook_volume / key).write_text(text)
+        (init,) = spec["initContainers"]
+        script = init["args"][0].replace(SOURCE_D, str(source_d)).replace("/hook/", f"{hook_volume}/")
+        installed = subprocess.run(init["command"] + [script], capture_output=True, text=True, timeout=30)
+        assert installed.returncode == 0, installed.stderr
+        assert sorted(p.name for p in source_d.iterdir()) == ["kvminfo", "kvminfo.d"]  # no temp file left
+        assert (source_d / "kvminfo").stat().st_mode & 0o777 == 0o755
+
+        (writer,) = spec["containers"]
+        args = [a.replace(SOURCE_D, str(source_d)) for a in writer["args"]]
+        del args[args.index("--interval"):args.index("--interval") + 2]  # once, not a loop
+        written = subprocess.run([str(KVMINFO), *args], capture_output=True, text=True, timeout=60)
+        assert written.returncode == 0, written.stderr
+
+        relayed = subprocess.run(["setpriv", "--reuid", NFD_WORKER_UID, "--regid", NFD_WORKER_UID, "--clear-groups",
+                                  str(source_d / "kvminfo")], capture_output=True, text=True, timeout=10,
+                                 cwd="/", env={"PATH": "/usr/bin:/bin"})
+        labels = subprocess.run([str(KVMINFO), "labels", "--no-libvirt"], capture_output=True, text=True, timeout=60)
+        assert relayed.returncode == 0 and relayed.stderr == "", relayed.stderr
+        assert relayed.stdout == labels.stdout and relayed.stdout
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- Dockerfile ---------------------------------------------------------------------------------------
