@@ -15,8 +15,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
+import sys
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -261,6 +264,92 @@ def test_images_are_what_make_image_builds(workloads):
     for name, spec in workloads.items():
         if name != "windows-vm-example":
             assert {c["image"] for c in all_containers(spec)} == {image}, name
+
+
+# -- the labellers, run the way their pods run them ----------------------------------------------
+
+def as_the_pod_runs_it(spec: dict[str, Any], container: dict[str, Any], command: str,
+                       writable: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+    """Run a shell ``command`` with the container's identity and limits: the
+    manifest's uid/gid, no capabilities at all, no_new_privs
+    (allowPrivilegeEscalation: false), and a read-only root filesystem in a
+    private mount namespace; ``writable`` directories get a fresh tmpfs, as a
+    hostPath volume would be the only writable place."""
+    for tool in ("unshare", "setpriv"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} (util-linux) not installed")
+    pod, own = spec.get("securityContext", {}), container["securityContext"]
+    uid = own.get("runAsUser", pod.get("runAsUser"))
+    gid = own.get("runAsGroup", pod.get("runAsGroup", uid))
+    mounts = "".join(f"mount -t tmpfs -o mode=0755 kvminfo-test {d} && " for d in writable)
+    script = (f"{_reachable_interpreter()}mount -o remount,bind,ro / && {mounts}"
+              f"setpriv --reuid {uid} --regid {gid} --clear-groups --inh-caps=-all --bounding-set=-all "
+              f"--no-new-privs sh -c '{command}'")
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+
+
+def _reachable_interpreter() -> str:
+    """Shell commands that let any uid reach the venv's interpreter, for this namespace only.
+
+    Development machines keep Python under pyenv in /root (mode 0700); the
+    image has it in /opt/kvminfo. The closed directory is covered with an open
+    tmpfs into which its one needed entry is bind-mounted back.
+    """
+    interpreter = Path(os.path.realpath(sys.executable))
+    closed = next((d for d in reversed(interpreter.parents) if not os.stat(d).st_mode & stat.S_IXOTH), None)
+    if closed is None:
+        return ""
+    entry = closed / interpreter.relative_to(closed).parts[0]
+    hold = Path(tempfile.mkdtemp(prefix="kvminfo-hold."))  # a mount point; the script removes it
+    return (f"mount --bind {entry} {hold} && mount -t tmpfs -o mode=0755 kvminfo-test {closed} && "
+            f"mkdir {entry} && mount --bind {hold} {entry} && umount {hold} && rmdir {hold} && ")
+
+
+def test_publisher_runs_as_its_pod_does(workloads, tmp_path):
+    from apiserver_standin import ApiServerStandin
+
+    spec = workloads["kvminfo-publish"]
+    (container,) = spec["containers"]
+    shared = Path(tempfile.mkdtemp(prefix="kvminfo-pub."))  # readable by the pod's uid
+    server = ApiServerStandin().start()
+    try:
+        shared.chmod(0o755)
+        kubeconfig = server.write_kubeconfig(shared / "kubeconfig")
+        kubeconfig.chmod(0o644)
+        # the device node the plugin hands over, with a systemd host's mode
+        os.mknod(shared / "kvm", 0o666 | stat.S_IFCHR, os.stat("/dev/kvm").st_rdev)
+        (shared / "kvm").chmod(0o666)
+        args = [a for a in container["args"]]
+        del args[args.index("--interval"):args.index("--interval") + 2]
+        command = (f"NODE_NAME=node-7 POD_NAMESPACE={NAMESPACE} {KVMINFO} {' '.join(args)} "
+                   f"--kubeconfig {kubeconfig} --kvm-device {shared / 'kvm'}")
+        done = as_the_pod_runs_it(spec, container, command)
+        assert done.returncode == 0, done.stderr
+        stored = server.get_object(NAMESPACE, "kvminfo-node-7")
+        assert stored["spec"]["labels"]["kvm-info-usable"] == "true"  # it could open the device as uid 65532
+    finally:
+        server.stop()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_feature_file_writer_runs_as_its_pod_does(workloads):
+    spec = workloads["kvminfo-features-file"]
+    (container,) = spec["containers"]
+    host_dir = Path(container["volumeMounts"][0]["mountPath"])
+    scratch = Path(tempfile.mkdtemp(prefix="kvminfo-ff."))
+    try:
+        args = [a.replace(str(host_dir), str(scratch)) for a in container["args"]]
+        del args[args.index("--interval"):args.index("--interval") + 2]
+        output = args[args.index("--output") + 1]
+        # root without a single capability: enough for a root-owned 0755 directory and /dev/kvm (0600 here)
+        done = as_the_pod_runs_it(spec, container, f"{KVMINFO} {' '.join(args)} && cat {output}",
+                                  writable=(scratch,))
+        assert done.returncode == 0, done.stderr
+        assert "# +expiry-time=" in done.stdout and "kvm-info-usable=true" in done.stdout
+        assert not list(scratch.iterdir())  # it wrote into the tmpfs "volume", not the read-only root
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # -- NodeFeatureRule sample --------------------------------------------------------------------------
