@@ -402,12 +402,8 @@ def test_without_the_kvm_resource_a_labeller_cannot_open_kvm(workloads):
     assert "permission denied" in done.stderr.lower()
 
 
-# Not strict: a fix in the plugin must not turn the suite red before this
-# marker is removed; `-ra` lists the XPASS then.
-@pytest.mark.xfail(strict=False, reason="known gap (device plugin): its health check open()s each device node, "
-                                        "which the device cgroup of a non-privileged pod refuses with EPERM, so "
-                                        "every slot would be reported Unhealthy; EPERM should count as present. "
-                                        "Remove this marker once it passes")
+# The plugin's own device cgroup refuses /dev/kvm with EPERM (it was never allocated it):
+# that must still count as a present, healthy device, or every slot would be Unhealthy.
 def test_device_plugin_sees_kvm_healthy_inside_its_pod(workloads, tmp_path):
     spec = workloads["kvminfo-device-plugin"]
     (container,) = spec["containers"]
