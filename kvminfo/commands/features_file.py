@@ -22,6 +22,7 @@ from kvminfo.commands.labels import options_for_families
 from kvminfo.durations import format_duration, parse_duration
 from kvminfo.errors import KvminfoError
 from kvminfo.logsetup import configure_logging
+from kvminfo.labels.lines import describe_label_diff
 from kvminfo.labels.render import FAMILIES
 from kvminfo.options import ProbeOptions, add_probe_arguments, probe_options_from_args
 from kvminfo.output.atomic import write_atomic
@@ -95,7 +96,7 @@ def rewrite_reason(on_disk: FeatureFile | None, labels: Mapping[str, str], now: 
     if on_disk is None:
         return "no feature file yet"
     if on_disk.labels != dict(labels):
-        return f"labels changed ({_label_diff(on_disk.labels, labels)})"
+        return f"labels changed ({describe_label_diff(on_disk.labels, labels)})"
     if on_disk.expires_at is None:
         return "existing file has no valid expiry directive"
     interval_s = schedule.interval_s or 0
@@ -103,14 +104,6 @@ def rewrite_reason(on_disk: FeatureFile | None, labels: Mapping[str, str], now: 
     if left < timedelta(seconds=REFRESH_WITHIN_INTERVALS * interval_s):
         return f"expiry near ({format_duration(max(0.0, left.total_seconds()))} left)"
     return None
-
-
-def _label_diff(old: Mapping[str, str], new: Mapping[str, str]) -> str:
-    added = sorted(k for k in new if k not in old)
-    removed = sorted(k for k in old if k not in new)
-    changed = sorted(k for k in new if k in old and old[k] != new[k])
-    parts = [f"{sign}{', '.join(keys)}" for sign, keys in (("+", added), ("-", removed), ("~", changed)) if keys]
-    return "; ".join(parts)
 
 
 def read_feature_file(path: Path) -> FeatureFile | None:

@@ -12,7 +12,8 @@ import os
 import sys
 from dataclasses import replace
 
-from kvminfo.labels.render import FAMILIES, format_label_lines
+from kvminfo.labels.lines import format_label_lines
+from kvminfo.labels.render import FAMILIES
 from kvminfo.logsetup import configure_logging
 from kvminfo.options import ProbeOptions, add_probe_arguments, probe_options_from_args
 from kvminfo.report import collect

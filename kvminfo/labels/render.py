@@ -69,11 +69,6 @@ def version_labels(sources: Mapping[str, SourceResult]) -> dict[str, str]:
     return {f"{VERSION_PREFIX}{feature}": "true" for feature in whitelist.facts.get("whitelisted", [])}
 
 
-def format_label_lines(labels: Mapping[str, str]) -> str:
-    """NFD's hook/feature-file line format: key=value, one a line, sorted by key."""
-    return "".join(f"{key}={labels[key]}\n" for key in sorted(labels))
-
-
 def render_labels(sources: Iterable[SourceResult], verdicts: Iterable[FeatureVerdict],
                   kubevirt_names: bool = False,
                   families: Iterable[str] = FAMILIES) -> tuple[dict[str, str], list[str]]:

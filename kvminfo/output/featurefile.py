@@ -19,6 +19,7 @@ from typing import Mapping
 
 from kvminfo import __version__
 from kvminfo.errors import KvminfoError
+from kvminfo.labels.lines import format_label_lines
 
 MAX_BYTES = 65536  # NFD skips files larger than this; we stay strictly below
 EXPIRY_DIRECTIVE = "# +expiry-time="
@@ -42,8 +43,7 @@ def format_rfc3339(moment: datetime) -> str:
 def render_feature_file(labels: Mapping[str, str], expires_at: datetime) -> bytes:
     """The whole file: header, expiry directive, then sorted key=value lines."""
     lines = [HEADER, f"{EXPIRY_DIRECTIVE}{format_rfc3339(expires_at)}\n"]
-    lines += [f"{key}={labels[key]}\n" for key in sorted(labels)]
-    data = "".join(lines).encode("utf-8")
+    data = ("".join(lines) + format_label_lines(labels)).encode("utf-8")
     if len(data) >= MAX_BYTES:
         raise KvminfoError(f"feature file would be {len(data)} bytes; NFD ignores files of {MAX_BYTES} bytes or more")
     return data

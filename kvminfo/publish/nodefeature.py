@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from kvminfo.commands.features_file import _label_diff as label_diff  # one diff format for both writers
+from kvminfo.labels.lines import describe_label_diff
 from kvminfo.errors import KvminfoError
 from kvminfo.model import Report, SourceResult, Support
 
@@ -152,7 +152,7 @@ def change_reason(existing: Mapping[str, Any] | None, desired: Mapping[str, Any]
         return "no NodeFeature object yet"
     old, new = _normalized_spec(existing.get("spec")), _normalized_spec(desired.get("spec"))
     if old["labels"] != new["labels"]:
-        return f"labels changed ({label_diff(old['labels'], new['labels'])})"
+        return f"labels changed ({describe_label_diff(old['labels'], new['labels'])})"
     if old["features"] != new["features"]:
         return "features changed"
     have = (existing.get("metadata") or {}).get("labels") or {}
