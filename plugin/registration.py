@@ -95,7 +95,9 @@ class Supervisor:
             return
         with self._lock:
             state = self._states.get(resource)
-            if state is not None and not state.needs_register:
+            # Also while a Register is in flight: the stream it opens may end before
+            # _register() sees its answer, and that loss must not be forgotten.
+            if state is not None:
                 state.stream_lost_at = time.monotonic()
         log.info("kubelet ended the ListAndWatch stream of %s", resource)
         self._wake.set()
@@ -139,7 +141,9 @@ class Supervisor:
                     state.needs_register, state.next_attempt, state.backoff_s = True, 0.0, BACKOFF_FIRST_S
             with self._lock:
                 lost = state.stream_lost_at
-                if lost is not None and server.service.open_streams == 0 and now - lost >= STREAM_GRACE_S:
+                if lost is not None and server.service.open_streams > 0:
+                    state.stream_lost_at = lost = None  # a new stream came: nothing to do
+                if lost is not None and now - lost >= STREAM_GRACE_S:
                     state.stream_lost_at = None
                     state.needs_register, state.next_attempt = True, 0.0
                     log.info("no ListAndWatch stream for %s; registering again", name)
@@ -164,7 +168,8 @@ class Supervisor:
             if error is None:
                 state.needs_register, state.failures, state.backoff_s = False, 0, BACKOFF_FIRST_S
                 state.registered_at, state.last_error = time.monotonic(), ""
-                state.stream_lost_at = None
+                if state.stream_lost_at is not None and state.stream_lost_at < started:
+                    state.stream_lost_at = None  # lost before this Register: it opened a new stream
             else:
                 state.failures += 1
                 state.next_attempt = time.monotonic() + state.backoff_s
