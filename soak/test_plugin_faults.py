@@ -180,7 +180,7 @@ def test_kubelet_absent_at_start(layout: Layout, scenario) -> None:
 def test_stream_cut_without_restart(layout: Layout, scenario) -> None:
     cuts = scenario(FAMILY, "Stream cut by the kubelet (no restart)", "cut -> registered again")
     count = scaled(5, 20)
-    with kubelet(layout.plugin_dir) as k, PluginProcess(layout):
+    with kubelet(layout.plugin_dir) as k, PluginProcess(layout) as plugin:
         _registered(k)
         expected = _all_healthy(k)
         for i in range(count):
@@ -190,8 +190,8 @@ def test_stream_cut_without_restart(layout: Layout, scenario) -> None:
             try:
                 endpoint = k.wait_registered(KVM_RESOURCE, count=before + 1, timeout_s=REGISTER_WITHIN_S)
             except AssertionError as err:
-                cuts.record(False, time.monotonic() - cut, f"cut {i}: {err}")
-                continue
+                cuts.record(False, time.monotonic() - cut, f"cut {i}: {err}; plugin log: {plugin.log_lines()[-4:]}")
+                break  # no stream left to cut
             intact = k.latest(KVM_RESOURCE) == expected[KVM_RESOURCE]
             cuts.record(intact, endpoint.registered_at - cut, f"cut {i}: device list {k.latest(KVM_RESOURCE)}")
     cuts.check(count)
@@ -315,3 +315,38 @@ def test_sigterm_during_allocate_burst(layout: Layout, scenario) -> None:
         stops.record(code == 0 and took <= 5.0 and not left and not traceback and tally.get("ok", 0) > 0, took,
                      f"run {i}: exit {code} after {took:.2f}s, left {left}, traceback {traceback}, calls {tally}")
     stops.check()
+
+
+def test_stream_cut_inside_the_register_window(short_tmp: Path, scenario, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the long stream-cut run found: a stream that ends before the plugin has processed the
+    Register answer. The answer is delayed 0.3 s (the supervisor thread descheduled) to open the window
+    every time; the plugin runs in-process for that, against the same kubelet emulator."""
+    from plugin_harness import running_plugin
+    from kvminfo_plugin import registration
+
+    window = scenario(FAMILY, "Stream cut while the Register answer is in flight (0.3 s delay)", "cut -> registered again")
+    real_register = registration.register_with_kubelet
+
+    def register_then_stall(*args: object, **kwargs: object) -> str | None:
+        error = real_register(*args, **kwargs)
+        time.sleep(0.3)
+        return error
+
+    monkeypatch.setattr(registration, "register_with_kubelet", register_then_stall)
+    device = make_char_device(short_tmp / "dev0")
+    resource = "soak.kvminfo.io/window"
+    settings = {"pluginDir": str(short_tmp), "resources": [{"name": resource, "devices": [str(device)], "slots": 2}]}
+    count = scaled(3, 10)
+    with kubelet(short_tmp) as k, running_plugin(settings):
+        k.wait_registered(resource, timeout_s=5)
+        for i in range(count):
+            before = _registration_count(k, resource)
+            cut = time.monotonic()
+            k.end_stream(resource)  # the first cut is ordinary; each later one lands inside the stall
+            try:
+                endpoint = k.wait_registered(resource, count=before + 1, timeout_s=REGISTER_WITHIN_S)
+            except AssertionError as err:
+                window.record(False, time.monotonic() - cut, f"cut {i}: {err}")
+                break
+            window.record(True, endpoint.registered_at - cut)
+    window.check(count)
