@@ -29,8 +29,8 @@ import pytest
 from soak.harness import REPO, VARIANT, Scenario, world_writable
 
 sys.path.insert(1, str(REPO / "tests"))
-# Re-exported so pytest registers these fixtures for the soak tests as well.
-from conftest import libvirt_uri, private_libvirtd  # noqa: E402,F401
+# Re-exported so pytest registers the private libvirtd fixture for the soak tests as well.
+from conftest import private_libvirtd  # noqa: E402,F401
 from kvminfo.output.atomic import write_atomic  # noqa: E402
 
 RESULTS_DIR = REPO / "soak" / "results"
@@ -63,13 +63,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not _scenarios:
         return
     RESULTS_DIR.mkdir(exist_ok=True)
+    # Only a run of the whole suite makes the README's figures; a selection (-k, one file) is kept apart.
+    whole = session.config.args in (["soak"], ["soak/"]) and not session.config.option.keyword \
+        and not session.config.option.markexpr
     document = {
         "variant": VARIANT,
         "finished": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         "host": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
         "scenarios": [asdict(s) for s in _scenarios],
     }
-    write_atomic(RESULTS_DIR / f"{VARIANT}.json", (json.dumps(document, indent=1) + "\n").encode())
+    name = VARIANT if whole else f"{VARIANT}-partial"
+    write_atomic(RESULTS_DIR / f"{name}.json", (json.dumps(document, indent=1) + "\n").encode())
 
 
 # Every scenario's temp dir is scanned when it ends: the product must never leave a world-writable file.

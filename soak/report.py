@@ -4,8 +4,8 @@
     python -m soak.report --variant long       # ... of the long run
     python -m soak.report --readme README.md   # also replace the table between the README's markers
 
-The README keeps the table between ``<!-- soak-table:start -->`` and
-``<!-- soak-table:end -->`` so a re-run replaces exactly that block.
+The README keeps each variant's table between ``<!-- soak-table:VARIANT:start -->``
+and ``<!-- soak-table:VARIANT:end -->`` so a re-run replaces exactly that block.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from kvminfo.errors import KvminfoError
 from kvminfo.output.atomic import write_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-START, END = "<!-- soak-table:start -->", "<!-- soak-table:end -->"
 
 
 def format_latency(seconds: float) -> str:
@@ -31,25 +30,35 @@ def format_latency(seconds: float) -> str:
     return f"{seconds * 1_000_000:.0f} µs"
 
 
+FAMILY_ORDER = ("Device plugin", "Labelling", "Fuzzing", "Security")  # issue 5's order
+
+
+def _family_rank(scenario: dict[str, Any]) -> int:
+    family = scenario["family"]
+    return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
+
+
 def render_table(results: dict[str, Any]) -> str:
     """Markdown: one row per scenario, with what its latency measures."""
-    rows = ["| family | scenario | runs | held | worst latency (of what) | test |",
-            "|---|---|---:|---:|---|---|"]
-    for s in results["scenarios"]:
-        held = f"{s['held']}" if s["held"] == s["runs"] else f"**{s['held']}**"
-        rows.append(f"| {s['family']} | {s['name']} | {s['runs']} | {held} | "
-                    f"{format_latency(s['worst_latency_s'])} ({s['latency_of']}) | {s['outcome']} |")
+    rows = ["| family | scenario | runs | held | worst latency (of what) | notes | test |",
+            "|---|---|---:|---:|---|---|---|"]
+    for s in sorted(results["scenarios"], key=_family_rank):
+        held = f"{s['held']}" if s["held"] == s["runs"] else f"**{s['held']}**"  # bold: something did not hold
+        latency = "-" if s["latency_of"] == "n/a" else f"{format_latency(s['worst_latency_s'])} ({s['latency_of']})"
+        notes = s.get("notes", "").replace("|", "/")
+        rows.append(f"| {s['family']} | {s['name']} | {s['runs']} | {held} | {latency} | {notes} | {s['outcome']} |")
     host = results["host"]
     caption = (f"Variant **{results['variant']}**, finished {results['finished']} on {host['cpus']} CPUs, "
                f"Linux {host['kernel']}, Python {host['python']}.")
     return caption + "\n\n" + "\n".join(rows) + "\n"
 
 
-def replace_block(document: str, block: str) -> str:
-    start, end = document.find(START), document.find(END)
+def replace_block(document: str, block: str, variant: str) -> str:
+    start_marker, end_marker = f"<!-- soak-table:{variant}:start -->", f"<!-- soak-table:{variant}:end -->"
+    start, end = document.find(start_marker), document.find(end_marker)
     if start < 0 or end < start:
-        raise KvminfoError(f"README has no {START} ... {END} block to replace")
-    return document[:start + len(START)] + "\n" + block + document[end:]
+        raise KvminfoError(f"README has no {start_marker} ... {end_marker} block to replace")
+    return document[:start + len(start_marker)] + "\n" + block + document[end:]
 
 
 def load(variant: str) -> dict[str, Any]:
@@ -73,7 +82,7 @@ def main(argv: list[str]) -> int:
         table = render_table(load(args.variant))
         if args.readme:
             readme = Path(args.readme)
-            write_atomic(readme, replace_block(readme.read_text(encoding="utf-8"), table).encode("utf-8"))
+            write_atomic(readme, replace_block(readme.read_text(encoding="utf-8"), table, args.variant).encode("utf-8"))
     except (KvminfoError, OSError) as err:
         print(f"soak.report: {err}", file=sys.stderr)
         return 2

@@ -17,9 +17,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from plugin_harness import kubelet, make_char_device
+from plugin_harness import kubelet, make_char_device, running_plugin
 from soak.harness import Stopwatch, scaled, scaled_s
 from soak.plugin_rig import FLAP_RESOURCE, KVM_RESOURCE, Caller, Layout, PluginProcess, wait_until
+from kvminfo_plugin import registration
 
 FAMILY = "Device plugin"
 RESOURCES = (KVM_RESOURCE, FLAP_RESOURCE)
@@ -197,30 +198,56 @@ def test_stream_cut_without_restart(layout: Layout, scenario) -> None:
     cuts.check(count)
 
 
-def _hammer(caller: Caller, k, stop: threading.Event, tally: dict[str, int], worst: list[float],
-            restarting: threading.Event, lock: threading.Lock, rng: random.Random) -> None:
-    """One of the concurrent callers: Allocate a slot of either resource, as listed right now."""
-    while not stop.is_set():
-        resource = rng.choice(RESOURCES)
-        try:
-            listing = k.latest(resource)
-        except (KeyError, IndexError):  # the kubelet is restarting: no endpoint this instant
-            time.sleep(0.005)
-            continue
-        device_id = rng.choice(sorted(listing))
-        during_restart = restarting.is_set()
-        with Stopwatch() as sw:
+class AllocateLoad:
+    """Concurrent callers, each with its own channels, allocating slots of the devices the kubelet lists.
+
+    Outcomes are tallied: "ok", "refused: unhealthy" (the device flapped between listing and call),
+    "cut by a kubelet restart: CODE" (a failure while ``restarting`` is set: the kubelet that made the
+    call is gone), and "ERROR CODE: details" for anything else.
+    """
+
+    def __init__(self, k, layout: Layout, callers: int = 16, timeout_s: float = 5.0,
+                 restarting: threading.Event | None = None) -> None:
+        self._k, self._restarting = k, restarting or threading.Event()
+        self._stop, self._lock = threading.Event(), threading.Lock()
+        self.tally: dict[str, int] = {}
+        self.worst_s = 0.0
+        self._callers = [{r: Caller(layout.socket_of(r), timeout_s) for r in RESOURCES} for _ in range(callers)]
+        self._threads = [threading.Thread(target=self._run, args=(c, random.Random(i)), daemon=True)
+                         for i, c in enumerate(self._callers)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, caller: dict[str, Caller], rng: random.Random) -> None:
+        while not self._stop.is_set():
+            resource = rng.choice(RESOURCES)
             try:
-                caller[resource].allocate(device_id)
-                outcome = "ok"
-            except grpc.RpcError as err:
-                unhealthy = err.code() == grpc.StatusCode.FAILED_PRECONDITION and "unhealthy" in (err.details() or "")
-                outcome = "refused: unhealthy" if unhealthy else f"ERROR {err.code().name}: {err.details()}"
-                if not unhealthy and (during_restart or restarting.is_set()):
-                    outcome = f"cut by a kubelet restart: {err.code().name}"
-        with lock:
-            tally[outcome] = tally.get(outcome, 0) + 1
-            worst[0] = max(worst[0], sw.elapsed)
+                listing = self._k.latest(resource)
+            except (KeyError, IndexError):  # the kubelet is restarting: no endpoint this instant
+                time.sleep(0.005)
+                continue
+            device_id = rng.choice(sorted(listing))
+            during_restart = self._restarting.is_set()
+            with Stopwatch() as sw:
+                try:
+                    caller[resource].allocate(device_id)
+                    outcome = "ok"
+                except grpc.RpcError as err:
+                    unhealthy = err.code() == grpc.StatusCode.FAILED_PRECONDITION and "unhealthy" in (err.details() or "")
+                    outcome = "refused: unhealthy" if unhealthy else f"ERROR {err.code().name}: {err.details()}"
+                    if not unhealthy and (during_restart or self._restarting.is_set()):
+                        outcome = f"cut by a kubelet restart: {err.code().name}"
+            with self._lock:
+                self.tally[outcome] = self.tally.get(outcome, 0) + 1
+                self.worst_s = max(self.worst_s, sw.elapsed)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        for caller in self._callers:
+            for channel in caller.values():
+                channel.close()
 
 
 def test_load_while_kubelet_restarts_and_device_flaps(layout: Layout, scenario) -> None:
@@ -228,20 +255,12 @@ def test_load_while_kubelet_restarts_and_device_flaps(layout: Layout, scenario) 
     load = scenario(FAMILY, f"Load: 16 Allocate callers for {duration_s:g} s, restarts + flaps",
                     "one Allocate")
     memory = scenario(FAMILY, "Load: plugin RSS growth <= 5 MB", "n/a")
-    stop, restarting, lock = threading.Event(), threading.Event(), threading.Lock()
-    tally: dict[str, int] = {}
-    worst = [0.0]
+    restarting = threading.Event()
     restarts = flaps = 0
     with kubelet(layout.plugin_dir) as k, PluginProcess(layout) as plugin:
         _registered(k)
-        callers = [{r: Caller(layout.socket_of(r)) for r in RESOURCES} for _ in range(16)]
-        # Warm-up: pools, channels and caches reach their working size before the baseline.
-        workers = [threading.Thread(target=_hammer, args=(c, k, stop, tally, worst, restarting, lock,
-                                                          random.Random(i)), daemon=True)
-                   for i, c in enumerate(callers)]
-        for worker in workers:
-            worker.start()
-        time.sleep(2.0)
+        traffic = AllocateLoad(k, layout, restarting=restarting)
+        time.sleep(2.0)  # warm-up: pools, channels and caches reach their working size before the baseline
         rss_before = plugin.rss_bytes()
         rng = random.Random(60)
         ends = time.monotonic() + duration_s
@@ -264,20 +283,16 @@ def test_load_while_kubelet_restarts_and_device_flaps(layout: Layout, scenario) 
                     make_char_device(layout.flap_device)
                 flaps += 1
                 time.sleep(rng.uniform(0.1, 0.4))
-        stop.set()
-        for worker in workers:
-            worker.join(10)
+        traffic.stop()
         rss_after = plugin.rss_bytes()
         alive = plugin.alive()
-        for c in callers:
-            for caller in c.values():
-                caller.close()
+    tally = traffic.tally
     calls = sum(tally.values())
     unexpected = {outcome: n for outcome, n in tally.items() if outcome.startswith("ERROR")}
     for outcome, n in tally.items():
         for _ in range(n):
             load.record(not outcome.startswith("ERROR"), 0.0, outcome)
-    load.worst_latency_s = worst[0]
+    load.worst_latency_s = traffic.worst_s
     growth = rss_after - rss_before
     load.notes = (f"{calls} calls: " + ", ".join(f"{n} {o}" for o, n in sorted(tally.items()))
                   + f"; {restarts} kubelet restarts, {flaps} device flaps")
@@ -292,24 +307,13 @@ def test_sigterm_during_allocate_burst(layout: Layout, scenario) -> None:
     stops = scenario(FAMILY, "SIGTERM during an Allocate burst", "SIGTERM -> exit")
     rng = random.Random(15)
     for i in range(scaled(3, 10)):
-        stop, lock = threading.Event(), threading.Lock()
-        tally: dict[str, int] = {}
         with kubelet(layout.plugin_dir) as k, PluginProcess(layout) as plugin:
             _registered(k)
-            callers = [{r: Caller(layout.socket_of(r), timeout_s=1.0) for r in RESOURCES} for _ in range(16)]
-            workers = [threading.Thread(target=_hammer, args=(c, k, stop, tally, [0.0], threading.Event(), lock,
-                                                              random.Random(n)), daemon=True)
-                       for n, c in enumerate(callers)]
-            for worker in workers:
-                worker.start()
+            burst = AllocateLoad(k, layout, timeout_s=1.0)
             time.sleep(rng.uniform(0.3, 1.0))
             code, took = plugin.terminate(timeout_s=5.0)
-            stop.set()
-            for worker in workers:
-                worker.join(10)
-            for c in callers:
-                for caller in c.values():
-                    caller.close()
+            burst.stop()
+            tally = burst.tally
             left = [p.name for p in layout.plugin_sockets()] + [p.name for p in layout.cdi_dir.iterdir()]
             traceback = any("Traceback" in line for line in plugin.log_lines())
         stops.record(code == 0 and took <= 5.0 and not left and not traceback and tally.get("ok", 0) > 0, took,
@@ -321,9 +325,6 @@ def test_stream_cut_inside_the_register_window(short_tmp: Path, scenario, monkey
     """The race the long stream-cut run found: a stream that ends before the plugin has processed the
     Register answer. The answer is delayed 0.3 s (the supervisor thread descheduled) to open the window
     every time; the plugin runs in-process for that, against the same kubelet emulator."""
-    from plugin_harness import running_plugin
-    from kvminfo_plugin import registration
-
     window = scenario(FAMILY, "Stream cut while the Register answer is in flight (0.3 s delay)", "cut -> registered again")
     real_register = registration.register_with_kubelet
 

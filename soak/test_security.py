@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
 
 from kubelet_emulator import KubeletEmulator
 from soak.harness import KVMINFO, Stopwatch, label_lines, scaled, world_writable
