@@ -112,3 +112,10 @@ def test_wrong_root_is_rejected() -> None:
 def test_empty_text_is_rejected() -> None:
     with pytest.raises(KvminfoError, match="not valid domain capabilities XML"):
         parse_domcaps("")
+
+
+@pytest.mark.parametrize("value", ["²", "9" * 5000])
+def test_defaults_value_that_is_not_a_plain_number_stays_text(value: str) -> None:
+    """Found by the soak fuzzer: str.isdigit() accepts '²' and int() refuses it (and 5000 digits)."""
+    text = VIRT_MANAGER.read_text().replace("</hyperv>", f"<defaults><spinlocks>{value}</spinlocks></defaults></hyperv>", 1)
+    assert parse_domcaps(text)["hyperv_defaults"] == {"spinlocks": value}

@@ -75,3 +75,23 @@ def test_check_path_on_real_nodes(tmp_path: Path) -> None:
     assert check_path("/dev/null").healthy
     assert check_path(str(tmp_path)).reason == "not a character device"
     assert check_path(str(tmp_path / "gone")).reason == "missing"
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"a: 2001-13-45\n", "not valid YAML: month must be in 1..12"),  # a YAML constructor's ValueError
+    (b"1: 2\nx: 3\n", "unknown field"),  # int and str keys together
+    (b"resources: []\n\xff\n", "not UTF-8"),
+    (b"a: \x13\n", "not valid YAML"),  # reader errors span two lines in PyYAML
+    (b"? \"x\\ny\"\n: 1\n", "'x\\ny': unknown field"),  # a key holding a newline
+    (b"resources:\n- {name: \"devices.kvminfo.io/kvm\\n\", devices: [/dev/kvm]}\n", "resources[0].name"),
+    (b"pollIntervalSeconds: .inf\n", "pollIntervalSeconds"),  # Event.wait(inf) raises OverflowError
+    (b"pollIntervalSeconds: 1" + b"0" * 400 + b"\n", "pollIntervalSeconds"),
+])
+def test_bad_yaml_is_one_line_naming_the_file(tmp_path: Path, content: bytes, fragment: str) -> None:
+    """Found by the soak fuzzer: each of these was a traceback, a two-line message or accepted."""
+    path = tmp_path / "plugin.yaml"
+    path.write_bytes(content)
+    with pytest.raises(KvminfoError) as caught:
+        load_config_file(path)
+    message = str(caught.value)
+    assert message.startswith(str(path)) and "\n" not in message and fragment in message, message
