@@ -196,6 +196,9 @@ def test_expiry_option_sets_the_directive(tmp_path: Path) -> None:
     (["--interval", "10"], ["--interval: '10' is not a duration"]),
     (["--expiry", "soon"], ["--expiry: 'soon' is not a duration"]),
     (["--expiry", "1m", "--interval", "5m"], ["--expiry 1m must be longer than --interval 5m"]),
+    # Once OverflowError tracebacks (datetime + timedelta; threading.Event.wait).
+    (["--expiry", "99999999999d"], ["--expiry: '99999999999d' is too long; at most 365d"]),
+    (["--interval", "99999999999d"], ["--interval: '99999999999d' is too long; at most 365d"]),
 ])
 def test_bad_durations_exit_non_zero_with_one_line(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
     done = kvminfo("features-file", "-o", str(tmp_path / "f"), "--no-libvirt", *args)
