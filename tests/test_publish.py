@@ -514,3 +514,14 @@ def test_hook_path_never_imports_kubernetes():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "LOADED:"
+
+
+def test_malformed_kubeconfig_is_one_line(tmp_path):
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("garbage: [\n")
+    done = subprocess.run([str(KVMINFO), "publish", "--kubeconfig", str(broken), "--node-name", NODE,
+                           "--namespace", NS, "--no-libvirt"],
+                          capture_output=True, text=True, timeout=60, env=clean_env())
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert f"--kubeconfig {broken}: cannot load a cluster configuration" in done.stderr

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -79,7 +80,7 @@ def load_api_client(kubeconfig: str | None) -> k8s.ApiClient:
         else:
             k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration,
                                         persist_config=False)
-    except (ConfigException, OSError, ValueError, TypeError) as err:
+    except (ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as err:  # YAMLError: a malformed file
         where = ("in-cluster config (service account token and CA in /var/run/secrets/kubernetes.io/serviceaccount)"
                  if in_cluster else f"--kubeconfig {kubeconfig}" if kubeconfig
                  else "kubeconfig ($KUBECONFIG or ~/.kube/config)")
