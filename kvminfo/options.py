@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 
 DEFAULT_KVM_PATH = "/dev/kvm"
 DEFAULT_LIBVIRT_URI = "qemu:///system"
 # The first domcapabilities call on a host probes QEMU (~4 s); later ones ~25 ms.
 DEFAULT_LIBVIRT_DEADLINE_S = 10.0
+# Thread.join overflows on inf/1e308 and takes nan or -1 as "do not wait"; an
+# hour already outlasts any libvirt that is going to answer at all.
+MAX_LIBVIRT_DEADLINE_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,18 @@ class ProbeOptions:
     kubevirt_names: bool = False  # hyperv.node.kubevirt.io/<name> instead of kvm-info-cap-hyperv-<name>
 
 
+def libvirt_deadline(text: str) -> float:
+    """argparse type for --libvirt-timeout: finite, above zero, at most an hour."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_LIBVIRT_DEADLINE_S:  # also false for nan
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds between 0 and {MAX_LIBVIRT_DEADLINE_S:g}")
+    return seconds
+
+
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     """The source-selection options every label-producing command accepts."""
     g = parser.add_argument_group("sources")
@@ -33,8 +49,9 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
                    help="do not ask libvirt (the fast path NFD hooks use)")
     g.add_argument("--libvirt-uri", default=DEFAULT_LIBVIRT_URI, metavar="URI",
                    help="libvirt connection URI (default: %(default)s)")
-    g.add_argument("--libvirt-timeout", type=float, default=DEFAULT_LIBVIRT_DEADLINE_S, metavar="SECONDS",
-                   help="give up on libvirt after this long; the other sources still report (default: %(default)s)")
+    g.add_argument("--libvirt-timeout", type=libvirt_deadline, default=DEFAULT_LIBVIRT_DEADLINE_S, metavar="SECONDS",
+                   help="give up on libvirt after this many seconds (more than 0, at most "
+                        f"{MAX_LIBVIRT_DEADLINE_S:g}); the other sources still report (default: %(default)s)")
     g.add_argument("--domcaps-xml", metavar="FILE",
                    help="replay a recorded `virsh domcapabilities` output instead of asking libvirt")
     g.add_argument("--whitelist-config", metavar="FILE",

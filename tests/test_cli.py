@@ -171,6 +171,19 @@ def test_bad_option_value_is_an_argparse_error_not_a_traceback():
     assert "--libvirt-timeout" in done.stderr.splitlines()[-1]
 
 
+@pytest.mark.parametrize("value", ["inf", "1e308", "nan", "-1", "0", "3601"])
+def test_libvirt_timeout_must_be_finite_positive_and_bounded(value):
+    # inf and 1e308 once overflowed thread.join() into a traceback; -1 and nan were taken.
+    done = run("labels", f"--libvirt-timeout={value}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
+    assert f"--libvirt-timeout: {value!r}" in done.stderr.splitlines()[-1]
+    assert "between 0 and 3600" in done.stderr.splitlines()[-1]
+
+
+def test_libvirt_timeout_at_the_bound_is_accepted():
+    assert run("labels", "--libvirt-timeout", "3600").returncode == 0
+
+
 def test_missing_device_labels_nothing_and_says_why(tmp_path):
     done = run("labels", "--no-libvirt", "--kvm-device", str(tmp_path / "kvm"))
     assert done.returncode == 0 and done.stdout == ""
