@@ -165,6 +165,17 @@ def test_unreadable_inputs(tmp_path):
     assert_one_line_error(run("labels", "--no-libvirt", "--whitelist-config", str(bad)), str(bad), "checks[0]")
 
 
+@pytest.mark.parametrize("option", ["--domcaps-xml", "--whitelist-config"])
+def test_endless_operator_input_is_refused_not_read_to_the_end(option):
+    # /dev/zero as a replay once ran the libvirt source out of memory/time and
+    # still exited 0 with the other labels.
+    started = time.monotonic()
+    done = run("labels", "--no-kvm", option, "/dev/zero")
+    assert done.returncode == 2 and done.stdout == ""
+    assert_one_line_error(done, "/dev/zero", "larger than 4 MiB")
+    assert time.monotonic() - started < 5
+
+
 def test_bad_option_value_is_an_argparse_error_not_a_traceback():
     done = run("labels", "--libvirt-timeout", "soon")
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -111,6 +111,14 @@ def test_replay_file_truncated_is_an_operator_error_naming_it(tmp_path) -> None:
         probe_libvirt("qemu:///system", 1.0, domcaps_xml=str(cut))
 
 
+def test_replay_file_larger_than_the_cap_is_refused_unread(tmp_path) -> None:
+    huge = tmp_path / "huge.xml"
+    with huge.open("wb") as f:  # sparse: 4 MiB + 1 byte of zeros, no disk used
+        f.truncate(4 * 1024 * 1024 + 1)
+    with pytest.raises(KvminfoError, match=rf"^{re.escape(str(huge))}: domain capabilities larger than 4 MiB"):
+        probe_libvirt("qemu:///system", 1.0, domcaps_xml=str(huge))
+
+
 def run_python(code: str) -> str:
     done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 0, done.stderr

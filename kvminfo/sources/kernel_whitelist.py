@@ -21,6 +21,7 @@ import re
 
 from kvminfo.errors import KvminfoError
 from kvminfo.model import SourceResult, Status
+from kvminfo.sources.operator_file import read_operator_file
 
 TYPE_CHECKING = False  # typing costs ~3 ms of the hook's start; annotations only need it for mypy
 if TYPE_CHECKING:
@@ -127,14 +128,7 @@ def whitelisted_features(checks: list[dict[str, Any]], os_id: str, kernel: str) 
 
 
 def load_config(config_path: str) -> dict[str, Any]:
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as err:
-        raise KvminfoError(f"{config_path}: cannot read whitelist config: {err.strerror}") from None
-    except UnicodeDecodeError as err:
-        raise KvminfoError(f"{config_path}: not UTF-8 text (byte {err.start})") from None
-    return parse_config(text, config_path)
+    return parse_config(read_operator_file(config_path, "whitelist config"), config_path)
 
 
 class _HostFileUnreadable(Exception):

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from kvminfo.errors import KvminfoError
 from kvminfo.model import SourceResult, Status
 from kvminfo.sources.domcaps import parse_domcaps
+from kvminfo.sources.operator_file import read_operator_file
 
 NAME = "libvirt"
 log = logging.getLogger(__name__)
@@ -45,11 +45,7 @@ def probe_libvirt(uri: str, deadline_s: float, domcaps_xml: str | None = None) -
 
 
 def replay_domcaps(path: str) -> dict[str, Any]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise KvminfoError(f"{path}: cannot read domain capabilities: {reason}") from None
+    text = read_operator_file(path, "domain capabilities")
     return {**parse_domcaps(text, source=path), "uri": None, "libvirt_version": None, "replayed_from": path}
 
 
