@@ -40,10 +40,7 @@ class PluginRuntime:
     def _ensure_plugin_dir(plugin_dir: Path) -> None:
         # The kubelet creates it, but a DaemonSet may start first (or use a hostPath
         # without DirectoryOrCreate); waiting for it beats crash-looping.
-        try:
-            plugin_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
-        except OSError as err:
-            raise KvminfoError(f"--plugin-dir {plugin_dir}: cannot create: {err.strerror}") from None
+        _ensure_dir(plugin_dir, 0o750, "--plugin-dir")
 
     def _on_stream_closed(self, resource: str, remaining: int) -> None:
         self.supervisor.on_stream_closed(resource, remaining)
@@ -61,6 +58,9 @@ class PluginRuntime:
         try:
             for health in self.health.current.values():
                 self._on_health_change(health)
+            if any(r.cdi for r in self.config.resources):
+                # /var/run/cdi exists only once something wrote a spec; runtimes read it world-readable.
+                _ensure_dir(self.config.cdi_dir, 0o755, "--cdi-dir")
             for resource in self.config.resources:
                 if resource.cdi:
                     self._cdi_specs.append(cdi.write_spec(self.config.cdi_dir, resource))
@@ -101,3 +101,10 @@ def _paths_with_access(config: PluginConfig) -> dict[str, str]:
         for path in resource.devices:
             access[path] = "".join(sorted(set(access.get(path, "")) | set(resource.permissions)))
     return access
+
+
+def _ensure_dir(directory: Path, mode: int, flag: str) -> None:
+    try:
+        directory.mkdir(mode=mode, parents=True, exist_ok=True)
+    except OSError as err:
+        raise KvminfoError(f"{flag} {directory}: cannot create: {err.strerror}") from None
