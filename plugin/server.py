@@ -65,15 +65,17 @@ class ResourceService(api_grpc.DevicePluginServicer):
         cached = self._container_responses.get(paths)
         if cached is None:
             resource = self.resource
-            cached = api.ContainerAllocateResponse(
-                envs=dict(resource.envs),
-                mounts=[api.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
-                        for m in resource.mounts])
-            if self._cdi_names:  # the runtime injects node, mounts and env from the CDI spec
-                cached.cdi_devices.extend(api.CDIDevice(name=self._cdi_names[p]) for p in paths)
+            if self._cdi_names:
+                # Only the names: the runtime injects node, mounts and env from the CDI spec;
+                # envs/mounts sent here too would reach the container twice (CRI request + spec).
+                cached = api.ContainerAllocateResponse(cdi_devices=[api.CDIDevice(name=self._cdi_names[p]) for p in paths])
             else:
-                cached.devices.extend(api.DeviceSpec(container_path=p, host_path=p, permissions=resource.permissions)
-                                      for p in paths)
+                cached = api.ContainerAllocateResponse(
+                    envs=dict(resource.envs),
+                    mounts=[api.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+                            for m in resource.mounts],
+                    devices=[api.DeviceSpec(container_path=p, host_path=p, permissions=resource.permissions)
+                             for p in paths])
             self._container_responses[paths] = cached
         return cached
 
