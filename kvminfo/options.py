@@ -45,15 +45,18 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--kvm-device", default=DEFAULT_KVM_PATH, metavar="PATH",
                    help="KVM device to probe (default: %(default)s)")
     g.add_argument("--no-kvm", action="store_true", help="do not probe the KVM device")
-    g.add_argument("--no-libvirt", action="store_true",
-                   help="do not ask libvirt (the fast path NFD hooks use)")
+    # A replay stands in for libvirt: with --no-libvirt it would be silently ignored.
+    libvirt_or_replay = g.add_mutually_exclusive_group()
+    libvirt_or_replay.add_argument("--no-libvirt", action="store_true",
+                                   help="do not ask libvirt (the fast path NFD hooks use); not with --domcaps-xml")
     g.add_argument("--libvirt-uri", default=DEFAULT_LIBVIRT_URI, metavar="URI",
                    help="libvirt connection URI (default: %(default)s)")
     g.add_argument("--libvirt-timeout", type=libvirt_deadline, default=DEFAULT_LIBVIRT_DEADLINE_S, metavar="SECONDS",
                    help="give up on libvirt after this many seconds (more than 0, at most "
                         f"{MAX_LIBVIRT_DEADLINE_S:g}); the other sources still report (default: %(default)s)")
-    g.add_argument("--domcaps-xml", metavar="FILE",
-                   help="replay a recorded `virsh domcapabilities` output instead of asking libvirt")
+    libvirt_or_replay.add_argument("--domcaps-xml", metavar="FILE",
+                                   help="replay a recorded `virsh domcapabilities` output instead of asking libvirt "
+                                        "(at most 4 MiB)")
     g.add_argument("--whitelist-config", metavar="FILE",
                    help="kernel whitelist JSON (kvm-version-info): enables kvm-info-version-* labels")
     parser.add_argument("--kubevirt-names", action="store_true",

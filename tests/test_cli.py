@@ -176,6 +176,16 @@ def test_endless_operator_input_is_refused_not_read_to_the_end(option):
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize("command", ["probe", "labels", "features-file"])
+def test_no_libvirt_with_a_replay_file_is_refused(command, tmp_path):
+    # The replay used to be ignored without a word under --no-libvirt.
+    extra = ["-o", str(tmp_path / "f")] if command == "features-file" else []
+    done = run(command, *extra, "--no-libvirt", "--domcaps-xml", str(HYPERV_HOST_XML))
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    assert "--domcaps-xml: not allowed with argument --no-libvirt" in done.stderr.splitlines()[-1]
+    assert not list(tmp_path.iterdir())
+
+
 def test_bad_option_value_is_an_argparse_error_not_a_traceback():
     done = run("labels", "--libvirt-timeout", "soon")
     assert done.returncode == 2 and "Traceback" not in done.stderr
