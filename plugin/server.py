@@ -65,7 +65,9 @@ class ResourceService(api_grpc.DevicePluginServicer):
         cached = self._container_responses.get(paths)
         if cached is None:
             resource = self.resource
-            if self._cdi_names:
+            if not paths:  # a container that asked for none of this resource gets nothing
+                cached = api.ContainerAllocateResponse()
+            elif self._cdi_names:
                 # Only the names: the runtime injects node, mounts and env from the CDI spec;
                 # envs/mounts sent here too would reach the container twice (CRI request + spec).
                 cached = api.ContainerAllocateResponse(cdi_devices=[api.CDIDevice(name=self._cdi_names[p]) for p in paths])
@@ -150,8 +152,14 @@ class ResourceService(api_grpc.DevicePluginServicer):
         return response
 
     def preferred(self, available: list[str], must_include: list[str], size: int) -> list[str]:
-        """must_include first, then available ones in our advertising order, ``size`` in all."""
-        picked = list(dict.fromkeys(must_include))
+        """must_include first, then available ones in our advertising order, never more than ``size``.
+
+        The kubelet's device manager (devicesToAllocate) passes as must_include the devices it
+        already took for this container (reused from init containers) and as size the total it
+        needs; it only asks when it still needs more, so must_include < size there. It keeps
+        only the IDs it can use and fills any shortfall itself, so when a caller sends more
+        must_include than size, the first ``size`` of them are the faithful answer."""
+        picked = list(dict.fromkeys(must_include))[:max(size, 0)]
         chosen = set(picked)
         for device_id in sorted(set(available) - chosen, key=self._order.__getitem__):
             if len(picked) >= size:
@@ -170,12 +178,17 @@ class ResourceService(api_grpc.DevicePluginServicer):
             log.warning("refused Allocate: %s", message)
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, message)
         response = api.AllocateResponse()
+        given = 0
         for container in request.container_requests:
+            # One response per request, in order, even for a container that asked for nothing.
             paths = tuple(self.inventory.paths_for(list(container.devices_ids)))
             response.container_responses.add().CopyFrom(self._container_response(paths))
-            log.info("allocated %s %s -> %s", self.resource.name, ",".join(container.devices_ids),
-                     ",".join(self._cdi_names[p] for p in paths) if self._cdi_names else ",".join(paths))
-        self._allocations.inc(len(request.container_requests))
+            if paths:
+                given += 1
+                log.info("allocated %s %s -> %s", self.resource.name, ",".join(container.devices_ids),
+                         ",".join(self._cdi_names[p] for p in paths) if self._cdi_names else ",".join(paths))
+        if given:
+            self._allocations.inc(given)
         return response
 
     def PreStartContainer(self, request: api.PreStartContainerRequest,
