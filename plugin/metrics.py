@@ -3,7 +3,9 @@ client, already a dependency; it gives the exposition format and a WSGI app)."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import threading
 from typing import Callable
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -60,7 +62,11 @@ class MetricsServer:
 
         try:
             self._server = make_server(address, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        except socket.gaierror as err:  # the address did not resolve: the port is not to blame
+            raise KvminfoError(f"metricsAddress {address!r}: cannot resolve: {err.strerror}") from None
         except OSError as err:
+            if err.errno == errno.EADDRNOTAVAIL:  # resolves, but to no address of this host
+                raise KvminfoError(f"metricsAddress {address!r}: cannot listen: {err.strerror}") from None
             raise KvminfoError(f"--metrics-port {port}: cannot listen on {address}:{port}: {err.strerror}") from None
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
