@@ -20,6 +20,7 @@ DEFAULT_CDI_DIR = Path("/var/run/cdi")
 # Our own domain: KubeVirt advertises devices.kubevirt.io/kvm, and two plugins
 # registering one name would replace each other in the kubelet.
 DEFAULT_RESOURCE = "devices.kvminfo.io/kvm"
+KUBEVIRT_RESOURCE = "devices.kubevirt.io/kvm"
 DEFAULT_DEVICE = "/dev/kvm"
 # /dev/kvm is shared: every VM opens it, nothing is used up. The count only
 # caps how many containers on one node may hold the resource at once, so it

@@ -6,12 +6,14 @@ Used by `kvminfo device-plugin` and, in-process, by the tests and benchmarks.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 from pathlib import Path
 
 from kvminfo.errors import KvminfoError
 from kvminfo_plugin import cdi
-from kvminfo_plugin.config import PluginConfig
+from kvminfo_plugin.config import KUBEVIRT_RESOURCE, PluginConfig
 from kvminfo_plugin.health import HealthMonitor
 from kvminfo_plugin.inventory import PathHealth
 from kvminfo_plugin.metrics import MetricsServer, PluginMetrics
@@ -26,6 +28,8 @@ SHUTDOWN_GRACE_S = 1.0  # in-flight Allocates may finish; well inside the kubele
 class PluginRuntime:
     def __init__(self, config: PluginConfig) -> None:
         self.config = config
+        for warning in startup_warnings(config):
+            log.warning("%s", warning)
         self.metrics = PluginMetrics()
         self._ensure_plugin_dir(config.plugin_dir)
         self.services = [ResourceService(r, self.metrics, self._on_stream_closed) for r in config.resources]
@@ -92,6 +96,24 @@ class PluginRuntime:
 
     def wait_stopped(self, timeout_s: float) -> bool:
         return self._stopped.wait(timeout_s)
+
+
+def startup_warnings(config: PluginConfig) -> list[str]:
+    """Legal but almost certainly unintended settings: worth a line, not a refusal."""
+    warnings = []
+    for resource in config.resources:
+        if resource.name == KUBEVIRT_RESOURCE:
+            warnings.append(f"resource {resource.name} is KubeVirt's own name: if KubeVirt's device plugin runs "
+                            "on this node, the two replace each other in the kubelet")
+        for path in resource.devices:
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                continue  # missing nodes are the health check's business (Unhealthy until they appear)
+            if not stat.S_ISCHR(mode):
+                warnings.append(f"{path} (resource {resource.name}) exists but is not a character device; "
+                                "its slots stay Unhealthy")
+    return warnings
 
 
 def _paths_with_access(config: PluginConfig) -> dict[str, str]:
