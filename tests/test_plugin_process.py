@@ -159,3 +159,29 @@ def test_metrics_port_in_use_is_one_line(short_dir: Path) -> None:
     assert process.returncode == 2
     assert f"--metrics-port {port}: cannot listen" in stderr and "Traceback" not in stderr, stderr
     assert _sockets(short_dir) == []
+
+
+def test_bad_metrics_address_names_the_address(short_dir: Path) -> None:
+    config = short_dir / "plugin.yaml"
+    config.write_text('metricsAddress: "not an address"\nmetricsPort: 9799\n')
+    process = plugin_process("--config", str(config), "--plugin-dir", str(short_dir))
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 2
+    last = stderr.strip().splitlines()[-1]
+    assert "Traceback" not in stderr and last.startswith("kvminfo device-plugin: metricsAddress"), stderr
+    assert "'not an address'" in last and "--metrics-port" not in last, stderr
+
+
+def test_start_up_warns_about_a_node_that_is_no_char_device_and_kubevirts_name(short_dir: Path) -> None:
+    plain = short_dir / "plain"
+    plain.write_text("")
+    process = plugin_process("--plugin-dir", str(short_dir), "--metrics-port", "0",
+                             "--resource", f"test.kvminfo.io/plain={plain}", "--resource", "devices.kubevirt.io/kvm=/dev/kvm")
+    time.sleep(1.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=5)
+    assert process.returncode == 0, stderr
+    warnings = [line for line in stderr.splitlines() if "WARNING" in line and "registering" not in line]
+    assert len(warnings) == 2, stderr
+    assert any(f"{plain}" in w and "not a character device" in w for w in warnings), warnings
+    assert any("devices.kubevirt.io/kvm" in w and "KubeVirt" in w for w in warnings), warnings
