@@ -40,9 +40,12 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:
+        print(_usage(), end="", file=sys.stderr)  # a usage error: stdout stays for output
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(_usage(), end="")
-        return 0 if argv else 2
+        return 0
     if argv[0] == "--version":
         from kvminfo import __version__
 

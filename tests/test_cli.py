@@ -186,6 +186,14 @@ def test_no_libvirt_with_a_replay_file_is_refused(command, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_no_arguments_is_an_error_with_usage_on_stderr():
+    done = run()
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("usage: kvminfo <command>") and "labels" in done.stderr
+    helped = run("--help")
+    assert helped.returncode == 0 and helped.stderr == "" and helped.stdout == done.stderr
+
+
 def test_bad_option_value_is_an_argparse_error_not_a_traceback():
     done = run("labels", "--libvirt-timeout", "soon")
     assert done.returncode == 2 and "Traceback" not in done.stderr
