@@ -8,7 +8,12 @@ Each module provides ``main(argv: list[str], prog: str) -> int``.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+TYPE_CHECKING = False  # importing typing costs the NFD hook's start; annotations only need it for mypy
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 # name -> (module, one-line summary shown by `kvminfo --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -38,8 +43,70 @@ def _usage() -> str:
     return USAGE.format(commands=lines)
 
 
+class OutputError(Exception):
+    """Writing to stdout failed (a full disk, `| head` gone): the output is lost, not a bug."""
+
+
+class _StdoutGuard:
+    """Stands in for sys.stdout and tags its write errors as OutputError.
+
+    Only a failure of stdout itself becomes the one-line "cannot write output";
+    any other OSError inside a command is a bug and keeps its traceback.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as err:
+            raise OutputError(err) from err
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as err:
+            raise OutputError(err) from err
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _discard_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's last flush of the unwritten rest
+    does not print "Exception ignored ... BrokenPipeError" (as Python's signal docs advise)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (e.g. under pytest's capture)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    prog = f"kvminfo {argv[0]}" if argv and argv[0] in COMMANDS else "kvminfo"
+    stdout = sys.stdout
+    sys.stdout = _StdoutGuard(stdout)  # type: ignore[assignment]
+    try:
+        try:
+            status = _dispatch(argv, prog)
+        except SystemExit:  # argparse after --help or a usage error: flush what it printed, too
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # a buffered write fails here, not in the interpreter's exit
+        return status
+    except OutputError as err:
+        cause = err.args[0]
+        _discard_stdout()
+        print(f"{prog}: cannot write output: {cause.strerror or cause}", file=sys.stderr)
+        return 1
+    finally:
+        sys.stdout = stdout
+
+
+def _dispatch(argv: list[str], prog: str) -> int:
     if not argv:
         print(_usage(), end="", file=sys.stderr)  # a usage error: stdout stays for output
         return 2
@@ -59,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     from kvminfo.errors import KvminfoError
 
     try:
-        return module.main(rest, prog=f"kvminfo {name}")
+        return module.main(rest, prog=prog)
     except KvminfoError as err:
-        print(f"kvminfo {name}: {err}", file=sys.stderr)
+        print(f"{prog}: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         return 130

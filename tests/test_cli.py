@@ -5,6 +5,7 @@ runs where a Hyper-V kernel must be injected at the ioctl layer)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -192,6 +193,35 @@ def test_no_arguments_is_an_error_with_usage_on_stderr():
     assert done.stderr.startswith("usage: kvminfo <command>") and "labels" in done.stderr
     helped = run("--help")
     assert helped.returncode == 0 and helped.stderr == "" and helped.stdout == done.stderr
+
+
+def stdout_env(buffered: bool) -> dict[str, str]:
+    """A real run buffers stdout (the failure surfaces at the last flush); PYTHONUNBUFFERED fails the write itself."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return env if buffered else {**env, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("args", [["labels", "--no-libvirt"], ["probe", "--json", "--no-libvirt"],
+                                  ["labels", "--help"], ["--version"]])
+def test_full_stdout_is_one_line_exit_1(args, buffered):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([str(KVMINFO), *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+                              env=stdout_env(buffered))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [f"kvminfo{' ' + args[0] if args[0] != '--version' else ''}: "
+                                        "cannot write output: No space left on device"]
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_closed_pipe_is_one_line_exit_1_and_no_exception_at_exit(buffered):
+    # `kvminfo labels | head -0`: the reader is gone before kvminfo writes (SIGPIPE is ignored by Python).
+    process = subprocess.Popen([str(KVMINFO), "labels", "--no-libvirt"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=stdout_env(buffered))
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 1
+    assert stderr.splitlines() == ["kvminfo labels: cannot write output: Broken pipe"]
 
 
 def test_bad_option_value_is_an_argparse_error_not_a_traceback():
