@@ -218,23 +218,25 @@ class SocketServer:
 
     def serve(self) -> None:
         self.stop()
-        try:
-            os.unlink(self.socket_path)  # a stale socket from a previous run
-        except FileNotFoundError:
-            pass
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="grpc"))
         api_grpc.add_DevicePluginServicer_to_server(self.service, server)
-        # Only the kubelet (root) may talk to us: bind with a restrictive umask
-        # so the socket is never world-connectable, not even for a moment.
-        old_umask = os.umask(0o177)
+        # Only the kubelet (root) may talk to us, so the socket must never be connectable
+        # by others, not even for a moment. A restrictive umask would do it, but the umask
+        # is process-wide and other threads create files meanwhile; instead bind under a
+        # hidden name nobody dials, make it 0600, then rename it into place (a listening
+        # unix socket keeps working under its new name).
+        binding = self._binding_path()
+        _unlink(binding)  # left by a crash mid-serve; a stale socket_path is replaced below
         try:
-            server.add_insecure_port(f"unix://{self.socket_path}")
-        except RuntimeError as err:  # grpc's way of saying bind() failed
-            raise KvminfoError(f"{self.socket_path}: cannot serve the device plugin socket: {err}") from None
-        finally:
-            os.umask(old_umask)
+            server.add_insecure_port(f"unix://{binding}")  # binds (and listens) now
+            os.chmod(binding, 0o600)
+            os.replace(binding, self.socket_path)
+        except (RuntimeError, OSError) as err:  # RuntimeError: grpc's way of saying bind() failed
+            server.stop(None)
+            _unlink(binding)
+            reason = err.strerror if isinstance(err, OSError) else err
+            raise KvminfoError(f"{self.socket_path}: cannot serve the device plugin socket: {reason}") from None
         server.start()
-        os.chmod(self.socket_path, 0o600)
         self._server = server
 
     def stop(self, grace_s: float | None = None) -> None:
@@ -242,8 +244,17 @@ class SocketServer:
         if server is not None:
             server.stop(grace_s).wait()
 
+    def _binding_path(self) -> Path:
+        # kvminfo-x.sock -> .kvminfo-x.tmp: as long as the real name, so it fits in sun_path
+        # whenever the real one does (the config checks that).
+        return self.socket_path.with_name(f".{self.socket_path.stem}.tmp")
+
     def remove_socket(self) -> None:
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+        _unlink(self.socket_path)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
