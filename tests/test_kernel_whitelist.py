@@ -103,6 +103,9 @@ def test_unreadable_default_host_file_is_unavailable_not_fatal(tmp_path, monkeyp
     ('{"checks": [{"os": "centos", "feature": "hyperv"}]}', "kernelminver and/or kernelmaxver"),
     ('{"checks": [{"os": "centos", "feature": "hyperv", "kernelmaxver": "latest"}]}', "checks[0].kernelmaxver"),
     ('{"osrelease": 7, "checks": []}', "osrelease"),
+    # min above max could never match: it used to be accepted without a word.
+    ('{"checks": [{"os": "centos", "feature": "hyperv", "kernelminver": "3.10.0-957", "kernelmaxver": "3.10.0-862"}]}',
+     "checks[0]: kernelminver '3.10.0-957' is above kernelmaxver '3.10.0-862'"),
     ('{"checks": [], "n": ' + "9" * 5000 + "}", "not usable JSON"),
 ])
 def test_bad_config_names_file_and_field(tmp_path, text, culprit):

@@ -84,11 +84,15 @@ def parse_config(text: str, config_path: str) -> dict[str, Any]:
         bounds = [k for k in ("kernelminver", "kernelmaxver") if check.get(k)]
         if not bounds:
             raise _field_error(config_path, where, "needs kernelminver and/or kernelmaxver")
+        version_keys: dict[str, tuple[int, ...]] = {}
         for key in bounds:
             try:
-                kernel_version_key(str(check[key]))
+                version_keys[key] = kernel_version_key(str(check[key]))
             except ValueError:
                 raise _field_error(config_path, f"{where}.{key}", f"{check[key]!r} is not a kernel version") from None
+        if len(version_keys) == 2 and version_keys["kernelminver"] > version_keys["kernelmaxver"]:  # no kernel could ever pass
+            raise _field_error(config_path, where, f"kernelminver {str(check['kernelminver'])!r} is above "
+                                                   f"kernelmaxver {str(check['kernelmaxver'])!r}; no kernel can match")
     return config
 
 
