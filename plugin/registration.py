@@ -37,6 +37,9 @@ KUBELET_SOCKET = "kubelet.sock"
 REGISTER_TIMEOUT_S = 10.0  # the kubelet dials us back within Register (its own dial timeout is 10 s)
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
+# Serving fails when the plugin dir is gone; its reappearance is an inotify event,
+# so retrying blindly can be slow: it is only the fallback.
+SERVE_BACKOFF_FIRST_S = 1.0
 # After the kubelet ends a stream, how long a new one may take before we
 # register again. A re-registration itself makes the kubelet drop the old
 # stream, so re-registering at once on every end would loop.
@@ -53,6 +56,8 @@ class _ResourceState:
     stream_lost_at: float | None = None
     registered_at: float | None = None
     last_error: str = field(default="not registered yet")
+    serve_retry_at: float = 0.0
+    serve_backoff_s: float = SERVE_BACKOFF_FIRST_S
 
 
 class Supervisor:
@@ -79,7 +84,10 @@ class Supervisor:
 
     def _on_dir_event(self, _directory: str, name: str, mask: int) -> None:
         with self._lock:
-            if name == KUBELET_SOCKET and mask & (flags.CREATE | flags.MOVED_TO):
+            if not name:  # the plugin dir itself went away or came back: serve again now
+                for state in self._states.values():
+                    state.serve_retry_at, state.serve_backoff_s = 0.0, SERVE_BACKOFF_FIRST_S
+            elif name == KUBELET_SOCKET and mask & (flags.CREATE | flags.MOVED_TO):
                 log.info("kubelet.sock appeared in %s; registering", self.plugin_dir)
                 for state in self._states.values():
                     state.needs_register, state.next_attempt, state.backoff_s = True, 0.0, BACKOFF_FIRST_S
@@ -127,6 +135,9 @@ class Supervisor:
                 return
             server = state.server
             if not server.serving or not _is_socket(server.socket_path):
+                with self._lock:
+                    if now < state.serve_retry_at:
+                        continue
                 if server.serving:
                     log.info("socket %s was removed (kubelet restart?); serving again", server.socket_path)
                 try:
@@ -134,11 +145,17 @@ class Supervisor:
                 except KvminfoError as err:
                     if state.registered_at is None:
                         raise  # cannot serve at all: an operator error, stop with one line
-                    log.warning("%s; retrying", err)  # e.g. the plugin dir vanished for a moment
+                    with self._lock:  # e.g. the plugin dir was removed: its return wakes us
+                        retry_in = state.serve_backoff_s
+                        state.serve_retry_at = now + retry_in
+                        state.serve_backoff_s = min(retry_in * 2, BACKOFF_MAX_S)
+                        state.stream_lost_at = None  # serving again registers anyway
+                    log.warning("%s; retrying in %.1f s or when the directory is back", err, retry_in)
                     continue
                 log.info("serving %s on %s", name, server.socket_path)
                 with self._lock:
                     state.needs_register, state.next_attempt, state.backoff_s = True, 0.0, BACKOFF_FIRST_S
+                    state.serve_retry_at, state.serve_backoff_s = 0.0, SERVE_BACKOFF_FIRST_S
             with self._lock:
                 lost = state.stream_lost_at
                 if lost is not None and server.service.open_streams > 0:
@@ -155,6 +172,8 @@ class Supervisor:
         waits = [self._poll_interval_s]
         with self._lock:
             for state in self._states.values():
+                if not state.server.serving:
+                    waits.append(state.serve_retry_at - now)
                 if state.needs_register:
                     waits.append(state.next_attempt - now)
                 if state.stream_lost_at is not None:
