@@ -7,6 +7,7 @@ devices made with mknod in a temp dir where a test must remove and restore one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -282,3 +283,106 @@ def test_old_kubelets_socket_path_authority_is_accepted(plugin_dir: Path, device
         with grpc.insecure_channel(f"unix://{socket_path}", options=[("grpc.default_authority", str(socket_path))]) as channel:
             options = api_grpc.DevicePluginStub(channel).GetDevicePluginOptions(api.Empty(), timeout=5)
         assert options.get_preferred_allocation_available
+
+
+def test_cdi_dir_that_does_not_exist_is_created(plugin_dir: Path, device: Path, tmp_path: Path) -> None:
+    cdi_dir = tmp_path / "var" / "run" / "cdi"  # /var/run/cdi is often missing on a fresh node
+    settings = {**device_settings(plugin_dir, device, cdi=True), "cdiDir": str(cdi_dir)}
+    with kubelet(plugin_dir) as k, running_plugin(settings):
+        k.wait_registered(TEST_RESOURCE)
+        assert stat.S_IMODE(os.stat(cdi_dir).st_mode) == 0o755
+        assert (cdi_dir / "test.kvminfo.io-node.json").is_file()
+
+
+def test_cdi_allocate_names_devices_only(plugin_dir: Path, device: Path, tmp_path: Path) -> None:
+    # The spec carries env and mounts; repeating them in the response would inject them twice.
+    settings = {**device_settings(plugin_dir, device, cdi=True, envs={"A": "1"},
+                                  mounts=[{"hostPath": "/etc/hostname", "containerPath": "/host-name"}]),
+                "cdiDir": str(tmp_path / "cdi")}
+    with kubelet(plugin_dir) as k, running_plugin(settings):
+        k.wait_registered(TEST_RESOURCE)
+        container = k.admit(TEST_RESOURCE, 1)
+        assert len(container.cdi_devices) == 1
+        assert dict(container.envs) == {} and len(container.mounts) == 0 and len(container.devices) == 0
+
+
+def test_preferred_allocation_never_exceeds_the_size(plugin_dir: Path, device: Path) -> None:
+    with kubelet(plugin_dir) as k, running_plugin(device_settings(plugin_dir, device, slots=8)):
+        k.wait_registered(TEST_RESOURCE)
+        ids = sorted(k.latest(TEST_RESOURCE))
+        response = k.stub(TEST_RESOURCE).GetPreferredAllocation(api.PreferredAllocationRequest(container_requests=[
+            api.ContainerPreferredAllocationRequest(available_deviceIDs=ids, must_include_deviceIDs=[ids[5], ids[3], ids[1]],
+                                                    allocation_size=1)]), timeout=5)
+        assert list(response.container_responses[0].deviceIDs) == [ids[5]]
+
+
+def test_allocate_with_an_empty_container_request(plugin_dir: Path, device: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="kvminfo_plugin")
+    with kubelet(plugin_dir) as k, running_plugin(device_settings(plugin_dir, device)) as runtime:
+        k.wait_registered(TEST_RESOURCE)
+        known = sorted(k.latest(TEST_RESOURCE))[0]
+        response = k.stub(TEST_RESOURCE).Allocate(api.AllocateRequest(container_requests=[
+            api.ContainerAllocateRequest(devices_ids=[]), api.ContainerAllocateRequest(devices_ids=[known])]), timeout=5)
+        empty, full = response.container_responses
+        assert empty == api.ContainerAllocateResponse()
+        assert [d.host_path for d in full.devices] == [str(device)]
+        assert runtime.metrics.allocations.labels(TEST_RESOURCE)._value.get() == 1
+        allocated = [r.getMessage() for r in caplog.records if r.getMessage().startswith("allocated ")]
+        assert allocated == [f"allocated {TEST_RESOURCE} {known} -> {device}"]
+
+
+def test_health_when_the_device_directory_goes_and_comes_back(plugin_dir: Path, device: Path) -> None:
+    # The poll is 60 s: only re-watching the recreated directory can see the node in time.
+    with kubelet(plugin_dir) as k, running_plugin(device_settings(plugin_dir, device)):
+        k.wait_registered(TEST_RESOURCE)
+        for _ in range(2):  # the second round proves the new watch works as well as the first
+            device.unlink()
+            device.parent.rmdir()
+            k.wait_health(TEST_RESOURCE, lambda d: set(d.values()) == {"Unhealthy"}, timeout_s=1.0)
+            time.sleep(0.2)  # let the watcher fall back to the parent directory
+            recreated = time.monotonic()
+            device.parent.mkdir()
+            make_char_device(device)
+            k.wait_health(TEST_RESOURCE, lambda d: set(d.values()) == {"Healthy"}, timeout_s=1.0)
+            assert time.monotonic() - recreated < 1.0
+
+
+def test_device_directory_created_after_start_is_watched(plugin_dir: Path, tmp_path: Path) -> None:
+    nested = tmp_path / "a" / "b"  # two levels missing: the watch climbs down as they appear
+    with kubelet(plugin_dir) as k, running_plugin(device_settings(plugin_dir, nested / "dev")):
+        k.wait_registered(TEST_RESOURCE)
+        assert set(k.latest(TEST_RESOURCE).values()) == {"Unhealthy"}
+        nested.mkdir(parents=True)
+        make_char_device(nested / "dev")
+        k.wait_health(TEST_RESOURCE, lambda d: set(d.values()) == {"Healthy"}, timeout_s=1.0)
+
+
+def test_plugin_dir_wiped_and_recreated_serves_and_registers_again(plugin_dir: Path, device: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="kvminfo_plugin")
+    with kubelet(plugin_dir) as k, running_plugin(device_settings(plugin_dir, device)):
+        k.wait_registered(TEST_RESOURCE)
+        k.stop()
+        shutil.rmtree(plugin_dir)  # the kubelet (or an operator) removed the whole directory
+        time.sleep(0.3)
+        recreated = time.monotonic()
+        plugin_dir.mkdir()
+        k.start()
+        endpoint = k.wait_registered(TEST_RESOURCE, count=2, timeout_s=1.0)
+        assert endpoint.registered_at - recreated < 1.0
+        assert k.admit(TEST_RESOURCE, 1).devices[0].host_path == str(device)
+    # Waiting for the directory is one or two lines, not a retry loop spinning while it is gone.
+    cannot_serve = [r for r in caplog.records if "cannot serve" in r.getMessage()]
+    assert 1 <= len(cannot_serve) <= 3, [r.getMessage() for r in cannot_serve][:5]
+
+
+def test_serving_leaves_the_process_umask_alone(plugin_dir: Path, device: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Other threads create files while the socket is bound; a process-wide umask change would reach them.
+    umask_calls: list[int] = []
+    real_umask = os.umask
+    monkeypatch.setattr(os, "umask", lambda mask: umask_calls.append(mask) or real_umask(mask))
+    with kubelet(plugin_dir) as k, running_plugin(device_settings(plugin_dir, device)):
+        endpoint = k.wait_registered(TEST_RESOURCE)
+        assert stat.S_IMODE(os.stat(endpoint.socket).st_mode) == 0o600
+        assert sorted(p.name for p in plugin_dir.iterdir()) == ["kubelet.sock", endpoint.socket.name]  # no temp name left
+    assert umask_calls == []
