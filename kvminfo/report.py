@@ -105,6 +105,12 @@ def _plan(options: ProbeOptions) -> tuple[list[_Run], list[SourceResult]]:
     return runs, disabled
 
 
+def probe_deadline_s(options: ProbeOptions) -> float:
+    """The longest collect(options) can take: the sources run at once, each under its own deadline."""
+    runs, _ = _plan(options)
+    return max((run.deadline_s for run in runs), default=0.0)
+
+
 def collect(options: ProbeOptions) -> Report:
     """Probe every enabled source concurrently; a bad config (KvminfoError) is raised."""
     runs, disabled = _plan(options)

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from conftest import DOMCAPS_FIXTURES, KVMINFO, PrivateLibvirtd
 from kvminfo.commands.features_file import Schedule, rewrite_reason, schedule_from_args
+from kvminfo.options import ProbeOptions
+from kvminfo.report import JOIN_GRACE_S, LOCAL_SOURCE_DEADLINE_S, probe_deadline_s
 from kvminfo.durations import format_duration, parse_duration
 from kvminfo.errors import KvminfoError
 from kvminfo.labels.nfd import check_label
@@ -69,11 +71,30 @@ def test_format_duration_is_the_inverse() -> None:
         assert parse_duration(format_duration(seconds)) == seconds
 
 
-def test_expiry_must_exceed_interval() -> None:
-    with pytest.raises(KvminfoError, match="--expiry 1m must be longer than --interval 1m"):
-        schedule_from_args("1m", "1m")
-    assert schedule_from_args(None, None) == Schedule(expiry_s=3600, interval_s=None)
-    assert schedule_from_args(None, "2h") == Schedule(expiry_s=6 * 3600, interval_s=7200)
+def test_expiry_must_outlast_two_rounds() -> None:
+    # A round is the interval plus the probe's deadline (libvirt may take that long):
+    # expiry 1h with interval 59m59s and a 11 s probe used to lapse before the next write.
+    with pytest.raises(KvminfoError, match=r"^--expiry 1h is too short for --interval 59m59s: at least 2h20s "
+                                           r"\(2 x \(interval \+ 11s probe deadline\)\)"):
+        schedule_from_args("1h", "59m59s", probe_deadline_s=11.0)
+    with pytest.raises(KvminfoError, match="--expiry 2m is too short for --interval 1m: at least 2m2s"):
+        schedule_from_args("2m", "1m", probe_deadline_s=1.0)
+    assert schedule_from_args("2m2s", "1m", probe_deadline_s=1.0).expiry_s == 122  # the bound itself is fine
+    assert schedule_from_args("1m", None, probe_deadline_s=11.0).expiry_s == 60  # one-shot: nothing to outlast
+
+
+def test_default_expiry_is_1h_or_3_intervals_and_never_below_two_rounds() -> None:
+    assert schedule_from_args(None, None, probe_deadline_s=11.0) == Schedule(3600, None, 11.0)
+    assert schedule_from_args(None, "10m", probe_deadline_s=11.0).expiry_s == 3600
+    assert schedule_from_args(None, "2h", probe_deadline_s=11.0).expiry_s == 6 * 3600
+    # --libvirt-timeout 3600 with --interval 30m: 3 intervals (1h30m) would lapse; two rounds do not.
+    assert schedule_from_args(None, "30m", probe_deadline_s=3601.0).expiry_s == 2 * (1800 + 3601)
+
+
+def test_the_probe_deadline_is_the_slowest_enabled_source() -> None:
+    assert probe_deadline_s(ProbeOptions(use_libvirt=False)) == LOCAL_SOURCE_DEADLINE_S
+    assert probe_deadline_s(ProbeOptions(libvirt_deadline_s=30.0)) == 30.0 + JOIN_GRACE_S
+    assert probe_deadline_s(ProbeOptions(use_kvm=False, use_libvirt=False)) == 0.0
 
 
 # --- render / parse / rewrite decision -------------------------------------------
@@ -107,7 +128,7 @@ def test_too_big_for_nfd_is_refused() -> None:
 
 
 LABELS = {"kvm-info-usable": "true"}
-HOURLY = Schedule(expiry_s=3600, interval_s=60)
+HOURLY = Schedule(expiry_s=3600, interval_s=60, probe_deadline_s=0.0)
 
 
 @pytest.mark.parametrize("on_disk, labels, expected", [
@@ -115,6 +136,8 @@ HOURLY = Schedule(expiry_s=3600, interval_s=60)
     (FeatureFile(LABELS, NOW + timedelta(minutes=30)), LABELS, None),
     (FeatureFile(LABELS, NOW + timedelta(seconds=119)), LABELS, "expiry near (1m59s left)"),
     (FeatureFile(LABELS, NOW - timedelta(seconds=5)), LABELS, "expiry near (0s left)"),
+    # Two rounds of validity count the probe's deadline too: 2 x (1m + 11s) = 2m22s.
+    (FeatureFile(LABELS, NOW + timedelta(seconds=141)), LABELS, "expiry near (2m21s left)"),
     (FeatureFile(LABELS, None), LABELS, "existing file has no valid expiry directive"),
     (FeatureFile({**LABELS, "kvm-info-nested": "true"}, NOW + timedelta(hours=1)), LABELS,
      "labels changed (-kvm-info-nested)"),
@@ -122,7 +145,7 @@ HOURLY = Schedule(expiry_s=3600, interval_s=60)
      "labels changed (+y; -x; ~kvm-info-usable)"),
 ])
 def test_rewrite_reason(on_disk: FeatureFile | None, labels: dict[str, str], expected: str | None) -> None:
-    assert rewrite_reason(on_disk, labels, NOW, HOURLY) == expected
+    assert rewrite_reason(on_disk, labels, NOW, Schedule(3600, 60, probe_deadline_s=11.0)) == expected
 
 
 def test_rewrite_ignores_the_expiry_line() -> None:
@@ -195,7 +218,9 @@ def test_expiry_option_sets_the_directive(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, fragments", [
     (["--interval", "10"], ["--interval: '10' is not a duration"]),
     (["--expiry", "soon"], ["--expiry: 'soon' is not a duration"]),
-    (["--expiry", "1m", "--interval", "5m"], ["--expiry 1m must be longer than --interval 5m"]),
+    (["--expiry", "1m", "--interval", "5m"], ["--expiry 1m is too short for --interval 5m: at least 10m10s"]),
+    # (these run with --no-libvirt: the probe deadline is the local sources' 5 s)
+    (["--expiry", "1h", "--interval", "59m59s"], ["--expiry 1h is too short for --interval 59m59s: at least 2h8s"]),
     # Once OverflowError tracebacks (datetime + timedelta; threading.Event.wait).
     (["--expiry", "99999999999d"], ["--expiry: '99999999999d' is too long; at most 365d"]),
     (["--interval", "99999999999d"], ["--interval: '99999999999d' is too long; at most 365d"]),
@@ -328,7 +353,7 @@ def test_sidecar_restart_leaves_a_fresh_identical_file_alone(tmp_path: Path, sid
 
 def test_sidecar_rewrites_when_expiry_is_near(tmp_path: Path, sidecar_factory) -> None:
     out = tmp_path / "kvminfo"
-    sidecar = sidecar_factory("-o", str(out), "--interval", "1s", "--expiry", "3s", "--no-libvirt")
+    sidecar = sidecar_factory("-o", str(out), "--interval", "1s", "--expiry", "12s", "--no-libvirt")
     sidecar.wait_for_log("reason: no feature file yet")
     sidecar.wait_for_log("reason: expiry near", timeout_s=6.0)
     assert parse_feature_file(out.read_text()).expires_at > datetime.now(timezone.utc)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -27,14 +28,16 @@ from kvminfo.labels.render import FAMILIES
 from kvminfo.options import ProbeOptions, add_probe_arguments, probe_options_from_args
 from kvminfo.output.atomic import write_atomic
 from kvminfo.output.featurefile import FeatureFile, format_rfc3339, parse_feature_file, render_feature_file
-from kvminfo.report import collect
+from kvminfo.report import collect, probe_deadline_s
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPIRY_S = 3600
-# Rewrite when less than this many intervals of validity are left, so that one
-# slow or failed round never lets the labels expire on a healthy node.
-REFRESH_WITHIN_INTERVALS = 2
+# A round is the interval plus the probe's deadline: the longest time from one
+# write to the next. The file is rewritten while this many rounds of validity are
+# left, and --expiry must cover them, so that one slow or failed round never lets
+# the labels expire on a healthy node.
+REFRESH_WITHIN_ROUNDS = 2
 
 DESCRIPTION = """\
 Probe this node and write its Node Feature Discovery labels to an NFD feature
@@ -46,8 +49,11 @@ leave stale capabilities on the node.
 
 Without --interval: write once and exit. With --interval: keep running,
 re-probe every interval, and rewrite only when the labels changed or less
-than two intervals of validity are left. SIGTERM or SIGINT exits 0 at once
-(a one-shot run stopped before it wrote exits 1).
+than two rounds of validity are left, a round being the interval plus the
+probe's deadline (--libvirt-timeout + 1 s with libvirt, else 5 s). So --expiry
+must be at least 2 x (interval + probe deadline): one slow or failed round
+then never lets the labels lapse. SIGTERM or SIGINT exits 0 at once (a
+one-shot run stopped before it wrote exits 1).
 
 Durations: 90s, 10m, 1h, 1h30m, 1d."""
 
@@ -56,6 +62,13 @@ Durations: 90s, 10m, 1h, 1h30m, 1d."""
 class Schedule:
     expiry_s: int
     interval_s: int | None  # None: write once
+    probe_deadline_s: float  # the longest one probe may take (report.probe_deadline_s)
+
+    def refresh_within_s(self) -> float:
+        """Rewrite once less validity than this is left (sidecar mode); 0 for a one-shot run."""
+        if self.interval_s is None:
+            return 0.0
+        return REFRESH_WITHIN_ROUNDS * (self.interval_s + self.probe_deadline_s)
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -66,8 +79,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                              "(its directory must exist)")
     parser.add_argument("--expiry", metavar="DURATION",
                         help="how long NFD may trust the labels after each write "
-                             f"(default: {format_duration(DEFAULT_EXPIRY_S)}, or 3 intervals if that is longer); "
-                             "must exceed --interval")
+                             f"(default: {format_duration(DEFAULT_EXPIRY_S)}, or 3 intervals if that is longer, "
+                             "and never less than the minimum); with --interval at least "
+                             "2 x (interval + probe deadline), see above")
     parser.add_argument("--interval", metavar="DURATION",
                         help="keep running and re-probe this often (sidecar mode); default: write once and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step on stderr")
@@ -75,16 +89,19 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def schedule_from_args(expiry: str | None, interval: str | None) -> Schedule:
+def schedule_from_args(expiry: str | None, interval: str | None, probe_deadline_s: float) -> Schedule:
     interval_s = parse_duration(interval, "--interval") if interval is not None else None
-    if expiry is not None:
-        expiry_s = parse_duration(expiry, "--expiry")
-    else:
-        expiry_s = max(DEFAULT_EXPIRY_S, 3 * interval_s) if interval_s else DEFAULT_EXPIRY_S
-    if interval_s is not None and expiry_s <= interval_s:
-        raise KvminfoError(f"--expiry {format_duration(expiry_s)} must be longer than --interval "
-                           f"{format_duration(interval_s)}, or the labels lapse between rewrites")
-    return Schedule(expiry_s=expiry_s, interval_s=interval_s)
+    schedule = Schedule(DEFAULT_EXPIRY_S, interval_s, probe_deadline_s)
+    minimum_s = math.ceil(schedule.refresh_within_s())
+    if expiry is None:
+        return replace(schedule, expiry_s=max(DEFAULT_EXPIRY_S, 3 * (interval_s or 0), minimum_s))
+    expiry_s = parse_duration(expiry, "--expiry")
+    if expiry_s < minimum_s:
+        raise KvminfoError(f"--expiry {format_duration(expiry_s)} is too short for --interval "
+                           f"{format_duration(interval_s or 0)}: at least {format_duration(minimum_s)} "
+                           f"({REFRESH_WITHIN_ROUNDS} x (interval + {format_duration(probe_deadline_s)} probe deadline)), "
+                           "or one slow or failed round lets the labels lapse")
+    return replace(schedule, expiry_s=expiry_s)
 
 
 def rewrite_reason(on_disk: FeatureFile | None, labels: Mapping[str, str], now: datetime,
@@ -99,9 +116,8 @@ def rewrite_reason(on_disk: FeatureFile | None, labels: Mapping[str, str], now: 
         return f"labels changed ({describe_label_diff(on_disk.labels, labels)})"
     if on_disk.expires_at is None:
         return "existing file has no valid expiry directive"
-    interval_s = schedule.interval_s or 0
     left = on_disk.expires_at - now
-    if left < timedelta(seconds=REFRESH_WITHIN_INTERVALS * interval_s):
+    if left < timedelta(seconds=schedule.refresh_within_s()):
         return f"expiry near ({format_duration(max(0.0, left.total_seconds()))} left)"
     return None
 
@@ -185,9 +201,9 @@ def main(argv: list[str], prog: str = "kvminfo features-file") -> int:
     configure_logging(args.verbose)
     if not args.verbose:
         log.setLevel(logging.INFO)  # the write/skip lines are this command's output
-    schedule = schedule_from_args(args.expiry, args.interval)
     # Every label family `kvminfo labels` prints, with the same default whitelist lookup.
     options = options_for_families(probe_options_from_args(args), list(FAMILIES))
+    schedule = schedule_from_args(args.expiry, args.interval, probe_deadline_s(options))
     path = Path(args.output)
     check_output_path(path)
     stop = StopOnSignal()
