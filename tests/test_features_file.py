@@ -23,7 +23,7 @@ from kvminfo.report import JOIN_GRACE_S, LOCAL_SOURCE_DEADLINE_S, probe_deadline
 from kvminfo.durations import format_duration, parse_duration
 from kvminfo.errors import KvminfoError
 from kvminfo.labels.nfd import check_label
-from kvminfo.output.atomic import write_atomic
+from kvminfo.output.atomic import temp_path_for, write_atomic
 from kvminfo.output.featurefile import FeatureFile, MAX_BYTES, parse_feature_file, render_feature_file
 
 THIS_HOST_KVM = DOMCAPS_FIXTURES / "this-host-kvm.xml"
@@ -176,6 +176,27 @@ def test_write_atomic_failure_removes_the_temp_file(tmp_path: Path) -> None:
     with pytest.raises(KvminfoError, match=rf"^{tmp_path}/occupied: cannot write: "):
         write_atomic(target, b"data")
     assert only_entries(tmp_path) == ["occupied"]
+
+
+def test_write_atomic_never_follows_a_symlink_planted_at_the_temp_name(tmp_path: Path) -> None:
+    # Someone who can write the directory plants .kvminfo.tmp.<pid> -> a file of theirs
+    # choosing; following it would truncate and overwrite that file as root.
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    target = tmp_path / "kvminfo"
+    temp_path_for(target).symlink_to(victim)
+    write_atomic(target, b"new\n")
+    assert victim.read_text() == "precious\n"
+    assert not target.is_symlink() and target.read_bytes() == b"new\n"
+    assert only_entries(tmp_path) == ["kvminfo", "victim"]
+
+
+def test_write_atomic_replaces_a_stale_temp_file(tmp_path: Path) -> None:
+    # A writer killed mid-write leaves its temp file; in a container the next one has the same pid.
+    target = tmp_path / "kvminfo"
+    temp_path_for(target).write_text("half a fi")
+    write_atomic(target, b"whole\n")
+    assert target.read_bytes() == b"whole\n" and only_entries(tmp_path) == ["kvminfo"]
 
 
 def test_write_atomic_missing_directory(tmp_path: Path) -> None:

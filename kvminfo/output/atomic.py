@@ -26,7 +26,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
     target = Path(path)
     temp = temp_path_for(target)
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        fd = _create_temp(temp, mode)
     except OSError as err:
         raise KvminfoError(f"{target}: cannot write: {_reason(err, temp)}") from None
     try:
@@ -45,6 +45,23 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
             raise KvminfoError(f"{target}: cannot write: {_reason(err, temp)}") from None
         raise
     _fsync_directory(target.parent)
+
+
+def _create_temp(temp: Path, mode: int) -> int:
+    """A new file at ``temp``, never an existing one and never through a symlink.
+
+    O_EXCL refuses anything already there (a symlink planted at the temp name
+    included: O_CREAT|O_EXCL does not follow it, O_NOFOLLOW says so twice). What
+    is there is a writer's leftover (killed mid-write; in a container the next
+    writer has the same pid) or a plant: unlink it, which removes a symlink
+    itself, never its target, and try once more.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(temp, flags, mode)
+    except FileExistsError:
+        _remove_quietly(temp)
+        return os.open(temp, flags, mode)
 
 
 def _fsync_directory(directory: Path) -> None:
