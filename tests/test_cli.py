@@ -224,6 +224,22 @@ def test_closed_pipe_is_one_line_exit_1_and_no_exception_at_exit(buffered):
     assert stderr.splitlines() == ["kvminfo labels: cannot write output: Broken pipe"]
 
 
+# Root reads any file; without these two capabilities it meets the mode bits like anyone else.
+WITHOUT_DAC_OVERRIDE = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+@pytest.mark.parametrize("option, what", [("--domcaps-xml", "domain capabilities"),
+                                          ("--whitelist-config", "whitelist config")])
+def test_permission_denied_input_is_one_line_exit_2(tmp_path, option, what):
+    unreadable = tmp_path / "mode-000"
+    unreadable.write_text(HYPERV_HOST_XML.read_text() if option == "--domcaps-xml" else '{"checks": []}')
+    unreadable.chmod(0)
+    done = subprocess.run([*WITHOUT_DAC_OVERRIDE, str(KVMINFO), "labels", "--no-kvm", option, str(unreadable)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert_one_line_error(done, f"kvminfo labels: {unreadable}: cannot read {what}: Permission denied")
+
+
 def test_bad_option_value_is_an_argparse_error_not_a_traceback():
     done = run("labels", "--libvirt-timeout", "soon")
     assert done.returncode == 2 and "Traceback" not in done.stderr
