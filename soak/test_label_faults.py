@@ -111,11 +111,13 @@ def test_no_temp_file_after_sigterm(short_tmp: Path, scenario) -> None:
         out.parent.mkdir()
         if round_ % 5 == 4:  # every fifth round: the real `kvminfo features-file` sidecar
             process = subprocess.Popen([str(REPO / ".venv/bin/kvminfo"), "features-file", "-o", str(out),
-                                        "--interval", "1s", "--expiry", "2s", "--no-kvm", "--domcaps-xml",
-                                        str(REPLAY)], stderr=subprocess.DEVNULL)
+                                        "--interval", "1s", "--libvirt-timeout", "1", "--expiry", "6s", "--no-kvm",
+                                        "--domcaps-xml", str(REPLAY)], stderr=subprocess.DEVNULL)
             while not out.exists() and process.poll() is None:
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 2.5))  # it rewrites every second (expiry near): land anywhere
+            # The shortest expiry it accepts here (2 x (1 s + 2 s deadline)) is also its rewrite threshold:
+            # it rewrites every second, so the signal can land anywhere in a round.
+            time.sleep(rng.uniform(0.0, 2.5))
         else:
             process = subprocess.Popen([sys.executable, "-m", "soak.feature_writer", str(out)], cwd=REPO,
                                        stdout=subprocess.PIPE, text=True)
