@@ -76,6 +76,7 @@ class Judge:
                             for problem in [nfd_rejects(key, value) or ("unknown key" if key not in KNOWN_KEYS else "")]
                             if problem)
         self.scenario.record(not why, 0.0, f"{why} <- input {data[:160]!r}")
+        self.scenario.notes = f"{self.accepted} accepted, {self.rejected} rejected with a one-line error"
 
 
 # ---- domain capabilities -------------------------------------------------------------------------------------
