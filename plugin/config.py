@@ -225,8 +225,10 @@ def load_config_file(path: Path) -> PluginConfig:
         where = f" line {mark.line + 1}" if mark else ""
         problem = " ".join(str(getattr(err, "problem", None) or err).split())  # one line: reader errors span two
         raise KvminfoError(f"{path}:{where} not valid YAML: {problem}") from None
-    except ValueError as err:  # a YAML constructor refusing a value, e.g. the timestamp 2001-13-45
+    except (ValueError, OverflowError) as err:  # a constructor or escape refusing a value: 2001-13-45, "\UF00ED36E"
         raise KvminfoError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:  # PyYAML's composer recurses per nesting level
+        raise KvminfoError(f"{path}: not valid YAML: nested too deeply") from None
     try:
         return config_from_mapping({} if raw is None else raw)
     except KvminfoError as err:

@@ -86,6 +86,8 @@ def test_check_path_on_real_nodes(tmp_path: Path) -> None:
     (b"resources:\n- {name: \"devices.kvminfo.io/kvm\\n\", devices: [/dev/kvm]}\n", "resources[0].name"),
     (b"pollIntervalSeconds: .inf\n", "pollIntervalSeconds"),  # Event.wait(inf) raises OverflowError
     (b"pollIntervalSeconds: 1" + b"0" * 400 + b"\n", "pollIntervalSeconds"),
+    (b'a: "\\UF00ED36E"\n', "not valid YAML"),  # PyYAML's chr() raises OverflowError for this escape
+    (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),  # RecursionError in the composer
 ])
 def test_bad_yaml_is_one_line_naming_the_file(tmp_path: Path, content: bytes, fragment: str) -> None:
     """Found by the soak fuzzer: each of these was a traceback, a two-line message or accepted."""
