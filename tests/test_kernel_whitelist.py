@@ -107,6 +107,7 @@ def test_unreadable_default_host_file_is_unavailable_not_fatal(tmp_path, monkeyp
     ('{"checks": [{"os": "centos", "feature": "hyperv", "kernelminver": "3.10.0-957", "kernelmaxver": "3.10.0-862"}]}',
      "checks[0]: kernelminver '3.10.0-957' is above kernelmaxver '3.10.0-862'"),
     ('{"checks": [], "n": ' + "9" * 5000 + "}", "not usable JSON"),
+    ('{"checks": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),  # RecursionError in json
 ])
 def test_bad_config_names_file_and_field(tmp_path, text, culprit):
     path = tmp_path / "bad.json"

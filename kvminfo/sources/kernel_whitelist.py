@@ -64,6 +64,8 @@ def parse_config(text: str, config_path: str) -> dict[str, Any]:
         raise KvminfoError(f"{config_path}: not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
     except ValueError as err:  # e.g. an integer literal past Python's 4300-digit limit
         raise KvminfoError(f"{config_path}: not usable JSON: {err}") from None
+    except RecursionError:  # json recurses per nesting level: ~1000 nested arrays exhaust the stack
+        raise KvminfoError(f"{config_path}: not usable JSON: nested too deeply") from None
     if not isinstance(config, dict):
         raise _field_error(config_path, "(top level)", "must be a JSON object")
     for key in ("osrelease", "kernversion"):
