@@ -171,8 +171,11 @@ def test_fuzz_domcaps(short_tmp: Path, scenario, caplog: pytest.LogCaptureFixtur
 # ---- kernel whitelist JSON -----------------------------------------------------------------------------------
 
 OS_ID = read_os_id("/etc/os-release")
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | hostile_text,
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(hostile_text, inner, max_size=4),
+def _json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(hostile_text, inner, max_size=4)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | hostile_text, _json_containers,
                            max_leaves=12)
 
 
@@ -195,6 +198,8 @@ def whitelist_configs(draw: st.DrawFn) -> bytes:
             holder.pop(key, None)
     if draw(st.integers(0, 9)) == 0:
         config = draw(json_values)
+    if draw(st.integers(0, 19)) == 0:  # deeper than json's recursion allows
+        return ('{"checks": ' + "[" * 100_000 + "]" * draw(st.integers(0, 100_000)) + "}").encode()
     text = json.dumps(config, ensure_ascii=draw(st.booleans()))
     return draw(mutated_bytes(text.encode("utf-8", "surrogatepass"), max_ops=2))
 
@@ -220,7 +225,8 @@ RAW_YAML = ("a: 2001-13-45\n", "resources: !!python/object:os.system x\n", "? [a
             "pollIntervalSeconds: .inf\n", "pollIntervalSeconds: .nan\n", "pollIntervalSeconds: 1e400\n",
             "slots: 0x10\n", "&a [*a]\n", "resources:\n- &r {name: devices.kvminfo.io/kvm, devices: [/dev/kvm]}\n- *r\n",
             "metricsPort: 99999999999999999999999999\n", "%YAML 9.9\n---\na: 1\n", "\ufeffresources: []\n",
-            "x: !!binary AAAA\n", "resources: [{name: a/b, devices: [/x], slots: !!float 3}]\n")
+            "x: !!binary AAAA\n", "resources: [{name: a/b, devices: [/x], slots: !!float 3}]\n",
+            'a: "\\UF00ED36E"\n', "a: " + "[" * 5000 + "]" * 5000 + "\n")
 
 
 @st.composite
