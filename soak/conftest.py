@@ -26,14 +26,12 @@ from typing import Callable, Iterator
 
 import pytest
 
-from soak.harness import REPO, VARIANT, Scenario, world_writable
+from soak.harness import REPO, RESULTS_DIR, VARIANT, Scenario, world_writable
 
 sys.path.insert(1, str(REPO / "tests"))
 # Re-exported so pytest registers the private libvirtd fixture for the soak tests as well.
 from conftest import private_libvirtd  # noqa: E402,F401
 from kvminfo.output.atomic import write_atomic  # noqa: E402
-
-RESULTS_DIR = REPO / "soak" / "results"
 
 _scenarios: list[Scenario] = []
 _OWNED = pytest.StashKey[list]()

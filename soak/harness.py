@@ -14,6 +14,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 KVMINFO = REPO / ".venv" / "bin" / "kvminfo"
+RESULTS_DIR = REPO / "soak" / "results"
+FAILING_INPUTS_DIR = RESULTS_DIR / "failing-inputs"  # full inputs of failed fuzz runs, to replay them
 LONG = os.environ.get("KVMINFO_SOAK_LONG") == "1"
 VARIANT = "long" if LONG else "short"
 MAX_FAILURE_NOTES = 5

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from soak.harness import scaled
+from soak.harness import FAILING_INPUTS_DIR, REPO, scaled
 from soak.hostile import HOSTILE_STRINGS, hostile_text, mutated_bytes
 from soak.nfd_rules import nfd_rejects
 from conftest import DOMCAPS_FIXTURES
@@ -52,11 +52,23 @@ KNOWN_KEYS = frozenset({f"{CAP_PREFIX}{f}" for f in ALL_FEATURES} | {f"{KUBEVIRT
 
 
 class Judge:
-    """Runs one input through ``attempt`` and records the verdict in a Scenario."""
+    """Runs one input through ``attempt`` and records the verdict in a Scenario.
+
+    The first failing inputs are kept whole in soak/results/failing-inputs/ (the
+    note shows only their start), so that a failure can be replayed.
+    """
 
     def __init__(self, scenario: Any, path: Path) -> None:
         self.scenario, self.path = scenario, path
         self.accepted = self.rejected = 0
+
+    def _keep(self, data: bytes) -> str:
+        if len(self.scenario.failures) >= 5:
+            return "not kept"
+        FAILING_INPUTS_DIR.mkdir(parents=True, exist_ok=True)
+        kept = FAILING_INPUTS_DIR / f"{self.path.name}.{len(self.scenario.failures)}"
+        kept.write_bytes(data)
+        return str(kept.relative_to(REPO))
 
     def __call__(self, data: bytes, attempt: Callable[[Path], dict[str, str]]) -> None:
         self.path.write_bytes(data)
@@ -75,7 +87,9 @@ class Judge:
             why = "; ".join(f"{key}={value!r}: {problem}" for key, value in labels.items()
                             for problem in [nfd_rejects(key, value) or ("unknown key" if key not in KNOWN_KEYS else "")]
                             if problem)
-        self.scenario.record(not why, 0.0, f"{why} <- input {data[:160]!r}")
+        if why:
+            why += f" <- input {data[:160]!r} (whole: {self._keep(data)})"
+        self.scenario.record(not why, 0.0, why)
         self.scenario.notes = f"{self.accepted} accepted, {self.rejected} rejected with a one-line error"
 
 
