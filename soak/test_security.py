@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from kubelet_emulator import KubeletEmulator
-from soak.harness import KVMINFO, Stopwatch, label_lines, scaled, world_writable
+from soak.harness import KVMINFO, LONG, Stopwatch, label_lines, scaled, world_writable
 from soak.hostile import HOSTILE_STRINGS, hostile_text
 from soak.nfd_rules import nfd_rejects
 from soak.plugin_rig import Layout, PluginProcess, wait_until
@@ -192,7 +192,8 @@ def test_hostile_cpu_names_in_process(short_tmp: Path, scenario) -> None:
     baseline = set(labels_for("kvm64", "AuthenticAMD")[0])
     assert {"kvm-info-usable", "kvm-info-cpu-vendor", "kvm-info-host-model"} <= baseline
 
-    @settings(max_examples=scaled(500, 5000), deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=scaled(500, 5000), deadline=None, database=None, derandomize=not LONG,  # as in test_fuzz
+              suppress_health_check=list(HealthCheck))
     @given(hostile_text.filter(_carried_by_xml))
     def fuzz(raw: str) -> None:
         labels, kvm = labels_for(raw, raw)
