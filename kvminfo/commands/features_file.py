@@ -8,16 +8,13 @@ fsnotify watcher is not woken every interval for nothing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
 import os
-import signal
-import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 from kvminfo.commands.labels import options_for_families
 from kvminfo.durations import format_duration, parse_duration
@@ -29,6 +26,7 @@ from kvminfo.options import ProbeOptions, add_probe_arguments, probe_options_fro
 from kvminfo.output.atomic import write_atomic
 from kvminfo.output.featurefile import FeatureFile, format_rfc3339, parse_feature_file, render_feature_file
 from kvminfo.report import collect, probe_deadline_s
+from kvminfo.stopping import Stopped, StopOnSignal
 
 log = logging.getLogger(__name__)
 
@@ -149,38 +147,6 @@ def write_feature_file(path: Path, labels: Mapping[str, str], now: datetime, exp
     log.info("wrote %s: %d labels, expires %s; reason: %s", path, len(labels), format_rfc3339(expires_at), reason)
 
 
-class _Stopped(Exception):
-    """Raised by the signal handler while a probe is in flight (nothing to clean up then)."""
-
-
-class StopOnSignal:
-    """SIGTERM/SIGINT set an Event the loop waits on; during a probe they abort it at once.
-
-    Never interrupts a write: the file stays whole and no temp file is left.
-    """
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signal_name = ""
-        self._abort_allowed = False
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum: int, _frame: object) -> None:
-        self.signal_name = signal.Signals(signum).name
-        self.event.set()
-        if self._abort_allowed:
-            raise _Stopped
-
-    @contextlib.contextmanager
-    def abortable(self) -> Iterator[None]:
-        self._abort_allowed = True
-        try:
-            yield
-        finally:
-            self._abort_allowed = False
-
-
 def run_once(path: Path, options: ProbeOptions, schedule: Schedule, stop: StopOnSignal, always_write: bool) -> bool:
     """One round: probe, decide, maybe write. True when the file on disk is current."""
     with stop.abortable():
@@ -218,7 +184,7 @@ def main(argv: list[str], prog: str = "kvminfo features-file") -> int:
                     run_once(path, options, schedule, stop, always_write=False)
                 except KvminfoError as err:  # e.g. the directory vanished: keep trying, the node may recover
                     log.error("%s; retrying in %s", err, format_duration(schedule.interval_s))
-    except _Stopped:
+    except Stopped:
         pass
     if not stop.event.is_set():
         return 0

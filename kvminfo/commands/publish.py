@@ -12,7 +12,6 @@ import argparse
 import logging
 import os
 
-from kvminfo.commands.features_file import StopOnSignal
 from kvminfo.commands.labels import options_for_families
 from kvminfo.durations import format_duration, parse_duration
 from kvminfo.errors import KvminfoError
@@ -21,6 +20,7 @@ from kvminfo.logsetup import configure_logging
 from kvminfo.options import add_probe_arguments, probe_options_from_args
 from kvminfo.publish.nodefeature import build_nodefeature, check_namespace, check_node_name, object_name
 from kvminfo.report import collect
+from kvminfo.stopping import StopOnSignal
 
 log = logging.getLogger("kvminfo.publish")
 
