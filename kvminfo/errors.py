@@ -1,4 +1,4 @@
-"""The one exception type that reaches the user as a single line."""
+"""The one exception type that reaches the user as a single line, and the helper that makes one."""
 
 
 class KvminfoError(Exception):
@@ -10,3 +10,9 @@ class KvminfoError(Exception):
     """
 
     exit_code = 2
+
+
+def one_line(err: object) -> str:
+    """An exception's message on one line (libraries put newlines in theirs); its type if empty."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__

@@ -23,7 +23,7 @@ from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError as TransportError
 
 from kvminfo.durations import format_duration
-from kvminfo.errors import KvminfoError
+from kvminfo.errors import KvminfoError, one_line
 from kvminfo.publish.nodefeature import API_GROUP, API_VERSION, PLURAL, change_reason, updated_object
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def load_api_client(kubeconfig: str | None) -> k8s.ApiClient:
         where = ("in-cluster config (service account token and CA in /var/run/secrets/kubernetes.io/serviceaccount)"
                  if in_cluster else f"--kubeconfig {kubeconfig}" if kubeconfig
                  else "kubeconfig ($KUBECONFIG or ~/.kube/config)")
-        raise KvminfoError(f"{where}: cannot load a cluster configuration: {_one_line(err)}") from None
+        raise KvminfoError(f"{where}: cannot load a cluster configuration: {one_line(err)}") from None
     # urllib3 would otherwise retry a refused connection 3 times at once; our
     # own backoff decides when to try again.
     configuration.retries = False
@@ -142,7 +142,7 @@ class NodeFeatureStore:
         return answer
 
     def _unreachable(self, err: object) -> PublishError:
-        return PublishError(f"cannot reach the API server at {self.host}: {_one_line(err)}", retryable=True)
+        return PublishError(f"cannot reach the API server at {self.host}: {one_line(err)}", retryable=True)
 
     def _error(self, verb: str, name: str, err: ApiException) -> PublishError:
         """One line an operator can act on, per status."""
@@ -174,7 +174,7 @@ def _status(err: ApiException) -> dict[str, Any]:
 
 
 def _status_message(err: ApiException) -> str:
-    return _one_line(_status(err).get("message") or err.body or err.reason or "no message")
+    return one_line(_status(err).get("message") or err.body or err.reason or "no message")
 
 
 def _names_object(err: ApiException) -> bool:
@@ -182,10 +182,6 @@ def _names_object(err: ApiException) -> bool:
     resource the server does not serve (CRD not installed) does not."""
     details = _status(err).get("details") or {}
     return bool(details.get("name"))
-
-
-def _one_line(err: object) -> str:
-    return " ".join(str(err).split())
 
 
 def publish_once(store: NodeFeatureStore, desired: Mapping[str, Any]) -> Outcome:

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from kvminfo.errors import KvminfoError
+from kvminfo.errors import KvminfoError, one_line
 from kvminfo.model import SourceResult, Status
 from kvminfo.sources.domcaps import parse_domcaps
 from kvminfo.sources.operator_file import read_operator_file
@@ -99,7 +99,7 @@ def _call_libvirt_unguarded(uri: str, outcome: dict[str, Any]) -> None:
         finally:
             conn.close()
     except libvirt.libvirtError as err:
-        outcome.update(status=Status.UNAVAILABLE, reason=_one_line(err), facts=facts)
+        outcome.update(status=Status.UNAVAILABLE, reason=one_line(err), facts=facts)
         return
     try:
         facts.update(parse_domcaps(xml_text, source=f"libvirt at {uri}"))
@@ -121,11 +121,6 @@ def _silence_default_error_handler(libvirt: Any) -> None:
         if not _handler_installed:
             libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
             _handler_installed = True
-
-
-def _one_line(err: Exception) -> str:
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
 
 
 def _version_string(number: int) -> str:
