@@ -3,6 +3,11 @@
 Subcommand modules are imported only when chosen, so the NFD hook path
 (`kvminfo labels --no-libvirt`) never pays for grpc, kubernetes or libvirt.
 Each module provides ``main(argv: list[str], prog: str) -> int``.
+
+Commands that live outside ``kvminfo/`` (the device plugin) register through the
+``kvminfo.commands`` entry point group: a module with ``SUMMARY`` and ``main``.
+The group is read only for a name that is not built in and for ``--help``, so
+the NFD hook path never pays for ``importlib.metadata``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("kvminfo.commands.probe", "probe this node: each source, each feature, the labels"),
     "labels": ("kvminfo.commands.labels", "print NFD label lines (key=value), one per line, sorted"),
     "features-file": ("kvminfo.commands.features_file", "write an NFD feature file atomically, with expiry; --interval keeps it fresh"),
-    "device-plugin": ("kvminfo.commands.device_plugin", "serve /dev/kvm (and other char devices) to the kubelet over device plugin API v1beta1"),
     "publish": ("kvminfo.commands.publish", "create/update this node's NodeFeature object (nfd.k8s-sigs.io/v1alpha1)"),
 }
 
@@ -37,9 +41,36 @@ Run `kvminfo <command> --help` for a command's options.
 """
 
 
+ENTRY_POINT_GROUP = "kvminfo.commands"
+
+
+def _registered() -> dict[str, str]:
+    """Commands registered by other packages: name -> module (entry point group kvminfo.commands)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in COMMANDS}
+
+
+def _module_for(name: str) -> str | None:
+    if name in COMMANDS:
+        return COMMANDS[name][0]
+    return _registered().get(name)
+
+
+def _summaries() -> dict[str, str]:
+    summaries = {name: summary for name, (_, summary) in COMMANDS.items()}
+    for name, module in _registered().items():
+        try:
+            summaries[name] = importlib.import_module(module).SUMMARY
+        except (ImportError, AttributeError) as err:  # a broken install: say so, keep the rest usable
+            summaries[name] = f"(unavailable: {err})"
+    return summaries
+
+
 def _usage() -> str:
-    width = max(len(name) for name in COMMANDS)
-    lines = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items())
+    summaries = _summaries()
+    width = max(len(name) for name in summaries)
+    lines = "\n".join(f"  {name:<{width}}  {summary}" for name, summary in summaries.items())
     return USAGE.format(commands=lines)
 
 
@@ -86,7 +117,7 @@ def _discard_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    prog = f"kvminfo {argv[0]}" if argv and argv[0] in COMMANDS else "kvminfo"
+    prog = f"kvminfo {argv[0]}" if argv and not argv[0].startswith("-") and argv[0] != "help" else "kvminfo"
     stdout = sys.stdout
     sys.stdout = _StdoutGuard(stdout)  # type: ignore[assignment]
     try:
@@ -119,10 +150,11 @@ def _dispatch(argv: list[str], prog: str) -> int:
         print(f"kvminfo {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"kvminfo: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+    module_name = _module_for(name)
+    if module_name is None:
+        print(f"kvminfo: unknown command {name!r}; commands: {', '.join(_summaries())}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+    module = importlib.import_module(module_name)
     from kvminfo.errors import KvminfoError
 
     try:
