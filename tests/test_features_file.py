@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -121,10 +124,25 @@ def test_parse_takes_nfd_bare_keys_as_true() -> None:
     assert parse_feature_file("# c\nfoo\nbar=1\n\n").labels == {"foo": "true", "bar": "1"}
 
 
+def _labels_rendering_to(size: int) -> dict[str, str]:
+    """Labels whose feature file is exactly ``size`` bytes (each line padded by its value)."""
+    labels: dict[str, str] = {}
+    while len(render_feature_file(labels, NOW)) + 80 < size:  # "kvm-info-test-NNNNN=" + 60 x's + newline
+        labels[f"kvm-info-test-{len(labels):05d}"] = "x" * 60
+    short = size - len(render_feature_file(labels, NOW)) - len("kvm-info-test-last=\n")
+    labels["kvm-info-test-last"] = "x" * short
+    return labels
+
+
 def test_too_big_for_nfd_is_refused() -> None:
-    labels = {f"kvm-info-test-{i:05d}": "x" * 40 for i in range(2000)}
-    with pytest.raises(KvminfoError, match=f"NFD ignores files of {MAX_BYTES} bytes or more"):
-        render_feature_file(labels, NOW)
+    """NFD skips a file when Size() > 65536 (source/local/local.go, 0.14 to 0.19)."""
+    with pytest.raises(KvminfoError, match=f"would be {MAX_BYTES + 1} bytes; NFD skips files larger than {MAX_BYTES}"):
+        render_feature_file(_labels_rendering_to(MAX_BYTES + 1), NOW)
+
+
+def test_exactly_the_nfd_limit_is_written() -> None:
+    """Issue 9 case 10: a file of exactly 65,536 bytes is read by NFD, so it is not refused."""
+    assert len(render_feature_file(_labels_rendering_to(MAX_BYTES), NOW)) == MAX_BYTES
 
 
 LABELS = {"kvm-info-usable": "true"}
@@ -170,12 +188,68 @@ def test_write_atomic_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
     assert only_entries(tmp_path) == ["kvminfo"]
 
 
-def test_write_atomic_failure_removes_the_temp_file(tmp_path: Path) -> None:
-    target = tmp_path / "occupied"
-    (target / "child").mkdir(parents=True)  # rename onto a non-empty directory fails
-    with pytest.raises(KvminfoError, match=rf"^{tmp_path}/occupied: cannot write: "):
+def test_write_atomic_failure_removes_the_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "kvminfo"
+    target.write_text("old\n")
+
+    def failing_fsync(fd: int) -> None:  # the disk reports an I/O error (the lowest layer: the syscall)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(KvminfoError, match=rf"^{tmp_path}/kvminfo: cannot write: Input/output error"):
         write_atomic(target, b"data")
-    assert only_entries(tmp_path) == ["occupied"]
+    monkeypatch.undo()
+    assert only_entries(tmp_path) == ["kvminfo"] and target.read_text() == "old\n"
+
+
+def _make_char_device(path: Path) -> None:
+    os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # a real node with /dev/null's numbers, in tmp
+
+
+def _make_fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _make_socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))  # the socket file stays after close
+
+
+def _make_symlink(path: Path) -> None:
+    (path.parent / "victim").write_text("precious\n")
+    path.symlink_to(path.parent / "victim")
+
+
+def _make_directory(path: Path) -> None:
+    (path / "child").mkdir(parents=True)
+
+
+NOT_REGULAR = {
+    "a character device": _make_char_device,
+    "a FIFO": _make_fifo,
+    "a socket": _make_socket,
+    "a symbolic link": _make_symlink,
+    "a directory": _make_directory,
+}
+
+
+def _snapshot(path: Path) -> tuple[int, int, int]:
+    st = os.lstat(path)
+    return st.st_mode, st.st_rdev, st.st_ino
+
+
+@pytest.mark.parametrize("kind", NOT_REGULAR)
+def test_write_atomic_replaces_only_regular_files(tmp_path: Path, kind: str) -> None:
+    """`features-file -o /dev/null` as root once replaced the device node with a regular file."""
+    if kind == "a character device" and os.geteuid() != 0:
+        pytest.skip("mknod needs root")
+    target = tmp_path / "target"
+    NOT_REGULAR[kind](target)
+    before = _snapshot(target)
+    with pytest.raises(KvminfoError, match=rf"^{target}: is {kind}, not a regular file; refusing to replace it$"):
+        write_atomic(target, b"x\n")
+    assert _snapshot(target) == before
+    assert not temp_path_for(target).exists()
 
 
 def test_write_atomic_never_follows_a_symlink_planted_at_the_temp_name(tmp_path: Path) -> None:
@@ -274,6 +348,21 @@ def test_unwritable_directory_exits_non_zero() -> None:
 def test_output_that_is_a_directory_is_refused(tmp_path: Path) -> None:
     done = kvminfo("features-file", "-o", str(tmp_path), "--no-libvirt")
     assert_one_clean_error_line(done, "is a directory")
+
+
+@pytest.mark.parametrize("kind", [k for k in NOT_REGULAR if k != "a directory"])
+def test_output_that_is_not_a_regular_file_is_refused_before_any_write(tmp_path: Path, kind: str) -> None:
+    """Issue 9 case 8: `-o /dev/null` (or `-o /dev/kvm`, a FIFO) was replaced by a regular file, exit 0."""
+    if kind == "a character device" and os.geteuid() != 0:
+        pytest.skip("mknod needs root")
+    target = tmp_path / "target"
+    NOT_REGULAR[kind](target)
+    entries, before = only_entries(tmp_path), _snapshot(target)
+    for args in ([], ["--interval", "1m"]):  # one-shot and sidecar alike
+        done = kvminfo("features-file", "-o", str(target), "--no-libvirt", *args)
+        assert_one_clean_error_line(done, f"kvminfo features-file: --output {target}: is {kind}, not a regular file")
+        assert done.returncode == 2
+        assert _snapshot(target) == before and only_entries(tmp_path) == entries
 
 
 def test_truncated_replay_file_is_fatal_and_writes_nothing(tmp_path: Path) -> None:

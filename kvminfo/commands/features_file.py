@@ -23,7 +23,7 @@ from kvminfo.logsetup import configure_logging
 from kvminfo.labels.lines import describe_label_diff
 from kvminfo.labels.render import FAMILIES
 from kvminfo.options import ProbeOptions, add_probe_arguments, probe_options_from_args
-from kvminfo.output.atomic import write_atomic
+from kvminfo.output.atomic import refuse_unless_regular, write_atomic
 from kvminfo.output.featurefile import FeatureFile, format_rfc3339, parse_feature_file, render_feature_file
 from kvminfo.report import collect, probe_deadline_s
 from kvminfo.stopping import Stopped, StopOnSignal
@@ -122,6 +122,10 @@ def rewrite_reason(on_disk: FeatureFile | None, labels: Mapping[str, str], now: 
 
 def read_feature_file(path: Path) -> FeatureFile | None:
     try:
+        refuse_unless_regular(path)  # reading a FIFO would block the sidecar for good
+    except KvminfoError:
+        return None  # the write that follows refuses it, with the reason
+    try:
         return parse_feature_file(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
@@ -133,8 +137,9 @@ def read_feature_file(path: Path) -> FeatureFile | None:
 def check_output_path(path: Path) -> None:
     """Fail before probing (libvirt may take seconds) if the file can never be written."""
     directory = path.parent
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise KvminfoError(f"--output {path}: is a directory; give a file path inside it")
+    refuse_unless_regular(path, "--output ")
     if not directory.is_dir():
         raise KvminfoError(f"--output {path}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK | os.X_OK):

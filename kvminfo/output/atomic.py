@@ -9,6 +9,7 @@ temp file itself.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from kvminfo.errors import KvminfoError
@@ -18,12 +19,48 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp.{os.getpid()}")
 
 
+# lstat's file types other than a regular file, as an operator would name them.
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def refuse_unless_regular(path: str | os.PathLike[str], what: str = "") -> None:
+    """Raise KvminfoError when ``path`` exists and is not a regular file.
+
+    A rename replaces whatever directory entry has the name: over /dev/null or
+    /dev/kvm it would leave a plain file where the device node was (every later
+    open gets the file, not the device), over a FIFO or socket it cuts off the
+    reader, over a symlink it replaces the link, not its target. We only ever
+    replace regular files (ours). lstat, so a symlink is refused, never
+    followed. Missing is fine (first write); other lstat errors are left to the
+    write itself to report. ``what`` prefixes the message (e.g. "--output ").
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), f"file type {stat.S_IFMT(mode):o}")
+    raise KvminfoError(f"{what}{path}: is {kind}, not a regular file; refusing to replace it")
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` via temp file + fsync + rename + directory fsync.
 
     Any failure removes the temp file and raises KvminfoError naming the path.
+    An existing ``path`` that is not a regular file (device node, FIFO, socket,
+    symlink, directory) is refused before anything is written
+    (refuse_unless_regular).
     """
     target = Path(path)
+    refuse_unless_regular(target)
     temp = temp_path_for(target)
     try:
         fd = _create_temp(temp, mode)

@@ -3,7 +3,8 @@
 Format (NFD's local source): `#` comments; `key[=value]` lines; the directive
 `# +expiry-time=<RFC3339>` applies to the lines after it, and NFD drops the
 labels once it has passed, so a node whose sidecar died loses them instead of
-advertising stale capabilities. NFD ignores files over 64 KiB.
+advertising stale capabilities. NFD (0.14+) skips a file larger than 65,536
+bytes (local.go: `Size() > MaxFeatureFileSize`, 65536); exactly 65,536 is read.
 
 Checked against NFD's source/local/local.go: every comment starting "# +" is
 parsed as a directive (unknown ones are logged as errors), so our header
@@ -21,7 +22,7 @@ from kvminfo import __version__
 from kvminfo.errors import KvminfoError
 from kvminfo.labels.lines import format_label_lines
 
-MAX_BYTES = 65536  # NFD skips files larger than this; we stay strictly below
+MAX_BYTES = 65536  # NFD's MaxFeatureFileSize: a file larger than this is skipped
 EXPIRY_DIRECTIVE = "# +expiry-time="
 HEADER = (
     f"# Written by kvminfo {__version__} (kvminfo features-file). Do not edit: it is rewritten.\n"
@@ -44,8 +45,8 @@ def render_feature_file(labels: Mapping[str, str], expires_at: datetime) -> byte
     """The whole file: header, expiry directive, then sorted key=value lines."""
     lines = [HEADER, f"{EXPIRY_DIRECTIVE}{format_rfc3339(expires_at)}\n"]
     data = ("".join(lines) + format_label_lines(labels)).encode("utf-8")
-    if len(data) >= MAX_BYTES:
-        raise KvminfoError(f"feature file would be {len(data)} bytes; NFD ignores files of {MAX_BYTES} bytes or more")
+    if len(data) > MAX_BYTES:
+        raise KvminfoError(f"feature file would be {len(data)} bytes; NFD skips files larger than {MAX_BYTES} bytes")
     return data
 
 
