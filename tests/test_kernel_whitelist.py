@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from conftest import FIXTURES, KVMINFO
 from kvminfo.errors import KvminfoError
 from kvminfo.model import Status
 from kvminfo.options import ProbeOptions
@@ -99,7 +101,6 @@ def test_unreadable_default_host_file_is_unavailable_not_fatal(tmp_path, monkeyp
     ("[]", "(top level)"),
     ('{"checks": {}}', "checks"),
     ('{"checks": [{"feature": "hyperv", "kernelminver": "3"}]}', "checks[0].os"),
-    ('{"checks": [{"os": "centos", "feature": "hyperv-lev3", "kernelminver": "3"}]}', "checks[0].feature"),
     ('{"checks": [{"os": "centos", "feature": "hyperv"}]}', "kernelminver and/or kernelmaxver"),
     ('{"checks": [{"os": "centos", "feature": "hyperv", "kernelmaxver": "latest"}]}', "checks[0].kernelmaxver"),
     ('{"osrelease": 7, "checks": []}', "osrelease"),
@@ -135,3 +136,49 @@ def test_non_utf8_host_file_named_by_the_config(tmp_path):
 def test_missing_config_is_an_operator_error(tmp_path):
     with pytest.raises(KvminfoError, match="cannot read whitelist config"):
         collect(ProbeOptions(use_kvm=False, use_libvirt=False, whitelist_config=str(tmp_path / "none.json")))
+
+
+ORIGINAL_CONFIG = FIXTURES / "whitelist" / "kvm-info.json"  # the original plugin's shipped config
+
+
+def labels_cli(config: Path | str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(KVMINFO), "labels", "--family", "version", "--whitelist-config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_original_shipped_config_is_accepted_as_is():
+    """Issue 9 case 7: its `hypervL2` check made kvminfo refuse the whole file (exit 2)."""
+    done = labels_cli(ORIGINAL_CONFIG)
+    assert done.returncode == 0 and done.stderr == ""
+    os_id = probe_kernel_whitelist(str(ORIGINAL_CONFIG)).facts["os_id"]
+    assert os_id != "centos" and done.stdout == ""  # this machine is no CentOS: nothing whitelisted
+
+
+def test_hypervL2_is_the_originals_name_for_hyperv_lev2(tmp_path):
+    host(tmp_path)  # CentOS 7 with kernel 3.10.0-957.9.5, above both checks' minimum
+    config = json.loads(ORIGINAL_CONFIG.read_text())
+    config.update(osrelease="os-release", kernversion="version")  # the only change: point at the fake host
+    path = tmp_path / "kvm-info.json"
+    path.write_text(json.dumps(config))
+    done = labels_cli(path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == ["kvm-info-version-hyperv=true", "kvm-info-version-hyperv-lev2=true"]
+
+
+def test_an_unknown_feature_is_one_warning_and_the_other_checks_count(tmp_path):
+    host(tmp_path)
+    path = write_config(tmp_path, [{"os": "centos", "feature": "hyperv-lev3", "kernelminver": "3.0"},
+                                   {"os": "centos", "feature": "hyperv", "kernelminver": "3.0"}])
+    done = labels_cli(path)
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == ["kvm-info-version-hyperv=true"]
+    warning, = done.stderr.splitlines()
+    assert f"{path}: checks[0].feature: 'hyperv-lev3' is not one of hyperv, hyperv-lev2; check skipped" in warning
+
+
+def test_malformed_json_stays_fatal(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text(ORIGINAL_CONFIG.read_text()[:-10])
+    done = labels_cli(path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and f"{path}: not valid JSON" in done.stderr

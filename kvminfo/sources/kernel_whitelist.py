@@ -4,7 +4,9 @@ A JSON config lists checks {os, feature, kernelminver, kernelmaxver}; a check
 passes when os-release ID equals ``os`` and the running kernel lies within
 [min, max] (either bound may be absent, not both). Passing features become
 kvm-info-version-<feature> labels. A broken config is an operator error
-(KvminfoError naming file and field); the host files are I/O facts.
+(KvminfoError naming file and field); a check naming a feature we do not
+label is one warning and skipped, the others still count (as the original
+did); the host files are I/O facts.
 
 Config (the original format; ``osrelease``/``kernversion`` are optional
 overrides of the host files, relative to the config file's directory):
@@ -31,6 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FEATURES = ("hyperv", "hyperv-lev2")
+# The original's first config format (conf/kvm-info.json of kvm-info-nfd-plugin,
+# pkg/kvm-info/features.go) spelled the L2 check "hypervL2"; its later
+# versioninfo package renamed it "hyperv-lev2". Both mean the same label.
+FEATURE_ALIASES = {"hypervL2": "hyperv-lev2"}
 DEFAULT_OS_RELEASE = "/etc/os-release"
 DEFAULT_PROC_VERSION = "/proc/version"
 
@@ -81,8 +87,7 @@ def parse_config(text: str, config_path: str) -> dict[str, Any]:
         for key in ("os", "feature"):
             if not isinstance(check.get(key), str) or not check[key]:
                 raise _field_error(config_path, f"{where}.{key}", "missing or not a non-empty string")
-        if check["feature"] not in FEATURES:
-            raise _field_error(config_path, f"{where}.feature", f"{check['feature']!r} is not one of {', '.join(FEATURES)}")
+        check["feature"] = FEATURE_ALIASES.get(check["feature"], check["feature"])
         bounds = [k for k in ("kernelminver", "kernelmaxver") if check.get(k)]
         if not bounds:
             raise _field_error(config_path, where, "needs kernelminver and/or kernelmaxver")
@@ -96,6 +101,17 @@ def parse_config(text: str, config_path: str) -> dict[str, Any]:
             raise _field_error(config_path, where, f"kernelminver {str(check['kernelminver'])!r} is above "
                                                    f"kernelmaxver {str(check['kernelmaxver'])!r}; no kernel can match")
     return config
+
+
+def unknown_feature_warnings(config: dict[str, Any], config_path: str) -> list[str]:
+    """One line per check whose feature is not one we label; such a check is skipped.
+
+    The original (kvm-info-nfd-plugin Run()) printed "INVALID check ..., skipped"
+    and evaluated the rest, so a config written for a newer or older plugin
+    still yields the checks we understand.
+    """
+    return [f"{config_path}: checks[{i}].feature: {check['feature']!r} is not one of {', '.join(FEATURES)}; "
+            "check skipped" for i, check in enumerate(config["checks"]) if check["feature"] not in FEATURES]
 
 
 def read_os_id(path: str) -> str:
@@ -122,7 +138,7 @@ def whitelisted_features(checks: list[dict[str, Any]], os_id: str, kernel: str) 
     kernel_key = kernel_version_key(kernel)
     passed = set()
     for check in checks:
-        if check["os"] != os_id:
+        if check["feature"] not in FEATURES or check["os"] != os_id:
             continue
         low, high = check.get("kernelminver"), check.get("kernelmaxver")
         if low and kernel_key < kernel_version_key(str(low)):
@@ -163,6 +179,8 @@ def _read_host_file(reader: Callable[[str], str], config_path: str, config: dict
 def probe_kernel_whitelist(config_path: str) -> SourceResult:
     """Raises KvminfoError for a bad config; default host files that cannot be read -> unavailable."""
     config = load_config(config_path)
+    for warning in unknown_feature_warnings(config, config_path):
+        log.warning("%s", warning)
     try:
         os_id = _read_host_file(read_os_id, config_path, config, "osrelease", DEFAULT_OS_RELEASE)
         kernel = _read_host_file(read_kernel_version, config_path, config, "kernversion", DEFAULT_PROC_VERSION)
