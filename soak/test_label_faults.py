@@ -23,6 +23,7 @@ from soak.harness import KVMINFO, REPO, Stopwatch, kvminfo, label_lines, scaled
 from soak.nfd_rules import assert_nfd_accepts
 from test_hooks import whitelist_for_this_host
 from conftest import DOMCAPS_FIXTURES
+from other_user import as_user
 from kvminfo.output.featurefile import parse_feature_file
 from kvminfo.sources.kernel_whitelist import read_os_id
 
@@ -208,11 +209,12 @@ def test_odd_kvm_devices(short_tmp: Path, host_whitelist: Path, scenario) -> Non
     for _ in range(scaled(1, 10)):
         for kind, says in ODD_DEVICES.items():
             device = _odd_device(kind, short_tmp)
-            as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if kind == "eacces" else []
+            command = [str(KVMINFO), "labels", "--kvm-device", str(device),
+                       "--domcaps-xml", str(REPLAY), "--whitelist-config", str(host_whitelist)]
+            if kind == "eacces":  # as nobody, with a checkout under /root (0700) still reachable
+                command = as_user(65534, 65534, command)
             with Stopwatch() as sw:
-                done = subprocess.run([*as_nobody, str(KVMINFO), "labels", "--kvm-device", str(device),
-                                       "--domcaps-xml", str(REPLAY), "--whitelist-config", str(host_whitelist)],
-                                      capture_output=True, text=True, timeout=60)
+                done = subprocess.run(command, capture_output=True, text=True, timeout=60)
             held, why = _judge_odd_host(done, says)
             odd.record(held, sw.elapsed, f"{kind}: {why}")
             if device.is_dir():

@@ -32,8 +32,9 @@ import pytest
 import yaml
 
 from apiserver_standin import strict
-from conftest import FIXTURES, KVMINFO, REPO
+from conftest import FIXTURES, KVMINFO, REPO, require_real
 from kvm_fakes import HyperVKernel
+from other_user import reach_script, unreadable_checkout
 from kvminfo.commands import features_file as features_file_command
 from kvminfo.commands import publish as publish_command
 from kvminfo.options import ProbeOptions
@@ -315,35 +316,20 @@ def as_the_pod_runs_it(spec: dict[str, Any], container: dict[str, Any], command:
     for tool in ("unshare", "setpriv"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} (util-linux) not installed")
+    if (why := unreadable_checkout()) is not None:
+        require_real(why)
     pod, own = spec.get("securityContext", {}), container["securityContext"]
     uid = own.get("runAsUser", pod.get("runAsUser"))
     gid = own.get("runAsGroup", pod.get("runAsGroup", uid))
     mounts = "".join(f"mount -t tmpfs -o mode=0755 kvminfo-test {d} && " for d in writable)
     allowed = RUNC_DEFAULT_DEVICES + (allocated_devices(container) if devices is None else devices)
     with device_cgroup(allowed) as group:
-        script = (f"echo $$ > {group}/cgroup.procs && {_reachable_interpreter()}"
+        script = (f"echo $$ > {group}/cgroup.procs && {reach_script()}"
                   f"mount -o remount,bind,ro / && {mounts}"
                   f"setpriv --reuid {uid} --regid {gid} --clear-groups --inh-caps=-all --bounding-set=-all "
                   f"--no-new-privs sh -c '{command}'")
         return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                               capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
-
-
-def _reachable_interpreter() -> str:
-    """Shell commands that let any uid reach the venv's interpreter, for this namespace only.
-
-    Development machines keep Python under pyenv in /root (mode 0700); the
-    image has it in /opt/kvminfo. The closed directory is covered with an open
-    tmpfs into which its one needed entry is bind-mounted back.
-    """
-    interpreter = Path(os.path.realpath(sys.executable))
-    closed = next((d for d in reversed(interpreter.parents) if not os.stat(d).st_mode & stat.S_IXOTH), None)
-    if closed is None:
-        return ""
-    entry = closed / interpreter.relative_to(closed).parts[0]
-    hold = Path(tempfile.mkdtemp(prefix="kvminfo-hold."))  # a mount point; the script removes it
-    return (f"mount --bind {entry} {hold} && mount -t tmpfs -o mode=0755 kvminfo-test {closed} && "
-            f"mkdir {entry} && mount --bind {hold} {entry} && umount {hold} && rmdir {hold} && ")
 
 
 def test_publisher_runs_as_its_pod_does(workloads, tmp_path):

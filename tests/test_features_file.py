@@ -19,7 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import DOMCAPS_FIXTURES, KVMINFO, PrivateLibvirtd
+from conftest import DOMCAPS_FIXTURES, KVMINFO, PrivateLibvirtd, require_real
+from other_user import as_user, unreadable_checkout
 from kvminfo.commands.features_file import Schedule, rewrite_reason, schedule_from_args
 from kvminfo.options import ProbeOptions
 from kvminfo.report import JOIN_GRACE_S, LOCAL_SOURCE_DEADLINE_S, probe_deadline_s
@@ -37,7 +38,7 @@ NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
 def kvminfo(*args: str, timeout: float = 60, user: int | None = None) -> subprocess.CompletedProcess[str]:
     command = [str(KVMINFO), *args]
     if user is not None:  # run as an unprivileged user: root may write anywhere
-        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+        command = as_user(user, user, command)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
@@ -334,6 +335,8 @@ def test_missing_directory_exits_non_zero(tmp_path: Path) -> None:
 def test_unwritable_directory_exits_non_zero() -> None:
     if shutil.which("setpriv") is None or os.geteuid() != 0:
         pytest.skip("needs root and setpriv to run as an unprivileged user")
+    if (why := unreadable_checkout()) is not None:
+        require_real(why)
     # Our own directory straight under /tmp: nobody can reach it (pytest's base is 0700), not write it.
     directory = Path(tempfile.mkdtemp(prefix="kvminfo-ro.", dir="/tmp"))
     try:
