@@ -29,7 +29,9 @@ class LegacyRule:
     msr: int | None
 
 
-# The original kvm-caps-info-nfd-plugin table: the twelve names KubeVirt selects on.
+# The original kvm-caps-info-nfd-plugin table: the twelve names KubeVirt 0.16 to
+# 0.39 selected on (feature.node.kubernetes.io/kvm-info-cap-hyperv-<name>);
+# KubeVirt >= 0.40 labels hyperv.node.kubevirt.io/<name> itself and selects on that.
 LEGACY_TABLE: dict[str, LegacyRule] = {
     "base": LegacyRule("KVM_CAP_HYPERV", None),
     "time": LegacyRule("KVM_CAP_HYPERV_TIME", None),
@@ -140,6 +142,53 @@ LIBVIRT_DEFAULTS_NAMES: dict[str, str] = {
     "tlbflush_direct": "tlbflush-direct",
     "tlbflush_extended": "tlbflush-ext",
 }
+
+# When libvirt learnt each name: a libvirt lists only names it knows, so its
+# silence about a name means "unsupported" only if it is at least this version.
+# Sources (shared/corpus/domcaps/FACTS.md): the "since" column of libvirt's
+# domain XML "Hypervisor features" table (FACTS 11), and the Go binding
+# libvirt-go-xml-module, whose tags follow libvirt releases: domcaps gained
+# <hyperv> in 9.0.0 (commit cf606ba, tag v1.9000.0; FACTS 8) and <defaults> in
+# 11.9.0 (commit 029b57b, tag v1.11009.0; FACTS 8 and 12). No domcaps answer can
+# name anything before 9.0.0, so the effective version of a value is the later
+# of the two.
+Version = tuple[int, int, int]
+LIBVIRT_DOMCAPS_HYPERV_SINCE: Version = (9, 0, 0)
+LIBVIRT_DEFAULTS_SINCE: Version = (11, 9, 0)
+LIBVIRT_NAME_SINCE: dict[str, Version] = {
+    "relaxed": (1, 0, 0),
+    "vapic": (1, 1, 0),
+    "spinlocks": (1, 1, 0),
+    "vpindex": (1, 3, 3),
+    "runtime": (1, 3, 3),
+    "synic": (1, 3, 3),
+    "stimer": (1, 3, 3),
+    "reset": (1, 3, 3),
+    "vendor_id": (1, 3, 3),
+    "frequencies": (4, 7, 0),
+    "reenlightenment": (4, 7, 0),
+    "tlbflush": (4, 7, 0),
+    "ipi": (4, 10, 0),
+    "evmcs": (4, 10, 0),
+    "avic": (8, 10, 0),
+    "emsr_bitmap": (10, 7, 0),
+    "xmm_input": (10, 7, 0),
+}
+# <defaults> children (all from 11.9.0); the tlbflush direct/extended sub-modes
+# exist in the domain XML since 11.0.0, stimer direct since 5.7.0, but domcaps
+# reports them only through <defaults>.
+LIBVIRT_DEFAULTS_NAME_SINCE: dict[str, Version] = {name: LIBVIRT_DEFAULTS_SINCE for name in LIBVIRT_DEFAULTS_NAMES}
+
+
+def domcaps_knows(libvirt_name: str, version: Version) -> bool:
+    """Whether a domcaps answer of libvirt ``version`` could list ``libvirt_name``
+    (an enum value or a <defaults> child): both the name and its element existed."""
+    since = LIBVIRT_NAME_SINCE.get(libvirt_name) or LIBVIRT_DEFAULTS_NAME_SINCE.get(libvirt_name)
+    if since is None:
+        return False
+    element = LIBVIRT_DEFAULTS_SINCE if libvirt_name in LIBVIRT_DEFAULTS_NAME_SINCE else LIBVIRT_DOMCAPS_HYPERV_SINCE
+    return version >= max(since, element)
+
 
 # Every feature any evidence can speak about, in a stable order for reports.
 ALL_FEATURES: tuple[str, ...] = tuple(dict.fromkeys(
