@@ -8,13 +8,21 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install system-deps libvirt-up bench soak proto bench-plugin bench-featurefile bench-publish image clean
+# The suite needs root (see README "Set-up"): stop in one line before installing anything.
+ROOT_GOALS := $(filter test soak,$(MAKECMDGOALS))
+ifneq ($(ROOT_GOALS),)
+ifneq ($(shell id -u),0)
+$(error make $(firstword $(ROOT_GOALS)) needs root: the suite opens /dev/kvm read-write, makes device nodes, runs private libvirtd daemons in mount namespaces and checks permissions as other uids; run it as root (sudo make $(firstword $(ROOT_GOALS))); make run works without root)
+endif
+endif
+
+.PHONY: run test install system-deps libvirt-up libvirt-down bench soak proto bench-plugin bench-featurefile bench-publish image clean
 
 system-deps:
-	@bash scripts/system-deps.sh
+	@PYTHON=$(PYTHON) bash scripts/system-deps.sh
 
 $(STAMP): pyproject.toml
-	@bash scripts/system-deps.sh
+	@PYTHON=$(PYTHON) bash scripts/system-deps.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -27,7 +35,13 @@ install: $(STAMP)
 libvirt-up:
 	@bash scripts/libvirt-up.sh
 
-run: install libvirt-up
+# Stops only the libvirtd that libvirt-up started (its pid file), never another.
+libvirt-down:
+	@bash scripts/libvirt-up.sh --stop
+
+# libvirt failing to come up does not stop the probe: it reports libvirt (and KVM) with the reason.
+run: install
+	@bash scripts/libvirt-up.sh || echo "make run: libvirt-up failed (line above); probing anyway" >&2
 	$(VENV)/bin/kvminfo probe
 
 test: install libvirt-up
