@@ -16,7 +16,9 @@ $(error make $(firstword $(ROOT_GOALS)) needs root: the suite opens /dev/kvm rea
 endif
 endif
 
-.PHONY: run test install system-deps libvirt-up libvirt-down bench soak proto bench-plugin bench-featurefile bench-publish image clean
+LINT_PATHS := plugin/kvminfo_plugin
+
+.PHONY: lint run test install system-deps libvirt-up libvirt-down bench soak proto bench-plugin bench-featurefile bench-publish image clean
 
 system-deps:
 	@PYTHON=$(PYTHON) bash scripts/system-deps.sh
@@ -44,8 +46,13 @@ run: install
 	@bash scripts/libvirt-up.sh || echo "make run: libvirt-up failed (line above); probing anyway" >&2
 	$(VENV)/bin/kvminfo probe
 
-test: install libvirt-up
+test: install libvirt-up lint
 	KVMINFO_REQUIRE_REAL=1 $(PY) -m pytest -q
+
+# ruff and mypy (settings in pyproject.toml), installed with the test extras.
+lint: install
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/mypy $(LINT_PATHS)
 
 # Fault and abuse suite (soak/, never collected by `make test`): the short variant of
 # every scenario; LONG=1 runs the counts of issue 5. Results: soak/results/<variant>.json,

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from kvminfo.errors import KvminfoError
-from kvminfo_plugin.config import FlagOverrides, apply_flags, config_from_mapping, load_config_file
-from kvminfo_plugin.inventory import Inventory, check_path, path_slug
+from kvminfo_plugin.config import FlagOverrides, config_from_mapping, load_config_file, path_slug
+from kvminfo_plugin.health import check_path
+from kvminfo_plugin.inventory import Inventory
 
 
 def test_default_is_one_kvm_resource_that_does_not_collide_with_kubevirt() -> None:
@@ -46,11 +47,11 @@ resources:
 
 
 def test_flags_override_the_file() -> None:
-    base = config_from_mapping({"resources": [{"name": "a.io/x", "devices": ["/dev/x"], "slots": 3}]})
-    changed = apply_flags(base, FlagOverrides(slots=7, cdi=True, plugin_dir="/k3s/dp", metrics_port=0))
+    base = {"resources": [{"name": "a.io/x", "devices": ["/dev/x"], "slots": 3}]}
+    changed = config_from_mapping(base, FlagOverrides(slots=7, cdi=True, plugin_dir="/k3s/dp", metrics_port=0))
     assert [(r.name, r.slots, r.cdi) for r in changed.resources] == [("a.io/x", 7, True)]
     assert str(changed.plugin_dir) == "/k3s/dp" and changed.metrics_port == 0
-    replaced = apply_flags(base, FlagOverrides(resources=("b.io/tun=/dev/net/tun", "b.io/kvm=/dev/kvm")))
+    replaced = config_from_mapping(base, FlagOverrides(resources=("b.io/tun=/dev/net/tun", "b.io/kvm=/dev/kvm")))
     assert [(r.name, r.devices, r.slots) for r in replaced.resources] == [
         ("b.io/tun", ("/dev/net/tun",), 1000), ("b.io/kvm", ("/dev/kvm",), 1000)]
 
@@ -68,7 +69,8 @@ def test_slot_ids_are_unique_short_and_name_the_node() -> None:
     assert all(len(i) <= 63 for i in inventory.ids)
     assert inventory.ids[0] == "dev-kvm-00" and inventory.ids[-1].endswith("-deep-node-99")
     assert path_slug(long_path) != path_slug(long_path.replace("/dev/", "/dew/"))  # the hash keeps them apart
-    assert inventory.paths_for([inventory.ids[150], inventory.ids[3], inventory.ids[4]]) == ["/dev/kvm", long_path]
+    groups = inventory.groups_for([inventory.ids[150], inventory.ids[3], inventory.ids[4]])
+    assert [g.paths for g in groups] == [("/dev/kvm",), (long_path,)]
 
 
 def test_check_path_on_real_nodes(tmp_path: Path) -> None:
@@ -97,3 +99,22 @@ def test_bad_yaml_is_one_line_naming_the_file(tmp_path: Path, content: bytes, fr
         load_config_file(path)
     message = str(caught.value)
     assert message.startswith(str(path)) and "\n" not in message and fragment in message, message
+
+
+def test_version_v1_is_optional_and_the_only_one() -> None:
+    with_version = config_from_mapping({"version": "v1", "resources": [{"name": "a.io/x", "devices": ["/dev/x"]}]})
+    assert with_version == config_from_mapping({"resources": [{"name": "a.io/x", "devices": ["/dev/x"]}]})
+    with pytest.raises(KvminfoError, match=r"^version: unsupported config version 'v2' \(known: v1\)$"):
+        config_from_mapping({"version": "v2"})
+
+
+def test_a_flag_value_is_named_by_its_flag_and_a_file_value_by_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "plugin.yaml"
+    path.write_text("resources:\n  - {name: a.io/x, devices: [/dev/x], slots: 0}\n")
+    with pytest.raises(KvminfoError, match=rf"^{path}: resources\[0\]\.slots: must be 1\.\.100000, got 0$"):
+        load_config_file(path)
+    assert load_config_file(path, FlagOverrides(slots=5)).resources[0].slots == 5  # the flag replaces the bad value
+    with pytest.raises(KvminfoError, match=r"^--slots: must be 1\.\.100000, got 0$"):
+        load_config_file(path, FlagOverrides(slots=0))
+    with pytest.raises(KvminfoError, match=r"^--resource: expected an absolute path, got 'dev/y'$"):
+        load_config_file(path, FlagOverrides(resources=("a.io/y=dev/y",)))

@@ -94,8 +94,10 @@ BAD_CONFIGS = [
 def test_bad_config_is_one_line_naming_the_field(short_dir: Path, text: str, field: str) -> None:
     config = short_dir / "plugin.yaml"
     config.write_text(text)
+    # A flag replaces the file's value before validation, so the file's own pluginDir is seen only without --plugin-dir.
+    plugin_dir = [] if text.startswith("pluginDir") else ["--plugin-dir", str(short_dir)]
     done = subprocess.run([str(Path(__file__).resolve().parent.parent / ".venv/bin/kvminfo"), "device-plugin",
-                           "--config", str(config), "--plugin-dir", str(short_dir)],
+                           "--config", str(config), *plugin_dir],
                           capture_output=True, text=True, timeout=20)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()

@@ -1,8 +1,8 @@
 """CDI spec for a resource: what the container runtime injects for each
 fully qualified name (vendor/class=name) that Allocate returns.
 
-One CDI device per device node (slots of /dev/kvm all resolve to the same
-node). Written as JSON, which is also YAML, so every CDI reader accepts it.
+One CDI device per device group (slots of /dev/kvm all resolve to the same
+group). Written as JSON, which is also YAML, so every CDI reader accepts it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kvminfo.output.atomic import write_atomic
-from kvminfo_plugin.config import ResourceConfig
-from kvminfo_plugin.inventory import path_slug
+from kvminfo_plugin.config import DeviceGroup, ResourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +23,9 @@ log = logging.getLogger(__name__)
 CDI_VERSION = "0.5.0"
 
 
-def cdi_device_name(path: str) -> str:
-    return path_slug(path)
-
-
-def qualified_name(resource: ResourceConfig, path: str) -> str:
-    return f"{resource.effective_cdi_kind}={cdi_device_name(path)}"
+def qualified_name(resource: ResourceConfig, group: DeviceGroup) -> str:
+    """``vendor/class=name``: what Allocate answers for ``group``."""
+    return f"{resource.effective_cdi_kind}={group.name}"
 
 
 def build_spec(resource: ResourceConfig) -> dict[str, Any]:
@@ -38,9 +34,9 @@ def build_spec(resource: ResourceConfig) -> dict[str, Any]:
         "cdiVersion": CDI_VERSION,
         "kind": resource.effective_cdi_kind,
         "devices": [
-            {"name": cdi_device_name(path),
-             "containerEdits": {"deviceNodes": [{"path": path, "permissions": resource.permissions}]}}
-            for path in resource.devices
+            {"name": group.name,
+             "containerEdits": {"deviceNodes": [{"path": path, "permissions": resource.permissions} for path in group.paths]}}
+            for group in resource.groups
         ],
     }
     common: dict[str, Any] = {}

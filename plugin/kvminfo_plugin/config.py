@@ -1,13 +1,17 @@
 """Device plugin configuration: YAML file + flags -> validated, immutable resources.
 
-Every problem is a KvminfoError that names the field (``resources[1].slots``),
-so a bad config stops start-up with one line instead of a crash loop later.
+The flags are applied to the file's raw document first, and the result is
+validated once. Every problem is a ConfigError (a KvminfoError) that names the
+field (``resources[1].slots``), or the flag when the value came from one
+(``--slots``), so a bad config stops start-up with one line instead of a crash
+loop later.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +36,10 @@ DEFAULT_SLOTS = 1000
 MAX_SLOTS = 100_000
 MAX_POLL_INTERVAL_S = 86400
 DEFAULT_METRICS_PORT = 9710
+MAX_DEVICE_ID = 63  # the kubelet's limit on Device.ID
 MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes including the final NUL
 DEFAULT_METRICS_ADDRESS = "0.0.0.0"
+CONFIG_VERSION = "v1"  # optional `version:` field; the only version so far
 
 # Kubernetes qualified-name rules for an extended resource name (domain/name).
 # Patterns end in \Z, not $: $ also matches before a trailing newline ("kvm\n").
@@ -46,6 +52,16 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _PERMISSIONS = re.compile(r"^(?!.*(.).*\1)[rwm]{1,3}\Z")  # any of r, w, m, each once
 
 
+
+class ConfigError(KvminfoError):
+    """One bad value: ``field`` (``resources[0].slots``, or a flag) and what is wrong with it."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name
+        self.problem = problem
+
+
 @dataclass(frozen=True)
 class MountSpec:
     host_path: str
@@ -54,15 +70,34 @@ class MountSpec:
 
 
 @dataclass(frozen=True)
+class DeviceGroup:
+    """One unit of a resource: device nodes handed out together. ``name`` is the
+    readable prefix of its slot IDs and its CDI device name."""
+
+    name: str
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ResourceConfig:
     name: str
-    devices: tuple[str, ...]
-    slots: int = DEFAULT_SLOTS
+    groups: tuple[DeviceGroup, ...]
+    slots: int = DEFAULT_SLOTS  # per group
     permissions: str = "rw"
     mounts: tuple[MountSpec, ...] = ()
     envs: tuple[tuple[str, str], ...] = ()
     cdi: bool = False
     cdi_kind: str = ""  # "" -> the resource name
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Every device node of the resource, once, in config order."""
+        return tuple(dict.fromkeys(p for g in self.groups for p in g.paths))
+
+    @property
+    def allocation(self) -> str:
+        """The key of the Allocate policy (kvminfo_plugin.allocation.POLICIES) this resource uses."""
+        return "cdi" if self.cdi else "deviceSpec"
 
     @property
     def effective_cdi_kind(self) -> str:
@@ -84,8 +119,14 @@ class PluginConfig:
     poll_interval_s: float = 5.0
 
 
-def default_resource() -> ResourceConfig:
-    return ResourceConfig(name=DEFAULT_RESOURCE, devices=(DEFAULT_DEVICE,))
+def path_slug(path: str) -> str:
+    """/dev/net/tun -> dev-net-tun: a stable, readable prefix for slot IDs and CDI names."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", path).strip("-") or "root"
+    budget = MAX_DEVICE_ID - 7  # room for "-" + 5 digits + margin
+    if len(slug) > budget:  # keep IDs within 63 chars, unique, and ending in the node's own name
+        digest = hashlib.sha256(path.encode()).hexdigest()[:8]
+        slug = f"{digest}-{slug[-(budget - 9):].lstrip('-')}"
+    return slug
 
 
 # ---- validation of single values (pure) -------------------------------------------------
@@ -107,6 +148,15 @@ def extended_resource_name_problem(name: str) -> str | None:
     return None
 
 
+def cdi_kind_problem(kind: str) -> str | None:
+    if kind.count("/") != 1:
+        return "must be <vendor>/<class>"
+    vendor, cls = kind.split("/")
+    if not _CDI_VENDOR.match(vendor) or not _CDI_CLASS.match(cls):
+        return "vendor and class must be letters, digits, '_', '.', '-', starting and ending alphanumeric"
+    return None
+
+
 def _shown(key: Any) -> str:
     """A config key as it may appear in a one-line message: YAML keys can be ints or hold newlines."""
     return key if isinstance(key, str) and key.isprintable() else repr(key)
@@ -114,15 +164,21 @@ def _shown(key: Any) -> str:
 
 def _require(ok: bool, where: str, message: str) -> None:
     if not ok:
-        raise KvminfoError(f"{where}: {message}")
+        raise ConfigError(where, message)
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], where: str, expected: str) -> Any:
     # bool is an int in Python; a YAML `slots: true` must not pass as 1.
     if isinstance(value, bool) and kind is not bool:
-        raise KvminfoError(f"{where}: expected {expected}, got {value!r}")
+        raise ConfigError(where, f"expected {expected}, got {value!r}")
     _require(isinstance(value, kind), where, f"expected {expected}, got {value!r}")
     return value
+
+
+def _known_fields(raw: dict[Any, Any], known: set[str], where: str) -> None:
+    unknown = sorted(map(_shown, set(raw) - known))
+    prefix = f"{where}." if where else ""
+    _require(not unknown, f"{prefix}{unknown[0] if unknown else ''}", f"unknown field (known: {', '.join(sorted(known))})")
 
 
 def _seconds(value: Any, where: str) -> float:
@@ -137,62 +193,92 @@ def _absolute_path(value: Any, where: str) -> str:
     return path
 
 
+# ---- one resource -----------------------------------------------------------------------
+
+_RESOURCE_FIELDS = {"name", "devices", "slots", "permissions", "mounts", "envs", "cdi", "cdiKind"}
+
+
 def _resource(raw: Any, where: str) -> ResourceConfig:
     raw = _typed(raw, dict, where, "a mapping")
-    known = {"name", "devices", "slots", "permissions", "mounts", "envs", "cdi", "cdiKind"}
-    unknown = sorted(map(_shown, set(raw) - known))
-    _require(not unknown, f"{where}.{unknown[0] if unknown else ''}", f"unknown field (known: {', '.join(sorted(known))})")
-
+    _known_fields(raw, _RESOURCE_FIELDS, where)
     name = _typed(raw.get("name"), str, f"{where}.name", "an extended resource name like devices.kvminfo.io/kvm")
     problem = extended_resource_name_problem(name)
     _require(problem is None, f"{where}.name", f"{name!r}: {problem}")
-
-    devices_raw = _typed(raw.get("devices"), list, f"{where}.devices", "a list of device paths")
-    _require(bool(devices_raw), f"{where}.devices", "must list at least one device path")
-    devices = tuple(_absolute_path(d, f"{where}.devices[{i}]") for i, d in enumerate(devices_raw))
-    _require(len(set(devices)) == len(devices), f"{where}.devices", "lists a path twice")
-
     slots = _typed(raw.get("slots", DEFAULT_SLOTS), int, f"{where}.slots", "an integer")
     _require(1 <= slots <= MAX_SLOTS, f"{where}.slots", f"must be 1..{MAX_SLOTS}, got {slots}")
-
     permissions = _typed(raw.get("permissions", "rw"), str, f"{where}.permissions", "a string of r, w, m")
     _require(bool(_PERMISSIONS.match(permissions)), f"{where}.permissions", f"must be any of r, w, m (each once), got {permissions!r}")
-
-    mounts = []
-    for i, m in enumerate(_typed(raw.get("mounts", []), list, f"{where}.mounts", "a list")):
-        at = f"{where}.mounts[{i}]"
-        m = _typed(m, dict, at, "a mapping with hostPath, containerPath, readOnly")
-        extra = sorted(map(_shown, set(m) - {"hostPath", "containerPath", "readOnly"}))
-        _require(not extra, f"{at}.{extra[0] if extra else ''}", "unknown field (known: containerPath, hostPath, readOnly)")
-        host = _absolute_path(m.get("hostPath"), f"{at}.hostPath")
-        mounts.append(MountSpec(host_path=host, container_path=_absolute_path(m.get("containerPath", host), f"{at}.containerPath"),
-                                read_only=_typed(m.get("readOnly", True), bool, f"{at}.readOnly", "true or false")))
-
-    envs = []
-    for key, value in _typed(raw.get("envs", {}), dict, f"{where}.envs", "a mapping of NAME: value").items():
-        at = f"{where}.envs.{_shown(key)}"
-        _require(isinstance(key, str) and bool(_ENV_NAME.match(key)), at, "not a valid environment variable name")
-        _require(isinstance(value, (str, int, float)) and not isinstance(value, bool), at, f"value must be a string, got {value!r}")
-        envs.append((key, str(value)))
-
     cdi = _typed(raw.get("cdi", False), bool, f"{where}.cdi", "true or false")
     cdi_kind = _typed(raw.get("cdiKind", ""), str, f"{where}.cdiKind", "vendor/class")
     if cdi_kind:
         _require(cdi_kind_problem(cdi_kind) is None, f"{where}.cdiKind", f"{cdi_kind!r}: {cdi_kind_problem(cdi_kind)}")
-    return ResourceConfig(name=name, devices=devices, slots=slots, permissions=permissions, mounts=tuple(mounts),
-                          envs=tuple(sorted(envs)), cdi=cdi, cdi_kind=cdi_kind)
+    return ResourceConfig(name=name, groups=_groups(raw, where), slots=slots, permissions=permissions,
+                          mounts=_mounts(raw.get("mounts", []), f"{where}.mounts"),
+                          envs=_envs(raw.get("envs", {}), f"{where}.envs"), cdi=cdi, cdi_kind=cdi_kind)
 
 
-def cdi_kind_problem(kind: str) -> str | None:
-    if kind.count("/") != 1:
-        return "must be <vendor>/<class>"
-    vendor, cls = kind.split("/")
-    if not _CDI_VENDOR.match(vendor) or not _CDI_CLASS.match(cls):
-        return "vendor and class must be letters, digits, '_', '.', '-', starting and ending alphanumeric"
-    return None
+def _groups(raw: dict[Any, Any], where: str) -> tuple[DeviceGroup, ...]:
+    """``devices: [a, b]``: each node is its own unit."""
+    devices_raw = _typed(raw.get("devices"), list, f"{where}.devices", "a list of device paths")
+    _require(bool(devices_raw), f"{where}.devices", "must list at least one device path")
+    devices = tuple(_absolute_path(d, f"{where}.devices[{i}]") for i, d in enumerate(devices_raw))
+    _require(len(set(devices)) == len(devices), f"{where}.devices", "lists a path twice")
+    groups = tuple(DeviceGroup(name=path_slug(p), paths=(p,)) for p in devices)
+    _require(len({g.name for g in groups}) == len(groups), f"{where}.devices", "two device paths give the same slot IDs")
+    return groups
 
 
-def _check_whole(config: PluginConfig) -> PluginConfig:
+def _mounts(raw: Any, where: str) -> tuple[MountSpec, ...]:
+    mounts = []
+    for i, m in enumerate(_typed(raw, list, where, "a list")):
+        at = f"{where}[{i}]"
+        m = _typed(m, dict, at, "a mapping with hostPath, containerPath, readOnly")
+        _known_fields(m, {"hostPath", "containerPath", "readOnly"}, at)
+        host = _absolute_path(m.get("hostPath"), f"{at}.hostPath")
+        mounts.append(MountSpec(host_path=host, container_path=_absolute_path(m.get("containerPath", host), f"{at}.containerPath"),
+                                read_only=_typed(m.get("readOnly", True), bool, f"{at}.readOnly", "true or false")))
+    return tuple(mounts)
+
+
+def _envs(raw: Any, where: str) -> tuple[tuple[str, str], ...]:
+    envs = []
+    for key, value in _typed(raw, dict, where, "a mapping of NAME: value").items():
+        at = f"{where}.{_shown(key)}"
+        _require(isinstance(key, str) and bool(_ENV_NAME.match(key)), at, "not a valid environment variable name")
+        _require(isinstance(value, (str, int, float)) and not isinstance(value, bool), at, f"value must be a string, got {value!r}")
+        envs.append((key, str(value)))
+    return tuple(sorted(envs))
+
+
+# ---- the whole document -----------------------------------------------------------------
+
+_TOP_FIELDS = {"version", "resources", "pluginDir", "cdiDir", "metricsPort", "metricsAddress", "pollIntervalSeconds"}
+
+
+def _document(raw: Any) -> PluginConfig:
+    """The document (file content with the flags applied) -> validated PluginConfig."""
+    raw = _typed(raw, dict, "config", "a mapping at the top level")
+    _known_fields(raw, _TOP_FIELDS, "")
+    if "version" in raw:
+        _require(raw["version"] == CONFIG_VERSION, "version", f"unsupported config version {raw['version']!r} (known: {CONFIG_VERSION})")
+    listed = _typed(raw.get("resources", [_DEFAULT_RESOURCE]), list, "resources", "a list")
+    _require(bool(listed), "resources", "must list at least one resource")
+    config = PluginConfig(
+        resources=tuple(_resource(r, f"resources[{i}]") for i, r in enumerate(listed)),
+        plugin_dir=Path(_absolute_path(raw.get("pluginDir", str(DEFAULT_PLUGIN_DIR)), "pluginDir")),
+        cdi_dir=Path(_absolute_path(raw.get("cdiDir", str(DEFAULT_CDI_DIR)), "cdiDir")),
+        metrics_port=_typed(raw.get("metricsPort", DEFAULT_METRICS_PORT), int, "metricsPort", "a port number (0: off)"),
+        metrics_address=_typed(raw.get("metricsAddress", DEFAULT_METRICS_ADDRESS), str, "metricsAddress", "an address"),
+        poll_interval_s=_seconds(raw.get("pollIntervalSeconds", 5.0), "pollIntervalSeconds"),
+    )
+    _check_whole(config)
+    return config
+
+
+_DEFAULT_RESOURCE = {"name": DEFAULT_RESOURCE, "devices": [DEFAULT_DEVICE]}
+
+
+def _check_whole(config: PluginConfig) -> None:
     names = [r.name for r in config.resources]
     dupes = sorted({n for n in names if names.count(n) > 1})
     _require(not dupes, "resources", f"resource {dupes[0] if dupes else ''!r} is configured twice")
@@ -201,67 +287,15 @@ def _check_whole(config: PluginConfig) -> PluginConfig:
                  f"the resource name {r.name!r} is not a valid CDI kind; set cdiKind")
     for r in config.resources:
         socket_path = str(config.plugin_dir / r.socket_name).encode()
-        _require(len(socket_path) <= MAX_UNIX_SOCKET_PATH, "pluginDir (--plugin-dir)",
+        _require(len(socket_path) <= MAX_UNIX_SOCKET_PATH, "pluginDir",
                  f"socket path {socket_path.decode()} is {len(socket_path)} bytes; unix sockets allow {MAX_UNIX_SOCKET_PATH}")
     _require(0 <= config.metrics_port <= 65535, "metricsPort", f"must be 0..65535, got {config.metrics_port}")
     # Bounded: Event.wait() raises OverflowError for inf or ~1e20 s, which would kill the health thread.
     _require(0 < config.poll_interval_s <= MAX_POLL_INTERVAL_S, "pollIntervalSeconds",
              f"must be more than 0 and at most {MAX_POLL_INTERVAL_S}, got {config.poll_interval_s}")
-    return config
 
 
-# ---- sources: file, flags ---------------------------------------------------------------
-
-
-def load_config_file(path: Path) -> PluginConfig:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise KvminfoError(f"{path}: cannot read: {err.strerror}") from None
-    except UnicodeDecodeError as err:
-        raise KvminfoError(f"{path}: not UTF-8 text (byte {err.start})") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # one line: reader errors span two
-        raise KvminfoError(f"{path}:{where} not valid YAML: {problem}") from None
-    except (ValueError, OverflowError) as err:  # a constructor or escape refusing a value: 2001-13-45, "\UF00ED36E"
-        raise KvminfoError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
-    except RecursionError:  # PyYAML's composer recurses per nesting level
-        raise KvminfoError(f"{path}: not valid YAML: nested too deeply") from None
-    try:
-        return config_from_mapping({} if raw is None else raw)
-    except KvminfoError as err:
-        raise KvminfoError(f"{path}: {err}") from None
-
-
-def config_from_mapping(raw: Any) -> PluginConfig:
-    """The config file's content (already parsed) -> validated PluginConfig."""
-    raw = _typed(raw, dict, "config", "a mapping at the top level")
-    known = {"resources", "pluginDir", "cdiDir", "metricsPort", "metricsAddress", "pollIntervalSeconds"}
-    unknown = sorted(map(_shown, set(raw) - known))
-    _require(not unknown, unknown[0] if unknown else "", f"unknown field (known: {', '.join(sorted(known))})")
-    if "resources" in raw:
-        listed = _typed(raw["resources"], list, "resources", "a list")
-        _require(bool(listed), "resources", "must list at least one resource")
-        resources = tuple(_resource(r, f"resources[{i}]") for i, r in enumerate(listed))
-    else:
-        resources = (default_resource(),)
-    return _check_whole(PluginConfig(
-        resources=resources,
-        plugin_dir=Path(_absolute_path(raw.get("pluginDir", str(DEFAULT_PLUGIN_DIR)), "pluginDir")),
-        cdi_dir=Path(_absolute_path(raw.get("cdiDir", str(DEFAULT_CDI_DIR)), "cdiDir")),
-        metrics_port=_typed(raw.get("metricsPort", DEFAULT_METRICS_PORT), int, "metricsPort", "a port number (0: off)"),
-        metrics_address=_typed(raw.get("metricsAddress", DEFAULT_METRICS_ADDRESS), str, "metricsAddress", "an address"),
-        poll_interval_s=_seconds(raw.get("pollIntervalSeconds", 5.0), "pollIntervalSeconds"),
-    ))
-
-
-def parse_resource_flag(text: str) -> tuple[str, tuple[str, ...]]:
-    """``--resource NAME=PATH[,PATH...]`` -> (name, paths)."""
-    name, sep, paths = text.partition("=")
-    _require(bool(sep) and bool(paths), "--resource", f"expected NAME=PATH[,PATH...], got {text!r}")
-    return name, tuple(p for p in paths.split(",") if p)
+# ---- flags: applied to the raw document ------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -277,56 +311,90 @@ class FlagOverrides:
     cdi: bool | None = None
 
 
-def apply_flags(config: PluginConfig, flags: FlagOverrides) -> PluginConfig:
+@dataclass
+class _Overlay:
+    document: Any
+    origin: dict[str, str] = field(default_factory=dict)  # field -> the flag that set it
+
+    def flag_for(self, field_name: str) -> str | None:
+        """The flag behind ``field_name`` or behind the nearest enclosing field."""
+        for key in sorted(self.origin, key=len, reverse=True):
+            if field_name == key or field_name.startswith((key + ".", key + "[")):
+                return self.origin[key]
+        return None
+
+
+def parse_resource_flag(text: str) -> tuple[str, tuple[str, ...]]:
+    """``--resource NAME=PATH[,PATH...]`` -> (name, paths)."""
+    name, sep, paths = text.partition("=")
+    _require(bool(sep) and bool(paths), "--resource", f"expected NAME=PATH[,PATH...], got {text!r}")
+    return name, tuple(p for p in paths.split(",") if p)
+
+
+def _overlay(raw: Any, flags: FlagOverrides) -> _Overlay:
     """Flags win over the file. --resource replaces the file's resources;
     --slots/--permissions/--cdi apply to every resource."""
-    _check_flag_values(flags)
-    resources: list[Any]
+    if not isinstance(raw, dict):
+        return _Overlay(raw)  # the document itself is wrong; say that first
+    doc = dict(raw)
+    overlay = _Overlay(doc)
+    for flag, key, value in (("--plugin-dir", "pluginDir", flags.plugin_dir), ("--cdi-dir", "cdiDir", flags.cdi_dir),
+                             ("--metrics-port", "metricsPort", flags.metrics_port)):
+        if value is not None:
+            doc[key] = value
+            overlay.origin[key] = flag
     if flags.resources:
-        resources = [{"name": n, "devices": list(p)} for n, p in map(parse_resource_flag, flags.resources)]
-    else:
-        resources = [_as_mapping(r) for r in config.resources]
-    for r in resources:
-        if flags.slots is not None:
-            r["slots"] = flags.slots
-        if flags.permissions is not None:
-            r["permissions"] = flags.permissions
-        if flags.cdi is not None:
-            r["cdi"] = flags.cdi
-    validated = tuple(_resource(r, f"resources[{i}]") for i, r in enumerate(resources))
-    updated = replace(config, resources=validated)
-    if flags.plugin_dir is not None:
-        updated = replace(updated, plugin_dir=Path(_absolute_path(flags.plugin_dir, "--plugin-dir")))
-    if flags.cdi_dir is not None:
-        updated = replace(updated, cdi_dir=Path(_absolute_path(flags.cdi_dir, "--cdi-dir")))
-    if flags.metrics_port is not None:
-        updated = replace(updated, metrics_port=flags.metrics_port)
-    return _check_whole(updated)
+        doc["resources"] = [{"name": n, "devices": list(p)} for n, p in map(parse_resource_flag, flags.resources)]
+        overlay.origin["resources"] = "--resource"
+    per_resource = [(flag, key, value) for flag, key, value in (
+        ("--slots", "slots", flags.slots), ("--permissions", "permissions", flags.permissions), ("--cdi", "cdi", flags.cdi))
+        if value is not None]
+    if per_resource and isinstance(doc.get("resources", []), list):
+        resources = list(doc.get("resources", [_DEFAULT_RESOURCE]))
+        for i, resource in enumerate(resources):
+            if isinstance(resource, dict):
+                resources[i] = {**resource, **{key: value for _, key, value in per_resource}}
+                overlay.origin.update({f"resources[{i}].{key}": flag for flag, key, _ in per_resource})
+        doc["resources"] = resources
+    return overlay
 
 
-def _check_flag_values(flags: FlagOverrides) -> None:
-    """Name the flag, not resources[i], when a flag's own value is wrong."""
-    for text in flags.resources:
-        name, paths = parse_resource_flag(text)
-        problem = extended_resource_name_problem(name)
-        _require(problem is None, "--resource", f"{name!r}: {problem}")
-        for p in paths:
-            _absolute_path(p, "--resource")
-    if flags.slots is not None:
-        _require(1 <= flags.slots <= MAX_SLOTS, "--slots", f"must be 1..{MAX_SLOTS}, got {flags.slots}")
-    if flags.permissions is not None:
-        _require(bool(_PERMISSIONS.match(flags.permissions)), "--permissions",
-                 f"must be any of r, w, m (each once), got {flags.permissions!r}")
-    if flags.metrics_port is not None:
-        _require(0 <= flags.metrics_port <= 65535, "--metrics-port", f"must be 0..65535, got {flags.metrics_port}")
+def config_from_mapping(raw: Any, flags: FlagOverrides = FlagOverrides(), source: str = "") -> PluginConfig:
+    """The config file's content (already parsed; ``{}`` for no file) and the flags -> PluginConfig.
+
+    Raises ConfigError naming the flag for a value that came from a flag, else
+    the field, prefixed with ``source`` (the file) when given."""
+    overlay = _overlay(raw, flags)
+    try:
+        return _document(overlay.document)
+    except ConfigError as err:
+        flag = overlay.flag_for(err.field)
+        if flag is not None:
+            raise ConfigError(flag, err.problem) from None
+        if source:
+            raise ConfigError(f"{source}: {err.field}", err.problem) from None
+        raise
 
 
-def _as_mapping(r: ResourceConfig) -> dict[str, Any]:
-    """Back to the file's shape, so flag overrides are validated by the same code."""
-    out: dict[str, Any] = {"name": r.name, "devices": list(r.devices), "slots": r.slots, "permissions": r.permissions,
-                           "mounts": [{"hostPath": m.host_path, "containerPath": m.container_path, "readOnly": m.read_only}
-                                      for m in r.mounts],
-                           "envs": dict(r.envs), "cdi": r.cdi}
-    if r.cdi_kind:
-        out["cdiKind"] = r.cdi_kind
-    return out
+def read_config_file(path: Path) -> Any:
+    """The YAML document in ``path`` ({} when empty); a KvminfoError naming the file if unreadable."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise KvminfoError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise KvminfoError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # one line: reader errors span two
+        raise KvminfoError(f"{path}:{where} not valid YAML: {problem}") from None
+    except (ValueError, OverflowError) as err:  # a constructor or escape refusing a value: 2001-13-45, "\UF00ED36E"
+        raise KvminfoError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:  # PyYAML's composer recurses per nesting level
+        raise KvminfoError(f"{path}: not valid YAML: nested too deeply") from None
+    return {} if raw is None else raw
+
+
+def load_config_file(path: Path, flags: FlagOverrides = FlagOverrides()) -> PluginConfig:
+    return config_from_mapping(read_config_file(path), flags, source=str(path))

@@ -12,13 +12,17 @@ name-less event, because entries may have been created before the new watch.
 
 from __future__ import annotations
 
+import enum
 import errno
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Callable
 
 from inotify_simple import INotify, flags
+
+from kvminfo_plugin.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +33,43 @@ _WATCH_LOST = flags.DELETE_SELF | flags.MOVE_SELF | flags.IGNORED
 # A directory came or went inside a watched one: a missing directory may now exist.
 _DIR_CHANGED = flags.CREATE | flags.MOVED_TO | flags.DELETE | flags.MOVED_FROM
 
-OnEvent = Callable[[str, str, int], None]  # (directory, name, mask); name "" = the directory itself
+
+
+class Change(enum.Enum):
+    """What happened to an entry (or, for RESCAN, to the directory itself)."""
+
+    APPEARED = "appeared"  # IN_CREATE, IN_MOVED_TO
+    VANISHED = "vanished"  # IN_DELETE, IN_MOVED_FROM
+    CHANGED = "changed"  # IN_ATTRIB: mode, owner, link count
+    RESCAN = "rescan"  # the directory itself changed, went away or came back: anything in it may have
+
+
+@dataclass(frozen=True)
+class DirEvent:
+    directory: str  # one of the directories asked for
+    name: str  # the entry; "" for RESCAN
+    change: Change
+
+
+OnEvent = Callable[[DirEvent], None]
+
+
+def classify(name: str, mask: int) -> Change:
+    """An inotify event (inotify(7)) as the one change a caller acts on; an event
+    on the watched directory itself (no name) is a RESCAN."""
+    if not name:
+        return Change.RESCAN
+    if mask & (flags.CREATE | flags.MOVED_TO):
+        return Change.APPEARED
+    if mask & (flags.DELETE | flags.MOVED_FROM):
+        return Change.VANISHED
+    if mask & flags.ATTRIB:
+        return Change.CHANGED
+    return Change.RESCAN
 
 
 class DirectoryWatcher:
-    """Calls ``on_event(directory, name, mask)`` from its own thread.
+    """Calls ``on_event(DirEvent)`` from its own thread.
 
     ``stop()`` returns within one read timeout.
     """
@@ -46,46 +82,37 @@ class DirectoryWatcher:
         self._path_of: dict[int, str] = {}  # watch descriptor -> a wanted directory or a stand-in ancestor
         self._sync()
         self._on_event = on_event
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    @property
-    def watching(self) -> list[str]:
-        """The wanted directories watched right now (the others are waited for)."""
-        watched = set(self._path_of.values())
-        return [d for d in self._wanted if d in watched]
+        self._worker = Worker(name, self._run)
 
     def start(self) -> DirectoryWatcher:
-        self._thread.start()
+        self._worker.start()
         return self
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._worker.stop()
         self._inotify.close()
 
-    def _run(self) -> None:
+    def _run(self, stopping: threading.Event) -> None:
         wanted = set(self._wanted)
-        while not self._stopping.is_set():
+        while not stopping.is_set():
             for event in self._inotify.read(timeout=self.READ_TIMEOUT_MS):
                 path = self._path_of.get(event.wd)
                 if path is None:
                     continue  # a watch already dropped (its IGNORED comes after DELETE_SELF)
                 if path in wanted:
-                    self._notify(path, event.name, event.mask)
+                    self._notify(DirEvent(path, event.name, classify(event.name, event.mask)))
                 if event.mask & _WATCH_LOST:
                     self._drop(event.wd)
                 if event.mask & _WATCH_LOST or (event.mask & flags.ISDIR and event.mask & _DIR_CHANGED):
                     for directory in self._sync():
                         log.info("%s is back; watching it again", directory)
-                        self._notify(directory, "", 0)  # entries made before the watch: check now
+                        self._notify(DirEvent(directory, "", Change.RESCAN))  # entries made before the watch
 
-    def _notify(self, directory: str, name: str, mask: int) -> None:
+    def _notify(self, event: DirEvent) -> None:
         try:
-            self._on_event(directory, name, mask)
+            self._on_event(event)
         except Exception:  # a bug in a callback must not kill the watch
-            log.exception("inotify callback failed for %s/%s", directory, name)
+            log.exception("inotify callback failed for %s/%s", event.directory, event.name)
 
     def _sync(self) -> list[str]:
         """Watch each wanted directory, or else its nearest existing ancestor; drop watches

@@ -1,22 +1,61 @@
-"""Watch device nodes and report health changes within a second.
+"""Is a device node present and usable, and a monitor that re-checks the nodes
+on every inotify event and on a slow poll.
 
 inotify on each node's directory wakes the checker at once (devtmpfs and
-tmpfs both deliver CREATE/DELETE/ATTRIB); a slow poll catches what inotify
+tmpfs both deliver CREATE/DELETE/ATTRIB); the slow poll catches what inotify
 cannot show (a driver unloaded behind an unchanged node, a directory that did
 not exist at start).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import threading
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from kvminfo_plugin.dirwatch import DirectoryWatcher
-from kvminfo_plugin.inventory import PathHealth, check_path
+from kvminfo_plugin.dirwatch import Change, DirectoryWatcher, DirEvent
+from kvminfo_plugin.worker import Worker
 
 log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class PathHealth:
+    path: str
+    healthy: bool
+    reason: str  # "ok" or why not, for the log line
+
+
+def check_path(path: str, permissions: str = "rw") -> PathHealth:
+    """Healthy = exists, is a character device, and opens with the access the pods get
+    (or is refused only by our own device cgroup, EPERM)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return PathHealth(path, False, "missing")
+    except OSError as err:
+        return PathHealth(path, False, f"stat failed: {err.strerror}")
+    if not stat.S_ISCHR(st.st_mode):
+        return PathHealth(path, False, "not a character device")
+    flags = os.O_RDWR if "w" in permissions and "r" in permissions else os.O_WRONLY if "w" in permissions else os.O_RDONLY
+    try:
+        # O_NONBLOCK: a tty-like node must not block the health check.
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as err:
+        if err.errno == errno.ENXIO:
+            return PathHealth(path, False, "no driver behind the node (ENXIO)")
+        if err.errno == errno.EPERM:
+            # The device cgroup of our own non-privileged pod refuses nodes it was not
+            # allocated; the kernel checked the node (a char device, present) before that,
+            # and pods that are allocated it get it through their own cgroup rule.
+            return PathHealth(path, True, "ok (present; this container may not open it: EPERM)")
+        return PathHealth(path, False, f"cannot open: {err.strerror}")
+    os.close(fd)
+    return PathHealth(path, True, "ok")
+
 
 OnChange = Callable[[PathHealth], None]
 
@@ -31,33 +70,29 @@ class HealthMonitor:
         self._poll_interval_s = poll_interval_s
         self._names = {os.path.basename(p) for p in self._paths}
         self._wake = threading.Event()
-        self._stopping = threading.Event()
         self.current: dict[str, PathHealth] = {p: check_path(p, perm) for p, perm in self._paths.items()}
         self._watcher = DirectoryWatcher(sorted({os.path.dirname(p) for p in self._paths}), self._on_event, "health-inotify")
-        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+        self._worker = Worker("health", self._run, wake=self._wake.set)
 
     def start(self) -> HealthMonitor:
         self._watcher.start()
-        self._thread.start()
+        self._worker.start()
         return self
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread.is_alive():  # stop() also runs when start-up failed before start()
-            self._thread.join()
+        self._worker.stop()
         self._watcher.stop()
 
-    def _on_event(self, _directory: str, name: str, _mask: int) -> None:
-        # Name-less events (the directory itself went away) concern every path in it.
-        if not name or name in self._names:
+    def _on_event(self, event: DirEvent) -> None:
+        # Name-less events (the directory itself changed or went away) concern every path in it.
+        if event.change is Change.RESCAN or event.name in self._names:
             self._wake.set()
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
+    def _run(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             self._wake.wait(self._poll_interval_s)
             self._wake.clear()
-            if not self._stopping.is_set():
+            if not stopping.is_set():
                 self.check_all()
 
     def check_all(self) -> None:

@@ -8,9 +8,18 @@ import signal
 from pathlib import Path
 
 from kvminfo.logsetup import configure_logging
-from kvminfo_plugin.config import (DEFAULT_CDI_DIR, DEFAULT_DEVICE, DEFAULT_METRICS_PORT, DEFAULT_PLUGIN_DIR,
-                                   DEFAULT_RESOURCE, DEFAULT_SLOTS, FlagOverrides, PluginConfig, apply_flags,
-                                   config_from_mapping, load_config_file)
+from kvminfo_plugin.config import (
+    DEFAULT_CDI_DIR,
+    DEFAULT_DEVICE,
+    DEFAULT_METRICS_PORT,
+    DEFAULT_PLUGIN_DIR,
+    DEFAULT_RESOURCE,
+    DEFAULT_SLOTS,
+    FlagOverrides,
+    PluginConfig,
+    config_from_mapping,
+    load_config_file,
+)
 
 log = logging.getLogger("kvminfo_plugin")
 
@@ -63,10 +72,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> PluginConfig:
-    base = load_config_file(args.config) if args.config else config_from_mapping({})
-    return apply_flags(base, FlagOverrides(
-        plugin_dir=args.plugin_dir, cdi_dir=args.cdi_dir, metrics_port=args.metrics_port,
-        resources=tuple(args.resource), slots=args.slots, permissions=args.permissions, cdi=args.cdi))
+    flags = FlagOverrides(plugin_dir=args.plugin_dir, cdi_dir=args.cdi_dir, metrics_port=args.metrics_port,
+                          resources=tuple(args.resource), slots=args.slots, permissions=args.permissions, cdi=args.cdi)
+    return load_config_file(args.config, flags) if args.config else config_from_mapping({}, flags)
 
 
 def main(argv: list[str], prog: str = "kvminfo device-plugin") -> int:

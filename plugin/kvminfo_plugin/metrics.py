@@ -6,14 +6,14 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-import threading
-from typing import Callable
+from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from kvminfo.errors import KvminfoError
+from kvminfo_plugin.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,13 @@ class MetricsServer:
                 raise KvminfoError(f"metricsAddress {address!r}: cannot listen: {err.strerror}") from None
             raise KvminfoError(f"--metrics-port {port}: cannot listen on {address}:{port}: {err.strerror}") from None
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+        self._worker = Worker("metrics-http", lambda _stopping: self._server.serve_forever(), wake=self._server.shutdown)
 
     def start(self) -> MetricsServer:
-        self._thread.start()
+        self._worker.start()
         log.info("metrics and /healthz on http://%s:%d/", self._server.server_address[0], self.port)
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        self._worker.stop()
         self._server.server_close()

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from inotify_simple import flags
 
 from kvminfo.errors import KvminfoError
-from kvminfo_plugin.dirwatch import DirectoryWatcher
+from kvminfo_plugin.dirwatch import Change, DirectoryWatcher, DirEvent
 from kvminfo_plugin.metrics import PluginMetrics
 from kvminfo_plugin.server import SocketServer, plugin_options
 from kvminfo_plugin.v1beta1 import api_pb2 as api
@@ -82,25 +81,23 @@ class Supervisor:
         self._stop.set()
         self._wake.set()
 
-    def _on_dir_event(self, _directory: str, name: str, mask: int) -> None:
+    def _on_dir_event(self, event: DirEvent) -> None:
         with self._lock:
-            if not name:  # the plugin dir itself went away or came back: serve again now
+            if event.change is Change.RESCAN:  # the plugin dir itself went away or came back: serve again now
                 for state in self._states.values():
                     state.serve_retry_at, state.serve_backoff_s = 0.0, SERVE_BACKOFF_FIRST_S
-            elif name == KUBELET_SOCKET and mask & (flags.CREATE | flags.MOVED_TO):
+            elif event.name == KUBELET_SOCKET and event.change is Change.APPEARED:
                 log.info("kubelet.sock appeared in %s; registering", self.plugin_dir)
                 for state in self._states.values():
                     state.needs_register, state.next_attempt, state.backoff_s = True, 0.0, BACKOFF_FIRST_S
-            elif name in self._socket_names and mask & (flags.DELETE | flags.MOVED_FROM):
+            elif event.name in self._socket_names and event.change is Change.VANISHED:
                 pass  # the loop checks whether it is really gone: our own serve() deletes it too
             else:
                 return
         self._wake.set()
 
-    def on_stream_closed(self, resource: str, remaining: int) -> None:
-        """From ResourceService: a ListAndWatch stream ended while we keep running."""
-        if remaining:
-            return
+    def on_stream_closed(self, resource: str) -> None:
+        """The last ListAndWatch stream of ``resource`` ended while we keep running."""
         with self._lock:
             state = self._states.get(resource)
             # Also while a Register is in flight: the stream it opens may end before
@@ -228,7 +225,7 @@ def register_with_kubelet(kubelet_socket: Path, endpoint: str, resource: str,
         try:
             call.result()
         except grpc.RpcError as err:
-            return f"kubelet answered {err.code().name}: {err.details()}"  # type: ignore[attr-defined]
+            return f"kubelet answered {err.code().name}: {err.details()}"
     return None
 
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import threading
 from pathlib import Path
 
 from kvminfo.errors import KvminfoError
 from kvminfo_plugin import cdi
 from kvminfo_plugin.config import KUBEVIRT_RESOURCE, PluginConfig
-from kvminfo_plugin.health import HealthMonitor
-from kvminfo_plugin.inventory import PathHealth
+from kvminfo_plugin.health import HealthMonitor, PathHealth
 from kvminfo_plugin.metrics import MetricsServer, PluginMetrics
+from kvminfo_plugin.pool import DevicePool
 from kvminfo_plugin.registration import Supervisor
 from kvminfo_plugin.server import ResourceService, SocketServer
 
@@ -32,13 +31,13 @@ class PluginRuntime:
             log.warning("%s", warning)
         self.metrics = PluginMetrics()
         self._ensure_plugin_dir(config.plugin_dir)
-        self.services = [ResourceService(r, self.metrics, self._on_stream_closed) for r in config.resources]
+        self.pools = [DevicePool(r, self.metrics) for r in config.resources]
+        self.services = [ResourceService(p, self._on_streams_changed) for p in self.pools]
         self.servers = [SocketServer(s, config.plugin_dir / s.resource.socket_name) for s in self.services]
         self.supervisor = Supervisor(config.plugin_dir, self.servers, self.metrics, config.poll_interval_s)
         self.health = HealthMonitor(_paths_with_access(config), self._on_health_change, config.poll_interval_s)
         self.metrics_server: MetricsServer | None = None
         self._cdi_specs: list[Path] = []
-        self._stopped = threading.Event()
 
     @staticmethod
     def _ensure_plugin_dir(plugin_dir: Path) -> None:
@@ -46,16 +45,18 @@ class PluginRuntime:
         # without DirectoryOrCreate); waiting for it beats crash-looping.
         _ensure_dir(plugin_dir, 0o750, "--plugin-dir")
 
-    def _on_stream_closed(self, resource: str, remaining: int) -> None:
-        self.supervisor.on_stream_closed(resource, remaining)
+    def _on_streams_changed(self, resource: str, open_streams: int, stopping: bool) -> None:
+        self.metrics.registered.labels(resource).set(1 if open_streams else 0)
+        if open_streams == 0 and not stopping:
+            self.supervisor.on_stream_closed(resource)
 
     def _on_health_change(self, health: PathHealth) -> None:
-        for service in self.services:
-            if health.path in service.resource.devices:
-                service.set_path_health(health.path, health.healthy)
+        for pool in self.pools:
+            if health.path in pool.resource.devices:
+                pool.set_path_health(health.path, health.healthy)
                 log.info("%s is %s (%s): its %d slots of %s are %s", health.path,
-                         "healthy" if health.healthy else "unhealthy", health.reason, service.resource.slots,
-                         service.resource.name, "Healthy" if health.healthy else "Unhealthy")
+                         "healthy" if health.healthy else "unhealthy", health.reason, pool.resource.slots,
+                         pool.resource.name, "Healthy" if health.healthy else "Unhealthy")
 
     def run(self) -> None:
         """Serve until stop(); always cleans up (sockets, CDI specs) on the way out."""
@@ -92,10 +93,6 @@ class PluginRuntime:
         if self.metrics_server is not None:
             self.metrics_server.stop()
         log.info("stopped; sockets%s removed", " and CDI specs" if self._cdi_specs else "")
-        self._stopped.set()
-
-    def wait_stopped(self, timeout_s: float) -> bool:
-        return self._stopped.wait(timeout_s)
 
 
 def startup_warnings(config: PluginConfig) -> list[str]:

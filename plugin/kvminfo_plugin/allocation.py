@@ -1,0 +1,110 @@
+"""The Allocate seam: what a container gets for the device groups behind its IDs.
+
+A policy turns the groups of one container into a ContainerAllocateResponse.
+The resource's config picks it (``ResourceConfig.allocation``, a key of
+``POLICIES``): ``deviceSpec`` sends DeviceSpecs, mounts and env; ``cdi`` sends
+only fully qualified CDI names and leaves the edits to the runtime, which reads
+them from the spec (kvminfo_plugin.cdi). A resource with its own Allocate
+behaviour is one class with this shape plus one line in ``POLICIES`` and the
+config value that selects it.
+
+Also here, pure: the order GetPreferredAllocation answers in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from kvminfo_plugin.cdi import qualified_name
+from kvminfo_plugin.config import DeviceGroup, ResourceConfig
+from kvminfo_plugin.v1beta1 import api_pb2 as api
+
+
+class AllocatePolicy(Protocol):
+    def container_response(self, groups: tuple[DeviceGroup, ...]) -> api.ContainerAllocateResponse:
+        """The answer for one container given ``groups`` (never empty). Pure: the
+        result is cached per set of groups and copied for every Allocate."""
+        ...
+
+    def describe(self, groups: tuple[DeviceGroup, ...]) -> str:
+        """What the container gets, for the one log line per allocation."""
+        ...
+
+
+class DeviceSpecPolicy:
+    """Each node of the groups as a DeviceSpec (host path = container path), plus
+    the resource's mounts and env: works with every runtime."""
+
+    def __init__(self, resource: ResourceConfig) -> None:
+        self._resource = resource
+
+    def container_response(self, groups: tuple[DeviceGroup, ...]) -> api.ContainerAllocateResponse:
+        resource = self._resource
+        return api.ContainerAllocateResponse(
+            envs=dict(resource.envs),
+            mounts=[api.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+                    for m in resource.mounts],
+            devices=[api.DeviceSpec(container_path=p, host_path=p, permissions=resource.permissions)
+                     for p in _paths(groups)])
+
+    def describe(self, groups: tuple[DeviceGroup, ...]) -> str:
+        return ",".join(_paths(groups))
+
+
+class CdiPolicy:
+    """Only the CDI names: the runtime injects nodes, mounts and env from the spec;
+    envs/mounts sent here too would reach the container twice (CRI request + spec)."""
+
+    def __init__(self, resource: ResourceConfig) -> None:
+        self._names = {g: qualified_name(resource, g) for g in resource.groups}
+
+    def container_response(self, groups: tuple[DeviceGroup, ...]) -> api.ContainerAllocateResponse:
+        return api.ContainerAllocateResponse(cdi_devices=[api.CDIDevice(name=self._names[g]) for g in groups])
+
+    def describe(self, groups: tuple[DeviceGroup, ...]) -> str:
+        return ",".join(self._names[g] for g in groups)
+
+
+PolicyFactory = Callable[[ResourceConfig], AllocatePolicy]
+POLICIES: dict[str, PolicyFactory] = {"deviceSpec": DeviceSpecPolicy, "cdi": CdiPolicy}
+
+
+def policy_for(resource: ResourceConfig) -> AllocatePolicy:
+    return POLICIES[resource.allocation](resource)
+
+
+class ResponseCache:
+    """A policy's answers, built once per set of groups (a resource has a handful
+    of groups, so few sets ever occur); the caller copies them in C."""
+
+    def __init__(self, policy: AllocatePolicy) -> None:
+        self.policy = policy
+        self._responses: dict[tuple[DeviceGroup, ...], api.ContainerAllocateResponse] = {(): api.ContainerAllocateResponse()}
+
+    def get(self, groups: tuple[DeviceGroup, ...]) -> api.ContainerAllocateResponse:
+        cached = self._responses.get(groups)
+        if cached is None:
+            cached = self._responses[groups] = self.policy.container_response(groups)
+        return cached
+
+
+def preferred(order: dict[str, int], available: list[str], must_include: list[str], size: int) -> list[str]:
+    """must_include first, then available ones in advertising ``order``, never more than ``size``.
+
+    The kubelet's device manager (devicesToAllocate) passes as must_include the devices it
+    already took for this container (reused from init containers) and as size the total it
+    needs; it only asks when it still needs more, so must_include < size there. It keeps
+    only the IDs it can use and fills any shortfall itself, so when a caller sends more
+    must_include than size, the first ``size`` of them are the faithful answer."""
+    picked = list(dict.fromkeys(must_include))[:max(size, 0)]
+    chosen = set(picked)
+    for device_id in sorted(set(available) - chosen, key=order.__getitem__):
+        if len(picked) >= size:
+            break
+        picked.append(device_id)
+    return picked
+
+
+def _paths(groups: tuple[DeviceGroup, ...]) -> list[str]:
+    return list(dict.fromkeys(p for g in groups for p in g.paths))
