@@ -84,13 +84,15 @@ bench-featurefile: install libvirt-up
 bench-publish: install
 	$(PY) bench/bench_publish.py
 
-# The image every manifest in deploy/ runs (they say kvminfo:0.1.0; retag with
-# IMAGE=registry/kvminfo:tag and `kustomize edit set image` in an overlay).
-# Needs a container engine (docker or podman via CONTAINER_TOOL=podman).
-CONTAINER_TOOL ?= docker
-IMAGE ?= kvminfo:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
-image:
-	$(CONTAINER_TOOL) build -t $(IMAGE) .
+# The image every manifest in deploy/ runs, built from ./Dockerfile with buildah
+# (no Docker engine needed), imported into a containerd of its own and each
+# DaemonSet container run there as its pod runs it (scripts/image.sh; README,
+# "The image"). PYTHON_IMAGE: the base; by default a Debian root made here with
+# debootstrap, e.g. PYTHON_IMAGE=python:3.11-slim-bookworm pulls the official one.
+IMAGE ?= localhost/kvminfo:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image: install
+	IMAGE=$(IMAGE) $(if $(PYTHON_IMAGE),PYTHON_IMAGE=$(PYTHON_IMAGE)) bash scripts/image.sh all
 
 clean:
+	bash scripts/image.sh containerd-down
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -262,7 +262,7 @@ def test_publisher_identity_and_rbac(workloads, built):
 
 def test_images_are_what_make_image_builds(workloads):
     done = subprocess.run(["make", "-s", "-n", "image"], cwd=REPO, capture_output=True, text=True, timeout=30)
-    image = done.stdout.split("-t ", 1)[1].split()[0]
+    image = done.stdout.split("IMAGE=", 1)[1].split()[0]
     for name, spec in workloads.items():
         if name != "windows-vm-example":
             assert {c["image"] for c in all_containers(spec)} == {image}, name

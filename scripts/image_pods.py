@@ -1,0 +1,550 @@
+"""Run each DaemonSet container of deploy/ from the imported image, under
+containerd + runc, with its pod's security context, and check it does its job.
+
+Used by `scripts/image.sh run` (after `build` and `import`). Needs root, a
+containerd serving ``--address`` (scripts/image.sh starts one of its own) with
+the image in namespace k8s.io, `ctr`, `runc` and `kubectl` (kustomize).
+
+How a pod becomes an OCI runtime spec here, as containerd's CRI plugin builds
+one for the kubelet (containerd pkg/cri/opts/spec_linux.go; Kubernetes
+"Configure a Security Context"):
+- base: the spec `ctr` generates for the image with containerd's default
+  seccomp profile (what seccompProfile RuntimeDefault selects), its masked and
+  read-only /proc paths and runc's default device allowlist;
+- process: image ENTRYPOINT + container ``args`` (or ``command`` + ``args``),
+  image env + container env (downward API fieldRefs resolved), uid/gid from
+  ``runAsUser``/``runAsGroup`` (container over pod), ``supplementalGroups``,
+  ``noNewPrivileges`` = not ``allowPrivilegeEscalation``, capabilities:
+  containerd's default set minus ``drop`` (``ALL``: none at all) plus ``add``;
+- root: a writable snapshot of the image (mount points for volumes are made
+  in it, as with CRI) remounted read-only when ``readOnlyRootFilesystem``;
+- volumes: hostPath -> a bind mount of a scratch directory standing in for
+  the host path (never the host's own /etc/kubernetes or /var/lib/kubelet),
+  except /dev/kvm, which is the real device node; configMap -> its data
+  written to a scratch directory, bound read-only; the service-account token
+  -> token, ca.crt and namespace of the API server stand-in;
+- extended resources (``devices.kvminfo.io/kvm``): the device plugin's real
+  Allocate answer, fetched through tests/kubelet_emulator.py from the plugin
+  container started first, turned into linux.devices plus device cgroup
+  rules the way containerd's WithDevices does (the host node's mode; this
+  VM's /dev/kvm is 0600, a systemd host's is 0666, which the publisher, uid
+  65532, relies on: ``--systemd-kvm-mode`` gives the node 0666 as there);
+- limits: memory and CPU from ``resources.limits``.
+Deviations, all for the network only: the publisher joins the host's network
+namespace to reach the stand-in on 127.0.0.1 (in a cluster: the Service IP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the kubelet emulator and API server stand-in
+
+NAMESPACE = "kvminfo"
+NODE_NAME = "node-1"
+KVM_RESOURCE = "devices.kvminfo.io/kvm"
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# containerd's default capability set for a container (oci.defaultUnixCaps), what `drop` removes from
+DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+                "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+                "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+
+
+def load_json(text: str) -> Any:
+    return json.loads(text)
+
+
+class Fail(Exception):
+    """One line: what did not work."""
+
+
+@dataclass
+class Ctr:
+    address: str
+    image: str
+    scratch: Path
+    namespace: str = "k8s.io"
+    _base: dict[str, Any] | None = None
+    _entrypoint: list[str] = field(default_factory=list)
+
+    def cmd(self, *args: str) -> list[str]:
+        return ["ctr", "-a", self.address, "-n", self.namespace, *args]
+
+    def run(self, *args: str, timeout: float = 120) -> str:
+        done = subprocess.run(self.cmd(*args), capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise Fail(f"ctr {' '.join(args[:3])}: {done.stderr.strip().splitlines()[-1:]}")
+        return done.stdout
+
+    def image_config(self) -> dict[str, Any]:
+        """The image's OCI config (ENTRYPOINT, CMD, ...), read from containerd's content store."""
+        for line in self.run("images", "ls").splitlines()[1:]:
+            ref, _, digest = line.split()[:3]
+            if ref == self.image:
+                manifest = load_json(self.run("content", "get", digest))
+                return load_json(self.run("content", "get", manifest["config"]["digest"]))["config"]
+        raise Fail(f"{self.image} is not in containerd's {self.namespace} namespace: run 'scripts/image.sh import'")
+
+    def base_spec(self) -> tuple[dict[str, Any], list[str]]:
+        """containerd's spec for this image (default seccomp, read-only root) and the image's ENTRYPOINT."""
+        if self._base is None:
+            self._entrypoint = self.image_config().get("Entrypoint") or []
+            probe = f"kvminfo-spec-probe-{os.getpid()}"
+            self.run("containers", "create", "--seccomp", "--read-only", self.image, probe)
+            try:
+                info = load_json(self.run("containers", "info", probe))
+            finally:
+                self.run("containers", "rm", probe)
+            self._base = info["Spec"]
+        return json.loads(json.dumps(self._base)), list(self._entrypoint)
+
+    @contextmanager
+    def rootfs(self, name: str) -> Iterator[Path]:
+        target = self.scratch / "rootfs" / name
+        target.mkdir(parents=True)
+        self.run("images", "mount", "--rw", self.image, str(target))
+        try:
+            yield target
+        finally:
+            subprocess.run(self.cmd("images", "unmount", "--rm", str(target)), capture_output=True, timeout=60)
+
+
+@dataclass
+class Started:
+    name: str
+    process: subprocess.Popen
+    t0: float
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@dataclass
+class Pod:
+    """One pod template from the rendered manifests, and the scratch "host" it runs on."""
+
+    workload: str
+    spec: dict[str, Any]
+    config_maps: dict[str, dict[str, str]]
+    host: Path  # scratch directory standing in for the node's filesystem
+    systemd_kvm_mode: bool = False
+    pod_name: str = ""
+    pod_uid: str = ""
+
+    def host_path(self, path: str) -> Path:
+        return self.host / path.lstrip("/")
+
+    def security(self, container: dict[str, Any]) -> dict[str, Any]:
+        pod, own = self.spec.get("securityContext", {}), container.get("securityContext", {})
+        merged = {k: v for k, v in pod.items() if k in ("runAsUser", "runAsGroup", "runAsNonRoot", "seccompProfile")}
+        merged.update(own)
+        merged["supplementalGroups"] = pod.get("supplementalGroups", [])
+        return merged
+
+
+def field_ref(pod: Pod, path: str) -> str:
+    values = {"spec.nodeName": NODE_NAME, "metadata.namespace": NAMESPACE, "metadata.name": pod.pod_name,
+              "metadata.uid": pod.pod_uid, "spec.serviceAccountName": pod.spec.get("serviceAccountName", "default")}
+    if path not in values:
+        raise Fail(f"{pod.workload}: downward API field {path} not emulated")
+    return values[path]
+
+
+def device_entries(allocation: Any, systemd_kvm_mode: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """linux.devices and device cgroup rules for a ContainerAllocateResponse's DeviceSpecs (containerd WithDevices)."""
+    devices, rules = [], []
+    for spec in allocation.devices:
+        st = os.stat(spec.host_path)
+        if not stat.S_ISCHR(st.st_mode):
+            raise Fail(f"allocated {spec.host_path} is not a character device")
+        mode = 0o666 if systemd_kvm_mode and spec.host_path == "/dev/kvm" else stat.S_IMODE(st.st_mode)
+        devices.append({"path": spec.container_path, "type": "c", "major": os.major(st.st_rdev),
+                        "minor": os.minor(st.st_rdev), "fileMode": mode, "uid": st.st_uid, "gid": st.st_gid})
+        rules.append({"allow": True, "type": "c", "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
+                      "access": spec.permissions})
+    return devices, rules
+
+
+def quantity_bytes(value: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+    for unit, factor in units.items():
+        if value.endswith(unit):
+            return int(float(value[:-len(unit)]) * factor)
+    return int(value)
+
+
+def cpu_quota(value: str, period: int = 100_000) -> int:
+    cores = float(value[:-1]) / 1000 if value.endswith("m") else float(value)
+    return max(1000, int(cores * period))
+
+
+def container_spec(ctr: Ctr, pod: Pod, container: dict[str, Any], allocation: Any = None,
+                   extra_env: dict[str, str] | None = None, host_network: bool = False) -> dict[str, Any]:
+    spec, entrypoint = ctr.base_spec()
+    process = spec["process"]
+    sc = pod.security(container)
+    # command/args: Kubernetes "Define a Command and Arguments for a Container"
+    process["args"] = (container["command"] + container.get("args", [])) if "command" in container \
+        else entrypoint + container.get("args", [])
+    env = dict(e.split("=", 1) for e in process["env"])
+    for entry in container.get("env", []):
+        env[entry["name"]] = entry["value"] if "value" in entry else field_ref(pod, entry["valueFrom"]["fieldRef"]["fieldPath"])
+    if allocation is not None:
+        env.update(allocation.envs)
+    env.update(extra_env or {})
+    process["env"] = [f"{k}={v}" for k, v in env.items()]
+    uid = sc.get("runAsUser", process["user"]["uid"])
+    gid = sc.get("runAsGroup", process["user"]["gid"] if "runAsUser" not in sc else 0)
+    if sc.get("runAsNonRoot") and uid == 0:
+        raise Fail(f"{container['name']}: runAsNonRoot with uid 0 (the kubelet refuses to start it)")
+    process["user"] = {"uid": uid, "gid": gid, "additionalGids": sorted({gid, *sc["supplementalGroups"]})}
+    process["noNewPrivileges"] = not sc.get("allowPrivilegeEscalation", True)
+    caps = sc.get("capabilities", {})
+    drop = set(caps.get("drop", []))
+    keep = [] if "ALL" in drop else [c for c in DEFAULT_CAPS if c.removeprefix("CAP_") not in drop]
+    keep += [f"CAP_{c}" for c in caps.get("add", [])]
+    process["capabilities"] = {k: list(keep) for k in ("bounding", "effective", "permitted")}
+    process["capabilities"].update(inheritable=[], ambient=[])
+    if sc.get("privileged"):
+        raise Fail(f"{container['name']}: privileged containers are not emulated")
+    seccomp = (sc.get("seccompProfile") or {}).get("type", "Unconfined")
+    if seccomp == "Unconfined":
+        spec["linux"].pop("seccomp", None)
+    elif seccomp != "RuntimeDefault":
+        raise Fail(f"{container['name']}: seccompProfile {seccomp} not emulated")
+    spec["root"]["readonly"] = bool(sc.get("readOnlyRootFilesystem"))
+    spec["hostname"] = NODE_NAME if host_network else pod.pod_name[:63]
+    # volumes
+    volumes = {v["name"]: v for v in pod.spec.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        source = volume_source(pod, volume)
+        options = ["rbind", "ro" if mount.get("readOnly") else "rw"]
+        spec["mounts"].append({"destination": mount["mountPath"], "type": "bind", "source": str(source),
+                               "options": options})
+    if pod.spec.get("automountServiceAccountToken", True) and (pod.host / "serviceaccount").exists():
+        spec["mounts"].append({"destination": SA_DIR, "type": "bind", "source": str(pod.host / "serviceaccount"),
+                               "options": ["rbind", "ro"]})
+    # devices from the device plugin's Allocate
+    if allocation is not None:
+        devices, rules = device_entries(allocation, pod.systemd_kvm_mode)
+        spec["linux"].setdefault("devices", []).extend(devices)
+        spec["linux"]["resources"]["devices"].extend(rules)
+        for m in allocation.mounts:
+            spec["mounts"].append({"destination": m.container_path, "type": "bind", "source": m.host_path,
+                                   "options": ["rbind", "ro" if m.read_only else "rw"]})
+    limits = container.get("resources", {}).get("limits", {})
+    resources = spec["linux"]["resources"]
+    if "memory" in limits:
+        resources["memory"] = {"limit": quantity_bytes(limits["memory"])}
+    if "cpu" in limits and not os.environ.get("KVMINFO_PODS_NO_CPU_LIMIT"):
+        resources["cpu"] = {"quota": cpu_quota(limits["cpu"]), "period": 100_000}
+    if host_network:
+        spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type"] != "network"]
+    return spec
+
+
+def volume_source(pod: Pod, volume: dict[str, Any]) -> Path:
+    if "hostPath" in volume:
+        path, kind = volume["hostPath"]["path"], volume["hostPath"].get("type", "")
+        if kind == "CharDevice":
+            if not stat.S_ISCHR(os.stat(path).st_mode):
+                raise Fail(f"hostPath {path} (CharDevice) is not a character device here")
+            return Path(path)  # the real node: /dev/kvm
+        where = pod.host_path(path)
+        if kind == "Directory" and not where.is_dir():
+            raise Fail(f"hostPath {path} (Directory) does not exist on the node; the pod would not start")
+        where.mkdir(parents=True, exist_ok=True, mode=0o755)  # DirectoryOrCreate: 0755 root, as the kubelet makes it
+        return where
+    if "configMap" in volume:
+        data = pod.config_maps[volume["configMap"]["name"]]
+        where = pod.host / "configmaps" / volume["name"]
+        where.mkdir(parents=True, exist_ok=True)
+        for key, value in data.items():
+            (where / key).write_text(value)
+            (where / key).chmod(0o644)  # the kubelet's default volume mode 0644
+        return where
+    raise Fail(f"volume {volume['name']}: source {sorted(volume)} not emulated")
+
+
+@dataclass
+class Runner:
+    ctr: Ctr
+    work: Path
+    stack: ExitStack
+    started: list[Started] = field(default_factory=list)
+
+    def start(self, pod: Pod, container: dict[str, Any], **kwargs: Any) -> Started:
+        name = f"kvminfo-{container['name']}-{os.getpid()}-{len(self.started)}"
+        spec = container_spec(self.ctr, pod, container, **kwargs)
+        root = self.stack.enter_context(self.ctr.rootfs(name))
+        spec["root"]["path"] = str(root)
+        spec["linux"]["cgroupsPath"] = f"/{self.ctr.namespace}/{name}"  # its own cgroup: its own limits
+        spec_file = self.work / f"{name}.json"
+        spec_file.write_text(json.dumps(spec, indent=1))
+        log = self.work / f"{name}.log"
+        t0 = time.monotonic()
+        with open(log, "wb") as out:
+            process = subprocess.Popen(self.ctr.cmd("run", "--rm", "--config", str(spec_file), name),
+                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        started = Started(name, process, t0, log)
+        self.started.append(started)
+        self.stack.callback(self.stop, started)
+        return started
+
+    def stop(self, started: Started, sig: str = "SIGTERM", timeout: float = 20) -> tuple[int, float]:
+        """SIGTERM as the kubelet sends it; (exit code, seconds to exit)."""
+        if started.process.poll() is not None:
+            return started.process.returncode, 0.0
+        t0 = time.monotonic()
+        subprocess.run(self.ctr.cmd("tasks", "kill", "-s", sig, started.name), capture_output=True, timeout=30)
+        try:
+            code = started.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            subprocess.run(self.ctr.cmd("tasks", "kill", "-s", "SIGKILL", started.name), capture_output=True, timeout=30)
+            code = started.process.wait(timeout=30)
+        return code, time.monotonic() - t0
+
+    def exec(self, started: Started, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.ctr.cmd("tasks", "exec", "--exec-id", f"probe-{time.monotonic_ns()}",
+                                           started.name, *args), capture_output=True, text=True, timeout=60)
+
+    def wait(self, started: Started, timeout: float = 60) -> int:
+        try:
+            return started.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Fail(f"{started.name} did not exit within {timeout:.0f} s: {started.output()[-300:]}") from None
+
+
+def wait_until(predicate: Any, timeout: float, what: str, started: Started | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if started is not None and started.process.poll() is not None:
+            raise Fail(f"{what}: the container exited ({started.process.returncode}): {started.output()[-400:]}")
+        time.sleep(0.05)
+    raise Fail(f"{what}: not within {timeout:.0f} s" + (f": {started.output()[-400:]}" if started else ""))
+
+
+def render(part: str) -> list[dict[str, Any]]:
+    if shutil.which("kubectl") is None:
+        raise Fail("kubectl not found: it renders deploy/ (kubectl kustomize)")
+    done = subprocess.run(["kubectl", "kustomize", str(REPO / "deploy" / part)], capture_output=True, text=True,
+                          timeout=60)
+    if done.returncode != 0:
+        raise Fail(f"kubectl kustomize deploy/{part}: {done.stderr.strip()}")
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def pod_of(objects: list[dict[str, Any]], workload: str, host: Path, systemd_kvm_mode: bool) -> Pod:
+    (ds,) = [o for o in objects if o["kind"] == "DaemonSet" and o["metadata"]["name"] == workload]
+    maps = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
+    return Pod(workload, ds["spec"]["template"]["spec"], maps, host, systemd_kvm_mode,
+               pod_name=f"{workload}-x7k2p", pod_uid="8d3c1f0e-5b6a-4c2d-9e8f-1a2b3c4d5e6f")
+
+
+# -- each mode's job ---------------------------------------------------------------------------------
+
+def run_device_plugin(runner: Runner, host: Path, report: dict[str, Any]) -> Any:
+    from kubelet_emulator import KubeletEmulator
+
+    pod = pod_of(render("device-plugin"), "kvminfo-device-plugin", host, False)
+    plugin_dir = pod.host_path("/var/lib/kubelet/device-plugins")
+    plugin_dir.mkdir(parents=True)
+    kubelet = KubeletEmulator(plugin_dir).start()
+    runner.stack.callback(kubelet.stop)
+    (container,) = pod.spec["containers"]
+    started = runner.start(pod, container)
+    kubelet.wait_registered(KVM_RESOURCE, timeout_s=60)
+    registered = time.monotonic() - started.t0
+    health = kubelet.wait_health(KVM_RESOURCE, lambda devices: len(devices) > 0
+                                 and all(h == "Healthy" for h in devices.values()), timeout_s=30)
+    probe = container["livenessProbe"]["httpGet"]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == probe["port"])
+    healthz = runner.exec(started, "python3", "-c", "import urllib.request, sys; "
+                          f"r = urllib.request.urlopen('http://127.0.0.1:{port}{probe['path']}', timeout=5); "
+                          "print(r.status)")
+    if healthz.stdout.strip() != "200":
+        raise Fail(f"device plugin /healthz: {healthz.stdout.strip()} {healthz.stderr.strip()[-200:]}")
+    allocation = kubelet.admit(KVM_RESOURCE, 1)
+    report["device-plugin"] = {
+        "start_to_registered_s": round(registered, 3), "devices_healthy": len(health),
+        "healthz": 200, "allocate": [f"{d.host_path}->{d.container_path} {d.permissions}" for d in allocation.devices]
+        + [f"cdi {c.name}" for c in allocation.cdi_devices],
+        "uid": container["securityContext"]["runAsUser"], "read_only_root": True, "capabilities": []}
+    return Plugin(kubelet, started)
+
+
+@dataclass
+class Plugin:
+    """The running device plugin container and the kubelet emulator it registered with."""
+
+    kubelet: Any
+    started: Started
+
+    def admit(self) -> Any:
+        """The plugin's Allocate answer for one container asking for one kvm device."""
+        try:
+            return self.kubelet.admit(KVM_RESOURCE, 1)
+        except Exception as err:  # grpc errors: say whether the plugin container is still there
+            state = self.started.process.poll()
+            raise Fail(f"Allocate failed ({type(err).__name__}); plugin container "
+                       f"{'running' if state is None else f'exited {state}'}: {self.started.output()[-300:]}") from None
+
+
+def run_features_file(runner: Runner, host: Path, plugin: Plugin, report: dict[str, Any]) -> None:
+    pod = pod_of(render("nfd"), "kvminfo-features-file", host, False)
+    (container,) = pod.spec["containers"]
+    output = container["args"][container["args"].index("--output") + 1]
+    written = pod.host_path(output)
+    started = runner.start(pod, container, allocation=plugin.admit())
+    text = wait_until(lambda: written.exists() and written.read_text(), 60, "nfd feature file", started)
+    took = time.monotonic() - started.t0
+    code, stop_s = runner.stop(started)
+    if "kvm-info-usable=true" not in text or "# +expiry-time=" not in text:
+        raise Fail(f"feature file without kvm-info-usable=true or its expiry: {text[:300]!r}")
+    if code != 0:
+        raise Fail(f"features-file exited {code} on SIGTERM: {started.output()[-300:]}")
+    report["nfd"] = {"start_to_file_written_s": round(took, 3), "labels": text.count("\n") - text.count("#"),
+                     "sigterm_exit": code, "sigterm_to_exit_s": round(stop_s, 3)}
+
+
+def run_hooks(runner: Runner, host: Path, plugin: Plugin, report: dict[str, Any]) -> None:
+    objects = render("nfd/hooks")
+    pod = pod_of(objects, "kvminfo-hook-relay", host, False)
+    (init,) = pod.spec["initContainers"]
+    (container,) = pod.spec["containers"]
+    started = runner.start(pod, init)
+    code = runner.wait(started)
+    hook = pod.host_path("/etc/kubernetes/node-feature-discovery/source.d/kvminfo")
+    if code != 0 or not hook.exists() or stat.S_IMODE(hook.stat().st_mode) != 0o755:
+        raise Fail(f"install-hook exited {code}; hook {'present' if hook.exists() else 'missing'}: "
+                   f"{started.output()[-300:]}")
+    init_s = time.monotonic() - started.t0
+    output = container["args"][container["args"].index("--output") + 1]
+    data = pod.host_path(output)
+    started = runner.start(pod, container, allocation=plugin.admit())
+    wait_until(lambda: data.exists() and data.stat().st_size > 0, 60, "hook relay data", started)
+    took = time.monotonic() - started.t0
+    # nfd-worker runs the hook with its own image's /bin/sh (the -full image is Debian, like ours)
+    nfd = {"name": "nfd-worker-hook-run", "args": ["/etc/kubernetes/node-feature-discovery/source.d/kvminfo"],
+           "command": [], "securityContext": {"runAsUser": 0, "readOnlyRootFilesystem": True,
+                                              "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+           "volumeMounts": [{"name": "source-d", "mountPath": "/etc/kubernetes/node-feature-discovery/source.d",
+                             "readOnly": True}]}
+    relay = runner.start(pod, nfd)
+    runner.wait(relay)
+    relayed = relay.output()
+    code, stop_s = runner.stop(started)
+    if relay.process.returncode != 0 or "kvm-info-usable=true" not in relayed or "#" in relayed:
+        raise Fail(f"relay hook printed {relayed[:300]!r} (exit {relay.process.returncode})")
+    report["nfd/hooks"] = {"install_hook_s": round(init_s, 3), "start_to_data_written_s": round(took, 3),
+                           "relayed_labels": len(relayed.splitlines()), "sigterm_exit": code,
+                           "sigterm_to_exit_s": round(stop_s, 3)}
+
+
+def run_publisher(runner: Runner, host: Path, plugin: Plugin, report: dict[str, Any]) -> None:
+    from apiserver_standin import TOKEN, ApiServerStandin, self_signed_certificate
+
+    objects = render("nodefeature")
+    pod = pod_of(objects, "kvminfo-publish", host, systemd_kvm_mode=True)
+    sa = host / "serviceaccount"
+    sa.mkdir(parents=True)
+    cert, key = self_signed_certificate(sa)
+    server = ApiServerStandin(tls=(cert, key)).start()
+    runner.stack.callback(server.stop)
+    key.unlink()  # the pod gets the CA, never the key
+    cert.rename(sa / "ca.crt")
+    (sa / "token").write_text(TOKEN)
+    (sa / "namespace").write_text(NAMESPACE)
+    for f in sa.iterdir():
+        f.chmod(0o644)
+    register_owner = getattr(server, "put_workload", None)  # pods/daemonsets, where the stand-in serves them
+    if register_owner is not None:
+        register_owner(objects, pod.pod_name, pod.pod_uid, NODE_NAME)
+    (container,) = pod.spec["containers"]
+    host_ip, port = server.address
+    started = runner.start(pod, container, allocation=plugin.admit(), host_network=True,
+                           extra_env={"KUBERNETES_SERVICE_HOST": host_ip, "KUBERNETES_SERVICE_PORT": str(port)})
+    name = f"kvminfo-{NODE_NAME}"
+    stored = wait_until(lambda: server.get_object(NAMESPACE, name), 60, "NodeFeature object", started)
+    took = time.monotonic() - started.t0
+    code, stop_s = runner.stop(started)
+    if stored["spec"]["labels"].get("kvm-info-usable") != "true":
+        raise Fail(f"NodeFeature {name}: kvm-info-usable is {stored['spec']['labels'].get('kvm-info-usable')!r}")
+    if code != 0:
+        raise Fail(f"publish exited {code} on SIGTERM: {started.output()[-300:]}")
+    report["nodefeature"] = {"start_to_published_s": round(took, 3), "labels": len(stored["spec"]["labels"]),
+                             "owner_references": stored["metadata"].get("ownerReferences", []),
+                             "sigterm_exit": code, "sigterm_to_exit_s": round(stop_s, 3)}
+
+
+def run_floor(runner: Runner, host: Path, report: dict[str, Any]) -> None:
+    """The runtime's own cost: the image's `kvminfo --version` under the same spec path."""
+    pod = Pod("floor", {}, {}, host)
+    times = []
+    for _ in range(3):
+        started = runner.start(pod, {"name": "floor", "args": ["--version"]})
+        if runner.wait(started) != 0:
+            raise Fail(f"kvminfo --version: {started.output()[-200:]}")
+        times.append(time.monotonic() - started.t0)
+    report["floor"] = {"kvminfo_version_run_s": sorted(times)[1]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--address", required=True, help="containerd socket")
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--work", type=Path, required=True, help="scratch directory (a fresh one is made in it)")
+    parser.add_argument("--report", type=Path, help="write the figures here as JSON")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("image_pods: needs root (containerd, runc, device cgroups)", file=sys.stderr)
+        return 2
+    args.work.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="pods.", dir=args.work))
+    # The node's filesystem stand-in: a short path, as unix socket paths are
+    # limited to 107 bytes (the plugin's socket lives under it).
+    host = Path(tempfile.mkdtemp(prefix="kvminfo-node."))
+    host.chmod(0o755)
+    report: dict[str, Any] = {"image": args.image, "loadavg_1m_start": os.getloadavg()[0]}
+    try:
+        with ExitStack() as stack:
+            runner = Runner(Ctr(args.address, args.image, work), work, stack)
+            run_floor(runner, host, report)
+            plugin = run_device_plugin(runner, host, report)
+            run_features_file(runner, host, plugin, report)
+            run_hooks(runner, host, plugin, report)
+            run_publisher(runner, host, plugin, report)
+    except (Fail, AssertionError) as err:  # AssertionError: the kubelet emulator's timeouts
+        print(f"image_pods: FAILED: {err}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(host, ignore_errors=True)
+        report["loadavg_1m_end"] = os.getloadavg()[0]
+        print(json.dumps(report, indent=1))
+        if args.report:
+            args.report.write_text(json.dumps(report, indent=1) + "\n")
+    return 0  # the specs and logs stay in the work directory for inspection
+
+
+if __name__ == "__main__":
+    sys.exit(main())
