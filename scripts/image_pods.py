@@ -355,10 +355,13 @@ def render(part: str) -> list[dict[str, Any]]:
 
 
 def pod_of(objects: list[dict[str, Any]], workload: str, host: Path, systemd_kvm_mode: bool) -> Pod:
-    (ds,) = [o for o in objects if o["kind"] == "DaemonSet" and o["metadata"]["name"] == workload]
+    """A DaemonSet's pod template, or a bare Pod, by name."""
+    (obj,) = [o for o in objects if o["kind"] in ("DaemonSet", "Pod") and o["metadata"]["name"] == workload]
+    spec = obj["spec"]["template"]["spec"] if obj["kind"] == "DaemonSet" else obj["spec"]
     maps = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
-    return Pod(workload, ds["spec"]["template"]["spec"], maps, host, systemd_kvm_mode,
-               pod_name=f"{workload}-x7k2p", pod_uid="8d3c1f0e-5b6a-4c2d-9e8f-1a2b3c4d5e6f")
+    return Pod(workload, spec, maps, host, systemd_kvm_mode,
+               pod_name=f"{workload}-x7k2p" if obj["kind"] == "DaemonSet" else workload,
+               pod_uid="8d3c1f0e-5b6a-4c2d-9e8f-1a2b3c4d5e6f")
 
 
 # -- each mode's job ---------------------------------------------------------------------------------
@@ -497,6 +500,18 @@ def run_publisher(runner: Runner, host: Path, plugin: Plugin, report: dict[str, 
                              "sigterm_exit": code, "sigterm_to_exit_s": round(stop_s, 3)}
 
 
+def run_example(runner: Runner, host: Path, plugin: Plugin, report: dict[str, Any]) -> None:
+    """deploy/examples' VM pod: a tiny KVM guest as uid 65532 with the plugin's allocation."""
+    pod = pod_of(render("examples"), "kvm-vm-example", host, systemd_kvm_mode=True)
+    (container,) = pod.spec["containers"]
+    started = runner.start(pod, container, allocation=plugin.admit())
+    code = runner.wait(started)
+    took = time.monotonic() - started.t0
+    if code != 0 or "halted" not in started.output():
+        raise Fail(f"kvm-vm-example exited {code}: {started.output()[-300:]}")
+    report["examples"] = {"vm_pod_run_s": round(took, 3), "said": started.output().strip()}
+
+
 def run_floor(runner: Runner, host: Path, report: dict[str, Any]) -> None:
     """The runtime's own cost: the image's `kvminfo --version` under the same spec path."""
     pod = Pod("floor", {}, {}, host)
@@ -534,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             run_features_file(runner, host, plugin, report)
             run_hooks(runner, host, plugin, report)
             run_publisher(runner, host, plugin, report)
+            run_example(runner, host, plugin, report)
     except (Fail, AssertionError) as err:  # AssertionError: the kubelet emulator's timeouts
         print(f"image_pods: FAILED: {err}", file=sys.stderr)
         return 1

@@ -46,7 +46,9 @@ from kvminfo_plugin import config as plugin_config
 from kvminfo_plugin import main as plugin_main
 
 DEPLOY = REPO / "deploy"
-PARTS = ["device-plugin", "nfd", "nfd/hooks", "nodefeature", "examples"]
+TOP = "."  # deploy/kustomization.yaml: the whole thing in one step
+PARTS = [TOP, "device-plugin", "nfd", "nfd/hooks", "nodefeature", "examples"]
+TOP_PARTS = ["device-plugin", "nfd"]  # what the top-level installs
 NAMESPACE = "kvminfo"
 LABEL_PREFIX = "feature.node.kubernetes.io/"
 KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]  # oldest we claim .. newest shipped
@@ -57,12 +59,17 @@ ALLOWED = {
     "kvminfo-features-file": ({"/etc/kubernetes/node-feature-discovery/features.d"}, True),
     "kvminfo-hook-relay": ({"/etc/kubernetes/node-feature-discovery/source.d"}, True),
     "kvminfo-publish": (set(), False),
-    "windows-vm-example": (set(), False),
+    "kvm-vm-example": (set(), False),
+    "kvm-check": (set(), False),
 }
-KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources"}
+KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "images", "configMapGenerator"}
+VERSION = next(line.split('"')[1] for line in (REPO / "pyproject.toml").read_text().splitlines()
+               if line.startswith("version = "))
+IMAGE = f"localhost/kvminfo:{VERSION}"
 
 
-# -- a small kustomize: resources only (all our kustomizations use), anything else is refused ----
+# -- a small kustomize: what our kustomizations use (resources, images, a configMapGenerator of
+# files with a fixed name), anything else is refused; cross-checked against kubectl kustomize ----
 
 def resolve(directory: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
     directory = directory.resolve()
@@ -79,10 +86,38 @@ def resolve(directory: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]
             objects += resolve(target, seen + (directory,))
         else:
             objects += [doc for doc in yaml.safe_load_all(target.read_text()) if doc is not None]
+    for generator in kustomization.get("configMapGenerator", []):
+        assert set(generator) <= {"name", "namespace", "files", "options"}, generator
+        options = generator.get("options", {})
+        assert options.get("disableNameSuffixHash") is True, "the resolver does not compute name hashes"
+        metadata = {"name": generator["name"], **({"namespace": generator["namespace"]} if "namespace" in generator
+                                                 else {}), **({"labels": options["labels"]} if "labels" in options
+                                                              else {})}
+        data = {Path(f).name: (directory / f).read_text() for f in generator["files"]}
+        objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
     ids = [object_id(o) for o in objects]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     assert not duplicates, f"{directory}: the same object twice: {duplicates}"
+    for rule in kustomization.get("images", []):
+        set_image(objects, rule)
     return objects
+
+
+def set_image(objects: list[dict[str, Any]], rule: dict[str, str]) -> None:
+    """kustomize's images transformer: a container image whose name is ``rule['name']`` gets
+    newName, newTag (or digest)."""
+    for _, spec in pod_templates(objects):
+        for container in all_containers(spec):
+            name, _, tag = container["image"].rpartition(":") if ":" in container["image"].split("/")[-1] \
+                else (container["image"], "", "")
+            if name != rule["name"]:
+                continue
+            name = rule.get("newName", name)
+            if "digest" in rule:
+                container["image"] = f"{name}@{rule['digest']}"
+            else:
+                tag = rule.get("newTag", tag)
+                container["image"] = f"{name}:{tag}" if tag else name
 
 
 def object_id(obj: dict[str, Any]) -> tuple[str, str, str]:
@@ -130,6 +165,50 @@ def test_kustomization_resolves_like_kubectl(part, built):
     assert done.returncode == 0, done.stderr
     theirs = sorted((d for d in yaml.safe_load_all(done.stdout) if d), key=object_id)
     assert theirs == sorted(built[part], key=object_id)
+
+
+def test_top_level_installs_the_parts_with_one_namespace(built):
+    """deploy/: device-plugin and nfd as they are, the Namespace once (kustomize refuses it twice)."""
+    top = built[TOP]
+    assert [object_id(o) for o in by_kind(top, "Namespace")] == [("Namespace", "", NAMESPACE)]
+    union = {object_id(o): o for part in TOP_PARTS for o in built[part]}
+    assert {object_id(o): o for o in top} == union
+
+
+def test_parts_cannot_simply_be_combined(tmp_path):
+    """Why the top level lists files: two parts side by side declare the Namespace twice."""
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(
+        {"kind": "Kustomization", "resources": [str(DEPLOY / part) for part in TOP_PARTS]}))
+    with pytest.raises(AssertionError, match="the same object twice"):
+        resolve(tmp_path)
+
+
+def test_images_name_a_registry_and_are_retargeted_in_one_place(built, tmp_path):
+    """No image may silently resolve to Docker Hub's library: each names its registry
+    (localhost/ = imported into the node's runtime, never pulled), and the top level's
+    images: entry, or an overlay's, moves every kvminfo container at once."""
+    for part, objects in built.items():
+        for name, spec in pod_templates(objects):
+            for container in all_containers(spec):
+                registry = container["image"].split("/")[0]
+                assert "/" in container["image"] and (registry == "localhost" or "." in registry), (part, name)
+                assert container["imagePullPolicy"] == "IfNotPresent", (part, name)
+    (rule,) = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["images"]
+    assert rule == {"name": IMAGE.split(":")[0], "newName": IMAGE.split(":")[0], "newTag": VERSION}
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": [os.path.relpath(DEPLOY, overlay)],
+        "images": [{"name": "localhost/kvminfo", "newName": "registry.example/kvminfo", "newTag": "9.9.9"}]}))
+    renderings = [resolve(overlay)]
+    if shutil.which("kubectl"):
+        done = subprocess.run(["kubectl", "kustomize", str(overlay)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        renderings.append([d for d in yaml.safe_load_all(done.stdout) if d])
+    for objects in renderings:
+        images = {c["image"] for _, spec in pod_templates(objects) for c in all_containers(spec)}
+        assert images == {"registry.example/kvminfo:9.9.9"}
 
 
 def test_resolver_refuses_what_it_does_not_implement(tmp_path):
@@ -263,8 +342,9 @@ def test_publisher_identity_and_rbac(workloads, built):
 def test_images_are_what_make_image_builds(workloads):
     done = subprocess.run(["make", "-s", "-n", "image"], cwd=REPO, capture_output=True, text=True, timeout=30)
     image = done.stdout.split("IMAGE=", 1)[1].split()[0]
+    assert image == IMAGE
     for name, spec in workloads.items():
-        if name != "windows-vm-example":
+        if name != "kvm-check":  # any image with a POSIX sh
             assert {c["image"] for c in all_containers(spec)} == {image}, name
 
 
@@ -476,20 +556,70 @@ def test_rule_schema_catches_a_bad_operator(built):
     assert list(rule_validator().iter_errors(broken))
 
 
-def test_example_vm_pod_selects_on_labels_kvminfo_produces(workloads, hyperv_host_features):
-    spec = workloads["windows-vm-example"]
-    (term,) = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    wanted = {e["key"].removeprefix(LABEL_PREFIX): e["values"] for e in term["matchExpressions"]}
-    labels = hyperv_host_features["labels"]
-    assert all(labels.get(key) in values for key, values in wanted.items()), set(wanted) - set(labels)
+def test_example_pods_select_on_labels_kvminfo_produces(workloads):
+    report = collect(ProbeOptions(use_libvirt=False))  # this node, really probed
+    labels = build_nodefeature(report, "node-1", NAMESPACE)["spec"]["labels"]  # what NFD puts on the node
+    for name in ("kvm-vm-example", "kvm-check"):
+        spec = workloads[name]
+        affinity = spec.get("affinity", {}).get("nodeAffinity", {})
+        for term in affinity.get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", []):
+            wanted = {e["key"].removeprefix(LABEL_PREFIX): e["values"] for e in term["matchExpressions"]}
+            assert all(labels.get(key) in values for key, values in wanted.items()), (name, wanted)
+        assert spec["restartPolicy"] == "Never"  # a check: it completes
+        (container,) = spec["containers"]
+        assert container["resources"]["limits"][KVM_RESOURCE] == "1"
+        assert not [v for v in spec.get("volumes", []) if "persistentVolumeClaim" in v or "hostPath" in v]
+
+
+@contextlib.contextmanager
+def systemd_kvm_node() -> Iterator[Path]:
+    """A directory any uid can read holding ``kvm``: the device node the plugin hands
+    over, with a systemd host's mode (0666; this machine's /dev/kvm is 0600)."""
+    shared = Path(tempfile.mkdtemp(prefix="kvminfo-dev."))
+    try:
+        shared.chmod(0o755)
+        os.mknod(shared / "kvm", 0o666 | stat.S_IFCHR, os.stat("/dev/kvm").st_rdev)
+        (shared / "kvm").chmod(0o666)
+        yield shared
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_example_vm_pod_boots_its_guest_as_the_pod_runs_it(workloads, built):
+    """The guest script from the generated ConfigMap runs a real KVM guest as uid 65532 with
+    no capabilities, read-only root, and the device cgroup the plugin's allocation makes;
+    without the allocation the device cgroup refuses /dev/kvm and it says so in one line."""
+    spec = workloads["kvm-vm-example"]
     (container,) = spec["containers"]
-    assert container["resources"]["limits"][KVM_RESOURCE] == "1"
-    cpu = container["args"][container["args"].index("-cpu") + 1].split(",")
-    # every hv_* flag QEMU gets is backed by a label the pod requires (hv_stimer is "synictimer")
-    qemu_to_label = {"hv_stimer": "synictimer"}
-    for flag in (f for f in cpu if f.startswith("hv_")):
-        name = qemu_to_label.get(flag, flag.removeprefix("hv_"))
-        assert f"kvm-info-cap-hyperv-{name}" in wanted, flag
+    (config_map,) = [o for o in built["examples"] if o["kind"] == "ConfigMap"]
+    volume = next(v for v in spec["volumes"] if v["name"] == container["volumeMounts"][0]["name"])
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    script = container["command"][-1]
+    assert Path(script).parent == Path(container["volumeMounts"][0]["mountPath"])
+    with systemd_kvm_node() as shared:
+        (shared / Path(script).name).write_text(config_map["data"][Path(script).name])
+        command = f"KVM_DEVICE={shared}/kvm {sys.executable} {shared / Path(script).name}"
+        done = as_the_pod_runs_it(spec, container, command)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"kvm-vm-example: guest wrote 0x2a to port 0x10 and halted ({shared}/kvm)\n"
+        refused = as_the_pod_runs_it(spec, container, command, devices=())
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert len(refused.stderr.splitlines()) == 1 and "Operation not permitted" in refused.stderr
+
+
+def test_kvm_check_pod_opens_kvm_only_when_allocated(workloads):
+    """The Verify section's checker, run with this machine's POSIX sh as its pod runs it."""
+    spec = workloads["kvm-check"]
+    (container,) = spec["containers"]
+    assert container["command"][:2] == ["/bin/sh", "-c"] and container["image"].endswith("busybox:1.36")
+    with systemd_kvm_node() as shared:
+        (shared / "check.sh").write_text(container["args"][0].replace("/dev/kvm", f"{shared}/kvm"))
+        done = as_the_pod_runs_it(spec, container, f"/bin/sh {shared}/check.sh")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout == f"kvm-check: {shared}/kvm opened read-write as uid 65534\n"
+        refused = as_the_pod_runs_it(spec, container, f"/bin/sh {shared}/check.sh", devices=())
+        assert refused.returncode == 1
+        assert refused.stdout.endswith("cannot be opened (device cgroup or file mode)\n")
 
 
 # -- the NFD relay hook, run for real -----------------------------------------------------------------
