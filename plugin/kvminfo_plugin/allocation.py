@@ -8,12 +8,12 @@ them from the spec (kvminfo_plugin.cdi). A resource with its own Allocate
 behaviour is one class with this shape plus one line in ``POLICIES`` and the
 config value that selects it.
 
-Also here, pure: the order GetPreferredAllocation answers in.
+Also here, pure: which IDs GetPreferredAllocation answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from kvminfo_plugin.cdi import qualified_name
@@ -89,8 +89,13 @@ class ResponseCache:
         return cached
 
 
-def preferred(order: dict[str, int], available: list[str], must_include: list[str], size: int) -> list[str]:
-    """must_include first, then available ones in advertising ``order``, never more than ``size``.
+def preferred(available: Iterable[str], must_include: Iterable[str], size: int) -> list[str]:
+    """must_include first, then available ones in the order given, never more than ``size``.
+
+    Slots of a group are interchangeable (they hand out the same nodes), so any
+    available ID will do: the first ones are taken and ``available`` is read only
+    as far as needed. The kubelet sends every free slot (all 100,000 of a large
+    resource) for a request of one, so this work stays the same at any slot count.
 
     The kubelet's device manager (devicesToAllocate) passes as must_include the devices it
     already took for this container (reused from init containers) and as size the total it
@@ -98,11 +103,14 @@ def preferred(order: dict[str, int], available: list[str], must_include: list[st
     only the IDs it can use and fills any shortfall itself, so when a caller sends more
     must_include than size, the first ``size`` of them are the faithful answer."""
     picked = list(dict.fromkeys(must_include))[:max(size, 0)]
-    chosen = set(picked)
-    for device_id in sorted(set(available) - chosen, key=order.__getitem__):
-        if len(picked) >= size:
-            break
-        picked.append(device_id)
+    if len(picked) < size:
+        chosen = set(picked)
+        for device_id in available:  # a protobuf repeated field makes each str only when reached
+            if device_id not in chosen:
+                picked.append(device_id)
+                chosen.add(device_id)
+                if len(picked) >= size:
+                    break
     return picked
 
 

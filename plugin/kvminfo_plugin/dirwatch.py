@@ -15,6 +15,8 @@ from __future__ import annotations
 import enum
 import errno
 import logging
+import os
+import select
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,10 +73,10 @@ def classify(name: str, mask: int) -> Change:
 class DirectoryWatcher:
     """Calls ``on_event(DirEvent)`` from its own thread.
 
-    ``stop()`` returns within one read timeout.
+    The thread sleeps in poll(2) on the inotify descriptor and an eventfd, with
+    no timeout: it runs only when an event comes, and ``stop()`` (a write to the
+    eventfd) ends it at once. An idle node pays no wakeups for it.
     """
-
-    READ_TIMEOUT_MS = 100
 
     def __init__(self, directories: list[str], on_event: OnEvent, name: str) -> None:
         self._inotify = INotify()
@@ -82,7 +84,11 @@ class DirectoryWatcher:
         self._path_of: dict[int, str] = {}  # watch descriptor -> a wanted directory or a stand-in ancestor
         self._sync()
         self._on_event = on_event
-        self._worker = Worker(name, self._run)
+        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._poller = select.poll()
+        self._poller.register(self._inotify.fileno(), select.POLLIN)
+        self._poller.register(self._stop_fd, select.POLLIN)
+        self._worker = Worker(name, self._run, wake=lambda: os.eventfd_write(self._stop_fd, 1))
 
     def start(self) -> DirectoryWatcher:
         self._worker.start()
@@ -91,11 +97,15 @@ class DirectoryWatcher:
     def stop(self) -> None:
         self._worker.stop()
         self._inotify.close()
+        os.close(self._stop_fd)
 
     def _run(self, stopping: threading.Event) -> None:
         wanted = set(self._wanted)
+        inotify_fd = self._inotify.fileno()
         while not stopping.is_set():
-            for event in self._inotify.read(timeout=self.READ_TIMEOUT_MS):
+            if not any(fd == inotify_fd for fd, _ in self._poller.poll()):  # blocks: no timeout
+                continue  # the eventfd: stop() was called
+            for event in self._inotify.read(timeout=0):
                 path = self._path_of.get(event.wd)
                 if path is None:
                     continue  # a watch already dropped (its IGNORED comes after DELETE_SELF)

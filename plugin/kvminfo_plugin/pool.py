@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from kvminfo_plugin.allocation import ResponseCache, policy_for, preferred
@@ -51,7 +51,6 @@ class DevicePool:
         # Replaced, never mutated: Allocate reads it without the lock.
         self._healthy_groups: frozenset[DeviceGroup] = frozenset()
         self._closed = False
-        self._order = {device_id: index for index, device_id in enumerate(self.inventory.ids)}
         self._responses = ResponseCache(policy_for(resource))
         # Counter children looked up once: .labels() takes a lock and a dict lookup per call.
         self._allocations = metrics.allocations.labels(resource.name)
@@ -104,9 +103,13 @@ class DevicePool:
 
     # ---- allocation ---------------------------------------------------------------------
 
-    def preferred(self, available: list[str], must_include: list[str], size: int) -> list[str]:
-        self.refuse_unknown(available + must_include, "GetPreferredAllocation")
-        return preferred(self._order, available, must_include, size)
+    def preferred(self, available: Iterable[str], must_include: Sequence[str], size: int) -> list[str]:
+        """The IDs to prefer; only the must-include ones and those picked are checked
+        (an unknown one is refused), so the cost does not grow with the slot count."""
+        self.refuse_unknown(list(must_include), "GetPreferredAllocation")
+        picked = preferred(available, must_include, size)
+        self.refuse_unknown(picked, "GetPreferredAllocation")
+        return picked
 
     def allocate(self, containers: list[list[str]]) -> list[api.ContainerAllocateResponse]:
         """One response per container request, in order (empty for a container that

@@ -81,7 +81,8 @@ class ResourceService(api_grpc.DevicePluginServicer):
         response = api.PreferredAllocationResponse()
         for container in request.container_requests:
             try:
-                ids = self.pool.preferred(list(container.available_deviceIDs), list(container.must_include_deviceIDs),
+                # The repeated field itself, not a list of it: only the IDs reached become str.
+                ids = self.pool.preferred(container.available_deviceIDs, container.must_include_deviceIDs,
                                           container.allocation_size)
             except Refused as err:
                 context.abort(_STATUS[err.kind], str(err))
