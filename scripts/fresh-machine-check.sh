@@ -64,17 +64,18 @@ inside() {
   : >"$results"
 
   step() {  # step NAME EXPECT COMMAND...   EXPECT: ok | stop:<text the one-line stop must hold>
-    local name=$1 expect=$2 start end rc verdict
+    local name=$1 expect=$2 start end rc verdict log
+    log=$logs/$(echo "$name" | tr -cs 'A-Za-z0-9.-' '_' | sed 's/_$//').log
     shift 2
     start=$(date +%s.%N)
     set +e
-    "$@" >"$logs/$name.log" 2>&1
+    "$@" >"$log" 2>&1
     rc=$?
     set -e
     end=$(date +%s.%N)
     case "$expect" in
       ok) [ $rc -eq 0 ] && verdict=PASS || verdict="FAIL (exit $rc)" ;;
-      stop:*) if [ $rc -ne 0 ] && grep -qF -- "${expect#stop:}" "$logs/$name.log"; then verdict="PASS (stopped as documented)"
+      stop:*) if [ $rc -ne 0 ] && grep -qF -- "${expect#stop:}" "$log"; then verdict="PASS (stopped as documented)"
               else verdict="FAIL (exit $rc, expected a stop saying '${expect#stop:}')"; fi ;;
     esac
     case "$verdict" in FAIL*) failed=1 ;; esac
@@ -82,7 +83,7 @@ inside() {
       | tee -a "$results"
   }
   detail() {  # detail STEP PATTERN: the step log's lines that say what happened
-    grep -E -- "$2" "$logs/$1.log" | tail -n 3 | sed 's/^ */          /' | tee -a "$results" || true
+    grep -E -- "$2" "$logs/$(echo "$1" | tr -cs 'A-Za-z0-9.-' '_' | sed 's/_$//').log" | tail -n 3 | sed 's/^ */          /' | tee -a "$results" || true
   }
   in_root() { timeout --kill-after=30 3600 chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
                 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin bash -c "$1"; }
@@ -115,9 +116,11 @@ inside() {
     cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
     printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$root/etc/pip.conf"
   fi
-  cp -a "$source" "$root/tmp/kvminfo.git"
-  chmod -R a+rX "$root/tmp/kvminfo.git"
+  # the repository each clones from is its own (git refuses a repository another uid owns)
+  cp -a "$source" "$root/tmp/kvminfo-root.git"
+  cp -a "$source" "$root/tmp/kvminfo-user.git"
   chroot "$root" useradd --create-home --shell /bin/bash kvmuser
+  chroot "$root" chown -R kvmuser: /tmp/kvminfo-user.git
   if [ -n "$shared" ]; then  # as CI lays it: beside the clone, without write bits
     cp -a "$shared" "$root/root/shared" && chmod -R a-w "$root/root/shared"
     cp -a "$shared" "$root/home/kvmuser/shared" && chmod -R a-w "$root/home/kvmuser/shared"
@@ -125,10 +128,10 @@ inside() {
 
   # 1. the README's prerequisites line, as root
   step "prerequisites (README line)" ok in_root "apt-get update -qq && DEBIAN_FRONTEND=noninteractive ${prereq/apt-get install/apt-get install -y -q}"
-  step "user: clone" ok as_user "git clone -q /tmp/kvminfo.git ~/kvminfo"
+  step "user: clone" ok as_user "git clone -q /tmp/kvminfo-user.git ~/kvminfo"
   step "user: make run, no system pkgs" "stop:system-deps: missing Debian packages:" as_user "cd ~/kvminfo && make run"
   detail "user: make run, no system pkgs" "^system-deps: missing"
-  step "root: clone into /root (0700)" ok in_root "[ \$(stat -c %a /root) = 700 ] && git clone -q /tmp/kvminfo.git /root/kvminfo"
+  step "root: clone into /root (0700)" ok in_root "[ \$(stat -c %a /root) = 700 ] && git clone -q /tmp/kvminfo-root.git /root/kvminfo"
   step "root: make run" ok in_root "cd /root/kvminfo && make run"
   detail "root: make run" "^libvirt-up:|^  (kvm|libvirt) "
   step "root: make test" ok in_root "cd /root/kvminfo && make test"
