@@ -63,7 +63,7 @@ inside() {
   local results=$logs/results
   : >"$results"
 
-  step() {  # step NAME EXPECT COMMAND...   EXPECT: ok | stop:<text the one-line stop must hold>
+  step() {  # step NAME EXPECT COMMAND...   EXPECT: ok | probe (exit 0, kvm and libvirt ok) | stop:<text the stop must hold>
     local name=$1 expect=$2 start end rc verdict log
     log=$logs/$(echo "$name" | tr -cs 'A-Za-z0-9.-' '_' | sed 's/_$//').log
     shift 2
@@ -75,6 +75,9 @@ inside() {
     end=$(date +%s.%N)
     case "$expect" in
       ok) [ $rc -eq 0 ] && verdict=PASS || verdict="FAIL (exit $rc)" ;;
+      probe) if [ $rc -ne 0 ]; then verdict="FAIL (exit $rc)"
+             elif grep -qE '^  kvm +ok ' "$log" && grep -qE '^  libvirt +ok ' "$log"; then verdict="PASS (kvm ok, libvirt ok)"
+             else verdict="FAIL (the probe did not find both KVM and libvirt ok)"; fi ;;
       stop:*) if [ $rc -ne 0 ] && grep -qF -- "${expect#stop:}" "$log"; then verdict="PASS (stopped as documented)"
               else verdict="FAIL (exit $rc, expected a stop saying '${expect#stop:}')"; fi ;;
     esac
@@ -92,7 +95,8 @@ inside() {
 
   step debootstrap ok debootstrap --variant=minbase --unpack-tarball="$tarball" "$suite" "$root" "$MIRROR"
 
-  # The machine as booted: its own /proc, /run, /dev (container-style), the host's /sys.
+  # The machine as booted: / a mount point, its own /proc, /run, /dev (container-style), the host's /sys.
+  mount --bind "$root" "$root"
   mount -t proc proc "$root/proc"
   mount --rbind /sys "$root/sys"
   mount -t tmpfs -o mode=0755 kvminfo-fresh "$root/run"
@@ -132,7 +136,7 @@ inside() {
   step "user: make run, no system pkgs" "stop:system-deps: missing Debian packages:" as_user "cd ~/kvminfo && make run"
   detail "user: make run, no system pkgs" "^system-deps: missing"
   step "root: clone into /root (0700)" ok in_root "[ \$(stat -c %a /root) = 700 ] && git clone -q /tmp/kvminfo-root.git /root/kvminfo"
-  step "root: make run" ok in_root "cd /root/kvminfo && make run"
+  step "root: make run" probe in_root "cd /root/kvminfo && make run"
   detail "root: make run" "^libvirt-up:|^  (kvm|libvirt) "
   step "root: make test" ok in_root "cd /root/kvminfo && make test"
   detail "root: make test" "(passed|failed|error).* in [0-9.]+s"

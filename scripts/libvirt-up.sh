@@ -45,12 +45,20 @@ ours() {
 # Private files in $STATE; prints what they change, for the one line that says so.
 prepare() {
   local conf=/etc/libvirt/qemu.conf changed="qemu.conf runs QEMU as root (so it can open /dev/kvm whatever its mode)"
-  if [ ! -f "$conf" ]; then say "$conf missing (libvirt-daemon-driver-qemu installs it)"; exit 1; fi
+  if [ ! -d /etc/libvirt ]; then say "/etc/libvirt missing (libvirt-daemon installs it)"; exit 1; fi
   mkdir -p -m 0755 "$STATE"
-  { grep -vE '^[[:space:]]*(user|group)[[:space:]]*=' "$conf" || true
+  { grep -vE '^[[:space:]]*(user|group)[[:space:]]*=' "$conf" 2>/dev/null || true
     printf '# kvminfo scripts/libvirt-up.sh: private copy, bind-mounted for its libvirtd only\nuser = "root"\ngroup = "root"\n'
   } >"$STATE/qemu.conf.new"
   mv -f "$STATE/qemu.conf.new" "$STATE/qemu.conf"
+  rm -rf "$STATE/etc-libvirt"
+  if [ ! -f "$conf" ]; then
+    # Debian 12's packages ship no qemu.conf without libvirt-daemon-system: there is no file
+    # to bind over, so the daemon gets a private copy of the whole directory instead.
+    cp -a /etc/libvirt "$STATE/etc-libvirt"
+    cp "$STATE/qemu.conf" "$STATE/etc-libvirt/qemu.conf"
+    changed="$changed (the host has no qemu.conf: it sees a private copy of /etc/libvirt, its writes there stay in $STATE)"
+  fi
   rm -f "$STATE/passwd" "$STATE/group"
   if ! getent group libvirt-qemu >/dev/null || ! getent passwd libvirt-qemu >/dev/null; then
     local gid uid
@@ -81,7 +89,8 @@ in_private_namespace() {
   # shellcheck disable=SC2016
   unshare --mount --propagation private sh -c '
     s=$1; shift
-    mount --bind "$s/qemu.conf" /etc/libvirt/qemu.conf
+    if [ -d "$s/etc-libvirt" ]; then mount --bind "$s/etc-libvirt" /etc/libvirt
+    else mount --bind "$s/qemu.conf" /etc/libvirt/qemu.conf; fi
     if [ -e "$s/passwd" ]; then mount --bind "$s/passwd" /etc/passwd; fi
     if [ -e "$s/group" ]; then mount --bind "$s/group" /etc/group; fi
     exec "$@"' sh "$STATE" "$@"

@@ -38,7 +38,12 @@ mount -t tmpfs kvminfo-test /var/log/libvirt
 mkdir "$W/cache" && cp -a /var/cache/libvirt/. "$W/cache/" && mount --bind "$W/cache" /var/cache/libvirt
 grep -v '^libvirt-qemu:' /etc/passwd > "$W/passwd"; mount --bind "$W/passwd" /etc/passwd
 grep -v '^libvirt-qemu:' /etc/group > "$W/group"; mount --bind "$W/group" /etc/group
-etc_sum() { cat /etc/libvirt/qemu.conf /etc/passwd /etc/group | sha256sum; }
+etc_sum() { { ls -lR /etc/libvirt; find /etc/libvirt -type f -exec cat {} +; cat /etc/passwd /etc/group; } | sha256sum; }
+"""
+
+# Debian 12 without libvirt-daemon-system: /etc/libvirt has no qemu.conf at all.
+_NO_QEMU_CONF = r"""
+cp -a /etc/libvirt "$W/etc-libvirt" && rm -f "$W/etc-libvirt/qemu.conf" && mount --bind "$W/etc-libvirt" /etc/libvirt
 """
 
 _NO_KVM = r"""
@@ -50,7 +55,8 @@ test ! -e /dev/kvm
 """
 
 
-def on_a_host_of_its_own(script: str, no_kvm: bool = False) -> subprocess.CompletedProcess[str]:
+def on_a_host_of_its_own(script: str, no_kvm: bool = False,
+                         qemu_conf: bool = True) -> subprocess.CompletedProcess[str]:
     if os.geteuid() != 0:
         pytest.skip("needs root: a PID and mount namespace of its own")
     for tool in ("unshare", "libvirtd", "virsh"):
@@ -59,7 +65,7 @@ def on_a_host_of_its_own(script: str, no_kvm: bool = False) -> subprocess.Comple
     work = Path(tempfile.mkdtemp(prefix="kvminfo-lvup.", dir="/tmp"))
     try:
         return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "--mount", "--propagation", "private",
-                               "bash", "-c", _ISOLATE + (_NO_KVM if no_kvm else "") + script],
+                               "bash", "-c", _ISOLATE + ("" if qemu_conf else _NO_QEMU_CONF) + (_NO_KVM if no_kvm else "") + script],
                               cwd=REPO, env={**os.environ, "W": str(work)}, capture_output=True, text=True,
                               timeout=90)
     finally:
@@ -70,8 +76,9 @@ def lines(text: str, prefix: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(prefix)]
 
 
-def test_starts_its_own_libvirtd_and_stops_only_that_one_leaving_etc_alone():
-    done = on_a_host_of_its_own(r"""
+@pytest.mark.parametrize("qemu_conf", [True, False], ids=["qemu.conf", "no-qemu.conf"])
+def test_starts_its_own_libvirtd_and_stops_only_that_one_leaving_etc_alone(qemu_conf):
+    done = on_a_host_of_its_own(qemu_conf=qemu_conf, script=r"""
 before=$(etc_sum)
 # someone else's libvirtd (as a test's private daemon is): its own sockets and state
 mkdir "$W/foreign"; printf 'unix_sock_dir = "%s"\n' "$W/foreign" > "$W/foreign/libvirtd.conf"
@@ -87,7 +94,8 @@ echo "kvm: $(virsh -c qemu:///system domcapabilities --virttype kvm | grep -c '<
 echo "stop: $(bash scripts/libvirt-up.sh --stop 2>&1)"
 echo "stop again: $(bash scripts/libvirt-up.sh --stop 2>&1)"
 echo "foreign alive: $(cat /proc/$foreign/comm)"
-echo "libvirtds: $(pgrep -c -x libvirtd)"
+echo "libvirtds: $(grep -lx libvirtd /proc/[0-9]*/comm | wc -l)"
+[ -e /etc/libvirt/qemu.conf ] && echo "qemu.conf: present" || echo "qemu.conf: absent"
 [ "$before" = "$(etc_sum)" ] && echo "etc: unchanged"
 """)
     assert done.returncode == 0, done.stderr
@@ -105,6 +113,8 @@ echo "libvirtds: $(pgrep -c -x libvirtd)"
     assert lines(out, "foreign alive: ") == ["foreign alive: libvirtd"]  # never signalled
     assert lines(out, "libvirtds: ") == ["libvirtds: 1"]
     assert "etc: unchanged" in out
+    assert lines(out, "qemu.conf: ") == [f"qemu.conf: {'present' if qemu_conf else 'absent'}"]
+    assert ("the host has no qemu.conf: it sees a private copy of /etc/libvirt" in first) is not qemu_conf
 
 
 def test_make_run_without_dev_kvm_still_prints_the_probe():
