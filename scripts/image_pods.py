@@ -480,9 +480,8 @@ def run_publisher(runner: Runner, host: Path, plugin: Plugin, report: dict[str, 
     (sa / "namespace").write_text(NAMESPACE)
     for f in sa.iterdir():
         f.chmod(0o644)
-    register_owner = getattr(server, "put_workload", None)  # pods/daemonsets, where the stand-in serves them
-    if register_owner is not None:
-        register_owner(objects, pod.pod_name, pod.pod_uid, NODE_NAME)
+    # the pod as the DaemonSet controller made it: the publisher reads it for its owner
+    pod.pod_uid = server.add_daemonset_pod(NAMESPACE, pod.workload, pod.pod_name)["metadata"]["uid"]
     (container,) = pod.spec["containers"]
     host_ip, port = server.address
     started = runner.start(pod, container, allocation=plugin.admit(), host_network=True,
@@ -495,8 +494,13 @@ def run_publisher(runner: Runner, host: Path, plugin: Plugin, report: dict[str, 
         raise Fail(f"NodeFeature {name}: kvm-info-usable is {stored['spec']['labels'].get('kvm-info-usable')!r}")
     if code != 0:
         raise Fail(f"publish exited {code} on SIGTERM: {started.output()[-300:]}")
+    owners = stored["metadata"].get("ownerReferences", [])
+    if [(o["kind"], o["name"]) for o in owners] != [("DaemonSet", pod.workload)]:
+        raise Fail(f"NodeFeature {name}: owner references {owners}, want the DaemonSet {pod.workload}")
+    # uninstall: the DaemonSet is deleted, the garbage collector (emulated by the stand-in) takes the object
+    collected = server.delete_owner("apps/v1", "DaemonSet", NAMESPACE, pod.workload)
     report["nodefeature"] = {"start_to_published_s": round(took, 3), "labels": len(stored["spec"]["labels"]),
-                             "owner_references": stored["metadata"].get("ownerReferences", []),
+                             "owner_references": owners, "deleted_with_daemonset": collected,
                              "sigterm_exit": code, "sigterm_to_exit_s": round(stop_s, 3)}
 
 

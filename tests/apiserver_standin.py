@@ -20,6 +20,18 @@ It checks what the real kube-apiserver checks on this path, so that the real
   must carry the current one (409 Conflict when stale). The real server
   allows an unconditional update of a custom object without one; the stand-in
   refuses it (422) so that the client is proven to send it.
+- metadata.ownerReferences, with apimachinery's ValidateOwnerReferences
+  rules (pkg/api/validation/objectmeta.go): apiVersion with a version, kind,
+  name and uid all non-empty, no Event as an owner, at most one reference
+  with controller: true (422 otherwise);
+- pods: GET /api/v1/namespaces/<ns>/pods/<name> of pods added with
+  add_daemonset_pod(), which carry the controller reference the DaemonSet
+  controller gives its pods (controller and blockOwnerDeletion true).
+delete_owner() does what kube-controller-manager's garbage collector then
+does (Kubernetes "Owners and Dependents" / "Garbage Collection"): an object
+all of whose owners are gone is deleted; an owner counts as present only if
+an object of that kind and name exists in the dependent's own namespace
+(no cross-namespace owners) with the referenced uid.
 Failure answers are Status objects shaped like the real ones: a missing
 object's 404 names it in details; an uninstalled CRD's 404 does not.
 Faults can be injected: the CRD "not installed", any status for the next
@@ -32,6 +44,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import uuid
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -49,6 +62,9 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "fixtures" / "nfd" / "nodefeatur
 TOKEN = "kvminfo-standin-token"
 
 _PATH = re.compile(rf"/apis/{re.escape(GROUP)}/{VERSION}/namespaces/(?P<ns>[^/]+)/{PLURAL}(?:/(?P<name>[^/]+))?")
+_POD_PATH = re.compile(r"/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)")
+# apimachinery's BannedOwners: Event (core v1 and events.k8s.io/v1)
+_BANNED_OWNERS = {("", "Event"), ("events.k8s.io", "Event")}
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _STATUS_TEXT = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
@@ -117,6 +133,34 @@ class _Fault:
     body: Any = None  # answer with this JSON instead of a Status object
 
 
+def owner_reference_problems(refs: Any) -> list[str]:
+    """apimachinery's ValidateOwnerReferences, message for message where it matters."""
+    if refs is None:
+        return []
+    if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+        return ["metadata.ownerReferences: must be a list of objects"]
+    problems, controller = [], ""
+    for ref in refs:
+        group, _, version = str(ref.get("apiVersion") or "").rpartition("/")
+        if not version:
+            problems.append(f"metadata.ownerReferences.apiVersion: Invalid value: {ref.get('apiVersion')!r}: "
+                            "version must not be empty")
+        for key in ("kind", "name", "uid"):
+            if not ref.get(key):
+                problems.append(f"metadata.ownerReferences.{key}: Invalid value: {ref.get(key)!r}: "
+                                f"{key} must not be empty")
+        if (group, ref.get("kind")) in _BANNED_OWNERS:
+            problems.append(f"metadata.ownerReferences: {group}/{version}, Kind=Event is disallowed from being "
+                            "an owner")
+        if ref.get("controller") is True:
+            if controller:
+                problems.append("metadata.ownerReferences: Only one reference can have Controller set to true. "
+                                f"Found \"true\" in references for {controller} and {ref.get('kind')}/{ref.get('name')}")
+            else:
+                controller = f"{ref.get('kind')}/{ref.get('name')}"
+    return problems
+
+
 def _schema_problems(validator: Any, body: dict[str, Any]) -> list[str]:
     return [f"{'.'.join(str(p) for p in err.absolute_path) or '<root>'}: {err.message}"
             for err in validator.iter_errors(body)]
@@ -138,6 +182,8 @@ class ApiServerStandin:
 
     def __post_init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        # other kinds, for pod look-ups and garbage collection: (apiVersion, kind, namespace, name) -> object
+        self.others: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.seen: list[Seen] = []
         self._faults: list[_Fault] = []
         self._before_update: list[Callable[[dict[str, Any]], None]] = []
@@ -224,6 +270,39 @@ class ApiServerStandin:
         with self._lock:
             return self._store(namespace, json.loads(json.dumps(body)), created=True)
 
+    def add_daemonset_pod(self, namespace: str, daemonset: str, pod: str) -> dict[str, Any]:
+        """A DaemonSet and one pod of it, as the API server holds them once the
+        DaemonSet controller made the pod; returns the pod."""
+        with self._lock:
+            owner = self.others.setdefault(("apps/v1", "DaemonSet", namespace, daemonset), {
+                "apiVersion": "apps/v1", "kind": "DaemonSet",
+                "metadata": {"name": daemonset, "namespace": namespace, "uid": str(uuid.uuid4())}})
+            body = {"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": pod, "namespace": namespace, "uid": str(uuid.uuid4()),
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": daemonset,
+                                     "uid": owner["metadata"]["uid"], "controller": True,
+                                     "blockOwnerDeletion": True}]}}
+            self.others[("v1", "Pod", namespace, pod)] = body
+            return body
+
+    def delete_owner(self, api_version: str, kind: str, namespace: str, name: str) -> list[str]:
+        """Delete an object (background propagation) and collect garbage; returns the
+        names of the NodeFeature objects the collector deleted."""
+        with self._lock:
+            self.others.pop((api_version, kind, namespace, name), None)
+            for key in [k for k, obj in self.others.items() if self._orphaned(k[2], obj)]:
+                del self.others[key]
+            gone = [key for key, obj in self.objects.items() if self._orphaned(key[0], obj)]
+            for key in gone:
+                del self.objects[key]
+            return [name for _, name in gone]
+
+    def _orphaned(self, namespace: str, obj: dict[str, Any]) -> bool:
+        refs = obj["metadata"].get("ownerReferences") or []
+        return bool(refs) and not any(
+            (owner := self.others.get((ref["apiVersion"], ref["kind"], namespace, ref["name"]))) is not None
+            and owner["metadata"]["uid"] == ref["uid"] for ref in refs)
+
     def get_object(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
             return self.objects.get((namespace, name))
@@ -266,8 +345,9 @@ class ApiServerStandin:
         scheme, _, token = (headers.get("Authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or token.strip() != self.token:
             raise _Answer(401, "Unauthorized")
+        pod = _POD_PATH.fullmatch(path)
         match = _PATH.fullmatch(path)
-        if match is None or not self.crd_installed:
+        if pod is None and (match is None or not self.crd_installed):
             raise _Answer(404, "the server could not find the requested resource")
         fault = next((f for f in self._faults if verb in f.verbs), None)
         if fault is not None:
@@ -275,6 +355,14 @@ class ApiServerStandin:
             if fault.body is not None:
                 return fault.status, fault.body, None
             raise _Answer(fault.status, fault.message)
+        if pod is not None:
+            if verb != "GET":
+                raise _Answer(405, f"{verb} is not supported on {path} by the stand-in")
+            found = self.others.get(("v1", "Pod", pod["ns"], pod["name"]))
+            if found is None:
+                raise _Answer(404, f'pods "{pod["name"]}" not found', {"name": pod["name"], "kind": "pods"})
+            return 200, found, None
+        assert match is not None
         accept = headers.get("Accept", "")
         if "application/json" not in accept and "*/*" not in accept:
             raise _Answer(406, f"Accept {accept!r} does not admit application/json")
@@ -323,6 +411,7 @@ class ApiServerStandin:
             problems.append(f"metadata.namespace: {meta.get('namespace')!r} does not match the request's "
                             f"{namespace!r}")
         problems += label_problems(meta.get("labels", {}))
+        problems += owner_reference_problems(meta.get("ownerReferences"))
         problems += _schema_problems(self.lenient_validator, body)
         if not problems and query.get("fieldValidation") == "Strict":
             unknown = _schema_problems(self.validator, body)

@@ -324,7 +324,7 @@ def test_labellers_args_parse_and_get_kvm_from_the_plugin(workload, command, wor
 def test_publisher_identity_and_rbac(workloads, built):
     spec = workloads["kvminfo-publish"]
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in spec["containers"][0]["env"]}
-    assert env == {"NODE_NAME": "spec.nodeName", "POD_NAMESPACE": "metadata.namespace"}
+    assert env == {"NODE_NAME": "spec.nodeName", "POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
     objects = built["nodefeature"]
     assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
     (account,) = by_kind(objects, "ServiceAccount")
@@ -332,7 +332,8 @@ def test_publisher_identity_and_rbac(workloads, built):
     (binding,) = by_kind(objects, "RoleBinding")
     assert spec["serviceAccountName"] == account["metadata"]["name"]
     assert role["rules"] == [{"apiGroups": ["nfd.k8s-sigs.io"], "resources": ["nodefeatures"],
-                              "verbs": ["get", "create", "update"]}]
+                              "verbs": ["get", "create", "update"]},
+                             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]  # its own pod's owner
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],

@@ -40,6 +40,12 @@ between) is re-read and retried. API errors (401, 403, 404 when the CRD is not
 installed, 5xx, unreachable server) are logged in one line and retried with
 exponential backoff (1s, 2s, 4s, ... at most 60s), --retries times.
 
+Owner: with --pod-name (or $POD_NAME), the object gets an owner reference to
+that pod's controller (the DaemonSet), read once from the pod (RBAC: get on
+pods), so deleting the DaemonSet deletes the object too. Until the pod can be
+read, the object is published without one and the lookup is retried each
+round.
+
 Cluster access: in a pod, the service account (in-cluster config); otherwise
 --kubeconfig, $KUBECONFIG or ~/.kube/config. Without --interval: publish once
 and exit (non-zero if it could not). With --interval: keep running, re-probe
@@ -57,6 +63,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                              "fieldRef spec.nodeName)")
     parser.add_argument("--namespace", metavar="NS",
                         help="namespace of the NodeFeature object (default: $POD_NAMESPACE)")
+    parser.add_argument("--pod-name", metavar="NAME",
+                        help="this pod's name, to give the object an owner reference to the pod's controller "
+                             "(default: $POD_NAME; in a DaemonSet set it from fieldRef metadata.name; "
+                             "neither: no owner reference)")
     parser.add_argument("--kubeconfig", metavar="FILE",
                         help="kubeconfig to use instead of the in-cluster service account "
                              "(default outside a pod: $KUBECONFIG or ~/.kube/config)")
@@ -92,14 +102,33 @@ def main(argv: list[str], prog: str = "kvminfo publish") -> int:
     options = options_for_families(probe_options_from_args(args), list(FAMILIES))
 
     # Imported here so that a bad option above fails before ~0.3 s of kubernetes imports.
-    from kvminfo.publish.client import NodeFeatureStore, PublishError, load_api_client, publish_with_retries
+    from kvminfo.publish.client import (NodeFeatureStore, PublishError, load_api_client, pod_owner,
+                                        publish_with_retries)
 
-    store = NodeFeatureStore(load_api_client(args.kubeconfig), namespace)
+    api_client = load_api_client(args.kubeconfig)
+    store = NodeFeatureStore(api_client, namespace)
     stop = StopOnSignal()
     name = object_name(node)
+    pod = (args.pod_name or os.environ.get("POD_NAME", "")).strip() or None
+    owner: list[dict[str, str] | None] = []  # [] until looked up; [None]: the pod has no controller
+
+    def owner_reference() -> dict[str, str] | None:
+        if pod is None or owner:
+            return owner[0] if owner else None
+        try:
+            owner.append(pod_owner(api_client, namespace, pod))
+        except PublishError as err:  # the labels matter more: publish them, look again next round
+            log.warning("%s; publishing without an owner reference for now", err)
+            return None
+        if owner[0] is None:
+            log.info("pod %s/%s has no controller: the NodeFeature gets no owner reference", namespace, pod)
+        else:
+            log.info("owner of %s/%s: %s %s (uid %s)", namespace, name, owner[0]["kind"], owner[0]["name"],
+                     owner[0]["uid"])
+        return owner[0]
 
     def publish_round() -> None:
-        desired = build_nodefeature(collect(options), node, namespace)
+        desired = build_nodefeature(collect(options), node, namespace, owner_reference())
         if stop.event.is_set():
             return
         outcome = publish_with_retries(store, desired, args.retries, stop.event.wait)

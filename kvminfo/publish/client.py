@@ -24,7 +24,8 @@ from urllib3.exceptions import HTTPError as TransportError
 
 from kvminfo.durations import format_duration
 from kvminfo.errors import KvminfoError, one_line
-from kvminfo.publish.nodefeature import API_GROUP, API_VERSION, PLURAL, change_reason, updated_object
+from kvminfo.publish.nodefeature import (API_GROUP, API_VERSION, PLURAL, change_reason, owner_reference,
+                                         updated_object)
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,39 @@ def _names_object(err: ApiException) -> bool:
     resource the server does not serve (CRD not installed) does not."""
     details = _status(err).get("details") or {}
     return bool(details.get("name"))
+
+
+def pod_owner(api_client: k8s.ApiClient, namespace: str, pod: str) -> dict[str, str] | None:
+    """The owner reference for our NodeFeature: GET our own pod (core/v1
+    pods/<pod> in ``namespace``) and take its controller (owner_reference()).
+    None when no controller manages the pod. Failures are PublishError
+    (retryable when RBAC, the network or the server may heal)."""
+    host = api_client.configuration.host
+    what = f"get pods {pod!r} in namespace {namespace!r} (for the NodeFeature's owner reference)"
+    try:
+        answer = k8s.CoreV1Api(api_client).read_namespaced_pod(pod, namespace, _preload_content=False,
+                                                              _request_timeout=REQUEST_TIMEOUT_S)
+        body = json.loads(answer.data)
+    except ApiException as err:
+        said = _status_message(err)
+        if not err.status:
+            raise PublishError(f"cannot reach the API server at {host}: {one_line(err.reason or err)}",
+                               retryable=True) from None
+        if err.status == 403:
+            raise PublishError(f"{what}: 403 Forbidden: RBAC must allow get on pods in {namespace!r} "
+                               f"(deploy/nodefeature's Role): {said}", retryable=True) from None
+        if err.status == 404:
+            raise PublishError(f"{what}: 404: no such pod; --pod-name (or $POD_NAME, from fieldRef "
+                               f"metadata.name) must be this pod's own name: {said}", retryable=False) from None
+        raise PublishError(f"{what}: {err.status} {err.reason}: {said}",
+                           retryable=err.status >= 500 or err.status in (401, 429)) from None
+    except TransportError as err:
+        raise PublishError(f"cannot reach the API server at {host}: {one_line(err)}", retryable=True) from None
+    except ValueError as err:
+        raise PublishError(f"{what}: the answer is not JSON: {one_line(err)}", retryable=True) from None
+    if not isinstance(body, dict):
+        raise PublishError(f"{what}: the answer is {type(body).__name__}, not an object", retryable=True)
+    return owner_reference(body)
 
 
 def publish_once(store: NodeFeatureStore, desired: Mapping[str, Any]) -> Outcome:

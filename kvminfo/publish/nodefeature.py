@@ -7,6 +7,12 @@ its own labels from them:
 - attributes kvminfo.kvm      usable, api_version, max_vcpus, nested, cpu_vendor
 - attributes kvminfo.libvirt  version, max_vcpus, host_model, sev, sgx, tdx, ...
 Only sources that answered contribute; an absent element means "not known".
+
+metadata.ownerReferences names the publisher pod's controller (its
+DaemonSet) when known, so that deleting the DaemonSet lets Kubernetes'
+garbage collector delete the object too (Kubernetes "Owners and Dependents":
+a namespaced dependent's owner must be in its namespace, which the
+publisher's DaemonSet is).
 """
 
 from __future__ import annotations
@@ -118,16 +124,42 @@ def features_from_report(report: Report) -> dict[str, Any]:
     return features
 
 
-def build_nodefeature(report: Report, node: str, namespace: str) -> dict[str, Any]:
-    """The whole object to create; the API server adds resourceVersion and the rest of metadata."""
+def owner_reference(pod: Mapping[str, Any]) -> dict[str, str] | None:
+    """The owner reference to put on our NodeFeature, from our own Pod object: its
+    controller (metadata.ownerReferences[] with controller: true; a DaemonSet
+    pod has exactly one), or None for a pod no controller manages.
+
+    Only apiVersion, kind, name and uid are kept (what the API server requires
+    of a reference: apimachinery's ValidateOwnerReferences). controller is not
+    claimed (the DaemonSet does not manage this object) and blockOwnerDeletion
+    is not set: setting it needs permission on the owner's finalizers under
+    the OwnerReferencesPermissionEnforcement admission plugin, and an
+    uninstall needs no foreground deletion.
+    """
+    refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+    for ref in refs:
+        if isinstance(ref, Mapping) and ref.get("controller") is True:
+            owner = {key: ref.get(key) for key in ("apiVersion", "kind", "name", "uid")}
+            if all(isinstance(value, str) and value for value in owner.values()):
+                return owner  # type: ignore[return-value]
+    return None
+
+
+def build_nodefeature(report: Report, node: str, namespace: str,
+                      owner: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The whole object to create; the API server adds resourceVersion and the rest of metadata.
+    ``owner``: an owner reference (owner_reference()) or None."""
+    metadata: dict[str, Any] = {
+        "name": object_name(node),
+        "namespace": check_namespace(namespace),
+        "labels": {NODE_NAME_LABEL: node},
+    }
+    if owner is not None:
+        metadata["ownerReferences"] = [dict(owner)]
     return {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": KIND,
-        "metadata": {
-            "name": object_name(node),
-            "namespace": check_namespace(namespace),
-            "labels": {NODE_NAME_LABEL: node},
-        },
+        "metadata": metadata,
         "spec": {
             "labels": dict(sorted(report.labels.items())),
             "features": features_from_report(report),
@@ -159,6 +191,10 @@ def change_reason(existing: Mapping[str, Any] | None, desired: Mapping[str, Any]
     for key, value in desired["metadata"]["labels"].items():
         if have.get(key) != value:
             return f"object label {key} is {have.get(key)!r}, want {value!r}"
+    owners = (existing.get("metadata") or {}).get("ownerReferences") or []
+    for ref in desired["metadata"].get("ownerReferences", []):
+        if not any(isinstance(o, Mapping) and o.get("uid") == ref["uid"] for o in owners):
+            return f"no owner reference to {ref['kind']} {ref['name']} (uid {ref['uid']})"
     return None
 
 
@@ -172,4 +208,12 @@ def updated_object(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> d
     meta["labels"] = {**(old_meta.get("labels") or {}), **desired["metadata"]["labels"]}
     if old_meta.get("annotations"):
         meta["annotations"] = dict(old_meta["annotations"])
+    # Owners others added stay; ours replaces a reference to an earlier object of the
+    # same kind and name (a DaemonSet deleted and re-created has a new uid).
+    ours = desired["metadata"].get("ownerReferences", [])
+    kept = [o for o in old_meta.get("ownerReferences") or [] if isinstance(o, Mapping)
+            and not any((o.get("apiVersion"), o.get("kind"), o.get("name")) == (r["apiVersion"], r["kind"], r["name"])
+                        for r in ours)]
+    if kept or ours:
+        meta["ownerReferences"] = kept + [dict(r) for r in ours]
     return {**desired, "metadata": meta}
