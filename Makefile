@@ -16,7 +16,9 @@ $(error make $(firstword $(ROOT_GOALS)) needs root: the suite opens /dev/kvm rea
 endif
 endif
 
-LINT_PATHS := plugin/kvminfo_plugin
+# ruff and mypy run on both packages (make lint, run by make test); mypy is
+# --strict for kvminfo/ (pyproject.toml [[tool.mypy.overrides]]).
+LINT_PATHS := kvminfo plugin/kvminfo_plugin
 
 .PHONY: lint run test install system-deps libvirt-up libvirt-down bench soak proto bench-plugin bench-featurefile bench-publish image clean
 

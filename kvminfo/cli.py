@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     prog = f"kvminfo {argv[0]}" if argv and not argv[0].startswith("-") and argv[0] != "help" else "kvminfo"
     stdout = sys.stdout
-    sys.stdout = _StdoutGuard(stdout)  # type: ignore[assignment]
+    sys.stdout = _StdoutGuard(stdout)
     try:
         try:
             status = _dispatch(argv, prog)
@@ -155,11 +155,12 @@ def _dispatch(argv: list[str], prog: str) -> int:
         print(f"kvminfo: unknown command {name!r}; commands: {', '.join(_summaries())}", file=sys.stderr)
         return 2
     module = importlib.import_module(module_name)
-    from kvminfo.errors import KvminfoError
+    from kvminfo.errors import KvminfoError, ParseError
 
     try:
-        return module.main(rest, prog=prog)
-    except KvminfoError as err:
+        status: int = module.main(rest, prog=prog)
+        return status
+    except (KvminfoError, ParseError) as err:  # the operator's input or environment: one line, never a traceback
         print(f"{prog}: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:

@@ -1,20 +1,26 @@
 """Plain data passed between the layers: sources -> features -> labels.
 
 Sources (kvminfo/sources/) do the I/O and return a SourceResult holding raw
-facts only. Feature rules (kvminfo/features/) are pure functions from facts to
-FeatureVerdicts. Renderers (kvminfo/labels/) turn verdicts and facts into
-validated NFD labels. kvminfo.report.collect() wires them together.
+facts only (typed: kvminfo/sources/facts.py). Feature rules (kvminfo/features/)
+are pure functions from facts to FeatureVerdicts. Renderers (kvminfo/labels/)
+turn verdicts and facts into validated NFD labels. kvminfo.collect.collect()
+wires them together; the outputs (kvminfo/output/) take the Report.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from collections.abc import Mapping
 
 TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start (see bench/); only mypy needs it
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Protocol
+
+    class Facts(Protocol):
+        """A source's typed facts (a frozen dataclass) that `kvminfo probe --json` can print."""
+
+        def to_json(self) -> dict[str, Any]: ...
 
 
 class Status(str, enum.Enum):
@@ -27,32 +33,14 @@ class Status(str, enum.Enum):
 
 @dataclass(frozen=True)
 class SourceResult:
-    """What one source saw. ``facts`` is JSON-serialisable raw data.
-
-    Fact shapes (documented here so rules and sources agree):
-    - kvm: api_version:int, caps:{KVM_CAP_NAME:int}, msrs:[int] or None,
-      hv_cpuid:[{function,index,eax,ebx,ecx,edx}] or None (None = not
-      obtainable, e.g. EINVAL / caps 0), hv_cpuid_via:"system"|"vcpu"|None,
-      hv_cpuid_missing: why hv_cpuid is None (str) or None,
-      nested:bool|None, cpu_vendor:"AMD"|"Intel"|... or None. When the device
-      cannot be used only nested and cpu_vendor are present.
-    - libvirt: hyperv: list of libvirt feature names (libvirt spelling:
-      "stimer", "vendor_id", ...), [] when <hyperv supported='no'>, or None
-      when the <hyperv> element is absent (unknown); hyperv_supported:
-      bool|None (None = absent); hyperv_defaults:{child tag: int|str|bool}
-      from libvirt >= 11.9 <defaults> ({} otherwise); host_model:{model,
-      vendor} or None; custom_models:[str] (usable='yes'); max_vcpus:int|None;
-      sev:bool; sgx:bool; tdx:bool; domain_type, arch, machine, emulator:
-      str|None; uri:str|None and libvirt_version:"9.0.0"|None (None when
-      replayed from a file; then replayed_from:path).
-    - kernel-whitelist: os_id:str, kernel_version:str, whitelisted:[feature],
-      config: absolute path of the whitelist config.
-    """
+    """What one source saw: a status, a one-line reason when not OK, and its
+    typed facts (kvminfo/sources/facts.py for the built-in sources; None when
+    it learnt nothing)."""
 
     name: str
     status: Status
     reason: str = ""
-    facts: Mapping[str, Any] = field(default_factory=dict)
+    facts: Facts | None = None
     elapsed_ms: float = 0.0
 
     @property
@@ -86,6 +74,13 @@ class Report:
     features: tuple[FeatureVerdict, ...]
     labels: Mapping[str, str]  # validated NFD label key -> value
     warnings: tuple[str, ...] = ()
+    # source name -> its NFD attributes (Source.attributes) for sources that answered and have some
+    attributes: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
     def source(self, name: str) -> SourceResult | None:
-        return next((s for s in self.sources if s.name == name), None)
+        return source_named(self.sources, name)
+
+
+def source_named(sources: Iterable[SourceResult], name: str) -> SourceResult | None:
+    """The result of the source called ``name`` (a kvminfo.sources.facts constant), or None."""
+    return next((s for s in sources if s.name == name), None)

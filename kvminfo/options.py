@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 
 DEFAULT_KVM_PATH = "/dev/kvm"
 DEFAULT_LIBVIRT_URI = "qemu:///system"
@@ -13,6 +15,10 @@ DEFAULT_LIBVIRT_DEADLINE_S = 10.0
 # Thread.join overflows on inf/1e308 and takes nan or -1 as "do not wait"; an
 # hour already outlasts any libvirt that is going to answer at all.
 MAX_LIBVIRT_DEADLINE_S = 3600.0
+# Where kvm-version-info-nfd-plugin read its config; used when no --whitelist-config is given.
+DEFAULT_WHITELIST_CONFIG = "/etc/kubernetes/node-feature-discovery/source.d/conf/kvm-version-info.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,3 +80,19 @@ def probe_options_from_args(args: argparse.Namespace) -> ProbeOptions:
         whitelist_config=args.whitelist_config,
         kubevirt_names=args.kubevirt_names,
     )
+
+
+def options_for_families(options: ProbeOptions, families: list[str],
+                         default_whitelist: str = DEFAULT_WHITELIST_CONFIG) -> ProbeOptions:
+    """Switch off the sources the chosen label families ("caps", "version") do not use."""
+    if "caps" not in families:
+        options = replace(options, use_kvm=False, use_libvirt=False)
+    if "version" not in families:
+        options = replace(options, whitelist_config=None)
+    elif options.whitelist_config is None:
+        if os.path.exists(default_whitelist):
+            options = replace(options, whitelist_config=default_whitelist)
+        elif set(families) == {"version"}:
+            log.warning("no kernel whitelist: %s does not exist and no --whitelist-config was given; "
+                        "no kvm-info-version labels", default_whitelist)
+    return options

@@ -16,7 +16,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kvminfo.commands.features_file import write_feature_file
+from kvminfo.output.featurefile_writer import write_feature_file
 from kvminfo.stopping import StopOnSignal
 
 LABEL_SETS: tuple[dict[str, str], ...] = (

@@ -36,8 +36,9 @@ from kvminfo.features.hyperv import evidence_from_sources
 from kvminfo.features.hyperv_tables import ALL_FEATURES
 from kvminfo.labels.render import CAP_PREFIX, KUBEVIRT_HYPERV_PREFIX, VERSION_PREFIX, render_labels
 from kvminfo.model import SourceResult, Status
+from kvminfo.sources.facts import DomainCapabilities, HostModel, KvmFacts, LibvirtFacts
 from kvminfo.options import ProbeOptions
-from kvminfo.report import collect
+from kvminfo.collect import collect
 from kvminfo.sources.kernel_whitelist import FEATURES as WHITELIST_FEATURES, probe_kernel_whitelist, read_os_id
 from kvminfo_plugin.config import MAX_SLOTS, load_config_file
 
@@ -324,9 +325,9 @@ def test_fuzz_label_values(short_tmp: Path, scenario) -> None:
 
     def render(path: Path) -> dict[str, str]:
         raw = path.read_bytes().decode("utf-8", "surrogatepass")
-        kvm = SourceResult("kvm", Status.OK, "", {"cpu_vendor": raw, "nested": True})
-        libvirt = SourceResult("libvirt", Status.OK, "", {"host_model": {"model": raw, "vendor": raw},
-                                                          "hyperv": None})
+        kvm = SourceResult("kvm", Status.OK, "", KvmFacts(cpu_vendor=raw, nested=True, api_version=12, caps={}))
+        libvirt = SourceResult("libvirt", Status.OK, "", LibvirtFacts(domcaps=DomainCapabilities(
+            host_model=HostModel(model=raw, vendor=raw), hyperv=None)))
         sources = [kvm, libvirt]
         labels, _ = render_labels(sources, combine(evidence_from_sources(sources)))
         return labels

@@ -29,7 +29,7 @@ from kvminfo.sources.kernel_whitelist import read_os_id
 
 FAMILY = "Labelling"
 DEADLINE_S = 1.0
-# kvminfo's own deadline is --libvirt-timeout plus report.JOIN_GRACE_S (1 s); a process start on top.
+# kvminfo's own deadline is --libvirt-timeout (one thread, one deadline); a process start on top.
 WITHIN_S = DEADLINE_S + 1.0 + 1.5
 REPLAY = DOMCAPS_FIXTURES / "this-host-kvm.xml"
 

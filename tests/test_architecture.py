@@ -36,3 +36,59 @@ def test_every_package_folder_carries_its_package_name():
     assert (REPO / "plugin" / "kvminfo_plugin" / "__init__.py").is_file()
     assert not (REPO / "plugin" / "__init__.py").exists()
     assert (REPO / "kvminfo" / "__init__.py").is_file()
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _kvminfo_graph() -> dict[str, set[str]]:
+    """kvminfo module -> the kvminfo modules it imports (at the top or lazily inside a function)."""
+    modules = {_module_name(p): p for p in (REPO / "kvminfo").rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                edges.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                edges.add(node.module)
+                edges.update(f"{node.module}.{alias.name}" for alias in node.names)
+        graph[name] = {e for e in edges if e in modules and e != name and not modules[e].name == "__init__.py"}
+    return graph
+
+
+def test_no_import_circle_in_kvminfo():
+    graph, cycles = _kvminfo_graph(), []
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        for target in sorted(graph[module]):
+            if target in path:
+                cycles.append(path[path.index(target):] + (target,))
+            elif target not in done:
+                visit(target, path + (target,))
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, (module,))
+    assert cycles == []
+
+
+def test_commands_never_import_each_other_sideways():
+    graph = _kvminfo_graph()
+    sideways = {name: sorted(t for t in targets if t.startswith("kvminfo.commands."))
+                for name, targets in graph.items() if name.startswith("kvminfo.commands.")}
+    assert {n: t for n, t in sideways.items() if t} == {}
+
+
+def test_rules_and_renderers_never_import_a_sources_io_module():
+    """Pure layers read typed facts (kvminfo.sources.facts), never the modules that do the I/O."""
+    graph = _kvminfo_graph()
+    pure = [n for n in graph if n.startswith(("kvminfo.features.", "kvminfo.labels."))]
+    pure += ["kvminfo.output.nodefeature", "kvminfo.output.featurefile", "kvminfo.model", "kvminfo.sources.facts"]
+    allowed = {"kvminfo.sources.facts"}
+    offenders = {n: sorted(t for t in graph[n] if t.startswith("kvminfo.sources.") and t not in allowed) for n in pure}
+    assert {n: t for n, t in offenders.items() if t} == {}

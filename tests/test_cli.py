@@ -17,7 +17,7 @@ from kvm_fakes import HyperVKernel
 from kvminfo import cli
 from kvminfo.labels.nfd import check_label
 from kvminfo.options import ProbeOptions
-from kvminfo.report import collect
+from kvminfo.collect import collect
 from kvminfo.sources import ioctl as kvm_ioctl
 
 HYPERV_HOST_XML = DOMCAPS_FIXTURES / "virt-manager-kvm-x86_64-latest.xml"

@@ -39,8 +39,8 @@ from kvminfo.commands import features_file as features_file_command
 from kvminfo.commands import publish as publish_command
 from kvminfo.options import ProbeOptions
 from kvminfo.output.featurefile import render_feature_file
-from kvminfo.publish.nodefeature import build_nodefeature
-from kvminfo.report import collect
+from kvminfo.output.nodefeature import build_nodefeature
+from kvminfo.collect import collect
 from kvminfo.sources import ioctl as kvm_ioctl
 from kvminfo_plugin import config as plugin_config
 from kvminfo_plugin import main as plugin_main

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import DOMCAPS_FIXTURES
-from kvminfo.errors import KvminfoError
-from kvminfo.sources.domcaps import parse_domcaps
+from kvminfo.sources.domcaps import DomcapsError, parse_domcaps
+from kvminfo.sources.facts import HostModel
 
 VIRT_MANAGER = DOMCAPS_FIXTURES / "virt-manager-kvm-x86_64-latest.xml"
 THIS_HOST_KVM = DOMCAPS_FIXTURES / "this-host-kvm.xml"
@@ -30,44 +30,44 @@ def this_host_with_hyperv_block(replacement: str) -> str:
 
 def test_virt_manager_host_offers_fifteen_enlightenments() -> None:
     facts = parse_domcaps(VIRT_MANAGER.read_text())
-    assert facts["hyperv"] == [
+    assert facts.hyperv == [
         "relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "stimer", "reset",
         "vendor_id", "frequencies", "reenlightenment", "tlbflush", "ipi", "evmcs", "avic",
     ]
-    assert facts["hyperv_supported"] is True
-    assert facts["host_model"] == {"model": "Skylake-Client-IBRS", "vendor": "Intel"}
-    assert facts["max_vcpus"] == 4096
-    assert facts["domain_type"] == "kvm" and facts["arch"] == "x86_64"
-    assert (facts["sev"], facts["sgx"], facts["tdx"]) == (False, False, False)
-    assert len(facts["custom_models"]) == 28  # usable='yes' in the recording
-    assert facts["custom_models"][-2:] == ["Broadwell-noTSX", "486"]  # document order kept
+    assert facts.hyperv_supported is True
+    assert facts.host_model == HostModel(model="Skylake-Client-IBRS", vendor="Intel")
+    assert facts.max_vcpus == 4096
+    assert facts.domain_type == "kvm" and facts.arch == "x86_64"
+    assert (facts.sev, facts.sgx, facts.tdx) == (False, False, False)
+    assert len(facts.custom_models) == 28  # usable='yes' in the recording
+    assert facts.custom_models[-2:] == ["Broadwell-noTSX", "486"]  # document order kept
 
 
 def test_this_host_offers_only_the_two_kernel_independent_ones() -> None:
     facts = parse_domcaps(THIS_HOST_KVM.read_text())
-    assert facts["hyperv"] == ["spinlocks", "vendor_id"]
-    assert facts["host_model"] == {"model": "kvm64", "vendor": "AMD"}
-    assert facts["max_vcpus"] == 255
-    assert facts["custom_models"] == ["pentium3", "pentium2", "pentium", "486"]
-    assert facts["hyperv_defaults"] == {}
+    assert facts.hyperv == ["spinlocks", "vendor_id"]
+    assert facts.host_model == HostModel(model="kvm64", vendor="AMD")
+    assert facts.max_vcpus == 255
+    assert facts.custom_models == ["pentium3", "pentium2", "pentium", "486"]
+    assert facts.hyperv_defaults == {}
 
 
 def test_tcg_recording_reports_its_domain_type() -> None:
     facts = parse_domcaps(THIS_HOST_TCG.read_text())
-    assert facts["domain_type"] == "qemu"
-    assert facts["host_model"] == {"model": "EPYC", "vendor": "AMD"}
+    assert facts.domain_type == "qemu"
+    assert facts.host_model == HostModel(model="EPYC", vendor="AMD")
 
 
 def test_no_hyperv_element_means_unknown_not_unsupported() -> None:
     facts = parse_domcaps(this_host_with_hyperv_block(""))  # libvirt < 9.0 has no <hyperv>
-    assert facts["hyperv"] is None
-    assert facts["hyperv_supported"] is None
+    assert facts.hyperv is None
+    assert facts.hyperv_supported is None
 
 
 def test_hyperv_supported_no_means_none_supported() -> None:
     facts = parse_domcaps(this_host_with_hyperv_block("    <hyperv supported='no'/>\n"))
-    assert facts["hyperv"] == []
-    assert facts["hyperv_supported"] is False
+    assert facts.hyperv == []
+    assert facts.hyperv_supported is False
 
 
 def test_libvirt_11_9_defaults_are_read() -> None:
@@ -82,21 +82,21 @@ def test_libvirt_11_9_defaults_are_read() -> None:
     </hyperv>
 """
     facts = parse_domcaps(this_host_with_hyperv_block(block))
-    assert facts["hyperv"] == ["spinlocks", "stimer"]
-    assert facts["hyperv_defaults"] == {
+    assert facts.hyperv == ["spinlocks", "stimer"]
+    assert facts.hyperv_defaults == {
         "spinlocks": 4095, "stimer_direct": True, "tlbflush_direct": False, "vendor_id": "Linux KVM Hv",
     }
 
 
 def test_sev_supported_yes_is_reported() -> None:
     text = THIS_HOST_KVM.read_text().replace("<sev supported='no'/>", "<sev supported='yes'><cbitpos>47</cbitpos></sev>")
-    assert parse_domcaps(text)["sev"] is True
+    assert parse_domcaps(text).sev is True
 
 
 @pytest.mark.parametrize("cut", [100, 4000, -20])
 def test_truncated_xml_is_a_clear_error_naming_the_file(cut: int) -> None:
     text = VIRT_MANAGER.read_text()[:cut]
-    with pytest.raises(KvminfoError) as err:
+    with pytest.raises(DomcapsError) as err:
         parse_domcaps(text, source="recorded.xml")
     message = str(err.value)
     assert message.startswith("recorded.xml: not valid domain capabilities XML: ")
@@ -105,12 +105,12 @@ def test_truncated_xml_is_a_clear_error_naming_the_file(cut: int) -> None:
 
 
 def test_wrong_root_is_rejected() -> None:
-    with pytest.raises(KvminfoError, match=r"caps\.xml: .*root element is <capabilities>, expected <domainCapabilities>"):
+    with pytest.raises(DomcapsError, match=r"caps\.xml: .*root element is <capabilities>, expected <domainCapabilities>"):
         parse_domcaps("<capabilities><host/></capabilities>", source="caps.xml")
 
 
 def test_empty_text_is_rejected() -> None:
-    with pytest.raises(KvminfoError, match="not valid domain capabilities XML"):
+    with pytest.raises(DomcapsError, match="not valid domain capabilities XML"):
         parse_domcaps("")
 
 
@@ -118,4 +118,4 @@ def test_empty_text_is_rejected() -> None:
 def test_defaults_value_that_is_not_a_plain_number_stays_text(value: str) -> None:
     """Found by the soak fuzzer: str.isdigit() accepts '²' and int() refuses it (and 5000 digits)."""
     text = VIRT_MANAGER.read_text().replace("</hyperv>", f"<defaults><spinlocks>{value}</spinlocks></defaults></hyperv>", 1)
-    assert parse_domcaps(text)["hyperv_defaults"] == {"spinlocks": value}
+    assert parse_domcaps(text).hyperv_defaults == {"spinlocks": value}

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kvminfo.durations import MAX_DURATION_S, format_duration, parse_duration
-from kvminfo.errors import KvminfoError
+from kvminfo.durations import MAX_DURATION_S, DurationError, format_duration, parse_duration
 
 
 def test_the_bound_itself_is_accepted() -> None:
@@ -18,7 +17,7 @@ def test_the_bound_itself_is_accepted() -> None:
 @pytest.mark.parametrize("text", ["366d", "99999999999d", "8761h", "525601m", "99999999999999999999s",
                                   "9" * 5000 + "s"])
 def test_longer_than_the_bound_names_option_and_value(text: str) -> None:
-    with pytest.raises(KvminfoError) as raised:
+    with pytest.raises(DurationError) as raised:
         parse_duration(text, "--interval")
     message = str(raised.value)
     assert message.startswith("--interval: ") and "at most 365d" in message

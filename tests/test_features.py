@@ -22,6 +22,7 @@ from kvminfo.features.hyperv_tables import (
     LegacyRule,
 )
 from kvminfo.model import SourceResult, Status, Support
+from kvminfo.sources.facts import DomainCapabilities, KvmFacts, LibvirtFacts
 
 S, U, K = Support.SUPPORTED, Support.UNSUPPORTED, Support.UNKNOWN
 
@@ -89,7 +90,7 @@ def test_hv_cpuid_table_dependencies_exist_and_do_not_cycle():
 
 
 def test_kvm_evidence_without_hv_cpuid_is_the_caps_table_only():
-    evidence = kvm_evidence({"caps": {"KVM_CAP_HYPERV": 1, "KVM_CAP_HYPERV_VAPIC": 1}, "msrs": [], "hv_cpuid": None})
+    evidence = kvm_evidence(KvmFacts(caps={"KVM_CAP_HYPERV": 1, "KVM_CAP_HYPERV_VAPIC": 1}, msrs=[], hv_cpuid=None))
     assert set(evidence) == {"kvm-caps"}
     assert set(evidence["kvm-caps"]) == set(LEGACY_NAMES) | {"relaxed", "vapic", "evmcs"}
     said = evidence["kvm-caps"]
@@ -97,14 +98,14 @@ def test_kvm_evidence_without_hv_cpuid_is_the_caps_table_only():
 
 
 def test_no_hyperv_emulation_means_every_feature_unsupported():
-    evidence = kvm_evidence({"caps": {"KVM_CAP_HYPERV": 0}, "msrs": [0x40000002], "hv_cpuid": None})
+    evidence = kvm_evidence(KvmFacts(caps={"KVM_CAP_HYPERV": 0}, msrs=[0x40000002], hv_cpuid=None))
     assert evidence == {"kvm-caps": {name: U for name in ALL_FEATURES}}
     verdicts = combine({**evidence, "libvirt": {"relaxed": S, "avic": S}})
     assert {v.support for v in verdicts} == {U}
 
 
 def test_kvm_evidence_with_hv_cpuid_leaves_only_base_and_synic2_to_the_table():
-    facts = {"caps": {"KVM_CAP_HYPERV": 1, "KVM_CAP_HYPERV_SYNIC2": 0}, "msrs": [], "hv_cpuid": all_bits_set()}
+    facts = KvmFacts(caps={"KVM_CAP_HYPERV": 1, "KVM_CAP_HYPERV_SYNIC2": 0}, msrs=[], hv_cpuid=all_bits_set())
     evidence = kvm_evidence(facts)
     assert evidence["kvm-caps"] == {"base": S, "synic2": U}
     # the table would say vpindex unsupported (no MSR); the bits decide it now
@@ -112,8 +113,9 @@ def test_kvm_evidence_with_hv_cpuid_leaves_only_base_and_synic2_to_the_table():
 
 
 def test_libvirt_listed_unlisted_and_absent():
-    assert libvirt_evidence({"hyperv": None}) == {}  # no <hyperv>: unknown, not evidence
-    said = libvirt_evidence({"hyperv": ["relaxed", "stimer", "emsr_bitmap", "spinlocks", "vendor_id", "new_thing"]})
+    assert libvirt_evidence(DomainCapabilities(hyperv=None)) == {}  # no <hyperv>: unknown, not evidence
+    said = libvirt_evidence(DomainCapabilities(
+        hyperv=["relaxed", "stimer", "emsr_bitmap", "spinlocks", "vendor_id", "new_thing"]))
     said = said["libvirt"]
     assert said["relaxed"] is S and said["synictimer"] is S and said["emsr-bitmap"] is S
     assert said["vpindex"] is U  # in the vocabulary, not listed
@@ -122,8 +124,8 @@ def test_libvirt_listed_unlisted_and_absent():
 
 
 def test_libvirt_defaults_flags():
-    said = libvirt_evidence({"hyperv": [], "hyperv_defaults": {"stimer_direct": True, "tlbflush_extended": False,
-                                                              "spinlocks": 4095}})["libvirt"]
+    said = libvirt_evidence(DomainCapabilities(hyperv=[], hyperv_defaults={
+        "stimer_direct": True, "tlbflush_extended": False, "spinlocks": 4095}))["libvirt"]
     assert said["stimer-direct"] is S and said["tlbflush-ext"] is U and "tlbflush-direct" not in said
     assert set(LIBVIRT_DEFAULTS_NAMES.values()) <= set(HV_CPUID_TABLE)
 
@@ -147,7 +149,7 @@ def test_combine_rules_and_provenance():
 
 
 def test_only_sources_that_answered_give_evidence():
-    kvm = SourceResult("kvm", Status.ERROR, "boom", {"caps": {"KVM_CAP_HYPERV": 1}, "msrs": [], "hv_cpuid": None})
-    libvirt = SourceResult("libvirt", Status.OK, "", {"hyperv": ["relaxed"]})
+    kvm = SourceResult("kvm", Status.ERROR, "boom", KvmFacts(caps={"KVM_CAP_HYPERV": 1}, msrs=[], hv_cpuid=None))
+    libvirt = SourceResult("libvirt", Status.OK, "", LibvirtFacts(domcaps=DomainCapabilities(hyperv=["relaxed"])))
     evidence = evidence_from_sources([kvm, libvirt])
     assert set(evidence) == {"libvirt"}

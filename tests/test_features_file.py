@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 
 from conftest import DOMCAPS_FIXTURES, KVMINFO, PrivateLibvirtd, require_real
 from other_user import as_user, unreadable_checkout
-from kvminfo.commands.features_file import Schedule, rewrite_reason, schedule_from_args
+from kvminfo.output.featurefile_writer import Schedule, rewrite_reason, schedule_from_args
 from kvminfo.options import ProbeOptions
-from kvminfo.report import JOIN_GRACE_S, LOCAL_SOURCE_DEADLINE_S, probe_deadline_s
-from kvminfo.durations import format_duration, parse_duration
+from kvminfo.collect import probe_deadline_s
+from kvminfo.sources.base import LOCAL_SOURCE_DEADLINE_S
+from kvminfo.durations import DurationError, format_duration, parse_duration
 from kvminfo.errors import KvminfoError
 from kvminfo.labels.nfd import check_label
 from kvminfo.output.atomic import temp_path_for, write_atomic
@@ -66,7 +67,7 @@ def test_durations_parse(text: str, seconds: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "10", "1x", "m", "-5m", "1.5h", "30m1h", "0s", "1h 30m"])
 def test_bad_durations_name_the_option(text: str) -> None:
-    with pytest.raises(KvminfoError, match=r"^--expiry: "):
+    with pytest.raises(DurationError, match=r"^--expiry: "):
         parse_duration(text, "--expiry")
 
 
@@ -97,7 +98,7 @@ def test_default_expiry_is_1h_or_3_intervals_and_never_below_two_rounds() -> Non
 
 def test_the_probe_deadline_is_the_slowest_enabled_source() -> None:
     assert probe_deadline_s(ProbeOptions(use_libvirt=False)) == LOCAL_SOURCE_DEADLINE_S
-    assert probe_deadline_s(ProbeOptions(libvirt_deadline_s=30.0)) == 30.0 + JOIN_GRACE_S
+    assert probe_deadline_s(ProbeOptions(libvirt_deadline_s=30.0)) == 30.0  # one deadline: the libvirt call's own
     assert probe_deadline_s(ProbeOptions(use_kvm=False, use_libvirt=False)) == 0.0
 
 

@@ -12,7 +12,7 @@ from conftest import FIXTURES, KVMINFO
 from kvminfo.errors import KvminfoError
 from kvminfo.model import Status
 from kvminfo.options import ProbeOptions
-from kvminfo.report import collect
+from kvminfo.collect import collect
 from kvminfo.sources.kernel_whitelist import (
     kernel_version_key,
     probe_kernel_whitelist,
@@ -62,8 +62,8 @@ def test_probe_reads_host_files_relative_to_the_config(tmp_path):
     path = write_config(tmp_path, [{"os": "centos", "feature": "hyperv", "kernelminver": "3.10.0-957.5.1"},
                                    {"os": "centos", "feature": "hyperv-lev2", "kernelminver": "4.0"}])
     result = probe_kernel_whitelist(path)
-    assert result.ok and result.facts["whitelisted"] == ["hyperv"]
-    assert result.facts["os_id"] == "centos" and result.facts["kernel_version"].startswith("3.10.0-957.9.5")
+    assert result.ok and result.facts.whitelisted == ["hyperv"]
+    assert result.facts.os_id == "centos" and result.facts.kernel_version.startswith("3.10.0-957.9.5")
     labels = collect(ProbeOptions(use_kvm=False, use_libvirt=False, whitelist_config=path)).labels
     assert labels == {"kvm-info-version-hyperv": "true"}
 
@@ -75,8 +75,8 @@ def test_this_machine_real_host_files(tmp_path):
     path.write_text(json.dumps({"checks": [{"os": "debian", "feature": "hyperv", "kernelminver": "1.0",
                                             "kernelmaxver": kernel}]}))
     result = probe_kernel_whitelist(str(path))
-    os_id = result.facts["os_id"]
-    assert result.facts["whitelisted"] == (["hyperv"] if os_id == "debian" else [])
+    os_id = result.facts.os_id
+    assert result.facts.whitelisted == (["hyperv"] if os_id == "debian" else [])
 
 
 def test_host_file_the_config_names_must_exist(tmp_path):
@@ -150,7 +150,7 @@ def test_the_original_shipped_config_is_accepted_as_is():
     """Issue 9 case 7: its `hypervL2` check made kvminfo refuse the whole file (exit 2)."""
     done = labels_cli(ORIGINAL_CONFIG)
     assert done.returncode == 0 and done.stderr == ""
-    os_id = probe_kernel_whitelist(str(ORIGINAL_CONFIG)).facts["os_id"]
+    os_id = probe_kernel_whitelist(str(ORIGINAL_CONFIG)).facts.os_id
     assert os_id != "centos" and done.stdout == ""  # this machine is no CentOS: nothing whitelisted
 
 

@@ -18,7 +18,7 @@ from conftest import require_real
 from kvm_fakes import HyperVKernel, intel_hv_cpuid
 from kvminfo.model import Status
 from kvminfo.options import ProbeOptions
-from kvminfo.report import collect
+from kvminfo.collect import collect
 from kvminfo.sources import ioctl as kvm_ioctl
 from kvminfo.sources.kvm import probe_kvm, read_cpu_vendor, read_nested
 
@@ -77,19 +77,19 @@ def test_real_device_api_12_and_no_hyperv():
     result = probe_kvm(KVM)
     assert result.status is Status.OK, result.reason
     facts = result.facts
-    assert facts["api_version"] == 12
-    assert all(facts["caps"][name] == 0 for name in kvm_ioctl.HYPERV_CAPS)
-    assert facts["hv_cpuid"] is None and facts["hv_cpuid_via"] is None
-    assert facts["msrs"] and not [m for m in facts["msrs"] if 0x40000000 <= m <= 0x40000FFF]
-    assert facts["caps"]["KVM_CAP_MAX_VCPUS"] >= facts["caps"]["KVM_CAP_NR_VCPUS"] >= 1
+    assert facts.api_version == 12
+    assert all(facts.caps[name] == 0 for name in kvm_ioctl.HYPERV_CAPS)
+    assert facts.hv_cpuid is None and facts.hv_cpuid_via is None
+    assert facts.msrs and not [m for m in facts.msrs if 0x40000000 <= m <= 0x40000FFF]
+    assert facts.caps["KVM_CAP_MAX_VCPUS"] >= facts.caps["KVM_CAP_NR_VCPUS"] >= 1
 
 
 def test_real_probe_matches_the_recording_of_these_machines():
     recorded = json.loads((FIXTURES / "kvm" / "this-host-kvm-probe.json").read_text())
     facts = probe_kvm(KVM).facts
-    assert facts["api_version"] == recorded["api_version"]
+    assert facts.api_version == recorded["api_version"]
     for name in kvm_ioctl.HYPERV_CAPS:
-        assert facts["caps"][name] == recorded["sys_caps"][name], name
+        assert facts.caps[name] == recorded["sys_caps"][name], name
 
 
 def test_real_device_gives_no_hyperv_label_and_says_kvm_usable():
@@ -104,7 +104,7 @@ def test_a_node_made_with_kvms_major_minor_works_like_dev_kvm(tmp_path):
     st = os.stat(KVM)
     node = tmp_path / "kvm"
     os.mknod(node, stat.S_IFCHR | 0o600, st.st_rdev)
-    assert probe_kvm(str(node)).facts["api_version"] == 12
+    assert probe_kvm(str(node)).facts.api_version == 12
 
 
 # --- a Hyper-V capable kernel, injected at the ioctl layer ------------------
@@ -112,10 +112,10 @@ def test_a_node_made_with_kvms_major_minor_works_like_dev_kvm(tmp_path):
 def test_hv_cpuid_on_system_fd_grows_on_e2big_and_labels_every_feature(hyperv_kernel):
     result = probe_kvm(KVM)
     assert result.ok, result.reason
-    assert result.facts["hv_cpuid_via"] == "system"
+    assert result.facts.hv_cpuid_via == "system"
     assert hyperv_kernel.hv_cpuid_e2big >= 1  # 11 leaves do not fit the first 8-entry buffer
-    assert len(result.facts["hv_cpuid"]) == len(intel_hv_cpuid())
-    assert any(0x40000000 <= m <= 0x40000FFF for m in result.facts["msrs"])
+    assert len(result.facts.hv_cpuid) == len(intel_hv_cpuid())
+    assert any(0x40000000 <= m <= 0x40000FFF for m in result.facts.msrs)
     labels = collect(kvm_only()).labels
     assert hyperv_labels(labels) == {
         "base", "synic2", "relaxed", "vapic", "time", "crash", "reset", "vpindex", "runtime", "synic",
@@ -145,7 +145,7 @@ def test_hv_cpuid_from_a_vcpu_fd_on_older_kernels(install_kernel):
     kernel = install_kernel(hv_cpuid_on="vcpu")
     result = probe_kvm(KVM)
     assert result.ok, result.reason
-    assert result.facts["hv_cpuid_via"] == "vcpu"
+    assert result.facts.hv_cpuid_via == "vcpu"
     # the real kernel created the VM and vCPU the query ran on
     assert kvm_ioctl.KVM_CREATE_VM in [r for r, _ in kernel.calls]
     assert kvm_ioctl.KVM_CREATE_VCPU in [r for r, _ in kernel.calls]
@@ -155,7 +155,7 @@ def test_hv_cpuid_from_a_vcpu_fd_on_older_kernels(install_kernel):
 def test_without_hv_cpuid_the_legacy_table_decides(install_kernel):
     install_kernel(hv_cpuid_on=None)
     result = probe_kvm(KVM)
-    assert result.facts["hv_cpuid"] is None
+    assert result.facts.hv_cpuid is None
     labels = hyperv_labels(collect(kvm_only()).labels)
     assert labels == {"base", "time", "vpindex", "tlbflush", "ipi", "synic", "synic2", "frequencies",
                       "reset", "runtime", "synictimer", "reenlightenment",  # the original twelve
@@ -172,8 +172,8 @@ def test_legacy_table_needs_the_msr_as_well_as_the_cap(install_kernel):
 def test_hv_cpuid_refused_falls_back_to_the_legacy_table(hyperv_kernel):
     hyperv_kernel.fail = {kvm_ioctl.KVM_GET_SUPPORTED_HV_CPUID: errno.EINVAL}
     result = probe_kvm(KVM)
-    assert result.ok and result.facts["hv_cpuid"] is None
-    assert "EINVAL" in result.facts["hv_cpuid_missing"] or "Invalid argument" in result.facts["hv_cpuid_missing"]
+    assert result.ok and result.facts.hv_cpuid is None
+    assert "EINVAL" in result.facts.hv_cpuid_missing or "Invalid argument" in result.facts.hv_cpuid_missing
     assert "synic2" in hyperv_labels(collect(kvm_only()).labels)
 
 

@@ -8,6 +8,7 @@ from hypothesis import given, strategies as st
 from kvminfo.labels.nfd import LabelError, check_label, full_key, is_denied_namespace, sanitize_value
 from kvminfo.labels.render import render_labels
 from kvminfo.model import FeatureVerdict, SourceResult, Status, Support
+from kvminfo.sources.facts import DomainCapabilities, HostModel, KvmFacts, LibvirtFacts, WhitelistFacts
 
 S, U = Support.SUPPORTED, Support.UNSUPPORTED
 
@@ -79,7 +80,13 @@ def test_sanitized_values_are_always_valid(raw):
 
 
 def kvm_ok(**facts) -> SourceResult:
-    return SourceResult("kvm", Status.OK, "", {"api_version": 12, "nested": None, "cpu_vendor": "AMD", **facts})
+    return SourceResult("kvm", Status.OK, "", KvmFacts(**{"api_version": 12, "nested": None, "cpu_vendor": "AMD",
+                                                           "caps": {}, **facts}))
+
+
+def libvirt_facts(host_model: str) -> LibvirtFacts:
+    return LibvirtFacts(uri="qemu:///system", libvirt_version="9.0.0",
+                        domcaps=DomainCapabilities(host_model=HostModel(model=host_model)))
 
 
 def test_supported_features_become_true_labels_never_with_a_leading_slash():
@@ -99,7 +106,7 @@ def test_kubevirt_names():
 
 
 def test_no_usable_kvm_means_no_caps_labels_whatever_libvirt_says():
-    libvirt = SourceResult("libvirt", Status.OK, "", {"host_model": {"model": "Skylake"}})
+    libvirt = SourceResult("libvirt", Status.OK, "", libvirt_facts("Skylake"))
     for kvm in (SourceResult("kvm", Status.UNAVAILABLE, "/dev/kvm: no such device"),
                 SourceResult("kvm", Status.ERROR, "KVM_GET_API_VERSION failed")):
         labels, _ = render_labels([kvm, libvirt], [FeatureVerdict("relaxed", S, {"libvirt": S})])
@@ -108,7 +115,7 @@ def test_no_usable_kvm_means_no_caps_labels_whatever_libvirt_says():
 
 def test_no_kvm_by_choice_keeps_libvirt_labels():
     kvm = SourceResult("kvm", Status.DISABLED, "--no-kvm")
-    libvirt = SourceResult("libvirt", Status.OK, "", {"host_model": {"model": "Skylake-Client-IBRS"}})
+    libvirt = SourceResult("libvirt", Status.OK, "", libvirt_facts("Skylake-Client-IBRS"))
     labels, _ = render_labels([kvm, libvirt], [FeatureVerdict("relaxed", S, {"libvirt": S})])
     assert labels == {"kvm-info-cap-hyperv-relaxed": "true", "kvm-info-host-model": "Skylake-Client-IBRS"}
 
@@ -118,14 +125,15 @@ def test_no_kvm_by_choice_keeps_libvirt_labels():
     ("((()))", None, "dropped"),
 ])
 def test_hostile_libvirt_values_are_sanitized_or_dropped_with_a_warning(model, expected, warned):
-    libvirt = SourceResult("libvirt", Status.OK, "", {"host_model": {"model": model}})
+    libvirt = SourceResult("libvirt", Status.OK, "", libvirt_facts(model))
     labels, warnings = render_labels([kvm_ok(), libvirt], [])
     assert labels.get("kvm-info-host-model") == expected
     assert len(warnings) == 1 and warned in warnings[0] and model in warnings[0]
 
 
 def test_version_family_alone():
-    whitelist = SourceResult("kernel-whitelist", Status.OK, "", {"whitelisted": ["hyperv", "hyperv-lev2"]})
+    whitelist = SourceResult("kernel-whitelist", Status.OK, "",
+                             WhitelistFacts("centos", "3.10.0-957.5.1.el7.x86_64", ["hyperv", "hyperv-lev2"], "/w.json"))
     labels, _ = render_labels([kvm_ok(), whitelist], [FeatureVerdict("base", S)], families=["version"])
     assert labels == {"kvm-info-version-hyperv": "true", "kvm-info-version-hyperv-lev2": "true"}
     labels, _ = render_labels([kvm_ok(), whitelist], [FeatureVerdict("base", S)], families=["caps"])

@@ -21,17 +21,13 @@ PYTHON = str(REPO / ".venv" / "bin" / "python")
 MARGIN_S = 0.5
 
 
-def without_connection_facts(facts: dict) -> dict:
-    return {k: v for k, v in facts.items() if k not in ("uri", "libvirt_version", "replayed_from")}
-
-
 def test_live_libvirt_matches_the_recording_of_this_host(libvirt_uri: str) -> None:
     result = probe_libvirt(libvirt_uri, deadline_s=30.0)
     assert result.status is Status.OK, result.reason
-    assert result.facts["hyperv"] == ["spinlocks", "vendor_id"]
-    assert without_connection_facts(result.facts) == parse_domcaps(THIS_HOST_KVM.read_text())
-    assert result.facts["uri"] == libvirt_uri
-    assert re.fullmatch(r"\d+\.\d+\.\d+", result.facts["libvirt_version"])
+    assert result.facts.domcaps.hyperv == ["spinlocks", "vendor_id"]
+    assert result.facts.domcaps == parse_domcaps(THIS_HOST_KVM.read_text())
+    assert result.facts.uri == libvirt_uri
+    assert re.fullmatch(r"\d+\.\d+\.\d+", result.facts.libvirt_version)
 
 
 def test_socket_missing_is_unavailable_with_libvirts_message_and_nothing_on_stderr(
@@ -53,7 +49,7 @@ def test_unknown_driver_is_unavailable() -> None:
 def test_private_daemon_answers(private_libvirtd: PrivateLibvirtd) -> None:
     result = probe_libvirt(private_libvirtd.uri, deadline_s=30.0)
     assert result.status is Status.OK, result.reason
-    assert result.facts["hyperv"] == ["spinlocks", "vendor_id"]
+    assert result.facts.domcaps.hyperv == ["spinlocks", "vendor_id"]
 
 
 def test_stopped_daemon_times_out_within_the_deadline_then_recovers(private_libvirtd: PrivateLibvirtd) -> None:
@@ -92,9 +88,9 @@ def test_killed_daemon_is_unavailable(private_libvirtd: PrivateLibvirtd) -> None
 def test_replay_file_needs_no_libvirt() -> None:
     result = probe_libvirt("nosuchdriver:///system", deadline_s=0.1, domcaps_xml=str(THIS_HOST_KVM))
     assert result.status is Status.OK
-    assert result.facts["replayed_from"] == str(THIS_HOST_KVM)
-    assert result.facts["uri"] is None and result.facts["libvirt_version"] is None
-    assert without_connection_facts(result.facts) == parse_domcaps(THIS_HOST_KVM.read_text())
+    assert result.facts.replayed_from == str(THIS_HOST_KVM)
+    assert result.facts.uri is None and result.facts.libvirt_version is None
+    assert result.facts.domcaps == parse_domcaps(THIS_HOST_KVM.read_text())
 
 
 def test_replay_file_missing_is_an_operator_error(tmp_path) -> None:
@@ -147,7 +143,7 @@ def test_garbage_from_libvirt_is_an_error_not_a_crash(libvirt_uri: str, monkeypa
     result = probe_libvirt(libvirt_uri, deadline_s=30.0)
     assert result.status is Status.ERROR
     assert result.reason.startswith(f"libvirt at {libvirt_uri}: not valid domain capabilities XML: ")
-    assert result.facts["libvirt_version"]  # what it did learn is kept
+    assert result.facts.libvirt_version  # what it did learn is kept
 
 
 def test_unexpected_exception_in_the_worker_is_an_error(libvirt_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:

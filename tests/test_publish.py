@@ -18,17 +18,21 @@ from typing import Iterator
 import pytest
 
 from apiserver_standin import ApiServerStandin, load_validator, self_signed_certificate
-from conftest import KVMINFO
+from conftest import KVMINFO, PrivateLibvirtd
 from kvm_fakes import HyperVKernel
 from kvminfo import cli
 from kvminfo.commands import publish as publish_command
 from kvminfo.errors import KvminfoError
 from kvminfo.model import FeatureVerdict, Report, SourceResult, Status, Support
-from kvminfo.publish import client as publish_client
-from kvminfo.publish.client import NodeFeatureStore, PublishError, load_api_client, publish_with_retries
-from kvminfo.publish.nodefeature import (HYPERV_FLAGS, KVM_ATTRIBUTES, LIBVIRT_ATTRIBUTES, NODE_NAME_LABEL,
-                                         build_nodefeature, change_reason, object_name, updated_object)
+from kvminfo.output import nodefeature_client as publish_client
+from kvminfo.output.nodefeature import (HYPERV_FLAGS, KVM_ATTRIBUTES, LIBVIRT_ATTRIBUTES, NODE_NAME_LABEL,
+                                        KubernetesNameError, build_nodefeature, change_reason, object_name,
+                                        updated_object)
+from kvminfo.output.nodefeature_client import NodeFeatureStore, PublishError, load_api_client, publish_with_retries
 from kvminfo.sources import ioctl as kvm_ioctl
+from kvminfo.sources.facts import DomainCapabilities, HostModel, KvmFacts, LibvirtFacts
+from kvminfo.sources.kvm import SOURCE as KVM_SOURCE
+from kvminfo.sources.libvirt import SOURCE as LIBVIRT_SOURCE
 
 NODE, NS = "node-1.example", "kvminfo"
 OBJECT = f"kvminfo-{NODE}"
@@ -82,16 +86,20 @@ def writes(standin: ApiServerStandin) -> list[tuple[str, int]]:
 
 
 def report(labels: dict[str, str], supported: tuple[str, ...] = (), libvirt_ok: bool = False) -> Report:
-    kvm = SourceResult("kvm", Status.OK, facts={"api_version": 12, "caps": {"KVM_CAP_MAX_VCPUS": 1024},
-                                                "nested": None, "cpu_vendor": "AMD"})
-    libvirt = (SourceResult("libvirt", Status.OK, facts={"libvirt_version": "9.0.0", "max_vcpus": 255,
-                                                         "host_model": {"model": "EPYC", "vendor": "AMD"},
-                                                         "sev": False, "sgx": False, "tdx": False,
-                                                         "hyperv_supported": True, "domain_type": "kvm"})
+    kvm = SourceResult("kvm", Status.OK, facts=KvmFacts(api_version=12, caps={"KVM_CAP_MAX_VCPUS": 1024},
+                                                        nested=None, cpu_vendor="AMD"))
+    domcaps = DomainCapabilities(max_vcpus=255, host_model=HostModel(model="EPYC", vendor="AMD"),
+                                 sev=False, sgx=False, tdx=False, hyperv_supported=True, domain_type="kvm")
+    libvirt = (SourceResult("libvirt", Status.OK, facts=LibvirtFacts(uri="qemu:///system", libvirt_version="9.0.0",
+                                                                     domcaps=domcaps))
                if libvirt_ok else SourceResult("libvirt", Status.UNAVAILABLE, "socket missing"))
+    # What collect() records for the sources that answered (Source.attributes).
+    attributes = {"kvm": KVM_SOURCE.attributes(kvm)}
+    if libvirt_ok:
+        attributes["libvirt"] = LIBVIRT_SOURCE.attributes(libvirt)
     features = tuple(FeatureVerdict(n, Support.SUPPORTED) for n in supported) + (
         FeatureVerdict("evmcs", Support.UNSUPPORTED), FeatureVerdict("avic", Support.UNKNOWN))
-    return Report((kvm, libvirt), features, labels)
+    return Report((kvm, libvirt), features, labels, attributes=attributes)
 
 
 # -- the pure object ------------------------------------------------------------------------------
@@ -120,12 +128,12 @@ def test_sources_that_did_not_answer_contribute_no_features():
 
 @pytest.mark.parametrize("node", ["", "Node-1", "node_1", "-node", "a" * 254])
 def test_invalid_node_names_are_refused(node):
-    with pytest.raises(KvminfoError, match="not a valid Kubernetes node name"):
+    with pytest.raises(KubernetesNameError, match="not a valid Kubernetes node name"):
         object_name(node)
 
 
 def test_object_name_too_long_after_prefix():
-    with pytest.raises(KvminfoError, match="too long"):
+    with pytest.raises(KubernetesNameError, match="too long"):
         object_name("a" * 250)
 
 
@@ -496,11 +504,45 @@ def test_sigterm_during_backoff_exits_0_at_once(standin, kubeconfig):
     assert "stopping on SIGTERM" in rest
 
 
+def start_with_hung_libvirt(kubeconfig: Path, daemon: PrivateLibvirtd, *extra: str) -> subprocess.Popen:
+    daemon.pause()
+    return subprocess.Popen([str(KVMINFO), "publish", "--kubeconfig", str(kubeconfig), "--node-name", NODE,
+                             "--namespace", NS, "--libvirt-uri", daemon.uri, "--libvirt-timeout", "30", *extra],
+                            stderr=subprocess.PIPE, text=True, env=clean_env())
+
+
+def test_sigterm_during_a_hung_probe_exits_at_once(standin, kubeconfig, private_libvirtd):
+    """The same stop as features-file's (one periodic loop): it used to wait out the libvirt deadline."""
+    process = start_with_hung_libvirt(kubeconfig, private_libvirtd, "--interval", "1h")
+    time.sleep(1.0)  # well inside the 30 s libvirt deadline
+    code, took, rest = stop_with_sigterm(process)
+    assert code == 0 and took < 0.5
+    assert "stopping on SIGTERM" in rest and "Traceback" not in rest
+    assert standin.verbs() == []  # nothing was published
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_one_shot_stopped_before_it_published_exits_1(standin, kubeconfig, private_libvirtd, signum):
+    """A one-shot caller (a Job, cron) must not take "stopped" for "published": it used to exit 0."""
+    process = start_with_hung_libvirt(kubeconfig, private_libvirtd)
+    time.sleep(1.0)
+    started = time.monotonic()
+    process.send_signal(signum)
+    try:
+        code = process.wait(timeout=10)
+    finally:
+        process.kill()
+    rest = process.stderr.read()
+    assert code == 1 and time.monotonic() - started < 0.5
+    assert f"stopped on {signal.Signals(signum).name} before {NS}/{OBJECT} was written" in rest
+    assert "Traceback" not in rest and standin.verbs() == []
+
+
 def test_interval_loop_survives_api_errors_and_catches_up(standin, kubeconfig):
     standin.fail_next(503, times=1)
     process = start_interval(kubeconfig, "--interval", "1s", "--retries", "0")
     lines = wait_for_line(process, f"created {NS}/{OBJECT}")
-    assert any("API server error 503" in line and "next attempt in 1s" in line for line in lines)
+    assert any("API server error 503" in line and "retrying in 1s" in line for line in lines)
     standin.put_object(NS, build_nodefeature(report({"drifted": "true"}), NODE, NS))  # someone overwrote it
     wait_for_line(process, f"replaced {NS}/{OBJECT}")
     code, _, _ = stop_with_sigterm(process)
@@ -510,7 +552,7 @@ def test_interval_loop_survives_api_errors_and_catches_up(standin, kubeconfig):
 
 def test_hook_path_never_imports_kubernetes():
     code = ("import sys; from kvminfo.cli import main; main(['labels', '--no-libvirt']); "
-            "print('LOADED:' + ','.join(m for m in ('kubernetes', 'kvminfo.publish') if m in sys.modules))")
+            "print('LOADED:' + ','.join(m for m in ('kubernetes', 'kvminfo.output.nodefeature', 'kvminfo.output.nodefeature_client') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "LOADED:"

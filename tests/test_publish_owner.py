@@ -20,8 +20,8 @@ import pytest
 
 from apiserver_standin import ApiServerStandin
 from conftest import KVMINFO
-from kvminfo.publish.client import NodeFeatureStore, PublishError, load_api_client
-from kvminfo.publish.nodefeature import owner_reference
+from kvminfo.output.nodefeature_client import NodeFeatureStore, PublishError, load_api_client
+from kvminfo.output.nodefeature import owner_reference
 
 NODE, NS, DAEMONSET, POD = "node-3", "kvminfo", "kvminfo-publish", "kvminfo-publish-7xk2p"
 OBJECT = f"kvminfo-{NODE}"

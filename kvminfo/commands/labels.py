@@ -7,21 +7,12 @@ This is also what the NFD hooks run (nfd-hooks/), so it stays light: with
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import sys
-from dataclasses import replace
 
-from kvminfo.labels.lines import format_label_lines
+from kvminfo.collect import collect
 from kvminfo.labels.render import FAMILIES
 from kvminfo.logsetup import configure_logging
-from kvminfo.options import ProbeOptions, add_probe_arguments, probe_options_from_args
-from kvminfo.report import collect
-
-# Where kvm-version-info-nfd-plugin read its config; used when no --whitelist-config is given.
-DEFAULT_WHITELIST_CONFIG = "/etc/kubernetes/node-feature-discovery/source.d/conf/kvm-version-info.json"
-
-log = logging.getLogger(__name__)
+from kvminfo.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.output.base import StdoutLines
 
 DESCRIPTION = """\
 Probe this node and print its Node Feature Discovery labels as key=value
@@ -49,27 +40,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def options_for_families(options: ProbeOptions, families: list[str],
-                         default_whitelist: str = DEFAULT_WHITELIST_CONFIG) -> ProbeOptions:
-    """Switch off the sources the chosen families do not use."""
-    if "caps" not in families:
-        options = replace(options, use_kvm=False, use_libvirt=False)
-    if "version" not in families:
-        options = replace(options, whitelist_config=None)
-    elif options.whitelist_config is None:
-        if os.path.exists(default_whitelist):
-            options = replace(options, whitelist_config=default_whitelist)
-        elif set(families) == {"version"}:
-            log.warning("no kernel whitelist: %s does not exist and no --whitelist-config was given; "
-                        "no kvm-info-version labels", default_whitelist)
-    return options
-
-
 def main(argv: list[str], prog: str = "kvminfo labels") -> int:
     args = build_parser(prog).parse_args(argv)
     configure_logging(args.verbose)
     families = args.family or list(FAMILIES)
     options = options_for_families(probe_options_from_args(args), families)
-    report = collect(options)
-    sys.stdout.write(format_label_lines(dict(report.labels)))
+    StdoutLines().write(collect(options))
     return 0

@@ -7,10 +7,12 @@ import json
 import sys
 from typing import Any
 
+from kvminfo.collect import collect
 from kvminfo.logsetup import configure_logging
-from kvminfo.model import Report, SourceResult
+from kvminfo.model import Report, SourceResult, Status
 from kvminfo.options import add_probe_arguments, probe_options_from_args
-from kvminfo.report import collect
+from kvminfo.sources import registry
+from kvminfo.sources.facts import KVM, KvmFacts
 
 DESCRIPTION = """\
 Probe this node and explain the result: each source (kvm, libvirt,
@@ -32,11 +34,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def report_to_json(report: Report) -> dict[str, Any]:
-    kvm = report.source("kvm")
+    kvm = report.source(KVM)
     return {
-        "api_version": kvm.facts.get("api_version") if kvm is not None else None,
+        "api_version": kvm.facts.api_version if kvm is not None and isinstance(kvm.facts, KvmFacts) else None,
         "sources": [{"name": s.name, "status": s.status.value, "reason": s.reason,
-                     "elapsed_ms": s.elapsed_ms, "facts": dict(s.facts)} for s in report.sources],
+                     "elapsed_ms": s.elapsed_ms, "facts": s.facts.to_json() if s.facts is not None else {}}
+                    for s in report.sources],
         "features": [{"name": f.name, "support": f.support.value,
                       "said_by": {k: v.value for k, v in f.said_by.items()}} for f in report.features],
         "labels": dict(report.labels),
@@ -45,31 +48,16 @@ def report_to_json(report: Report) -> dict[str, Any]:
 
 
 def _source_summary(source: SourceResult) -> str:
-    """One line of the facts an operator looks at first."""
-    f = source.facts
+    """One line of the facts an operator looks at first (the source's own summary), or why there are none."""
     if not source.ok:
         return source.reason
-    if source.name == "kvm":
-        caps = f.get("caps", {})
-        hv = f"HV CPUID via {f['hv_cpuid_via']} fd" if f.get("hv_cpuid") is not None else \
-            f"no HV CPUID ({f.get('hv_cpuid_missing')})"
-        nested = {True: "on", False: "off", None: "unknown"}[f.get("nested")]
-        return (f"API {f.get('api_version')}, {len(f.get('msrs') or [])} MSRs, {hv}, "
-                f"max vCPUs {caps.get('KVM_CAP_MAX_VCPUS')}, nested {nested}, CPU vendor {f.get('cpu_vendor')}")
-    if source.name == "libvirt":
-        model = (f.get("host_model") or {}).get("model")
-        hyperv = "no <hyperv> element" if f.get("hyperv") is None else f"hyperv: {', '.join(f['hyperv']) or 'none'}"
-        return f"host-model {model}, max vCPUs {f.get('max_vcpus')}, {hyperv}"
-    if source.name == "kernel-whitelist":
-        return (f"os {f.get('os_id')}, kernel {f.get('kernel_version')}, "
-                f"whitelisted: {', '.join(f.get('whitelisted', [])) or 'none'}")
-    return ""
+    return registry.entry(source.name).load().summary(source)
 
 
 def format_text(report: Report) -> str:
     lines = ["sources:"]
     for s in report.sources:
-        took = f"{s.elapsed_ms:8.1f} ms" if s.status.value not in ("disabled",) else " " * 11
+        took = f"{s.elapsed_ms:8.1f} ms" if s.status is not Status.DISABLED else " " * 11
         lines.append(f"  {s.name:<17} {s.status.value:<12} {took}  {_source_summary(s)}")
     lines.append("features:")
     for f in report.features:

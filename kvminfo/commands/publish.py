@@ -3,26 +3,24 @@
 NFD >= 0.14's master reads NodeFeature objects (nfd.k8s-sigs.io/v1alpha1)
 from the API server, so this path needs no file on the host and no NFD
 worker configuration. `kubernetes` is imported only here (via
-kvminfo.publish.client), never on the hook path.
+kvminfo.output.nodefeature_client), never on the hook path.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+from functools import partial
 
-from kvminfo.commands.labels import options_for_families
-from kvminfo.durations import format_duration, parse_duration
+from kvminfo.collect import collect
+from kvminfo.durations import parse_duration
 from kvminfo.errors import KvminfoError
 from kvminfo.labels.render import FAMILIES
 from kvminfo.logsetup import configure_logging
-from kvminfo.options import add_probe_arguments, probe_options_from_args
-from kvminfo.publish.nodefeature import build_nodefeature, check_namespace, check_node_name, object_name
-from kvminfo.report import collect
+from kvminfo.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.output import periodic
+from kvminfo.output.nodefeature import check_namespace, check_node_name, object_name
 from kvminfo.stopping import StopOnSignal
-
-log = logging.getLogger("kvminfo.publish")
 
 DEFAULT_RETRIES = 5
 
@@ -50,7 +48,7 @@ Cluster access: in a pod, the service account (in-cluster config); otherwise
 --kubeconfig, $KUBECONFIG or ~/.kube/config. Without --interval: publish once
 and exit (non-zero if it could not). With --interval: keep running, re-probe
 and re-publish every interval; API failures never stop the loop. SIGTERM or
-SIGINT exits 0.
+SIGINT exits 0 at once (a one-shot run stopped before it published exits 1).
 
 Durations: 90s, 10m, 1h, 1h30m, 1d."""
 
@@ -89,68 +87,21 @@ def _from_option_or_env(value: str | None, option: str, env: str, hint: str) -> 
 
 def main(argv: list[str], prog: str = "kvminfo publish") -> int:
     args = build_parser(prog).parse_args(argv)
-    configure_logging(args.verbose)
-    if not args.verbose:
-        logging.getLogger("kvminfo.publish").setLevel(logging.INFO)  # what was written is this command's output
+    configure_logging(args.verbose, output_lines=True)  # what was written is this command's output
     node = check_node_name(_from_option_or_env(args.node_name, "--node-name", "NODE_NAME",
                                                "in a DaemonSet: env from fieldRef spec.nodeName"))
     namespace = check_namespace(_from_option_or_env(args.namespace, "--namespace", "POD_NAMESPACE",
                                                     "in a DaemonSet: env from fieldRef metadata.namespace"))
+    object_name(node)  # a node name too long for the object's name fails before any import
     interval_s = parse_duration(args.interval, "--interval") if args.interval is not None else None
     if args.retries < 0:
         raise KvminfoError(f"--retries {args.retries}: must be 0 or more")
     options = options_for_families(probe_options_from_args(args), list(FAMILIES))
 
     # Imported here so that a bad option above fails before ~0.3 s of kubernetes imports.
-    from kvminfo.publish.client import (NodeFeatureStore, PublishError, load_api_client, pod_owner,
-                                        publish_with_retries)
+    from kvminfo.output.nodefeature_client import NodeFeatureOutput, NodeFeatureStore, load_api_client
 
     api_client = load_api_client(args.kubeconfig)
-    store = NodeFeatureStore(api_client, namespace)
-    stop = StopOnSignal()
-    name = object_name(node)
     pod = (args.pod_name or os.environ.get("POD_NAME", "")).strip() or None
-    owner: list[dict[str, str] | None] = []  # [] until looked up; [None]: the pod has no controller
-
-    def owner_reference() -> dict[str, str] | None:
-        if pod is None or owner:
-            return owner[0] if owner else None
-        try:
-            owner.append(pod_owner(api_client, namespace, pod))
-        except PublishError as err:  # the labels matter more: publish them, look again next round
-            log.warning("%s; publishing without an owner reference for now", err)
-            return None
-        if owner[0] is None:
-            log.info("pod %s/%s has no controller: the NodeFeature gets no owner reference", namespace, pod)
-        else:
-            log.info("owner of %s/%s: %s %s (uid %s)", namespace, name, owner[0]["kind"], owner[0]["name"],
-                     owner[0]["uid"])
-        return owner[0]
-
-    def publish_round() -> None:
-        desired = build_nodefeature(collect(options), node, namespace, owner_reference())
-        if stop.event.is_set():
-            return
-        outcome = publish_with_retries(store, desired, args.retries, stop.event.wait)
-        if outcome is None:
-            return
-        if outcome.action == "unchanged":
-            log.info("%s/%s unchanged (resourceVersion %s); nothing written", namespace, name,
-                     outcome.resource_version)
-        else:
-            log.info("%s %s/%s (resourceVersion %s): %s; %d labels", outcome.action, namespace, name,
-                     outcome.resource_version, outcome.reason, len(desired["spec"]["labels"]))
-
-    if interval_s is None:
-        publish_round()  # a PublishError here is the exit status (cli.py prints it)
-        return 0
-    log.info("publishing %s/%s every %s", namespace, name, format_duration(interval_s))
-    while not stop.event.is_set():
-        try:
-            publish_round()
-        except PublishError as err:  # the API may come back: keep the loop alive, try next interval
-            log.error("%s; next attempt in %s", err, format_duration(interval_s))
-        if stop.event.wait(interval_s):
-            break
-    log.info("stopping on %s", stop.signal_name)
-    return 0
+    output = NodeFeatureOutput(NodeFeatureStore(api_client, namespace), node, namespace, args.retries, pod)
+    return periodic.run(output, partial(collect, options), interval_s, StopOnSignal())

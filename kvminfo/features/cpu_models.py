@@ -58,7 +58,7 @@ def host_model_obsolete(host_model: str | None, obsolete: frozenset[str] = DEFAU
 
 def parse_obsolete_list(text: str) -> frozenset[str]:
     """An operator's obsolete list: names separated by commas, blanks or newlines; '#' starts a comment."""
-    names = []
+    names: list[str] = []
     for line in text.splitlines():
         line = line.split("#", 1)[0]
         names.extend(part for part in line.replace(",", " ").split() if part)

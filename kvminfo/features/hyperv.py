@@ -21,10 +21,11 @@ from kvminfo.features.hyperv_tables import (
     HvCpuidRule,
 )
 from kvminfo.model import SourceResult, Support
+from kvminfo.sources.facts import LIBVIRT, DomainCapabilities, KvmFacts, LibvirtFacts
 
 TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
-    from typing import Any
+    from kvminfo.sources.facts import HvCpuidEntry
 
 Evidence = dict[str, dict[str, Support]]
 
@@ -47,12 +48,12 @@ def legacy_verdicts(caps: Mapping[str, int], msrs: Iterable[int],
     return verdicts
 
 
-def _registers(entries: Iterable[Mapping[str, int]]) -> dict[tuple[int, str], int]:
+def _registers(entries: Iterable[HvCpuidEntry]) -> dict[tuple[int, str], int]:
     """(leaf, register) -> value; index is always 0 for the Hyper-V leaves."""
     return {(e["function"], reg): e[reg] for e in entries for reg in ("eax", "ebx", "ecx", "edx")}
 
 
-def hv_cpuid_verdicts(entries: Iterable[Mapping[str, int]],
+def hv_cpuid_verdicts(entries: Iterable[HvCpuidEntry],
                       table: Mapping[str, HvCpuidRule] = HV_CPUID_TABLE) -> dict[str, Support]:
     """Every bit set and every dependency supported (QEMU's rule)."""
     regs = _registers(entries)
@@ -71,12 +72,12 @@ def hv_cpuid_verdicts(entries: Iterable[Mapping[str, int]],
     return {name: _support(supported(name)) for name in table}
 
 
-def kvm_evidence(facts: Mapping[str, Any]) -> Evidence:
+def kvm_evidence(facts: KvmFacts) -> Evidence:
     """Without HV CPUID the caps/MSR table decides; with it, the bits decide
     every feature they describe and the table only base/synic2. A kernel
     without Hyper-V emulation (KVM_CAP_HYPERV 0) supports no feature at all,
     so then kvm-caps says "unsupported" for every one (whatever libvirt says)."""
-    caps, msrs, hv_cpuid = facts.get("caps", {}), facts.get("msrs") or [], facts.get("hv_cpuid")
+    caps, msrs, hv_cpuid = facts.caps or {}, facts.msrs, facts.hv_cpuid
     if caps.get(HYPERV_EMULATION_CAP, 0) <= 0:
         return {"kvm-caps": {name: Support.UNSUPPORTED for name in ALL_FEATURES}}
     if hv_cpuid is None:
@@ -85,32 +86,32 @@ def kvm_evidence(facts: Mapping[str, Any]) -> Evidence:
             "kvm-hv-cpuid": hv_cpuid_verdicts(hv_cpuid)}
 
 
-def libvirt_evidence(facts: Mapping[str, Any]) -> Evidence:
+def libvirt_evidence(domcaps: DomainCapabilities) -> Evidence:
     """Listed = supported, in the vocabulary but not listed = unsupported, no
     <hyperv> = no evidence; <defaults> flags (11.9+) say yes/no where present.
 
     Names outside the vocabulary are ignored: a label claims host support and
     we cannot know what a name we have never seen needs.
     """
-    listed = facts.get("hyperv")
+    listed = domcaps.hyperv
     if listed is None:
         return {}
     listed_features = {LIBVIRT_NAMES.get(name) for name in listed}
     said = {feature: _support(feature in listed_features) for feature in LIBVIRT_NAMES.values() if feature}
-    for libvirt_name, flag in (facts.get("hyperv_defaults") or {}).items():
+    for libvirt_name, flag in domcaps.hyperv_defaults.items():
         if libvirt_name in LIBVIRT_DEFAULTS_NAMES and isinstance(flag, bool):
             said[LIBVIRT_DEFAULTS_NAMES[libvirt_name]] = _support(flag)
-    return {"libvirt": said}
+    return {LIBVIRT: said}  # evidence named after its source
 
 
 def evidence_from_sources(sources: Iterable[SourceResult]) -> Evidence:
-    """Only sources that answered (status ok) give evidence."""
+    """Only sources that answered (status ok) give evidence; which rules apply follows from the facts' type."""
     evidence: Evidence = {}
     for source in sources:
         if not source.ok:
             continue
-        if source.name == "kvm":
+        if isinstance(source.facts, KvmFacts):
             evidence.update(kvm_evidence(source.facts))
-        elif source.name == "libvirt":
-            evidence.update(libvirt_evidence(source.facts))
+        elif isinstance(source.facts, LibvirtFacts) and source.facts.domcaps is not None:
+            evidence.update(libvirt_evidence(source.facts.domcaps))
     return evidence

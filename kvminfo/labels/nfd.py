@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import re
 
+from kvminfo.k8snames import DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, QUALIFIED_NAME, QUALIFIED_NAME_MAX
+
 DEFAULT_PREFIX = "feature.node.kubernetes.io"
 ALLOWED_KUBERNETES_NAMESPACES = frozenset({"feature.node.kubernetes.io", "profile.node.kubernetes.io"})
-MAX_NAME = 63
-MAX_VALUE = 63
-MAX_PREFIX = 253
+MAX_NAME = QUALIFIED_NAME_MAX
+MAX_VALUE = QUALIFIED_NAME_MAX
+MAX_PREFIX = DNS_SUBDOMAIN_MAX
 
-_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_NAME = QUALIFIED_NAME
+_DNS_SUBDOMAIN = DNS_SUBDOMAIN
 _DISALLOWED_RUN = re.compile(r"[^-A-Za-z0-9_.]+")
 _EDGE_JUNK = re.compile(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$")
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 
 from kvminfo.labels.nfd import LabelError, check_label, sanitize_value
 from kvminfo.model import FeatureVerdict, SourceResult, Status, Support
+from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT, KvmFacts, LibvirtFacts, WhitelistFacts
 
 FAMILIES: tuple[str, ...] = ("caps", "version")
 CAP_PREFIX = "kvm-info-cap-hyperv-"
@@ -39,43 +40,48 @@ def _outside_value(key: str, raw: object, warnings: list[str]) -> str | None:
 
 def caps_labels(sources: Mapping[str, SourceResult], verdicts: Iterable[FeatureVerdict],
                 kubevirt_names: bool, warnings: list[str]) -> dict[str, str]:
-    kvm = sources.get("kvm")
+    kvm = sources.get(KVM)
     if kvm is not None and kvm.status is not Status.DISABLED and not kvm.ok:
         # No usable /dev/kvm: no VM can run here, whatever libvirt claims.
         return {}
     prefix = KUBEVIRT_HYPERV_PREFIX if kubevirt_names else CAP_PREFIX
     labels = {f"{prefix}{v.name}": "true" for v in verdicts if v.support is Support.SUPPORTED}
-    if kvm is not None and kvm.ok:
+    if kvm is not None and kvm.ok and isinstance(kvm.facts, KvmFacts):
         labels["kvm-info-usable"] = "true"
-        if kvm.facts.get("nested"):
+        if kvm.facts.nested:
             labels["kvm-info-nested"] = "true"
-        if kvm.facts.get("cpu_vendor"):
-            vendor = _outside_value("kvm-info-cpu-vendor", kvm.facts["cpu_vendor"], warnings)
+        if kvm.facts.cpu_vendor:
+            vendor = _outside_value("kvm-info-cpu-vendor", kvm.facts.cpu_vendor, warnings)
             if vendor:
                 labels["kvm-info-cpu-vendor"] = vendor
-    libvirt = sources.get("libvirt")
-    host_model = libvirt.facts.get("host_model") if libvirt is not None and libvirt.ok else None
-    if host_model and host_model.get("model"):
-        model = _outside_value("kvm-info-host-model", host_model["model"], warnings)
+    libvirt = sources.get(LIBVIRT)
+    facts = libvirt.facts if libvirt is not None and libvirt.ok else None
+    domcaps = facts.domcaps if isinstance(facts, LibvirtFacts) else None
+    host_model = domcaps.host_model if domcaps is not None else None
+    if host_model is not None and host_model.model:
+        model = _outside_value("kvm-info-host-model", host_model.model, warnings)
         if model:
             labels["kvm-info-host-model"] = model
     return labels
 
 
 def version_labels(sources: Mapping[str, SourceResult]) -> dict[str, str]:
-    whitelist = sources.get("kernel-whitelist")
-    if whitelist is None or not whitelist.ok:
+    whitelist = sources.get(KERNEL_WHITELIST)
+    if whitelist is None or not whitelist.ok or not isinstance(whitelist.facts, WhitelistFacts):
         return {}
-    return {f"{VERSION_PREFIX}{feature}": "true" for feature in whitelist.facts.get("whitelisted", [])}
+    return {f"{VERSION_PREFIX}{feature}": "true" for feature in whitelist.facts.whitelisted}
 
 
 def render_labels(sources: Iterable[SourceResult], verdicts: Iterable[FeatureVerdict],
                   kubevirt_names: bool = False,
-                  families: Iterable[str] = FAMILIES) -> tuple[dict[str, str], list[str]]:
+                  families: Iterable[str] = FAMILIES,
+                  source_labels: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
     """(labels sorted by key, warnings). Every label is checked against NFD's
-    rules; one that fails is dropped with a warning, never passed through."""
-    by_name, wanted, warnings = _by_name(sources), set(families), []
-    candidates: dict[str, str] = {}
+    rules; one that fails is dropped with a warning, never passed through.
+    ``source_labels``: what sources made on their own (Source.labels), checked the same way."""
+    by_name, wanted = _by_name(sources), set(families)
+    warnings: list[str] = []
+    candidates: dict[str, str] = dict(source_labels or {})
     if "caps" in wanted:
         candidates.update(caps_labels(by_name, verdicts, kubevirt_names, warnings))
     if "version" in wanted:

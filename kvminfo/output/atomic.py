@@ -13,6 +13,7 @@ import stat
 from pathlib import Path
 
 from kvminfo.errors import KvminfoError
+from kvminfo.fsutil import unlink_if_exists
 
 
 def temp_path_for(path: Path) -> Path:
@@ -77,7 +78,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
             os.close(fd)
         os.replace(temp, target)
     except BaseException as err:
-        _remove_quietly(temp)
+        unlink_if_exists(temp)
         if isinstance(err, OSError):
             raise KvminfoError(f"{target}: cannot write: {_reason(err, temp)}") from None
         raise
@@ -97,7 +98,7 @@ def _create_temp(temp: Path, mode: int) -> int:
     try:
         return os.open(temp, flags, mode)
     except FileExistsError:
-        _remove_quietly(temp)
+        unlink_if_exists(temp)
         return os.open(temp, flags, mode)
 
 
@@ -113,13 +114,6 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _reason(err: OSError, temp: Path) -> str:

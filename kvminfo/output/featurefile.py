@@ -14,9 +14,9 @@ time.Parse(time.RFC3339, ...), which takes "2026-11-25T15:00:00Z".
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import UTC, datetime
 
 from kvminfo import __version__
 from kvminfo.errors import KvminfoError
@@ -38,7 +38,7 @@ class FeatureFile:
 
 def format_rfc3339(moment: datetime) -> str:
     """UTC, whole seconds, 'Z' (what Go's time.RFC3339 parser accepts)."""
-    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def render_feature_file(labels: Mapping[str, str], expires_at: datetime) -> bytes:

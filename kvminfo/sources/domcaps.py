@@ -1,7 +1,9 @@
 """Parse libvirt's domain capabilities XML (`virsh domcapabilities`) into raw facts.
 
-Pure: text in, dict out; I/O lives in kvminfo.sources.libvirt. The dict shape
-is documented in kvminfo/model.py (SourceResult, "libvirt").
+Pure: text in, DomainCapabilities (kvminfo/sources/facts.py) out; I/O lives in
+kvminfo.sources.libvirt. A document that is not domain capabilities raises
+DomcapsError; the caller decides whose fault that is (the operator's replay
+file, or a libvirt answering garbage).
 
 Parser choice: the stdlib ElementTree (expat). The XML comes from the local
 libvirt daemon or from a file the operator names on the command line, so it is
@@ -15,12 +17,17 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from kvminfo.errors import KvminfoError
+from kvminfo.errors import ParseError
+from kvminfo.sources.facts import DomainCapabilities, HostModel
 
 ROOT_TAG = "domainCapabilities"
 
 
-def parse_domcaps(xml_text: str, source: str = "domain capabilities") -> dict[str, Any]:
+class DomcapsError(ParseError):
+    """Not a domain capabilities document; the message names where it came from."""
+
+
+def parse_domcaps(xml_text: str, source: str = "domain capabilities") -> DomainCapabilities:
     """Facts from one domain capabilities document.
 
     ``source`` names where the text came from (a file path, or the libvirt
@@ -29,30 +36,30 @@ def parse_domcaps(xml_text: str, source: str = "domain capabilities") -> dict[st
     root = _parse_root(xml_text, source)
     features = root.find("features")
     hyperv = _hyperv(features)
-    return {
-        "domain_type": _text(root, "domain"),
-        "arch": _text(root, "arch"),
-        "machine": _text(root, "machine"),
-        "emulator": _text(root, "path"),
-        "max_vcpus": _int_attr(root.find("vcpu"), "max"),
-        "hyperv": hyperv["features"],
-        "hyperv_supported": hyperv["supported"],
-        "hyperv_defaults": hyperv["defaults"],
-        "host_model": _host_model(root),
-        "custom_models": _usable_custom_models(root),
-        "sev": _supported(features, "sev"),
-        "sgx": _supported(features, "sgx"),
-        "tdx": _supported(features, "tdx"),
-    }
+    return DomainCapabilities(
+        domain_type=_text(root, "domain"),
+        arch=_text(root, "arch"),
+        machine=_text(root, "machine"),
+        emulator=_text(root, "path"),
+        max_vcpus=_int_attr(root.find("vcpu"), "max"),
+        hyperv=hyperv["features"],
+        hyperv_supported=hyperv["supported"],
+        hyperv_defaults=hyperv["defaults"],
+        host_model=_host_model(root),
+        custom_models=_usable_custom_models(root),
+        sev=_supported(features, "sev"),
+        sgx=_supported(features, "sgx"),
+        tdx=_supported(features, "tdx"),
+    )
 
 
 def _parse_root(xml_text: str, source: str) -> ET.Element:
     try:
         root = ET.fromstring(xml_text)
     except ET.ParseError as err:
-        raise KvminfoError(f"{source}: not valid domain capabilities XML: {err}") from None
+        raise DomcapsError(f"{source}: not valid domain capabilities XML: {err}") from None
     if root.tag != ROOT_TAG:
-        raise KvminfoError(
+        raise DomcapsError(
             f"{source}: not valid domain capabilities XML: root element is <{root.tag}>, expected <{ROOT_TAG}>"
         )
     return root
@@ -97,7 +104,7 @@ def _hyperv(features: ET.Element | None) -> dict[str, Any]:
     return {"features": names, "supported": True, "defaults": _hyperv_defaults(node.find("defaults"))}
 
 
-def _hyperv_defaults(defaults: ET.Element | None) -> dict[str, Any]:
+def _hyperv_defaults(defaults: ET.Element | None) -> dict[str, int | str | bool]:
     """libvirt >= 11.9 `<defaults>`: what `<hyperv mode='host-model'>` would enable.
 
     Children carry either a value as text (spinlocks retries, vendor_id) or a
@@ -105,7 +112,7 @@ def _hyperv_defaults(defaults: ET.Element | None) -> dict[str, Any]:
     """
     if defaults is None:
         return {}
-    out: dict[str, Any] = {}
+    out: dict[str, int | str | bool] = {}
     for child in defaults:
         if "supported" in child.attrib:
             out[child.tag] = child.get("supported") == "yes"
@@ -114,16 +121,16 @@ def _hyperv_defaults(defaults: ET.Element | None) -> dict[str, Any]:
             # ASCII digits only: str.isdigit() also accepts '²', which int() refuses; the length
             # bound keeps clear of Python's 4300-digit int() limit (a retry count is small).
             out[child.tag] = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else text
-        elif child.get("value") is not None:
-            out[child.tag] = child.get("value")
+        elif (value := child.get("value")) is not None:
+            out[child.tag] = value
     return out
 
 
-def _host_model(root: ET.Element) -> dict[str, str | None] | None:
+def _host_model(root: ET.Element) -> HostModel | None:
     mode = root.find("cpu/mode[@name='host-model']")
     if mode is None or mode.get("supported") != "yes":
         return None
-    return {"model": _text(mode, "model"), "vendor": _text(mode, "vendor")}
+    return HostModel(model=_text(mode, "model"), vendor=_text(mode, "vendor"))
 
 
 def _usable_custom_models(root: ET.Element) -> list[str]:

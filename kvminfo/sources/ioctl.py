@@ -82,5 +82,5 @@ def ioctl(fd: int, request: int, arg: int | bytearray = 0) -> int:
     value. Returns the ioctl's non-negative result.
     """
     if isinstance(arg, bytearray):
-        return fcntl.ioctl(fd, request, arg, True)
-    return fcntl.ioctl(fd, request, arg)
+        return int(fcntl.ioctl(fd, request, arg, True))
+    return int(fcntl.ioctl(fd, request, arg))

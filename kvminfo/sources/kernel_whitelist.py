@@ -4,9 +4,10 @@ A JSON config lists checks {os, feature, kernelminver, kernelmaxver}; a check
 passes when os-release ID equals ``os`` and the running kernel lies within
 [min, max] (either bound may be absent, not both). Passing features become
 kvm-info-version-<feature> labels. A broken config is an operator error
-(KvminfoError naming file and field); a check naming a feature we do not
-label is one warning and skipped, the others still count (as the original
-did); the host files are I/O facts.
+(parse_config raises WhitelistConfigError naming file and field; the source
+reports it as a KvminfoError); a check naming a feature we do not label is
+one warning and skipped, the others still count (as the original did); the
+host files are I/O facts.
 
 Config (the original format; ``osrelease``/``kernversion`` are optional
 overrides of the host files, relative to the config file's directory):
@@ -21,14 +22,18 @@ import logging
 import os
 import re
 
-from kvminfo.errors import KvminfoError
+from kvminfo.errors import KvminfoError, ParseError
 from kvminfo.model import SourceResult, Status
+from kvminfo.sources.base import LocalSource
+from kvminfo.sources.facts import KERNEL_WHITELIST, WhitelistFacts
 from kvminfo.sources.operator_file import read_operator_file
 
 TYPE_CHECKING = False  # typing costs ~3 ms of the hook's start; annotations only need it for mypy
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
+
+    from kvminfo.options import ProbeOptions
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +63,12 @@ def kernel_version_key(version: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"[0-9]+", match.group(0)))
 
 
-def _field_error(config_path: str, field: str, problem: str) -> KvminfoError:
-    return KvminfoError(f"{config_path}: {field}: {problem}")
+class WhitelistConfigError(ParseError):
+    """The whitelist config is not usable; the message names the file and the field."""
+
+
+def _field_error(config_path: str, field: str, problem: str) -> WhitelistConfigError:
+    return WhitelistConfigError(f"{config_path}: {field}: {problem}")
 
 
 def parse_config(text: str, config_path: str) -> dict[str, Any]:
@@ -67,11 +76,11 @@ def parse_config(text: str, config_path: str) -> dict[str, Any]:
     try:
         config = json.loads(text)
     except json.JSONDecodeError as err:
-        raise KvminfoError(f"{config_path}: not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
+        raise WhitelistConfigError(f"{config_path}: not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
     except ValueError as err:  # e.g. an integer literal past Python's 4300-digit limit
-        raise KvminfoError(f"{config_path}: not usable JSON: {err}") from None
+        raise WhitelistConfigError(f"{config_path}: not usable JSON: {err}") from None
     except RecursionError:  # json recurses per nesting level: ~1000 nested arrays exhaust the stack
-        raise KvminfoError(f"{config_path}: not usable JSON: nested too deeply") from None
+        raise WhitelistConfigError(f"{config_path}: not usable JSON: nested too deeply") from None
     if not isinstance(config, dict):
         raise _field_error(config_path, "(top level)", "must be a JSON object")
     for key in ("osrelease", "kernversion"):
@@ -150,7 +159,11 @@ def whitelisted_features(checks: list[dict[str, Any]], os_id: str, kernel: str) 
 
 
 def load_config(config_path: str) -> dict[str, Any]:
-    return parse_config(read_operator_file(config_path, "whitelist config"), config_path)
+    """The operator's config file, validated; any problem -> KvminfoError naming file and field."""
+    try:
+        return parse_config(read_operator_file(config_path, "whitelist config"), config_path)
+    except WhitelistConfigError as err:
+        raise KvminfoError(str(err)) from None
 
 
 class _HostFileUnreadable(Exception):
@@ -185,12 +198,30 @@ def probe_kernel_whitelist(config_path: str) -> SourceResult:
         os_id = _read_host_file(read_os_id, config_path, config, "osrelease", DEFAULT_OS_RELEASE)
         kernel = _read_host_file(read_kernel_version, config_path, config, "kernversion", DEFAULT_PROC_VERSION)
     except _HostFileUnreadable as err:
-        return SourceResult("kernel-whitelist", Status.UNAVAILABLE, str(err))
+        return SourceResult(KERNEL_WHITELIST, Status.UNAVAILABLE, str(err))
     try:
         features = whitelisted_features(config["checks"], os_id, kernel)
     except ValueError as err:  # the running kernel's version is not a version
-        return SourceResult("kernel-whitelist", Status.ERROR, str(err))
+        return SourceResult(KERNEL_WHITELIST, Status.ERROR, str(err))
     log.debug("kernel-whitelist: os=%s kernel=%s whitelisted=%s", os_id, kernel, features)
-    return SourceResult("kernel-whitelist", Status.OK, "",
-                        {"os_id": os_id, "kernel_version": kernel, "whitelisted": features,
-                         "config": os.path.abspath(config_path)})
+    return SourceResult(KERNEL_WHITELIST, Status.OK, "",
+                        WhitelistFacts(os_id=os_id, kernel_version=kernel, whitelisted=features,
+                                       config=os.path.abspath(config_path)))
+
+
+class KernelWhitelistSource(LocalSource):
+    """The kernel whitelist config (--whitelist-config) against os-release and the running kernel."""
+
+    name = KERNEL_WHITELIST
+
+    def probe(self, options: ProbeOptions) -> SourceResult:
+        assert options.whitelist_config is not None  # the registry enables this source only with a config
+        return probe_kernel_whitelist(options.whitelist_config)
+
+    def summary(self, result: SourceResult) -> str:
+        f = result.facts
+        assert isinstance(f, WhitelistFacts)
+        return f"os {f.os_id}, kernel {f.kernel_version}, whitelisted: {', '.join(f.whitelisted) or 'none'}"
+
+
+SOURCE = KernelWhitelistSource()

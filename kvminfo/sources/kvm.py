@@ -1,6 +1,6 @@
 """KVM source: what /dev/kvm itself says (ioctls), plus nested and CPU vendor.
 
-Raw facts only (shapes in kvminfo/model.py). Every failure becomes a
+Raw facts only (KvmFacts, kvminfo/sources/facts.py). Every failure becomes a
 SourceResult with a one-line reason; nothing here raises to the caller.
 """
 
@@ -11,9 +11,17 @@ import logging
 import os
 import stat
 import struct
+from dataclasses import replace
 
 from kvminfo.model import SourceResult, Status
 from kvminfo.sources import ioctl as _kvm  # reached as _kvm.ioctl so tests can replace it
+from kvminfo.sources.base import LocalSource
+from kvminfo.sources.facts import KVM, KvmFacts
+
+TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
+if TYPE_CHECKING:
+    from kvminfo.options import ProbeOptions
+    from kvminfo.sources.facts import HvCpuidEntry
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +82,7 @@ def read_msr_index_list(fd: int) -> list[int]:
                 raise _IoctlFailed(f"KVM_GET_MSR_INDEX_LIST failed: {_why(err)}") from None
             (needed,) = struct.unpack_from("=I", buf)
             if needed <= nmsrs:
-                raise _IoctlFailed(f"KVM_GET_MSR_INDEX_LIST: E2BIG with {nmsrs} slots but asks for {needed}")
+                raise _IoctlFailed(f"KVM_GET_MSR_INDEX_LIST: E2BIG with {nmsrs} slots but asks for {needed}") from None
             nmsrs = needed
             continue
         (count,) = struct.unpack_from("=I", buf)
@@ -82,7 +90,7 @@ def read_msr_index_list(fd: int) -> list[int]:
     raise _IoctlFailed("KVM_GET_MSR_INDEX_LIST kept answering E2BIG")
 
 
-def read_hv_cpuid(fd: int) -> list[dict[str, int]]:
+def read_hv_cpuid(fd: int) -> list[HvCpuidEntry]:
     """KVM_GET_SUPPORTED_HV_CPUID on ``fd``, doubling the buffer on E2BIG.
 
     Raises OSError (not E2BIG) when the kernel refuses; the caller decides.
@@ -100,14 +108,14 @@ def read_hv_cpuid(fd: int) -> list[dict[str, int]]:
         (count,) = struct.unpack_from("=I", buf)
         if count > nent:
             raise OSError(errno.EINVAL, f"kernel reported {count} entries for a {nent}-entry buffer")
-        entries = []
+        entries: list[HvCpuidEntry] = []
         for i in range(count):
             function, index, _flags, eax, ebx, ecx, edx, *_pad = _CPUID_ENTRY.unpack_from(buf, 8 + i * _CPUID_ENTRY.size)
             entries.append({"function": function, "index": index, "eax": eax, "ebx": ebx, "ecx": ecx, "edx": edx})
         return entries
 
 
-def _hv_cpuid_on_vcpu(kvm_fd: int) -> list[dict[str, int]]:
+def _hv_cpuid_on_vcpu(kvm_fd: int) -> list[HvCpuidEntry]:
     """Older kernels answer KVM_GET_SUPPORTED_HV_CPUID only on a vCPU: make a throwaway VM."""
     vm_fd = _call(kvm_fd, _kvm.KVM_CREATE_VM, 0, "KVM_CREATE_VM")
     try:
@@ -120,7 +128,7 @@ def _hv_cpuid_on_vcpu(kvm_fd: int) -> list[dict[str, int]]:
         os.close(vm_fd)
 
 
-def probe_hv_cpuid(fd: int, caps: dict[str, int]) -> tuple[list[dict[str, int]] | None, str | None, str | None]:
+def probe_hv_cpuid(fd: int, caps: dict[str, int]) -> tuple[list[HvCpuidEntry] | None, str | None, str | None]:
     """(entries or None, via "system"|"vcpu"|None, why not) per the caps that advertise it."""
     if caps.get("KVM_CAP_SYS_HYPERV_CPUID", 0) > 0:
         via = "system"
@@ -166,7 +174,7 @@ def read_cpu_vendor(path: str | None = None) -> str | None:
 def _open_device(path: str) -> int | SourceResult:
     """Open the device read-write, or a SourceResult saying precisely why not."""
     def unavailable(reason: str) -> SourceResult:
-        return SourceResult("kvm", Status.UNAVAILABLE, f"{path}: {reason}")
+        return SourceResult(KVM, Status.UNAVAILABLE, f"{path}: {reason}")
 
     try:
         st = os.stat(path)
@@ -187,10 +195,10 @@ def _open_device(path: str) -> int | SourceResult:
 def probe_kvm(path: str, nested_paths: tuple[str, ...] | None = None,
               cpuinfo_path: str | None = None) -> SourceResult:
     """Probe the KVM device at ``path``; host files default to the module's paths."""
-    host_facts = {"nested": read_nested(nested_paths), "cpu_vendor": read_cpu_vendor(cpuinfo_path)}
+    host = KvmFacts(nested=read_nested(nested_paths), cpu_vendor=read_cpu_vendor(cpuinfo_path))
     opened = _open_device(path)
     if isinstance(opened, SourceResult):
-        return SourceResult(opened.name, opened.status, opened.reason, host_facts)
+        return replace(opened, facts=host)
     fd = opened
     try:
         try:
@@ -198,18 +206,51 @@ def probe_kvm(path: str, nested_paths: tuple[str, ...] | None = None,
         except OSError as err:
             # ENOTTY: a character device that does not speak KVM's ioctls at all
             what = "not a KVM device" if err.errno == errno.ENOTTY else "KVM_GET_API_VERSION failed"
-            return SourceResult("kvm", Status.ERROR, f"{path}: {what} (KVM_GET_API_VERSION: {_why(err)})", host_facts)
+            return SourceResult(KVM, Status.ERROR, f"{path}: {what} (KVM_GET_API_VERSION: {_why(err)})", host)
         if api_version != _kvm.KVM_API_VERSION:
-            return SourceResult("kvm", Status.ERROR, f"{path}: KVM API version {api_version}, "
-                                f"need {_kvm.KVM_API_VERSION}", {**host_facts, "api_version": api_version})
+            return SourceResult(KVM, Status.ERROR, f"{path}: KVM API version {api_version}, "
+                                f"need {_kvm.KVM_API_VERSION}", replace(host, api_version=api_version))
         caps = read_caps(fd)
         msrs = read_msr_index_list(fd)
         hv_cpuid, via, hv_cpuid_missing = probe_hv_cpuid(fd, caps)
     except _IoctlFailed as err:
-        return SourceResult("kvm", Status.ERROR, f"{path}: {err}", host_facts)
+        return SourceResult(KVM, Status.ERROR, f"{path}: {err}", host)
     finally:
         os.close(fd)
-    facts = {"api_version": api_version, "caps": caps, "msrs": msrs, "hv_cpuid": hv_cpuid,
-             "hv_cpuid_via": via, "hv_cpuid_missing": hv_cpuid_missing, **host_facts}
+    facts = replace(host, api_version=api_version, caps=caps, msrs=msrs, hv_cpuid=hv_cpuid,
+                    hv_cpuid_via=via, hv_cpuid_missing=hv_cpuid_missing)
     log.debug("kvm: %s API %d, %d MSRs, HV CPUID %s", path, api_version, len(msrs), via or "absent")
-    return SourceResult("kvm", Status.OK, "", facts)
+    return SourceResult(KVM, Status.OK, "", facts)
+
+
+class KvmSource(LocalSource):
+    """The KVM device (--kvm-device) and the host files next to it."""
+
+    name = KVM
+
+    def probe(self, options: ProbeOptions) -> SourceResult:
+        return probe_kvm(options.kvm_path)
+
+    def summary(self, result: SourceResult) -> str:
+        f = result.facts
+        assert isinstance(f, KvmFacts)
+        caps = f.caps or {}
+        hv = f"HV CPUID via {f.hv_cpuid_via} fd" if f.hv_cpuid is not None else f"no HV CPUID ({f.hv_cpuid_missing})"
+        nested = {True: "on", False: "off", None: "unknown"}[f.nested]
+        return (f"API {f.api_version}, {len(f.msrs)} MSRs, {hv}, "
+                f"max vCPUs {caps.get('KVM_CAP_MAX_VCPUS')}, nested {nested}, CPU vendor {f.cpu_vendor}")
+
+    def attributes(self, result: SourceResult) -> dict[str, object]:
+        """NodeFeature attributes kvminfo.kvm: usable, api_version, max_vcpus, nested, cpu_vendor."""
+        f = result.facts
+        assert isinstance(f, KvmFacts)
+        return {
+            "usable": True,
+            "api_version": f.api_version,
+            "max_vcpus": (f.caps or {}).get("KVM_CAP_MAX_VCPUS"),
+            "nested": f.nested,
+            "cpu_vendor": f.cpu_vendor,
+        }
+
+
+SOURCE = KvmSource()

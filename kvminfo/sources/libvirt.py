@@ -1,113 +1,80 @@
-"""libvirt source: domain capabilities for virttype kvm, bounded by a deadline.
+"""libvirt source: domain capabilities for virttype kvm (or a recorded replay).
 
 libvirt can hang (a SIGSTOPped or wedged daemon still accepts the socket
-connection, then never answers), and libvirt-python's calls block in C. So the
-call runs in a daemon thread and we stop waiting at the deadline; the other
-sources still report. ``libvirt`` is imported lazily: the NFD hook path must
-never pay for it.
+connection, then never answers), and libvirt-python's calls block in C. The
+runner (kvminfo.sources.runner) gives this source's probe its one thread and
+its one deadline (--libvirt-timeout); the other sources still report.
+``libvirt`` is imported lazily: the NFD hook path must never pay for it, and
+this module is imported only when the source is enabled (registry.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from typing import Any
 
 from kvminfo.errors import KvminfoError, one_line
 from kvminfo.model import SourceResult, Status
-from kvminfo.sources.domcaps import parse_domcaps
+from kvminfo.options import DEFAULT_LIBVIRT_URI, ProbeOptions
+from kvminfo.sources.domcaps import DomcapsError, parse_domcaps
+from kvminfo.sources.facts import LIBVIRT, LibvirtFacts
 from kvminfo.sources.operator_file import read_operator_file
+from kvminfo.sources.runner import run_source
 
-NAME = "libvirt"
+TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
+if TYPE_CHECKING:
+    from typing import Any
+
 log = logging.getLogger(__name__)
-
-# URI -> the thread still blocked inside libvirt from an earlier probe. A
-# long-running caller (features-file --interval) must not pile up one stuck
-# thread per interval while libvirt stays hung.
-_stuck: dict[str, threading.Thread] = {}
-_stuck_lock = threading.Lock()
 
 
 def probe_libvirt(uri: str, deadline_s: float, domcaps_xml: str | None = None) -> SourceResult:
-    """Ask libvirt at ``uri`` (or replay the file ``domcaps_xml``) for its domain capabilities.
+    """Ask libvirt at ``uri`` (or replay the file ``domcaps_xml``) for its domain capabilities,
+    giving up after ``deadline_s`` seconds (status timeout).
 
     A replay file is the operator's explicit input: unreadable or malformed
     raises KvminfoError. A live libvirt that is down, hung or answers garbage
     gives a non-OK SourceResult instead, so the other sources still count.
     """
-    started = time.monotonic()
-    if domcaps_xml is not None:
-        facts = replay_domcaps(domcaps_xml)
-        return SourceResult(NAME, Status.OK, f"replayed {domcaps_xml}", facts, _ms_since(started))
-    status, reason, facts = _ask_live(uri, deadline_s)
-    return SourceResult(NAME, status, reason, facts, _ms_since(started))
+    options = ProbeOptions(use_kvm=False, libvirt_uri=uri, libvirt_deadline_s=deadline_s, domcaps_xml=domcaps_xml)
+    return run_source(SOURCE, options)
 
 
-def replay_domcaps(path: str) -> dict[str, Any]:
+def replay_domcaps(path: str) -> LibvirtFacts:
+    """Facts from a recorded `virsh domcapabilities`; any problem with the file -> KvminfoError naming it."""
     text = read_operator_file(path, "domain capabilities")
-    return {**parse_domcaps(text, source=path), "uri": None, "libvirt_version": None, "replayed_from": path}
-
-
-def _ask_live(uri: str, deadline_s: float) -> tuple[Status, str, dict[str, Any]]:
     try:
-        import libvirt  # noqa: F401  (lazy: see module docstring)
+        domcaps = parse_domcaps(text, source=path)
+    except DomcapsError as err:
+        raise KvminfoError(str(err)) from None
+    return LibvirtFacts(uri=None, libvirt_version=None, domcaps=domcaps, replayed_from=path)
+
+
+def ask_libvirt(uri: str) -> SourceResult:
+    """One blocking virConnectGetDomainCapabilities at ``uri`` (the runner bounds it)."""
+    try:
+        import libvirt
     except ImportError:
-        return Status.UNAVAILABLE, "libvirt-python not installed", {"uri": uri}
-
-    with _stuck_lock:
-        previous = _stuck.get(uri)
-        if previous is not None and previous.is_alive():
-            return Status.TIMEOUT, f"libvirt at {uri} still has not answered an earlier call", {"uri": uri}
-        _stuck.pop(uri, None)
-
-    outcome: dict[str, Any] = {}
-    worker = threading.Thread(target=_call_libvirt, args=(uri, outcome), name=f"libvirt-probe {uri}", daemon=True)
-    worker.start()
-    worker.join(deadline_s)
-    if worker.is_alive():
-        with _stuck_lock:
-            _stuck[uri] = worker
-        log.warning("libvirt at %s did not answer within %gs; reporting it as timed out", uri, deadline_s)
-        return Status.TIMEOUT, f"libvirt did not answer within {deadline_s:g}s", {"uri": uri}
-    if "status" not in outcome:  # the worker died of something other than a libvirt error
-        return Status.ERROR, f"internal error: {outcome.get('crash', 'no result')}", {"uri": uri}
-    return outcome["status"], outcome["reason"], outcome["facts"]
-
-
-def _call_libvirt(uri: str, outcome: dict[str, Any]) -> None:
-    """Runs in the worker thread; fills ``outcome`` with status, reason, facts."""
-    try:
-        _call_libvirt_unguarded(uri, outcome)
-    except Exception as err:  # a bug here must become one source's error, not a lost thread
-        log.error("libvirt probe of %s failed: %s: %s", uri, type(err).__name__, err)
-        outcome["crash"] = f"{type(err).__name__}: {err}"
-
-
-def _call_libvirt_unguarded(uri: str, outcome: dict[str, Any]) -> None:
-    import libvirt
-
+        return SourceResult(LIBVIRT, Status.UNAVAILABLE, "libvirt-python not installed", LibvirtFacts(uri=uri))
     _silence_default_error_handler(libvirt)
-    facts: dict[str, Any] = {"uri": uri}
+    version = None
     try:
         # Not openReadOnly: libvirt 9.0 refuses virConnectGetDomainCapabilities
         # on a read-only connection ("operation forbidden").
         conn = libvirt.open(uri)
         try:
-            facts["libvirt_version"] = _version_string(conn.getLibVersion())
+            version = _version_string(conn.getLibVersion())
             xml_text = conn.getDomainCapabilities(None, None, None, "kvm")
         finally:
             conn.close()
     except libvirt.libvirtError as err:
-        outcome.update(status=Status.UNAVAILABLE, reason=one_line(err), facts=facts)
-        return
+        return SourceResult(LIBVIRT, Status.UNAVAILABLE, one_line(err), LibvirtFacts(uri=uri, libvirt_version=version))
     try:
-        facts.update(parse_domcaps(xml_text, source=f"libvirt at {uri}"))
-    except KvminfoError as err:
+        domcaps = parse_domcaps(xml_text, source=f"libvirt at {uri}")
+    except DomcapsError as err:
         # libvirt answered, but not with anything we can use: not the operator's input.
-        outcome.update(status=Status.ERROR, reason=str(err), facts=facts)
-        return
-    outcome.update(status=Status.OK, reason="", facts=facts)
+        return SourceResult(LIBVIRT, Status.ERROR, str(err), LibvirtFacts(uri=uri, libvirt_version=version))
+    return SourceResult(LIBVIRT, Status.OK, "", LibvirtFacts(uri=uri, libvirt_version=version, domcaps=domcaps))
 
 
 _handler_lock = threading.Lock()
@@ -128,5 +95,48 @@ def _version_string(number: int) -> str:
     return f"{number // 1_000_000}.{number // 1_000 % 1_000}.{number % 1_000}"
 
 
-def _ms_since(started: float) -> float:
-    return round((time.monotonic() - started) * 1000.0, 3)
+class LibvirtSource:
+    """libvirt's domain capabilities (--libvirt-uri, --libvirt-timeout), or a replay (--domcaps-xml)."""
+
+    name = LIBVIRT
+
+    def deadline_s(self, options: ProbeOptions) -> float:
+        return options.libvirt_deadline_s
+
+    def probe(self, options: ProbeOptions) -> SourceResult:
+        if options.domcaps_xml is not None:
+            return SourceResult(LIBVIRT, Status.OK, f"replayed {options.domcaps_xml}",
+                                replay_domcaps(options.domcaps_xml))
+        return ask_libvirt(options.libvirt_uri or DEFAULT_LIBVIRT_URI)
+
+    def summary(self, result: SourceResult) -> str:
+        f = result.facts
+        assert isinstance(f, LibvirtFacts) and f.domcaps is not None
+        caps = f.domcaps
+        model = caps.host_model.model if caps.host_model else None
+        hyperv = "no <hyperv> element" if caps.hyperv is None else f"hyperv: {', '.join(caps.hyperv) or 'none'}"
+        return f"host-model {model}, max vCPUs {caps.max_vcpus}, {hyperv}"
+
+    def attributes(self, result: SourceResult) -> dict[str, object]:
+        """NodeFeature attributes kvminfo.libvirt: version, max_vcpus, host_model, sev, sgx, tdx, ..."""
+        f = result.facts
+        assert isinstance(f, LibvirtFacts) and f.domcaps is not None
+        caps = f.domcaps
+        host_model = caps.host_model
+        return {
+            "version": f.libvirt_version,
+            "max_vcpus": caps.max_vcpus,
+            "host_model": host_model.model if host_model else None,
+            "host_model_vendor": host_model.vendor if host_model else None,
+            "hyperv_supported": caps.hyperv_supported,
+            "sev": caps.sev,
+            "sgx": caps.sgx,
+            "tdx": caps.tdx,
+            "domain_type": caps.domain_type,
+        }
+
+    def labels(self, result: SourceResult) -> dict[str, str]:
+        return {}
+
+
+SOURCE = LibvirtSource()

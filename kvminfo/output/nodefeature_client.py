@@ -1,10 +1,12 @@
-"""The API-server edge of `kvminfo publish`: get -> create or replace, with retries.
+"""The API-server edge of `kvminfo publish`: get -> create or replace, with retries;
+and NodeFeatureOutput, the Output that keeps this node's NodeFeature current.
 
 Uses the official `kubernetes` client (CustomObjectsApi) rather than raw HTTP:
 it already handles in-cluster service-account tokens (and their rotation),
 kubeconfig contexts, client certificates and exec credential plugins.
 This module is imported only by the publish command: the NFD hook path never
-loads `kubernetes` (~0.3 s of imports).
+loads `kubernetes` (~0.3 s of imports). The object's content is decided by the
+pure kvminfo.output.nodefeature.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
 from kubernetes import client as k8s
@@ -24,8 +28,17 @@ from urllib3.exceptions import HTTPError as TransportError
 
 from kvminfo.durations import format_duration
 from kvminfo.errors import KvminfoError, one_line
-from kvminfo.publish.nodefeature import (API_GROUP, API_VERSION, PLURAL, change_reason, owner_reference,
-                                         updated_object)
+from kvminfo.model import Report
+from kvminfo.output.nodefeature import (
+    API_GROUP,
+    API_VERSION,
+    PLURAL,
+    build_nodefeature,
+    change_reason,
+    object_name,
+    owner_reference,
+    updated_object,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +90,10 @@ def load_api_client(kubeconfig: str | None) -> k8s.ApiClient:
     in_cluster = kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     try:
         if in_cluster:
-            k8s_config.load_incluster_config(client_configuration=configuration)
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
-            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration,
-                                        persist_config=False)
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=configuration, persist_config=False)
     except (ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as err:  # YAMLError: a malformed file
         where = ("in-cluster config (service account token and CA in /var/run/secrets/kubernetes.io/serviceaccount)"
                  if in_cluster else f"--kubeconfig {kubeconfig}" if kubeconfig
@@ -96,6 +109,7 @@ class NodeFeatureStore:
     """NodeFeature objects in one namespace; every failure becomes PublishError or _Conflict."""
 
     def __init__(self, api_client: k8s.ApiClient, namespace: str) -> None:
+        self.api_client = api_client
         self._api = k8s.CustomObjectsApi(api_client)
         self.namespace = namespace
         self.host = api_client.configuration.host
@@ -195,7 +209,8 @@ def pod_owner(api_client: k8s.ApiClient, namespace: str, pod: str) -> dict[str, 
     try:
         answer = k8s.CoreV1Api(api_client).read_namespaced_pod(pod, namespace, _preload_content=False,
                                                               _request_timeout=REQUEST_TIMEOUT_S)
-        body = json.loads(answer.data)
+        # _preload_content=False hands back the urllib3 response (its .data), not the V1Pod the stubs name.
+        body = json.loads(answer.data)  # type: ignore[attr-defined]
     except ApiException as err:
         said = _status_message(err)
         if not err.status:
@@ -260,3 +275,44 @@ def publish_with_retries(store: NodeFeatureStore, desired: Mapping[str, Any], re
                 return None
             delay = min(delay * 2, MAX_BACKOFF_S)
     raise AssertionError("unreachable")
+
+
+class NodeFeatureOutput:
+    """This node's NodeFeature object, written only when its content changed (publish_with_retries).
+
+    With ``pod`` (the publisher's own pod), the object gets an owner reference to
+    the pod's controller, looked up once (again next round while it fails).
+    """
+
+    def __init__(self, store: NodeFeatureStore, node: str, namespace: str, retries: int,
+                 pod: str | None = None) -> None:
+        self.store, self.node, self.namespace, self.retries, self.pod = store, node, namespace, retries, pod
+        self.target = f"{namespace}/{object_name(node)}"
+        self._owner: list[dict[str, str] | None] = []  # [] until looked up; [None]: the pod has no controller
+
+    def owner_reference(self) -> dict[str, str] | None:
+        if self.pod is None or self._owner:
+            return self._owner[0] if self._owner else None
+        try:
+            self._owner.append(pod_owner(self.store.api_client, self.namespace, self.pod))
+        except PublishError as err:  # the labels matter more: publish them, look again next round
+            log.warning("%s; publishing without an owner reference for now", err)
+            return None
+        owner = self._owner[0]
+        if owner is None:
+            log.info("pod %s/%s has no controller: the NodeFeature gets no owner reference", self.namespace, self.pod)
+        else:
+            log.info("owner of %s: %s %s (uid %s)", self.target, owner["kind"], owner["name"], owner["uid"])
+        return owner
+
+    def write(self, report: Report, one_shot: bool, stop: threading.Event) -> bool:
+        desired = build_nodefeature(report, self.node, self.namespace, self.owner_reference())
+        outcome = publish_with_retries(self.store, desired, self.retries, stop.wait)
+        if outcome is None:
+            return False
+        if outcome.action == "unchanged":
+            log.info("%s unchanged (resourceVersion %s); nothing written", self.target, outcome.resource_version)
+        else:
+            log.info("%s %s (resourceVersion %s): %s; %d labels", outcome.action, self.target,
+                     outcome.resource_version, outcome.reason, len(desired["spec"]["labels"]))
+        return True

@@ -1,11 +1,15 @@
 """Pure: a Report -> the NodeFeature object NFD's master reads (nfd.k8s-sigs.io/v1alpha1).
 
+The API edge that writes it (and the NodeFeature Output) is
+kvminfo.output.nodefeature_client, the only module importing `kubernetes`.
+
 spec.labels carries exactly what `kvminfo labels` prints; spec.features carries
 the raw facts in NFD's Features format so that a NodeFeatureRule can derive
 its own labels from them:
 - flags      kvminfo.hyperv   one element per supported Hyper-V enlightenment
-- attributes kvminfo.kvm      usable, api_version, max_vcpus, nested, cpu_vendor
-- attributes kvminfo.libvirt  version, max_vcpus, host_model, sev, sgx, tdx, ...
+- attributes kvminfo.<source> what each source that answered gives (Source.attributes):
+  kvminfo.kvm      usable, api_version, max_vcpus, nested, cpu_vendor
+  kvminfo.libvirt  version, max_vcpus, host_model, sev, sgx, tdx, ...
 Only sources that answered contribute; an absent element means "not known".
 
 metadata.ownerReferences names the publisher pod's controller (its
@@ -17,12 +21,14 @@ publisher's DaemonSet is).
 
 from __future__ import annotations
 
-import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from kvminfo.labels.lines import describe_label_diff
-from kvminfo.errors import KvminfoError
-from kvminfo.model import Report, SourceResult, Support
+from kvminfo.errors import ParseError
+from kvminfo.k8snames import DNS_SUBDOMAIN_MAX, is_dns_label, is_dns_subdomain
+from kvminfo.model import Report, Support
+from kvminfo.output.base import labels_changed
+from kvminfo.sources.facts import KVM, LIBVIRT
 
 API_GROUP = "nfd.k8s-sigs.io"
 API_VERSION = "v1alpha1"
@@ -33,27 +39,27 @@ NODE_NAME_LABEL = "nfd.node.kubernetes.io/node-name"
 NAME_PREFIX = "kvminfo-"
 
 HYPERV_FLAGS = "kvminfo.hyperv"
-KVM_ATTRIBUTES = "kvminfo.kvm"
-LIBVIRT_ATTRIBUTES = "kvminfo.libvirt"
+ATTRIBUTES_PREFIX = "kvminfo."  # + the source's name
+KVM_ATTRIBUTES = ATTRIBUTES_PREFIX + KVM
+LIBVIRT_ATTRIBUTES = ATTRIBUTES_PREFIX + LIBVIRT
 
-# RFC 1123 subdomain: what Kubernetes requires of node and object names.
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_DNS_SUBDOMAIN_MAX = 253
-# RFC 1123 label: what a namespace name must be.
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_DNS_LABEL_MAX = 63
+
+class KubernetesNameError(ParseError):
+    """A node, namespace or object name Kubernetes would refuse."""
 
 
 def check_node_name(node: str) -> str:
-    if not node or len(node) > _DNS_SUBDOMAIN_MAX or not _DNS_SUBDOMAIN.fullmatch(node):
-        raise KvminfoError(f"node name {node!r} is not a valid Kubernetes node name "
+    """A node name (RFC 1123 subdomain, what Kubernetes requires of node and object names)."""
+    if not is_dns_subdomain(node):
+        raise KubernetesNameError(f"node name {node!r} is not a valid Kubernetes node name "
                            "(lowercase RFC 1123 subdomain, at most 253 characters)")
     return node
 
 
 def check_namespace(namespace: str) -> str:
-    if not namespace or len(namespace) > _DNS_LABEL_MAX or not _DNS_LABEL.fullmatch(namespace):
-        raise KvminfoError(f"namespace {namespace!r} is not a valid namespace name "
+    """A namespace name (RFC 1123 label)."""
+    if not is_dns_label(namespace):
+        raise KubernetesNameError(f"namespace {namespace!r} is not a valid namespace name "
                            "(lowercase RFC 1123 label, at most 63 characters)")
     return namespace
 
@@ -61,8 +67,8 @@ def check_namespace(namespace: str) -> str:
 def object_name(node: str) -> str:
     """kvminfo-<node>: one object per node, distinct from NFD's own (named after the node)."""
     name = NAME_PREFIX + check_node_name(node)
-    if len(name) > _DNS_SUBDOMAIN_MAX:
-        raise KvminfoError(f"node name {node!r} is too long: {name!r} exceeds {_DNS_SUBDOMAIN_MAX} characters")
+    if len(name) > DNS_SUBDOMAIN_MAX:
+        raise KubernetesNameError(f"node name {node!r} is too long: {name!r} exceeds {DNS_SUBDOMAIN_MAX} characters")
     return name
 
 
@@ -78,44 +84,12 @@ def _attribute_set(values: Mapping[str, object]) -> dict[str, Any]:
     return {"elements": {key: text(value) for key, value in sorted(values.items()) if value is not None}}
 
 
-def kvm_attributes(kvm: SourceResult) -> dict[str, object]:
-    facts = kvm.facts
-    caps = facts.get("caps") or {}
-    return {
-        "usable": True,
-        "api_version": facts.get("api_version"),
-        "max_vcpus": caps.get("KVM_CAP_MAX_VCPUS"),
-        "nested": facts.get("nested"),
-        "cpu_vendor": facts.get("cpu_vendor"),
-    }
-
-
-def libvirt_attributes(libvirt: SourceResult) -> dict[str, object]:
-    facts = libvirt.facts
-    host_model = facts.get("host_model") or {}
-    return {
-        "version": facts.get("libvirt_version"),
-        "max_vcpus": facts.get("max_vcpus"),
-        "host_model": host_model.get("model"),
-        "host_model_vendor": host_model.get("vendor"),
-        "hyperv_supported": facts.get("hyperv_supported"),
-        "sev": facts.get("sev"),
-        "sgx": facts.get("sgx"),
-        "tdx": facts.get("tdx"),
-        "domain_type": facts.get("domain_type"),
-    }
-
-
 def features_from_report(report: Report) -> dict[str, Any]:
     """NFD's Features shape: {flags: {set: {elements}}, attributes: {...}}; empty sets left out."""
     supported = [v.name for v in report.features if v.support is Support.SUPPORTED]
     flags = {HYPERV_FLAGS: _flag_set(supported)} if supported else {}
-    attributes: dict[str, Any] = {}
-    kvm, libvirt = report.source("kvm"), report.source("libvirt")
-    if kvm is not None and kvm.ok:
-        attributes[KVM_ATTRIBUTES] = _attribute_set(kvm_attributes(kvm))
-    if libvirt is not None and libvirt.ok:
-        attributes[LIBVIRT_ATTRIBUTES] = _attribute_set(libvirt_attributes(libvirt))
+    attributes: dict[str, Any] = {ATTRIBUTES_PREFIX + name: _attribute_set(values)
+                                  for name, values in report.attributes.items()}
     features: dict[str, Any] = {}
     if flags:
         features["flags"] = flags
@@ -180,11 +154,10 @@ def change_reason(existing: Mapping[str, Any] | None, desired: Mapping[str, Any]
     Only what we own counts: the spec and our labels. Metadata the API server or
     others add (resourceVersion, managedFields, annotations, extra labels) does not.
     """
-    if existing is None:
-        return "no NodeFeature object yet"
-    old, new = _normalized_spec(existing.get("spec")), _normalized_spec(desired.get("spec"))
-    if old["labels"] != new["labels"]:
-        return f"labels changed ({describe_label_diff(old['labels'], new['labels'])})"
+    old, new = _normalized_spec((existing or {}).get("spec")), _normalized_spec(desired.get("spec"))
+    changed = labels_changed(old["labels"] if existing is not None else None, new["labels"], "NodeFeature object")
+    if changed is not None or existing is None:
+        return changed
     if old["features"] != new["features"]:
         return "features changed"
     have = (existing.get("metadata") or {}).get("labels") or {}

@@ -1,0 +1,133 @@
+"""The NFD feature file as an Output: when to rewrite it and how long NFD may trust it.
+
+Policy (pure: Schedule, schedule_from_args, rewrite_reason) and its edge
+(FeatureFileOutput: read back, write atomically). The file format itself is
+kvminfo.output.featurefile. Used by `kvminfo features-file` and the soak writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kvminfo.durations import format_duration, parse_duration
+from kvminfo.errors import KvminfoError
+from kvminfo.output.atomic import refuse_unless_regular, write_atomic
+from kvminfo.output.base import labels_changed
+from kvminfo.output.featurefile import FeatureFile, format_rfc3339, parse_feature_file, render_feature_file
+
+TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Mapping
+
+    from kvminfo.model import Report
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPIRY_S = 3600
+# A round is the interval plus the probe's deadline: the longest time from one
+# write to the next. The file is rewritten while this many rounds of validity are
+# left, and --expiry must cover them, so that one slow or failed round never lets
+# the labels expire on a healthy node.
+REFRESH_WITHIN_ROUNDS = 2
+
+
+@dataclass(frozen=True)
+class Schedule:
+    expiry_s: int
+    interval_s: int | None  # None: write once
+    probe_deadline_s: float  # the longest one probe may take (kvminfo.collect.probe_deadline_s)
+
+    def refresh_within_s(self) -> float:
+        """Rewrite once less validity than this is left (sidecar mode); 0 for a one-shot run."""
+        if self.interval_s is None:
+            return 0.0
+        return REFRESH_WITHIN_ROUNDS * (self.interval_s + self.probe_deadline_s)
+
+
+def schedule_from_args(expiry: str | None, interval: str | None, probe_deadline_s: float) -> Schedule:
+    """--expiry and --interval as given (None: not given); ParseError/KvminfoError name the option."""
+    interval_s = parse_duration(interval, "--interval") if interval is not None else None
+    schedule = Schedule(DEFAULT_EXPIRY_S, interval_s, probe_deadline_s)
+    minimum_s = math.ceil(schedule.refresh_within_s())
+    if expiry is None:
+        return replace(schedule, expiry_s=max(DEFAULT_EXPIRY_S, 3 * (interval_s or 0), minimum_s))
+    expiry_s = parse_duration(expiry, "--expiry")
+    if expiry_s < minimum_s:
+        raise KvminfoError(f"--expiry {format_duration(expiry_s)} is too short for --interval "
+                           f"{format_duration(interval_s or 0)}: at least {format_duration(minimum_s)} "
+                           f"({REFRESH_WITHIN_ROUNDS} x (interval + {format_duration(probe_deadline_s)} probe deadline)), "
+                           "or one slow or failed round lets the labels lapse")
+    return replace(schedule, expiry_s=expiry_s)
+
+
+def rewrite_reason(on_disk: FeatureFile | None, labels: Mapping[str, str], now: datetime,
+                   schedule: Schedule) -> str | None:
+    """Why the file must be rewritten now, or None to leave it alone.
+
+    Compares labels, never bytes: the expiry line differs on every render.
+    """
+    changed = labels_changed(on_disk.labels if on_disk is not None else None, labels, "feature file")
+    if changed is not None or on_disk is None:
+        return changed
+    if on_disk.expires_at is None:
+        return "existing file has no valid expiry directive"
+    left = on_disk.expires_at - now
+    if left < timedelta(seconds=schedule.refresh_within_s()):
+        return f"expiry near ({format_duration(max(0.0, left.total_seconds()))} left)"
+    return None
+
+
+def read_feature_file(path: Path) -> FeatureFile | None:
+    try:
+        refuse_unless_regular(path)  # reading a FIFO would block the sidecar for good
+    except KvminfoError:
+        return None  # the write that follows refuses it, with the reason
+    try:
+        return parse_feature_file(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        log.warning("%s: cannot read back (%s); rewriting it", path, err)
+        return None
+
+
+def check_output_path(path: Path) -> None:
+    """Fail before probing (libvirt may take seconds) if the file can never be written."""
+    directory = path.parent
+    if path.is_dir() and not path.is_symlink():
+        raise KvminfoError(f"--output {path}: is a directory; give a file path inside it")
+    refuse_unless_regular(path, "--output ")
+    if not directory.is_dir():
+        raise KvminfoError(f"--output {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise KvminfoError(f"--output {path}: directory {directory} is not writable")
+
+
+def write_feature_file(path: Path, labels: Mapping[str, str], now: datetime, expiry_s: int, reason: str) -> None:
+    expires_at = now + timedelta(seconds=expiry_s)
+    write_atomic(path, render_feature_file(labels, expires_at))
+    log.info("wrote %s: %d labels, expires %s; reason: %s", path, len(labels), format_rfc3339(expires_at), reason)
+
+
+class FeatureFileOutput:
+    """An NFD feature file (features.d/), rewritten only when the labels changed or its expiry is near."""
+
+    def __init__(self, path: Path, schedule: Schedule) -> None:
+        self.path, self.schedule = path, schedule
+        self.target = str(path)
+
+    def write(self, report: Report, one_shot: bool, stop: threading.Event) -> bool:
+        now = datetime.now(UTC)
+        reason = "one-shot" if one_shot else rewrite_reason(read_feature_file(self.path), report.labels, now,
+                                                            self.schedule)
+        if reason is None:
+            log.info("left %s alone: labels unchanged, expiry not near", self.path)
+            return True
+        write_feature_file(self.path, report.labels, now, self.schedule.expiry_s, reason)
+        return True

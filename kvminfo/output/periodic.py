@@ -1,0 +1,99 @@
+"""The one loop behind `features-file` and `publish`: probe, write, wait, until stopped.
+
+Without an interval: one round, its errors are the exit status, and a stop
+signal before the output was written exits 1 (a one-shot caller, cron or an
+init container, must not mistake it for success). With an interval: a round
+every interval; the first round's bad input (a broken config) is fatal, any
+later error and every output error is logged and retried next interval. A stop
+signal (SIGTERM/SIGINT, kvminfo.stopping) interrupts a probe in flight or the
+wait at once and exits 0; it never interrupts a write, so the output stays whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from kvminfo.durations import format_duration
+from kvminfo.errors import KvminfoError, ParseError
+from kvminfo.threads import start_daemon
+
+TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from kvminfo.model import Report
+    from kvminfo.output.base import Output
+    from kvminfo.stopping import StopOnSignal
+
+log = logging.getLogger(__name__)
+
+
+class _ProbeError(Exception):
+    """collect() raised the operator's input error (wrapped to tell it from an output's error)."""
+
+
+def probe_unless_stopped(probe: Callable[[], Report], stop: StopOnSignal) -> Report | None:
+    """``probe()`` in a worker thread, waited for until it returns or a stop signal
+    arrives (None then: the worker is abandoned, a daemon blocked in C at worst)."""
+    done = threading.Event()
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["report"] = probe()
+        except BaseException as err:  # handed to the waiting thread, raised there
+            box["error"] = err
+        finally:
+            done.set()
+
+    stop.wake_on_stop(done)
+    try:
+        start_daemon("probe", work)
+        done.wait()
+    finally:
+        stop.forget(done)
+    error = box.get("error")
+    if isinstance(error, (KvminfoError, ParseError)):
+        raise _ProbeError() from error
+    if isinstance(error, BaseException):  # a bug: its traceback, as if called here
+        raise error
+    if "report" not in box:  # woken by the stop signal
+        return None
+    return box["report"]  # type: ignore[return-value]
+
+
+def _round(output: Output, probe: Callable[[], Report], stop: StopOnSignal, one_shot: bool) -> bool:
+    report = probe_unless_stopped(probe, stop)
+    if report is None or stop.event.is_set():
+        return False
+    return output.write(report, one_shot, stop.event)
+
+
+def run(output: Output, probe: Callable[[], Report], interval_s: int | None, stop: StopOnSignal) -> int:
+    """Run ``output`` once (``interval_s`` None) or every ``interval_s`` seconds; the exit status."""
+    if interval_s is None:
+        try:
+            written = _round(output, probe, stop, one_shot=True)
+        except _ProbeError as err:
+            raise err.__cause__ from None  # type: ignore[misc]
+        if written:
+            return 0
+        log.warning("stopped on %s before %s was written", stop.signal_name or "a stop request", output.target)
+        return 1
+    first = True
+    log.info("refreshing %s every %s", output.target, format_duration(interval_s))
+    while not stop.event.is_set():
+        try:
+            _round(output, probe, stop, one_shot=False)
+        except _ProbeError as err:
+            if first:  # bad input from the start: say so and stop, as a one-shot run would
+                raise err.__cause__ from None  # type: ignore[misc]
+            log.error("%s; retrying in %s", err.__cause__, format_duration(interval_s))
+        except (KvminfoError, ParseError) as err:  # the output's target may come back (API server, directory)
+            log.error("%s; retrying in %s", err, format_duration(interval_s))
+        first = False
+        if stop.event.wait(interval_s):
+            break
+    log.info("stopping on %s", stop.signal_name or "a stop request")
+    return 0
