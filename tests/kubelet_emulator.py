@@ -29,16 +29,31 @@ import grpc
 from kvminfo_plugin.v1beta1 import api_pb2 as api
 from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
 
-_QUALIFIED = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
+# apimachinery IsQualifiedName: [prefix/]name, prefix a DNS-1123 subdomain (<= 253), name <= 63.
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 
 
-def kubelet_refusal(request: api.RegisterRequest, plugin_dir: Path) -> str | None:
-    """Why the kubelet would refuse this Register, or None."""
-    if request.version != "v1beta1":
-        return f"unsupported version {request.version!r}"
+def _is_extended_resource_name(name: str) -> bool:
+    """k8s.io/kubernetes pkg/apis/core/v1/helper IsExtendedResourceName (FACTS.md K6)."""
+    if "/" not in name or "kubernetes.io/" in name or name.startswith("requests."):
+        return False  # native (no domain, or kubernetes.io/ anywhere), or a quota name
+    parts = ("requests." + name).split("/")
+    if len(parts) != 2:
+        return False
+    prefix, short = parts
+    return (len(prefix) <= 253 and bool(_SUBDOMAIN.fullmatch(prefix))
+            and len(short) <= 63 and bool(_NAME.fullmatch(short)))
+
+
+def kubelet_refusal(request: api.RegisterRequest, plugin_dir: Path, supported_version: str = "v1beta1") -> str | None:
+    """Why the kubelet would refuse this Register, or None. The first two texts are the
+    kubelet's own (devicemanager errUnsupportedVersion, errInvalidResourceName)."""
+    if request.version != supported_version:
+        return f'requested API version "{request.version}" is not supported by kubelet. Supported version is "{supported_version}"'
     name = request.resource_name
-    if not _QUALIFIED.match(name) or name.split("/")[0].endswith("kubernetes.io") or name.startswith("requests."):
-        return f"invalid extended resource name {name!r}"
+    if not _is_extended_resource_name(name):
+        return f'the ResourceName "{name}" is invalid'
     if not request.endpoint or "/" in request.endpoint:
         return f"endpoint {request.endpoint!r} must be a file name relative to the plugin dir"
     try:
@@ -73,6 +88,7 @@ class KubeletEmulator:
         self.registrations: list[tuple[float, api.RegisterRequest]] = []
         self.refusals: list[str] = []
         self.register_calls = 0  # every Register received, answered or not
+        self.supported_version = "v1beta1"  # the API version this kubelet accepts
         self._server: grpc.Server | None = None
         # Clear it to make Register hang, like a wedged kubelet; set it to let calls through.
         self.answering = threading.Event()
@@ -124,20 +140,22 @@ class KubeletEmulator:
         while not self.answering.wait(0.05):
             if not context.is_active():
                 context.abort(grpc.StatusCode.CANCELLED, "caller went away")
-        refusal = kubelet_refusal(request, self.plugin_dir)
+        refusal = kubelet_refusal(request, self.plugin_dir, self.supported_version)
         if refusal is not None:
             with self._cond:
                 self.refusals.append(refusal)
                 self._cond.notify_all()
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+            context.abort(grpc.StatusCode.UNKNOWN, refusal)  # grpc-go's code for a plain Go error
         socket = self.plugin_dir / request.endpoint
-        channel = grpc.insecure_channel(f"unix://{socket}")
+        # A connection of its own, as each grpc-go ClientConn of the kubelet has (grpcio would
+        # otherwise share one with an earlier channel to the same path: the global subchannel pool).
+        channel = grpc.insecure_channel(f"unix://{socket}", options=[("grpc.use_local_subchannel_pool", 1)])
         stub = api_grpc.DevicePluginStub(channel)
         try:
             options = stub.GetDevicePluginOptions(api.Empty(), timeout=10)
         except grpc.RpcError as err:
             channel.close()
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot reach plugin at {socket}: {err.details()}")
+            context.abort(grpc.StatusCode.UNKNOWN, f"failed to dial device plugin: {socket}: {err.details()}")
         endpoint = Endpoint(resource=request.resource_name, socket=socket, options=options, channel=channel,
                             stub=stub, registered_at=time.monotonic())
         with self._cond:

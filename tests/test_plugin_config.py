@@ -63,7 +63,8 @@ def test_bad_cdi_kind_names_the_field() -> None:
 
 def test_slot_ids_are_unique_short_and_name_the_node() -> None:
     long_path = "/dev/" + "deep/" * 30 + "node"
-    config = config_from_mapping({"resources": [{"name": "a.io/x", "devices": ["/dev/kvm", long_path], "slots": 100}]})
+    config = config_from_mapping({"resources": [{"name": "a.io/x", "groups": [{"devices": ["/dev/kvm"]}, {"devices": [long_path]}],
+                                                 "slots": 100}]})
     inventory = Inventory.for_resource(config.resources[0])
     assert len(inventory.ids) == 200 and len(set(inventory.ids)) == 200
     assert all(len(i) <= 63 for i in inventory.ids)

@@ -23,6 +23,7 @@ import grpc
 import pytest
 from plugin_harness import free_port, kubelet, make_char_device, running_plugin
 
+import cdi_rules
 from kubelet_emulator import kubelet_refusal
 from kvminfo_plugin.v1beta1 import api_pb2 as api
 from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
@@ -209,7 +210,8 @@ def test_cdi_mode(plugin_dir: Path, device: Path, tmp_path: Path) -> None:
         k.wait_registered(TEST_RESOURCE)
         spec_file = cdi_dir / "test.kvminfo.io-node.json"
         spec = json.loads(spec_file.read_text())
-        assert spec["cdiVersion"] == "0.5.0" and spec["kind"] == TEST_RESOURCE
+        assert cdi_rules.problems(spec) == [] and cdi_rules.host_node_problems(spec) == []
+        assert spec["cdiVersion"] == cdi_rules.minimum_version(spec) and spec["kind"] == TEST_RESOURCE
         [cdi_device] = spec["devices"]
         assert cdi_device["containerEdits"]["deviceNodes"] == [{"path": str(device), "permissions": "rw"}]
         assert spec["containerEdits"] == {"env": ["A=1"], "mounts": [
@@ -218,8 +220,22 @@ def test_cdi_mode(plugin_dir: Path, device: Path, tmp_path: Path) -> None:
         container = k.admit(TEST_RESOURCE, 1)
         assert [c.name for c in container.cdi_devices] == [f"{TEST_RESOURCE}={cdi_device['name']}"]
         assert re.fullmatch(r"[a-z0-9.-]+/[a-z0-9.-]+=[A-Za-z0-9_.:-]+", container.cdi_devices[0].name)
-        assert len(container.devices) == 0  # the runtime injects the node from the spec
-    assert not spec_file.exists()
+
+
+def test_cdi_allocate_also_sends_device_specs(plugin_dir: Path, device: Path, tmp_path: Path) -> None:
+    """Issue 10 case 11: on a runtime without CDI (containerd 1.6, or 1.7 with enable_cdi = false) the
+    CDI names are dropped silently; the DeviceSpecs, mounts and env still give the container its
+    device. A CDI runtime replaces each by the spec's entry of the same container path."""
+    settings = {**device_settings(plugin_dir, device, cdi=True, envs={"A": "1"},
+                                  mounts=[{"hostPath": "/etc/hostname", "containerPath": "/host-name"}]),
+                "cdiDir": str(tmp_path / "cdi")}
+    with kubelet(plugin_dir) as k, running_plugin(settings):
+        k.wait_registered(TEST_RESOURCE)
+        container = k.admit(TEST_RESOURCE, 1)
+        assert len(container.cdi_devices) == 1
+        assert [(d.host_path, d.container_path, d.permissions) for d in container.devices] == [(str(device), str(device), "rw")]
+        assert dict(container.envs) == {"A": "1"}
+        assert [(m.host_path, m.container_path, m.read_only) for m in container.mounts] == [("/etc/hostname", "/host-name", True)]
 
 
 def test_metrics_endpoint(plugin_dir: Path, device: Path) -> None:
@@ -261,8 +277,13 @@ def test_emulator_refuses_what_the_kubelet_refuses(plugin_dir: Path) -> None:
         return api.RegisterRequest(**{"version": "v1beta1", "endpoint": "plain-file", "resource_name": "a.io/b", **fields})
 
     assert "version" in kubelet_refusal(request(version="v1alpha"), plugin_dir)
-    assert "resource name" in kubelet_refusal(request(resource_name="kubernetes.io/kvm"), plugin_dir)
-    assert "resource name" in kubelet_refusal(request(resource_name="kvm"), plugin_dir)
+    assert "ResourceName" in kubelet_refusal(request(resource_name="kubernetes.io/kvm"), plugin_dir)
+    assert "ResourceName" in kubelet_refusal(request(resource_name="kvm"), plugin_dir)
+    assert "ResourceName" in kubelet_refusal(request(resource_name="notkubernetes.io/kvm"), plugin_dir)
+    assert "ResourceName" in kubelet_refusal(request(resource_name="a.kubernetes.io/x"), plugin_dir)
+    assert "ResourceName" in kubelet_refusal(request(resource_name="requests.a.io/x"), plugin_dir)
+    assert "ResourceName" in kubelet_refusal(request(resource_name="a.io/b/c"), plugin_dir)
+    assert "ResourceName" in kubelet_refusal(request(resource_name="a" * 245 + ".io/x"), plugin_dir)  # requests. + it > 253
     assert "relative" in kubelet_refusal(request(endpoint=str(plugin_dir / "x.sock")), plugin_dir)
     assert "does not exist" in kubelet_refusal(request(endpoint="missing.sock"), plugin_dir)
     assert "not a socket" in kubelet_refusal(request(), plugin_dir)
@@ -292,18 +313,6 @@ def test_cdi_dir_that_does_not_exist_is_created(plugin_dir: Path, device: Path, 
         k.wait_registered(TEST_RESOURCE)
         assert stat.S_IMODE(os.stat(cdi_dir).st_mode) == 0o755
         assert (cdi_dir / "test.kvminfo.io-node.json").is_file()
-
-
-def test_cdi_allocate_names_devices_only(plugin_dir: Path, device: Path, tmp_path: Path) -> None:
-    # The spec carries env and mounts; repeating them in the response would inject them twice.
-    settings = {**device_settings(plugin_dir, device, cdi=True, envs={"A": "1"},
-                                  mounts=[{"hostPath": "/etc/hostname", "containerPath": "/host-name"}]),
-                "cdiDir": str(tmp_path / "cdi")}
-    with kubelet(plugin_dir) as k, running_plugin(settings):
-        k.wait_registered(TEST_RESOURCE)
-        container = k.admit(TEST_RESOURCE, 1)
-        assert len(container.cdi_devices) == 1
-        assert dict(container.envs) == {} and len(container.mounts) == 0 and len(container.devices) == 0
 
 
 def test_preferred_allocation_never_exceeds_the_size(plugin_dir: Path, device: Path) -> None:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import pty
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
+import termios
 import time
 from pathlib import Path
 from typing import Iterator
 
+import cdi_rules
 import pytest
-from plugin_harness import kubelet, plugin_process
+from plugin_harness import KVMINFO, kubelet, plugin_process
 
 RESOURCE = "devices.kvminfo.io/kvm"
 
@@ -52,7 +58,9 @@ def test_sigterm_stops_serving_and_cleans_up(short_dir: Path) -> None:
                 process.wait()
         assert process.returncode == 0, stderr
         assert _sockets(plugin_dir) == ["kubelet.sock"]
-        assert list(cdi_dir.iterdir()) == []
+        # Issue 10 case 2: the spec stays, so containers of admitted pods can restart while the plugin is away.
+        assert [p.name for p in cdi_dir.iterdir()] == ["devices.kvminfo.io-kvm.json"]
+        assert cdi_rules.problems(json.loads((cdi_dir / "devices.kvminfo.io-kvm.json").read_text())) == []
         assert "Traceback" not in stderr
         # one line per event: registration, allocation, the signal
         assert "registered devices.kvminfo.io/kvm with the kubelet" in stderr
@@ -74,6 +82,13 @@ def test_sigint_without_a_kubelet_exits_zero(short_dir: Path) -> None:
 BAD_CONFIGS = [
     ("resources:\n  - name: kvm\n    devices: [/dev/kvm]\n", "resources[0].name"),
     ("resources:\n  - name: kubernetes.io/kvm\n    devices: [/dev/kvm]\n", "resources[0].name"),
+    # Issue 10 case 6: the kubelet refuses any name containing kubernetes.io/ (it used to be retried forever)
+    ("resources:\n  - name: notkubernetes.io/kvm\n    devices: [/dev/kvm]\n", "resources[0].name"),
+    # Issue 10 case 7: 2 x 100,000 slots make a 6.6 MB ListAndWatch message; the kubelet reads at most 4 MiB
+    ("resources:\n  - name: a.io/tty\n    groups: [{devices: [/dev/ttyUSB0]}, {devices: [/dev/ttyUSB1]}]\n"
+     "    slots: 100000\n", "resources[0].slots"),
+    # Issue 10 case 4: a CDI class must start with a letter
+    ("resources:\n  - name: a.io/9pfs\n    devices: [/dev/kvm]\n    cdi: true\n", "resources[0].name"),
     ("resources:\n  - name: a.io/kvm\n    devices: [/dev/kvm]\n    slots: 0\n", "resources[0].slots"),
     ("resources:\n  - name: a.io/kvm\n    devices: [/dev/kvm]\n    slots: many\n", "resources[0].slots"),
     ("resources:\n  - name: a.io/kvm\n    devices: [dev/kvm]\n", "resources[0].devices[0]"),
@@ -187,3 +202,101 @@ def test_start_up_warns_about_a_node_that_is_no_char_device_and_kubevirts_name(s
     assert len(warnings) == 2, stderr
     assert any(f"{plain}" in w and "not a character device" in w for w in warnings), warnings
     assert any("devices.kubevirt.io/kvm" in w and "KubeVirt" in w for w in warnings), warnings
+
+
+# ---- issue 10 cases that need the real process --------------------------------------------------
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z kvminfo (INFO|WARNING|ERROR): ")
+
+
+def test_case9_an_exclusive_device_in_use_is_healthy(short_dir: Path) -> None:
+    """A tty held with TIOCEXCL answers open() with EBUSY (as /dev/tpm0 or a VFIO group do while their
+    workload holds them). The plugin runs without CAP_SYS_ADMIN, which would bypass the lock."""
+    leader, follower = pty.openpty()
+    try:
+        fcntl.ioctl(follower, termios.TIOCEXCL)
+        node = os.ttyname(follower)
+        resource = "test.kvminfo.io/tty"
+        with kubelet(short_dir) as k:
+            process = subprocess.Popen(["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", str(KVMINFO),
+                                        "device-plugin", "--plugin-dir", str(short_dir), "--metrics-port", "0",
+                                        "--resource", f"{resource}={node}", "--slots", "1"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                k.wait_registered(resource, timeout_s=10)
+                time.sleep(0.3)
+                assert k.latest(resource) and set(k.latest(resource).values()) == {"Healthy"}
+                assert k.admit(resource, 1).devices[0].host_path == node
+            finally:
+                process.send_signal(signal.SIGTERM)
+                _, stderr = process.communicate(timeout=5)
+        assert "unhealthy" not in stderr and "Traceback" not in stderr, stderr  # before: "cannot open: Device or resource busy"
+    finally:
+        os.close(follower)
+        os.close(leader)
+
+
+def test_case10_logs_say_what_happened_once_with_time_and_errno(short_dir: Path) -> None:
+    """The kubelet's socket file is there but nothing listens (a kubelet that died): the plugin says
+    so with the errno name, once, not gRPC's 'UNAVAILABLE: failed to connect to all addresses'."""
+    import socket
+
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(short_dir / "kubelet.sock"))  # bound, never listening: connect() gets ECONNREFUSED
+    try:
+        process = plugin_process("--plugin-dir", str(short_dir), "--metrics-port", "0")
+        time.sleep(3.0)  # ~6 attempts with backoff 0.1, 0.2, 0.4, 0.8, 1.6 s
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=5)
+    finally:
+        stale.close()
+    lines = stderr.splitlines()
+    assert all(TIMESTAMP.match(line) for line in lines), lines
+    failures = [line for line in lines if "registering" in line]
+    assert len(failures) == 1, failures  # the same reason again is not news
+    assert "ECONNREFUSED" in failures[0] and "kubelet is not running" in failures[0]
+    assert "UNAVAILABLE" not in stderr and "failed to connect to all addresses" not in stderr
+
+
+def test_case10_a_bind_error_is_one_line_with_its_errno_and_no_grpc_core_lines(short_dir: Path) -> None:
+    plugin_dir = short_dir / "dp"
+    plugin_dir.mkdir(mode=0o555)  # root without CAP_DAC_OVERRIDE cannot create the socket here
+    process = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                              "--inh-caps=-dac_override,-dac_read_search", str(KVMINFO), "device-plugin",
+                              "--plugin-dir", str(plugin_dir), "--metrics-port", "0"],
+                             capture_output=True, text=True, timeout=20)
+    assert process.returncode == 2, process.stderr
+    last = process.stderr.strip().splitlines()[-1]
+    assert last.startswith("kvminfo device-plugin: ") and "cannot serve" in last and "EACCES" in last, process.stderr
+    assert "add_port.cc" not in process.stderr and "Traceback" not in process.stderr, process.stderr
+
+
+def test_case10_a_node_missing_at_start_is_a_warning(short_dir: Path) -> None:
+    process = plugin_process("--plugin-dir", str(short_dir), "--metrics-port", "0",
+                             "--resource", f"test.kvminfo.io/gone={short_dir / 'no-such-node'}")
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=5)
+    [line] = [line for line in stderr.splitlines() if "no-such-node" in line and "starting" not in line]
+    assert " WARNING: " in line and "missing" in line and "0 of 1000 slots Healthy" in line, line
+
+
+def test_case2_remove_cdi_specs_is_the_explicit_uninstall_step(short_dir: Path) -> None:
+    cdi_dir = short_dir / "cdi"
+    cdi_dir.mkdir()
+    foreign = cdi_dir / "b.io-other.json"  # where b.io/other's spec would go, holding another kind: not ours
+    foreign.write_text('{"cdiVersion": "0.3.0", "kind": "vendor.example/else", "devices": []}')
+    args = ["--plugin-dir", str(short_dir), "--cdi-dir", str(cdi_dir), "--cdi", "--metrics-port", "0",
+            "--resource", "a.io/kvm=/dev/null"]
+    with kubelet(short_dir) as k:
+        process = plugin_process(*args)
+        k.wait_registered("a.io/kvm", timeout_s=10)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=5)
+    assert (cdi_dir / "a.io-kvm.json").is_file()
+    done = subprocess.run([str(KVMINFO), "device-plugin", *args, "--resource", "b.io/other=/dev/null",
+                           "--remove-cdi-specs"], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{cdi_dir / 'a.io-kvm.json'}: removed",
+                                        f"{foreign}: left in place: not a CDI spec of kind b.io/other"]
+    assert sorted(p.name for p in cdi_dir.iterdir()) == ["b.io-other.json"]

@@ -3,8 +3,8 @@
 A policy turns the groups of one container into a ContainerAllocateResponse.
 The resource's config picks it (``ResourceConfig.allocation``, a key of
 ``POLICIES``): ``deviceSpec`` sends DeviceSpecs, mounts and env; ``cdi`` sends
-only fully qualified CDI names and leaves the edits to the runtime, which reads
-them from the spec (kvminfo_plugin.cdi). A resource with its own Allocate
+the fully qualified CDI names as well (the runtime reads the spec written by
+kvminfo_plugin.cdi). A resource with its own Allocate
 behaviour is one class with this shape plus one line in ``POLICIES`` and the
 config value that selects it.
 
@@ -53,14 +53,24 @@ class DeviceSpecPolicy:
 
 
 class CdiPolicy:
-    """Only the CDI names: the runtime injects nodes, mounts and env from the spec;
-    envs/mounts sent here too would reach the container twice (CRI request + spec)."""
+    """The CDI names of the groups, and the same DeviceSpecs, mounts and env as
+    DeviceSpecPolicy. A runtime without CDI (containerd 1.6, or 1.7 with
+    enable_cdi = false) drops the names without a word; the DeviceSpecs still give
+    the container its nodes, so a pod never starts without its device. A CDI runtime
+    applies the spec over them: for each device node and mount it first removes
+    the entry with the same container path (container-device-interface
+    pkg/cdi/container-edits.go ContainerEdits.Apply: RemoveDevice/RemoveMount), and
+    env entries replace those of the same name, so nothing reaches the container
+    twice."""
 
     def __init__(self, resource: ResourceConfig) -> None:
+        self._specs = DeviceSpecPolicy(resource)
         self._names = {g: qualified_name(resource, g) for g in resource.groups}
 
     def container_response(self, groups: tuple[DeviceGroup, ...]) -> api.ContainerAllocateResponse:
-        return api.ContainerAllocateResponse(cdi_devices=[api.CDIDevice(name=self._names[g]) for g in groups])
+        response = self._specs.container_response(groups)
+        response.cdi_devices.extend(api.CDIDevice(name=self._names[g]) for g in groups)
+        return response
 
     def describe(self, groups: tuple[DeviceGroup, ...]) -> str:
         return ",".join(self._names[g] for g in groups)

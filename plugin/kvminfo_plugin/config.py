@@ -37,6 +37,9 @@ MAX_SLOTS = 100_000
 MAX_POLL_INTERVAL_S = 86400
 DEFAULT_METRICS_PORT = 9710
 MAX_DEVICE_ID = 63  # the kubelet's limit on Device.ID
+# The kubelet reads ListAndWatch with grpc-go's default receive limit: no MaxCallRecvMsgSize
+# is set in its device plugin client (../shared/corpus/kubelet/FACTS.md, K1 + K4).
+MAX_GRPC_MESSAGE = 4 * 1024 * 1024
 MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes including the final NUL
 DEFAULT_METRICS_ADDRESS = "0.0.0.0"
 CONFIG_VERSION = "v1"  # optional `version:` field; the only version so far
@@ -45,9 +48,10 @@ CONFIG_VERSION = "v1"  # optional `version:` field; the only version so far
 # Patterns end in \Z, not $: $ also matches before a trailing newline ("kvm\n").
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 _NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
-# CDI: kind is vendor/class, vendor like a domain, class a simple name.
-_CDI_VENDOR = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?\Z")
-_CDI_CLASS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?\Z")
+# CDI kind = vendor/class; both start with an ASCII letter, continue with letters, digits,
+# '_', '.', '-' and end with a letter or digit (container-device-interface
+# pkg/parser/parser.go validateVendorOrClassName; ../shared/corpus/cdi/FACTS.md "Name rules").
+_CDI_VENDOR_OR_CLASS = re.compile(r"^[A-Za-z]([A-Za-z0-9_.-]*[A-Za-z0-9])?\Z")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _PERMISSIONS = re.compile(r"^(?!.*(.).*\1)[rwm]{1,3}\Z")  # any of r, w, m, each once
 
@@ -133,27 +137,43 @@ def path_slug(path: str) -> str:
 
 
 def extended_resource_name_problem(name: str) -> str | None:
-    """Why the kubelet would refuse ``name`` as an extended resource, or None."""
-    if name.count("/") != 1:
+    """Why the kubelet's Register would refuse ``name``, or None.
+
+    The kubelet accepts an extended resource name (k8s.io/kubernetes
+    pkg/apis/core/v1/helper IsExtendedResourceName, called by the device manager's
+    Register; ../shared/corpus/kubelet/FACTS.md K6): it is not native (it has a
+    '/' and does not contain 'kubernetes.io/' anywhere: a plain substring test, so
+    'notkubernetes.io/kvm' is native too), does not start with 'requests.', and
+    'requests.' + name is a qualified name (apimachinery IsQualifiedName: one '/',
+    a DNS-1123 subdomain prefix of at most 253 characters, a name part of at most
+    63 characters)."""
+    if "/" not in name:
         return "must be <domain>/<name>"
-    domain, short = name.split("/")
-    if len(domain) > 253 or not _DNS_SUBDOMAIN.match(domain):
-        return f"domain {domain!r} is not a DNS subdomain (lower case, digits, '-', '.')"
-    if domain == "kubernetes.io" or domain.endswith(".kubernetes.io"):
-        return "the kubernetes.io domain is reserved for native resources"
+    if "kubernetes.io/" in name:
+        return "names containing 'kubernetes.io/' are native resources, refused by the kubelet"
     if name.startswith("requests."):
         return "names starting with 'requests.' are reserved for quotas"
+    if name.count("/") != 1:
+        return "must be <domain>/<name> with one '/'"
+    domain, short = name.split("/")
+    prefix = "requests." + domain  # what the kubelet validates
+    if len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix):
+        return (f"domain {domain!r} is not a DNS subdomain (lower case, digits, '-', '.') "
+                f"of at most {253 - len('requests.')} characters")
     if len(short) > 63 or not _NAME_PART.match(short):
         return f"name {short!r} must be 1-63 characters of letters, digits, '-', '_', '.', starting and ending alphanumeric"
     return None
 
 
 def cdi_kind_problem(kind: str) -> str | None:
-    if kind.count("/") != 1:
-        return "must be <vendor>/<class>"
-    vendor, cls = kind.split("/")
-    if not _CDI_VENDOR.match(vendor) or not _CDI_CLASS.match(cls):
-        return "vendor and class must be letters, digits, '_', '.', '-', starting and ending alphanumeric"
+    """Why a CDI runtime would refuse ``kind`` (vendor/class), or None."""
+    vendor, slash, cls = kind.partition("/")
+    if not slash or "/" in cls:
+        return "must be <vendor>/<class> with one '/'"
+    for part, text in (("vendor", vendor), ("class", cls)):
+        if not _CDI_VENDOR_OR_CLASS.match(text):
+            return (f"CDI {part} {text!r} must start with a letter, end with a letter or digit, "
+                    "and hold only letters, digits, '_', '.', '-'")
     return None
 
 
@@ -195,7 +215,7 @@ def _absolute_path(value: Any, where: str) -> str:
 
 # ---- one resource -----------------------------------------------------------------------
 
-_RESOURCE_FIELDS = {"name", "devices", "slots", "permissions", "mounts", "envs", "cdi", "cdiKind"}
+_RESOURCE_FIELDS = {"name", "devices", "groups", "slots", "permissions", "mounts", "envs", "cdi", "cdiKind"}
 
 
 def _resource(raw: Any, where: str) -> ResourceConfig:
@@ -218,14 +238,37 @@ def _resource(raw: Any, where: str) -> ResourceConfig:
 
 
 def _groups(raw: dict[Any, Any], where: str) -> tuple[DeviceGroup, ...]:
-    """``devices: [a, b]``: each node is its own unit."""
-    devices_raw = _typed(raw.get("devices"), list, f"{where}.devices", "a list of device paths")
-    _require(bool(devices_raw), f"{where}.devices", "must list at least one device path")
-    devices = tuple(_absolute_path(d, f"{where}.devices[{i}]") for i, d in enumerate(devices_raw))
-    _require(len(set(devices)) == len(devices), f"{where}.devices", "lists a path twice")
-    groups = tuple(DeviceGroup(name=path_slug(p), paths=(p,)) for p in devices)
-    _require(len({g.name for g in groups}) == len(groups), f"{where}.devices", "two device paths give the same slot IDs")
-    return groups
+    """``devices: [a, b]`` is one group holding both nodes (a unit hands out all of them);
+    ``groups: [{devices: [a]}, {devices: [b]}]`` are independent units, each with its own slots."""
+    _require(("devices" in raw) != ("groups" in raw), where, "give either devices (one group) or groups, not both"
+             if "devices" in raw else "needs devices (one group of nodes) or groups (several)")
+    if "devices" in raw:
+        return (_group(raw["devices"], f"{where}.devices"),)
+    listed = _typed(raw["groups"], list, f"{where}.groups", "a list of {devices: [...]}")
+    _require(bool(listed), f"{where}.groups", "must list at least one group")
+    groups = []
+    for i, item in enumerate(listed):
+        at = f"{where}.groups[{i}]"
+        item = _typed(item, dict, at, "a mapping with devices")
+        _known_fields(item, {"devices"}, at)
+        groups.append(_group(item.get("devices"), f"{at}.devices"))
+    seen: dict[str, int] = {}
+    for i, group in enumerate(groups):
+        for path in group.paths:
+            _require(path not in seen, f"{where}.groups[{i}].devices", f"{path} is already in groups[{seen.get(path)}]")
+            seen[path] = i
+    names = [g.name for g in groups]
+    clash = next((i for i, n in enumerate(names) if names.index(n) != i), None)
+    _require(clash is None, f"{where}.groups[{clash}]", f"gives the same slot IDs as groups[{names.index(names[clash or 0])}]")
+    return tuple(groups)
+
+
+def _group(raw: Any, where: str) -> DeviceGroup:
+    listed = _typed(raw, list, where, "a list of device paths")
+    _require(bool(listed), where, "must list at least one device path")
+    paths = tuple(_absolute_path(d, f"{where}[{i}]") for i, d in enumerate(listed))
+    _require(len(set(paths)) == len(paths), where, "lists a path twice")
+    return DeviceGroup(name=path_slug(paths[0]), paths=paths)
 
 
 def _mounts(raw: Any, where: str) -> tuple[MountSpec, ...]:
@@ -283,8 +326,15 @@ def _check_whole(config: PluginConfig) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     _require(not dupes, "resources", f"resource {dupes[0] if dupes else ''!r} is configured twice")
     for i, r in enumerate(config.resources):
-        _require(cdi_kind_problem(r.effective_cdi_kind) is None, f"resources[{i}].cdiKind",
-                 f"the resource name {r.name!r} is not a valid CDI kind; set cdiKind")
+        if r.cdi:
+            problem = cdi_kind_problem(r.effective_cdi_kind)
+            if r.cdi_kind:
+                _require(problem is None, f"resources[{i}].cdiKind", f"{r.cdi_kind!r}: {problem}")
+            _require(problem is None, f"resources[{i}].name", f"{r.name!r} is not a valid CDI kind ({problem}); set cdiKind")
+        size = list_and_watch_bytes(r.groups, r.slots)
+        _require(size <= MAX_GRPC_MESSAGE, f"resources[{i}].slots",
+                 f"{r.slots} slots x {len(r.groups)} groups make a {size}-byte ListAndWatch message; the kubelet reads at "
+                 f"most {MAX_GRPC_MESSAGE} (gRPC's default); at most {max_slots_within_message(r.groups)} slots fit")
     for r in config.resources:
         socket_path = str(config.plugin_dir / r.socket_name).encode()
         _require(len(socket_path) <= MAX_UNIX_SOCKET_PATH, "pluginDir",
@@ -293,6 +343,43 @@ def _check_whole(config: PluginConfig) -> None:
     # Bounded: Event.wait() raises OverflowError for inf or ~1e20 s, which would kill the health thread.
     _require(0 < config.poll_interval_s <= MAX_POLL_INTERVAL_S, "pollIntervalSeconds",
              f"must be more than 0 and at most {MAX_POLL_INTERVAL_S}, got {config.poll_interval_s}")
+
+
+# ---- the largest ListAndWatch message ---------------------------------------------------
+
+
+def slot_id(group: DeviceGroup, index: int, slots: int) -> str:
+    """``<group name>-<index>``, the index zero-padded to the width of the largest one."""
+    return f"{group.name}-{index:0{len(str(slots - 1))}d}"
+
+
+def _varint_len(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
+def list_and_watch_bytes(groups: tuple[DeviceGroup, ...], slots: int) -> int:
+    """Serialized size of the largest ListAndWatchResponse: every slot listed, all
+    ``Unhealthy`` (the longer health string), no topology. Protobuf encoding: each
+    string field is a 1-byte tag, a varint length and the bytes; each Device is
+    embedded the same way in field 1 of the response."""
+    width = len(str(slots - 1))
+    total = 0
+    for group in groups:
+        id_len = len(group.name) + 1 + width
+        device = 1 + _varint_len(id_len) + id_len + 1 + 1 + len("Unhealthy")
+        total += slots * (1 + _varint_len(device) + device)
+    return total
+
+
+def max_slots_within_message(groups: tuple[DeviceGroup, ...]) -> int:
+    low, high = 0, MAX_SLOTS
+    while low < high:
+        mid = (low + high + 1) // 2
+        if list_and_watch_bytes(groups, mid) <= MAX_GRPC_MESSAGE:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 # ---- flags: applied to the raw document ------------------------------------------------

@@ -42,7 +42,7 @@ class Change(enum.Enum):
 
     APPEARED = "appeared"  # IN_CREATE, IN_MOVED_TO
     VANISHED = "vanished"  # IN_DELETE, IN_MOVED_FROM
-    CHANGED = "changed"  # IN_ATTRIB: mode, owner, link count
+    CHANGED = "changed"  # IN_ATTRIB (mode, owner, link count); IN_CLOSE_WRITE where asked for
     RESCAN = "rescan"  # the directory itself changed, went away or came back: anything in it may have
 
 
@@ -65,7 +65,7 @@ def classify(name: str, mask: int) -> Change:
         return Change.APPEARED
     if mask & (flags.DELETE | flags.MOVED_FROM):
         return Change.VANISHED
-    if mask & flags.ATTRIB:
+    if mask & (flags.ATTRIB | flags.CLOSE_WRITE):
         return Change.CHANGED
     return Change.RESCAN
 
@@ -78,8 +78,11 @@ class DirectoryWatcher:
     eventfd) ends it at once. An idle node pays no wakeups for it.
     """
 
-    def __init__(self, directories: list[str], on_event: OnEvent, name: str) -> None:
+    def __init__(self, directories: list[str], on_event: OnEvent, name: str, contents: bool = False) -> None:
+        """``contents``: also report files written in place (IN_CLOSE_WRITE). Off by
+        default: device nodes (/dev/kvm) and the kubelet's checkpoint are written often."""
         self._inotify = INotify()
+        self._mask = WATCH_MASK | (flags.CLOSE_WRITE if contents else 0)
         self._wanted = list(dict.fromkeys(directories))
         self._path_of: dict[int, str] = {}  # watch descriptor -> a wanted directory or a stand-in ancestor
         self._sync()
@@ -136,7 +139,7 @@ class DirectoryWatcher:
                 continue
             for candidate in (directory, *map(str, PurePosixPath(directory).parents)):
                 try:
-                    self._path_of[self._inotify.add_watch(candidate, WATCH_MASK)] = candidate
+                    self._path_of[self._inotify.add_watch(candidate, self._mask)] = candidate
                 except OSError as err:
                     if err.errno in (errno.ENOENT, errno.ENOTDIR):
                         continue

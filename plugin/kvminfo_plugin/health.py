@@ -1,5 +1,18 @@
-"""Is a device node present and usable, and a monitor that re-checks the nodes
-on every inotify event and on a slow poll.
+"""Is a device node present and usable by the pods it is allocated to? And a
+monitor that re-checks the nodes on every inotify event and on a slow poll.
+
+What a pod gets is the host node's major:minor (runc/crun stat the host path
+and create the same node in the container; a CDI runtime does the same from
+the spec). So a node is usable when it is a character device the kernel has a
+driver for. That is answered without opening it: the driver core publishes
+every registered character device as ``/sys/dev/char/<major>:<minor>``
+(Documentation/ABI/stable/sysfs-dev). Not opening matters: open() on a serial
+port raises DTR (resetting boards such as Arduinos), an exclusive device
+(TIOCEXCL tty, /dev/tpm0, a VFIO group) held by our check would make the
+workload's own open() fail with EBUSY, and inside the plugin's own pod the
+device cgroup answers EPERM anyway. Only devices without a sysfs entry (pty
+slaves in devpts, or a sysfs that is not mounted) are opened, and there EBUSY
+(held by its workload) and EPERM (our own device cgroup) both mean present.
 
 inotify on each node's directory wakes the checker at once (devtmpfs and
 tmpfs both deliver CREATE/DELETE/ATTRIB); the slow poll catches what inotify
@@ -18,43 +31,55 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvminfo_plugin.dirwatch import Change, DirectoryWatcher, DirEvent
+from kvminfo_plugin.logs import errno_text
 from kvminfo_plugin.worker import Worker
 
 log = logging.getLogger(__name__)
+
+SYS_DEV_CHAR = "/sys/dev/char"
+
 
 @dataclass(frozen=True)
 class PathHealth:
     path: str
     healthy: bool
-    reason: str  # "ok" or why not, for the log line
+    reason: str  # a short phrase for the log line: "char 10:232", "missing", "no driver (ENXIO)"
 
 
-def check_path(path: str, permissions: str = "rw") -> PathHealth:
-    """Healthy = exists, is a character device, and opens with the access the pods get
-    (or is refused only by our own device cgroup, EPERM)."""
+def check_path(path: str, permissions: str = "rw", sys_dev_char: str = SYS_DEV_CHAR) -> PathHealth:
+    """Health of one device node; see the module docstring for the rule."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return PathHealth(path, False, "missing")
     except OSError as err:
-        return PathHealth(path, False, f"stat failed: {err.strerror}")
+        return PathHealth(path, False, f"stat failed: {errno_text(err)}")
     if not stat.S_ISCHR(st.st_mode):
         return PathHealth(path, False, "not a character device")
+    numbers = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    if os.path.exists(f"{sys_dev_char}/{numbers}"):
+        return PathHealth(path, True, f"char {numbers}")
+    return _check_by_open(path, permissions, numbers)
+
+
+def _check_by_open(path: str, permissions: str, numbers: str) -> PathHealth:
     flags = os.O_RDWR if "w" in permissions and "r" in permissions else os.O_WRONLY if "w" in permissions else os.O_RDONLY
     try:
-        # O_NONBLOCK: a tty-like node must not block the health check.
+        # O_NONBLOCK: a tty-like node must not block the check; O_NOCTTY: never become its controlling tty.
         fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as err:
-        if err.errno == errno.ENXIO:
-            return PathHealth(path, False, "no driver behind the node (ENXIO)")
+        if err.errno == errno.EBUSY:  # an exclusive device held by its workload
+            return PathHealth(path, True, f"char {numbers}, in use (EBUSY)")
         if err.errno == errno.EPERM:
             # The device cgroup of our own non-privileged pod refuses nodes it was not
             # allocated; the kernel checked the node (a char device, present) before that,
             # and pods that are allocated it get it through their own cgroup rule.
-            return PathHealth(path, True, "ok (present; this container may not open it: EPERM)")
-        return PathHealth(path, False, f"cannot open: {err.strerror}")
+            return PathHealth(path, True, f"char {numbers}, not openable here (EPERM)")
+        if err.errno in (errno.ENXIO, errno.ENODEV):
+            return PathHealth(path, False, f"no driver for char {numbers} ({errno.errorcode[err.errno]})")
+        return PathHealth(path, False, f"cannot open: {errno_text(err)}")
     os.close(fd)
-    return PathHealth(path, True, "ok")
+    return PathHealth(path, True, f"char {numbers}")
 
 
 OnChange = Callable[[PathHealth], None]

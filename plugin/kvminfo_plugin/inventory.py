@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvminfo_plugin.config import DeviceGroup, ResourceConfig
+from kvminfo_plugin.config import DeviceGroup, ResourceConfig, slot_id
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,7 @@ class Inventory:
 
     @classmethod
     def for_resource(cls, resource: ResourceConfig) -> Inventory:
-        width = len(str(resource.slots - 1))
-        group_of = {f"{group.name}-{index:0{width}d}": group
+        group_of = {slot_id(group, index, resource.slots): group
                     for group in resource.groups for index in range(resource.slots)}
         if len(group_of) != len(resource.groups) * resource.slots:
             raise ValueError(f"{resource.name}: two device groups give the same slot IDs")

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import sys
 from pathlib import Path
 
 from kvminfo.logsetup import configure_logging
-from kvminfo_plugin.batchlog import batch_stream_handlers
 from kvminfo_plugin.config import (
     DEFAULT_CDI_DIR,
     DEFAULT_DEVICE,
@@ -23,6 +20,7 @@ from kvminfo_plugin.config import (
     config_from_mapping,
     load_config_file,
 )
+from kvminfo_plugin.logs import add_timestamps, quiet_grpc_core
 
 log = logging.getLogger("kvminfo_plugin")
 
@@ -35,9 +33,12 @@ One gRPC server per resource on a unix socket (mode 0600) in the plugin
 directory; then Register with the kubelet. A kubelet restart (sockets deleted,
 new kubelet.sock), an ended ListAndWatch stream or an absent kubelet are
 handled by serving and registering again, with backoff; the process never
-exits because of the kubelet. Device nodes are watched with inotify (and a
-slow poll); a node that disappears or cannot be opened turns its slots
-Unhealthy. SIGTERM/SIGINT: stop serving, remove sockets and CDI specs, exit 0.
+exits because the kubelet is away (it does exit, non-zero, when the kubelet
+refuses the registration itself). Device nodes are watched with inotify (and a
+slow poll); a node that disappears or has no driver turns its group's slots
+Unhealthy. SIGTERM/SIGINT: stop serving, remove the sockets still ours, exit 0.
+CDI specs stay (running pods' containers may restart meanwhile); remove them
+on uninstall with --remove-cdi-specs.
 
 Flags override the config file. The kubelet's plugin directory is a constant,
 /var/lib/kubelet/device-plugins, that does not follow the kubelet's --root-dir
@@ -70,6 +71,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     cdi.add_argument("--cdi", dest="cdi", action="store_true", default=None,
                      help="answer Allocate with CDI device names and write a CDI spec per resource")
     cdi.add_argument("--no-cdi", dest="cdi", action="store_false", help="answer Allocate with device specs (default)")
+    parser.add_argument("--remove-cdi-specs", action="store_true",
+                        help="uninstall step: remove the CDI specs of the configured CDI resources (only files "
+                             "holding a spec of that resource's kind), print one line per file, exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -82,33 +86,23 @@ def config_from_args(args: argparse.Namespace) -> PluginConfig:
 
 def main(argv: list[str], prog: str = "kvminfo device-plugin") -> int:
     args = build_parser(prog).parse_args(argv)
+    quiet_grpc_core()  # before anything imports grpc
     configure_logging(args.verbose)
+    add_timestamps()
     # One line per registration, health change and allocation is the contract,
     # so this package logs at INFO even when the rest of kvminfo is quiet.
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     # The format uses none of these; not collecting them makes each of the
     # per-Allocate log lines cheaper.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None  # no caller lookup (sys._getframe) per record
-    batch_stream_handlers(logging.getLogger())  # the per-Allocate line, written off the gRPC threads
-    try:
-        _serve(config_from_args(args))
-    finally:  # log lines before the CLI's own error line or a traceback, in order
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-    # run() has stopped every server and thread and removed what it owns. What the
-    # interpreter's own finalization would add (joining gRPC's executor threads,
-    # tearing down ~500 modules) is ~85 ms of SIGTERM -> exit that no node needs.
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # closed or a broken pipe: nothing left to say there
-            pass
-    os._exit(0)
+    config = config_from_args(args)
+    if args.remove_cdi_specs:
+        from kvminfo_plugin.cdi import remove_specs
 
+        for line in remove_specs(config.cdi_dir, config.resources) or [f"no resource has CDI on; nothing in {config.cdi_dir}"]:
+            print(line)
+        return 0
 
-def _serve(config: PluginConfig) -> None:
     from kvminfo_plugin.runtime import PluginRuntime  # grpc is imported only once the config is good
 
     runtime = PluginRuntime(config)
@@ -119,6 +113,8 @@ def _serve(config: PluginConfig) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("starting: %s in %s", ", ".join(f"{r.name}={'+'.join(r.devices)} x{r.slots}" for r in config.resources),
-             config.plugin_dir)
+    log.info("starting: %s in %s", ", ".join(
+        f"{r.name}={' '.join('+'.join(g.paths) for g in r.groups)} x{r.slots}{' (CDI)' if r.cdi else ''}"
+        for r in config.resources), config.plugin_dir)
     runtime.run()
+    return 0

@@ -58,21 +58,20 @@ class DevicePool:
 
     # ---- health -------------------------------------------------------------------------
 
-    def set_path_health(self, path: str, healthy: bool) -> None:
+    def set_path_health(self, path: str, healthy: bool) -> tuple[int, int]:
+        """Record one node's health; a group is healthy when all its nodes are.
+        Returns (Healthy slots, all slots) after the change."""
         with self._cond:
-            if (path in self._healthy_paths) == healthy:
-                return
             if healthy:
                 self._healthy_paths.add(path)
             else:
                 self._healthy_paths.discard(path)
-            # A group is healthy when all its nodes are.
             groups = frozenset(g for g in self.inventory.groups if all(p in self._healthy_paths for p in g.paths))
-            if groups == self._healthy_groups:
-                return
-            self._healthy_groups = groups
-            self.listing = self._build_listing(self.listing.version + 1)
-            self._cond.notify_all()
+            if groups != self._healthy_groups:
+                self._healthy_groups = groups
+                self.listing = self._build_listing(self.listing.version + 1)
+                self._cond.notify_all()
+            return len(groups) * self.resource.slots, len(self.inventory.group_of)
 
     def _build_listing(self, version: int) -> Listing:
         healthy = self._healthy_groups

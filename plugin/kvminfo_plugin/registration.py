@@ -5,15 +5,23 @@
   kubelet.sock. inotify on the plugin dir sees our socket go (serve again) and
   kubelet.sock appear (register again at once).
 - The kubelet ended ListAndWatch and no new stream came: register again.
-- No kubelet yet, or Register failed: retry with capped exponential backoff,
-  one log line per failure; never exit because of the kubelet.
+- No kubelet yet, or Register failed: retry with capped exponential backoff;
+  a line for the first failure and each new reason, an unchanged one at most
+  once a minute. Never exit because the kubelet is away.
+- The kubelet refused the registration itself (a resource name or API version
+  it will never accept): one line, and the process ends with an error.
+- Our socket replaced by another process's (the next instance of a DaemonSet
+  update starting before this one ends): stand aside, neither serve over it nor
+  register, and never remove it on exit.
 A slow poll re-checks the sockets in case an inotify event was missed.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import stat
 import threading
 import time
@@ -24,6 +32,7 @@ import grpc
 
 from kvminfo.errors import KvminfoError
 from kvminfo_plugin.dirwatch import Change, DirectoryWatcher, DirEvent
+from kvminfo_plugin.logs import FailureLog, errno_text
 from kvminfo_plugin.metrics import PluginMetrics
 from kvminfo_plugin.server import SocketServer, plugin_options
 from kvminfo_plugin.v1beta1 import api_pb2 as api
@@ -51,12 +60,23 @@ class _ResourceState:
     needs_register: bool = True
     next_attempt: float = 0.0
     backoff_s: float = BACKOFF_FIRST_S
-    failures: int = 0
     stream_lost_at: float | None = None
     registered_at: float | None = None
     last_error: str = field(default="not registered yet")
     serve_retry_at: float = 0.0
     serve_backoff_s: float = SERVE_BACKOFF_FIRST_S
+    superseded: bool = False  # another process's socket sits at our path
+    register_log: FailureLog = field(default_factory=FailureLog)
+    serve_log: FailureLog = field(default_factory=FailureLog)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a Register did not succeed. ``permanent``: the kubelet refused the request
+    itself and will refuse it every time (retrying cannot help)."""
+
+    reason: str
+    permanent: bool = False
 
 
 class Supervisor:
@@ -131,11 +151,17 @@ class Supervisor:
             if self._stop.is_set():
                 return
             server = state.server
+            if server.serving and _is_socket(server.socket_path) and not server.owns_socket():
+                if not state.superseded:
+                    state.superseded = True
+                    log.warning("%s now belongs to another process (a newer instance?); %s stands aside: "
+                                "not registering, and leaving that socket in place", server.socket_path, name)
+                continue
             if not server.serving or not _is_socket(server.socket_path):
                 with self._lock:
                     if now < state.serve_retry_at:
                         continue
-                if server.serving:
+                if server.serving and not state.superseded and state.serve_log.failures == 0:
                     log.info("socket %s was removed (kubelet restart?); serving again", server.socket_path)
                 try:
                     server.serve()
@@ -147,8 +173,12 @@ class Supervisor:
                         state.serve_retry_at = now + retry_in
                         state.serve_backoff_s = min(retry_in * 2, BACKOFF_MAX_S)
                         state.stream_lost_at = None  # serving again registers anyway
-                    log.warning("%s; retrying in %.1f s or when the directory is back", err, retry_in)
+                    suffix = state.serve_log.failed(str(err), now)
+                    if suffix is not None:
+                        log.warning("%s; retrying in %.1f s or when the directory is back%s", err, retry_in, suffix)
                     continue
+                state.superseded = False
+                state.serve_log.succeeded()
                 log.info("serving %s on %s", name, server.socket_path)
                 with self._lock:
                     state.needs_register, state.next_attempt, state.backoff_s = True, 0.0, BACKOFF_FIRST_S
@@ -179,37 +209,47 @@ class Supervisor:
 
     def _register(self, name: str, state: _ResourceState) -> None:
         started = time.monotonic()
-        error = register_with_kubelet(self.kubelet_socket, state.server.socket_path.name, name, self._stop)
+        refusal = register_with_kubelet(self.kubelet_socket, state.server.socket_path.name, name, self._stop)
+        if refusal is not None and refusal.reason == CANCELLED:
+            return
         with self._lock:
-            if error is None:
-                state.needs_register, state.failures, state.backoff_s = False, 0, BACKOFF_FIRST_S
+            if refusal is None:
+                state.needs_register, state.backoff_s = False, BACKOFF_FIRST_S
                 state.registered_at, state.last_error = time.monotonic(), ""
                 if state.stream_lost_at is not None and state.stream_lost_at < started:
                     state.stream_lost_at = None  # lost before this Register: it opened a new stream
             else:
-                state.failures += 1
                 state.next_attempt = time.monotonic() + state.backoff_s
-                state.last_error = error
+                state.last_error = refusal.reason
                 retry_in, state.backoff_s = state.backoff_s, min(state.backoff_s * 2, BACKOFF_MAX_S)
-        if error is None:
+        if refusal is None:
             self._metrics.registrations.labels(name, "ok").inc()
-            log.info("registered %s with the kubelet (endpoint %s, %.0f ms)", name, state.server.socket_path.name,
-                     (time.monotonic() - started) * 1000)
-        else:
-            self._metrics.registrations.labels(name, "failed").inc()
-            self._metrics.errors.labels(name, "register").inc()
-            log.warning("registering %s failed (attempt %d): %s; retrying in %.1f s", name, state.failures, error, retry_in)
+            failures = state.register_log.succeeded()
+            log.info("registered %s with the kubelet (endpoint %s, %.0f ms%s)", name, state.server.socket_path.name,
+                     (time.monotonic() - started) * 1000, f", after {failures} failed attempts" if failures else "")
+            return
+        self._metrics.registrations.labels(name, "failed").inc()
+        self._metrics.errors.labels(name, "register").inc()
+        if refusal.permanent:
+            raise KvminfoError(f"the kubelet refused to register {name} and will refuse it every time: {refusal.reason}")
+        suffix = state.register_log.failed(refusal.reason, time.monotonic())
+        if suffix is not None:
+            log.warning("registering %s failed: %s; retrying in %.1f s, then with backoff up to %.0f s%s",
+                        name, refusal.reason, retry_in, BACKOFF_MAX_S, suffix)
+
+
+CANCELLED = "cancelled: stopping"
 
 
 def register_with_kubelet(kubelet_socket: Path, endpoint: str, resource: str,
-                          stop: threading.Event | None = None) -> str | None:
-    """One Register call. Returns None on success, else a one-line reason.
+                          stop: threading.Event | None = None) -> Refusal | None:
+    """One Register call. Returns None on success, else why not (one line).
 
     A kubelet that accepts the connection and never answers would hold us for
     REGISTER_TIMEOUT_S; ``stop`` cancels the call at once so SIGTERM is never late.
     """
     if not _is_socket(kubelet_socket):
-        return f"no kubelet socket at {kubelet_socket}"
+        return Refusal(f"no kubelet socket at {kubelet_socket} (the kubelet is not running, or --plugin-dir is not its directory)")
     # Old kubelets choke on a socket path as :authority; say "localhost".
     with grpc.insecure_channel(f"unix://{kubelet_socket}", options=[("grpc.default_authority", "localhost")]) as channel:
         stub = api_grpc.RegistrationStub(channel)
@@ -221,12 +261,40 @@ def register_with_kubelet(kubelet_socket: Path, endpoint: str, resource: str,
         while not answered.wait(0.1):
             if stop is not None and stop.is_set():
                 call.cancel()
-                return "cancelled: stopping"
+                return Refusal(CANCELLED)
         try:
             call.result()
         except grpc.RpcError as err:
-            return f"kubelet answered {err.code().name}: {err.details()}"
+            return _refusal(kubelet_socket, err.code(), err.details() or "")
     return None
+
+
+def _refusal(kubelet_socket: Path, code: grpc.StatusCode, details: str) -> Refusal:
+    if code == grpc.StatusCode.UNAVAILABLE:
+        # gRPC's text ("failed to connect to all addresses; ...") hides the one fact that
+        # matters: did anything answer? Ask the socket directly.
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(1.0)
+            probe.connect(str(kubelet_socket))
+        except OSError as err:
+            if err.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                return Refusal(f"nothing listens on {kubelet_socket} ({errno_text(err)}): the kubelet is not running")
+            return Refusal(f"cannot connect to {kubelet_socket}: {errno_text(err)}")
+        finally:
+            probe.close()
+        return Refusal(f"{kubelet_socket} accepts connections but Register failed: {' '.join(details.split())}")
+    return Refusal(f"the kubelet answered {code.name}: {' '.join(details.split())}", permanent=_never_accepted(details))
+
+
+def _never_accepted(details: str) -> bool:
+    """Whether the kubelet refused the request itself. Its Register handler
+    (pkg/kubelet/cm/devicemanager/plugin/v1beta1/server.go) checks the API version
+    (errUnsupportedVersion: "... is not supported by kubelet ...") and the resource
+    name (errInvalidResourceName: "the ResourceName ... is invalid") before dialling
+    the plugin; either answer repeats for as long as the request is the same."""
+    text = details.lower()
+    return ("resourcename" in text and "invalid" in text) or ("version" in text and "not supported" in text)
 
 
 def _is_socket(path: Path) -> bool:

@@ -6,12 +6,10 @@ Used by `kvminfo device-plugin` and, in-process, by the tests and benchmarks.
 from __future__ import annotations
 
 import logging
-import os
-import stat
 from pathlib import Path
 
 from kvminfo.errors import KvminfoError
-from kvminfo_plugin import cdi
+from kvminfo_plugin.cdi import SpecKeeper
 from kvminfo_plugin.config import KUBEVIRT_RESOURCE, PluginConfig
 from kvminfo_plugin.health import HealthMonitor, PathHealth
 from kvminfo_plugin.metrics import MetricsServer, PluginMetrics
@@ -36,8 +34,8 @@ class PluginRuntime:
         self.servers = [SocketServer(s, config.plugin_dir / s.resource.socket_name) for s in self.services]
         self.supervisor = Supervisor(config.plugin_dir, self.servers, self.metrics, config.poll_interval_s)
         self.health = HealthMonitor(_paths_with_access(config), self._on_health_change, config.poll_interval_s)
+        self.cdi_specs = SpecKeeper(config.cdi_dir, config.resources, config.poll_interval_s)
         self.metrics_server: MetricsServer | None = None
-        self._cdi_specs: list[Path] = []
 
     @staticmethod
     def _ensure_plugin_dir(plugin_dir: Path) -> None:
@@ -50,25 +48,25 @@ class PluginRuntime:
         if open_streams == 0 and not stopping:
             self.supervisor.on_stream_closed(resource)
 
-    def _on_health_change(self, health: PathHealth) -> None:
+    def _on_health_change(self, health: PathHealth, starting: bool = False) -> None:
         for pool in self.pools:
             if health.path in pool.resource.devices:
-                pool.set_path_health(health.path, health.healthy)
-                log.info("%s is %s (%s): its %d slots of %s are %s", health.path,
-                         "healthy" if health.healthy else "unhealthy", health.reason, pool.resource.slots,
-                         pool.resource.name, "Healthy" if health.healthy else "Unhealthy")
+                healthy, total = pool.set_path_health(health.path, health.healthy)
+                if starting and health.healthy:
+                    continue  # the start-up line lists the resources; only problems are news
+                log.log(logging.INFO if health.healthy else logging.WARNING, "%s %s (%s); %s: %d of %d slots Healthy",
+                        health.path, "is back" if health.healthy and not starting else
+                        "is healthy" if health.healthy else "is unhealthy", health.reason, pool.resource.name,
+                        healthy, total)
+        self.cdi_specs.wake()  # a symlinked node may point elsewhere now
 
     def run(self) -> None:
-        """Serve until stop(); always cleans up (sockets, CDI specs) on the way out."""
+        """Serve until stop(). On the way out: sockets still ours are removed; CDI
+        specs stay (containers of admitted pods may restart while we are away)."""
         try:
             for health in self.health.current.values():
-                self._on_health_change(health)
-            if any(r.cdi for r in self.config.resources):
-                # /var/run/cdi exists only once something wrote a spec; runtimes read it world-readable.
-                _ensure_dir(self.config.cdi_dir, 0o755, "--cdi-dir")
-            for resource in self.config.resources:
-                if resource.cdi:
-                    self._cdi_specs.append(cdi.write_spec(self.config.cdi_dir, resource))
+                self._on_health_change(health, starting=True)
+            self.cdi_specs.start()
             if self.config.metrics_port:
                 self.metrics_server = MetricsServer(self.metrics, self.supervisor.health,
                                                     self.config.metrics_address, self.config.metrics_port).start()
@@ -84,33 +82,25 @@ class PluginRuntime:
     def _cleanup(self) -> None:
         for service in self.services:
             service.shutdown()
+        left = []
         for server in self.servers:
             server.stop(SHUTDOWN_GRACE_S)
-            server.remove_socket()
-        for path in self._cdi_specs:
-            cdi.remove_spec(path)
+            if not server.remove_socket() and server.socket_path.exists():
+                left.append(server.socket_path.name)
+        self.cdi_specs.stop()
         self.health.stop()
         if self.metrics_server is not None:
             self.metrics_server.stop()
-        log.info("stopped; sockets%s removed", " and CDI specs" if self._cdi_specs else "")
+        log.info("stopped; sockets removed%s%s", f" except {', '.join(left)} (another process's now)" if left else "",
+                 f"; CDI specs kept in {self.config.cdi_dir} (remove on uninstall: --remove-cdi-specs)"
+                 if any(r.cdi for r in self.config.resources) else "")
 
 
 def startup_warnings(config: PluginConfig) -> list[str]:
-    """Legal but almost certainly unintended settings: worth a line, not a refusal."""
-    warnings = []
-    for resource in config.resources:
-        if resource.name == KUBEVIRT_RESOURCE:
-            warnings.append(f"resource {resource.name} is KubeVirt's own name: if KubeVirt's device plugin runs "
-                            "on this node, the two replace each other in the kubelet")
-        for path in resource.devices:
-            try:
-                mode = os.stat(path).st_mode
-            except OSError:
-                continue  # missing nodes are the health check's business (Unhealthy until they appear)
-            if not stat.S_ISCHR(mode):
-                warnings.append(f"{path} (resource {resource.name}) exists but is not a character device; "
-                                "its slots stay Unhealthy")
-    return warnings
+    """Legal but almost certainly unintended settings: worth a line, not a refusal.
+    (A node that is missing or no character device is reported by the first health check.)"""
+    return [f"resource {r.name} is KubeVirt's own name: if KubeVirt's device plugin runs on this node, "
+            "the two replace each other in the kubelet" for r in config.resources if r.name == KUBEVIRT_RESOURCE]
 
 
 def _paths_with_access(config: PluginConfig) -> dict[str, str]:

@@ -3,8 +3,10 @@ Only gRPC here: what to answer is decided by kvminfo_plugin.pool."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -13,6 +15,7 @@ from pathlib import Path
 import grpc
 
 from kvminfo.errors import KvminfoError
+from kvminfo_plugin.logs import errno_text
 from kvminfo_plugin.pool import DevicePool, Refused
 from kvminfo_plugin.v1beta1 import api_pb2 as api
 from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
@@ -111,6 +114,7 @@ class SocketServer:
         self.service = service
         self.socket_path = socket_path
         self._server: grpc.Server | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket this process bound
 
     @property
     def serving(self) -> bool:
@@ -128,16 +132,20 @@ class SocketServer:
         binding = self._binding_path()
         _unlink(binding)  # left by a crash mid-serve; a stale socket_path is replaced below
         try:
-            server.add_insecure_port(f"unix://{binding}")  # binds (and listens) now
+            try:
+                server.add_insecure_port(f"unix://{binding}")  # binds (and listens) now
+            except RuntimeError:  # grpc's way of saying bind() failed, without the errno
+                raise _bind_error(binding) from None
             os.chmod(binding, 0o600)
-            os.replace(binding, self.socket_path)
-        except (RuntimeError, OSError) as err:  # RuntimeError: grpc's way of saying bind() failed
+            st = os.lstat(binding)
+            os.replace(binding, self.socket_path)  # a rename keeps the inode: it identifies our socket
+        except OSError as err:
             server.stop(None)
             _unlink(binding)
-            reason = err.strerror if isinstance(err, OSError) else err
-            raise KvminfoError(f"{self.socket_path}: cannot serve the device plugin socket: {reason}") from None
+            raise KvminfoError(f"{self.socket_path}: cannot serve the device plugin socket: {errno_text(err)}") from None
         server.start()
         self._server = server
+        self._identity = (st.st_dev, st.st_ino)
 
     def stop(self, grace_s: float | None = None) -> None:
         server, self._server = self._server, None
@@ -149,8 +157,34 @@ class SocketServer:
         # whenever the real one does (the config checks that).
         return self.socket_path.with_name(f".{self.socket_path.stem}.tmp")
 
-    def remove_socket(self) -> None:
+    def owns_socket(self) -> bool:
+        """Whether the socket path still holds the socket this process bound (another
+        instance, e.g. the next pod of a DaemonSet update, may have replaced it)."""
+        try:
+            st = os.lstat(self.socket_path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._identity
+
+    def remove_socket(self) -> bool:
+        """Unlink the socket if it is still ours; False when it was left in place."""
+        if not self.owns_socket():
+            return False
         _unlink(self.socket_path)
+        return True
+
+
+def _bind_error(path: Path) -> OSError:
+    """grpc reports a failed bind without the errno; bind the same path ourselves to get it."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.bind(str(path))
+    except OSError as err:
+        return err
+    finally:
+        probe.close()
+    _unlink(path)
+    return OSError(errno.EADDRNOTAVAIL, "gRPC could not bind it (a plain bind works)")
 
 
 def _unlink(path: Path) -> None:

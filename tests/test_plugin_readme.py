@@ -1,0 +1,73 @@
+"""The README's device plugin config examples run as documented: the real process,
+the kubelet emulator, the README's own YAML (only the directories and the metrics
+port replaced by flags, as the Flags table says flags do)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import cdi_rules
+import pytest
+import yaml
+from plugin_harness import REPO, kubelet, plugin_process
+
+
+def _device_plugin_examples() -> list[dict[str, object]]:
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("\n## Device plugin\n"):]
+    section = section[:section.index("\n## ", 1)]
+    examples = []
+    for block in re.findall(r"```yaml\n(.*?)```", section, re.S):
+        document = yaml.safe_load(block)
+        if isinstance(document, dict) and isinstance(document.get("resources"), list):
+            examples.append(document)
+    return examples
+
+
+EXAMPLES = _device_plugin_examples()
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    directory = Path(tempfile.mkdtemp(prefix="kvminfo-dp-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_the_readme_has_a_config_example() -> None:
+    assert EXAMPLES, "no YAML config example found in the README's Device plugin section"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])
+def test_readme_config_example_runs(short_dir: Path, example: dict[str, object]) -> None:
+    config = short_dir / "plugin.yaml"
+    config.write_text(yaml.safe_dump(example))
+    plugin_dir, cdi_dir = short_dir / "dp", short_dir / "cdi"
+    plugin_dir.mkdir()
+    resources = example["resources"]
+    assert isinstance(resources, list)
+    with kubelet(plugin_dir) as k:
+        process = plugin_process("--config", str(config), "--plugin-dir", str(plugin_dir), "--cdi-dir", str(cdi_dir),
+                                 "--metrics-port", "0")
+        try:
+            for resource in resources:
+                k.wait_registered(resource["name"], timeout_s=10)
+                groups = len(resource.get("groups", [None]))
+                assert len(k.latest(resource["name"])) == groups * resource.get("slots", 1000), resource["name"]
+            if any(r["name"] == "devices.kvminfo.io/kvm" for r in resources):
+                assert set(k.latest("devices.kvminfo.io/kvm").values()) == {"Healthy"}  # the real /dev/kvm
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=5)
+    assert process.returncode == 0 and "Traceback" not in stderr, stderr
+    for resource in resources:
+        if resource.get("cdi"):
+            kind = resource.get("cdiKind", resource["name"])
+            spec = json.loads((cdi_dir / (kind.replace("/", "-") + ".json")).read_text())
+            assert cdi_rules.problems(spec) == [] and spec["kind"] == kind
