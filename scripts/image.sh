@@ -100,6 +100,7 @@ build() {
     --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" -t "$IMAGE" -f Dockerfile . >"$WORK/build.log" 2>&1 \
     || { tail -20 "$WORK/build.log" >&2; die "build failed: see $WORK/build.log"; }
   say "built $IMAGE in $(since "$t0") s"
+  podman "${STORE[@]}" image prune -f >/dev/null 2>&1 || true  # the previous build's now untagged image
   podman "${STORE[@]}" image inspect --format 'size {{.Size}} bytes ({{.VirtualSize}} virtual), user {{.User}}' "$IMAGE" >&2
 }
 

@@ -130,6 +130,7 @@ class Started:
     process: subprocess.Popen
     t0: float
     log: Path
+    peak_mib: float | None = None
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -251,7 +252,7 @@ def container_spec(ctr: Ctr, pod: Pod, container: dict[str, Any], allocation: An
                                    "options": ["rbind", "ro" if m.read_only else "rw"]})
     limits = container.get("resources", {}).get("limits", {})
     resources = spec["linux"]["resources"]
-    if "memory" in limits:
+    if "memory" in limits and not os.environ.get("KVMINFO_PODS_NO_MEMORY_LIMIT"):
         resources["memory"] = {"limit": quantity_bytes(limits["memory"])}
     if "cpu" in limits and not os.environ.get("KVMINFO_PODS_NO_CPU_LIMIT"):
         resources["cpu"] = {"quota": cpu_quota(limits["cpu"]), "period": 100_000}
@@ -308,10 +309,22 @@ class Runner:
         self.stack.callback(self.stop, started)
         return started
 
+    def peak_memory_mib(self, started: Started) -> float | None:
+        """The container cgroup's peak memory use (cgroup v1 max_usage_in_bytes, v2 memory.peak), while it runs."""
+        group = f"{self.ctr.namespace}/{started.name}"
+        for path in (Path("/sys/fs/cgroup/memory") / group / "memory.max_usage_in_bytes",
+                     Path("/sys/fs/cgroup") / group / "memory.peak"):
+            try:
+                return round(int(path.read_text()) / 2**20, 1)
+            except (OSError, ValueError):
+                continue
+        return None
+
     def stop(self, started: Started, sig: str = "SIGTERM", timeout: float = 20) -> tuple[int, float]:
         """SIGTERM as the kubelet sends it; (exit code, seconds to exit)."""
         if started.process.poll() is not None:
             return started.process.returncode, 0.0
+        started.peak_mib = self.peak_memory_mib(started)
         t0 = time.monotonic()
         subprocess.run(self.ctr.cmd("tasks", "kill", "-s", sig, started.name), capture_output=True, timeout=30)
         try:
@@ -392,7 +405,8 @@ def run_device_plugin(runner: Runner, host: Path, report: dict[str, Any]) -> Any
         "start_to_registered_s": round(registered, 3), "devices_healthy": len(health),
         "healthz": 200, "allocate": [f"{d.host_path}->{d.container_path} {d.permissions}" for d in allocation.devices]
         + [f"cdi {c.name}" for c in allocation.cdi_devices],
-        "uid": container["securityContext"]["runAsUser"], "read_only_root": True, "capabilities": []}
+        "uid": container["securityContext"]["runAsUser"], "read_only_root": True, "capabilities": [],
+        "memory_limit": container["resources"]["limits"]["memory"]}
     return Plugin(kubelet, started)
 
 
@@ -426,7 +440,8 @@ def run_features_file(runner: Runner, host: Path, plugin: Plugin, report: dict[s
         raise Fail(f"feature file without kvm-info-usable=true or its expiry: {text[:300]!r}")
     if code != 0:
         raise Fail(f"features-file exited {code} on SIGTERM: {started.output()[-300:]}")
-    report["nfd"] = {"start_to_file_written_s": round(took, 3), "labels": text.count("\n") - text.count("#"),
+    report["nfd"] = {"start_to_file_written_s": round(took, 3), "peak_memory_mib": started.peak_mib,
+                     "memory_limit": container["resources"]["limits"]["memory"], "labels": text.count("\n") - text.count("#"),
                      "sigterm_exit": code, "sigterm_to_exit_s": round(stop_s, 3)}
 
 
@@ -460,6 +475,7 @@ def run_hooks(runner: Runner, host: Path, plugin: Plugin, report: dict[str, Any]
     if relay.process.returncode != 0 or "kvm-info-usable=true" not in relayed or "#" in relayed:
         raise Fail(f"relay hook printed {relayed[:300]!r} (exit {relay.process.returncode})")
     report["nfd/hooks"] = {"install_hook_s": round(init_s, 3), "start_to_data_written_s": round(took, 3),
+                           "peak_memory_mib": started.peak_mib,
                            "relayed_labels": len(relayed.splitlines()), "sigterm_exit": code,
                            "sigterm_to_exit_s": round(stop_s, 3)}
 
@@ -500,6 +516,8 @@ def run_publisher(runner: Runner, host: Path, plugin: Plugin, report: dict[str, 
     # uninstall: the DaemonSet is deleted, the garbage collector (emulated by the stand-in) takes the object
     collected = server.delete_owner("apps/v1", "DaemonSet", NAMESPACE, pod.workload)
     report["nodefeature"] = {"start_to_published_s": round(took, 3), "labels": len(stored["spec"]["labels"]),
+                             "peak_memory_mib": started.peak_mib,
+                             "memory_limit": container["resources"]["limits"]["memory"],
                              "owner_references": owners, "deleted_with_daemonset": collected,
                              "sigterm_exit": code, "sigterm_to_exit_s": round(stop_s, 3)}
 
@@ -554,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
             run_hooks(runner, host, plugin, report)
             run_publisher(runner, host, plugin, report)
             run_example(runner, host, plugin, report)
+            # after it served every other pod's Allocate
+            report["device-plugin"]["peak_memory_mib"] = runner.peak_memory_mib(plugin.started)
     except (Fail, AssertionError) as err:  # AssertionError: the kubelet emulator's timeouts
         print(f"image_pods: FAILED: {err}", file=sys.stderr)
         return 1

@@ -736,6 +736,9 @@ def test_dockerfile_is_multi_stage_non_root_and_copies_the_packages():
     assert user and user[-1].split(":")[0] not in ("0", "root")
     assert ("ENTRYPOINT", '["kvminfo"]') in final
     assert not [rest for keyword, rest in final if keyword == "RUN" and ("gcc" in rest or "-dev" in rest)]
+    # bytecode that stays valid whatever a COPY does to mtimes (the root is read-only: no rewrite)
+    build_runs = " ".join(rest for keyword, rest in instructions[:stages[1]] if keyword == "RUN")
+    assert "compileall" in build_runs and "--invalidation-mode unchecked-hash /opt/kvminfo" in build_runs
     copied = {rest.split()[0] for keyword, rest in instructions[:stages[1]] if keyword == "COPY"}
     pyproject = (REPO / "pyproject.toml").read_text()
     for package_dir in ("kvminfo", "plugin"):
