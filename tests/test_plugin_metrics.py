@@ -1,0 +1,97 @@
+"""The plugin's /metrics and /healthz (issue 12: prometheus-client + wsgiref were
+4.3 MiB of the plugin's RSS; the text format is now written by
+kvminfo_plugin.metrics). The exposition is read back with prometheus-client's
+own parser, the reference for the format, and the plugin process must not
+import prometheus_client or the stdlib HTTP server at all."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import sys
+
+from plugin_harness import free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+from kvminfo_plugin.metrics import CONTENT_TYPE, MetricsServer, PluginMetrics
+
+HOSTILE = 'a\\b"c\nd'  # every character the format escapes in a label value
+
+
+def filled() -> PluginMetrics:
+    metrics = PluginMetrics()
+    metrics.registrations.labels("a.io/x", "ok").inc()
+    metrics.registrations.labels("a.io/x", "failed").inc(2)
+    metrics.allocations.labels("a.io/x").inc(3)
+    metrics.errors.labels(HOSTILE, "unknown_device").inc()
+    metrics.set_devices("a.io/x", 7, 1)
+    metrics.registered.labels("a.io/x").set(1)
+    return metrics
+
+
+def test_the_reference_parser_reads_every_sample() -> None:
+    families = {f.name: f for f in text_string_to_metric_families(filled().render())}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert families["kvminfo_plugin_registrations"].type == "counter"
+    assert families["kvminfo_plugin_devices"].type == "gauge"
+    assert families["kvminfo_plugin_devices"].documentation == "Advertised slots by health"
+    assert samples == {
+        ("kvminfo_plugin_registrations_total", (("resource", "a.io/x"), ("result", "failed"))): 2.0,
+        ("kvminfo_plugin_registrations_total", (("resource", "a.io/x"), ("result", "ok"))): 1.0,
+        ("kvminfo_plugin_allocations_total", (("resource", "a.io/x"),)): 3.0,
+        ("kvminfo_plugin_errors_total", (("kind", "unknown_device"), ("resource", HOSTILE))): 1.0,
+        ("kvminfo_plugin_devices", (("health", "Healthy"), ("resource", "a.io/x"))): 7.0,
+        ("kvminfo_plugin_devices", (("health", "Unhealthy"), ("resource", "a.io/x"))): 1.0,
+        ("kvminfo_plugin_registered", (("resource", "a.io/x"),)): 1.0,
+    }
+
+
+def request(port: int, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def test_http_answers_scrapes_probes_and_nothing_else() -> None:
+    healthy = [True]
+    port = free_port()
+    server = MetricsServer(filled(), lambda: (healthy[0], "ok: fine" if healthy[0] else "a.io/x: no kubelet"),
+                           "127.0.0.1", port).start()
+    try:
+        status, headers, body = request(port, "GET", "/metrics")
+        assert status == 200 and headers["Content-Type"] == CONTENT_TYPE
+        assert int(headers["Content-Length"]) == len(body)
+        assert "kvminfo_plugin_allocations_total" in {s.name for f in text_string_to_metric_families(body.decode())
+                                                      for s in f.samples}
+        assert request(port, "GET", "/healthz")[::2] == (200, b"ok: fine\n")
+        healthy[0] = False
+        assert request(port, "GET", "/healthz?verbose")[::2] == (503, b"a.io/x: no kubelet\n")
+        status, headers, body = request(port, "HEAD", "/metrics")
+        assert status == 200 and body == b"" and int(headers["Content-Length"]) > 0
+        status, headers, _ = request(port, "POST", "/metrics")
+        assert status == 405 and headers["Allow"] == "GET, HEAD"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            raw.sendall(b"garbage\r\n\r\n")
+            assert raw.recv(100).startswith(b"HTTP/1.0 400 ")
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # connects and leaves without a word: nothing breaks
+        assert request(port, "GET", "/")[0] == 200
+    finally:
+        server.stop()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # closed on stop
+
+
+def test_the_plugin_imports_no_prometheus_client_nor_http_server() -> None:
+    code = ("import sys, kvminfo_plugin.main, kvminfo_plugin.runtime; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prometheus_client', 'wsgiref', 'http', 'email') "
+            "or m == 'urllib.request'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}).stdout
+    assert out.strip() == "[]"
