@@ -67,12 +67,13 @@ def median_load(runs: list[Load]) -> Load:
                   for f in ("p50", "p99", "rate", "n", "cpu_per_call_s")))
 
 
-def allocate(rig: Rig, quick: bool) -> list[str]:
+def allocate(rig: Rig, quick: bool, slot_counts: list[int], resource_counts: list[int], caller_counts: list[int],
+             repeat: int) -> list[str]:
     lines = ["| slots | resources | callers | kvminfo p50 / p99 | kvminfo calls/s | kvminfo CPU per call "
              "| floor p50 / p99 | floor calls/s | floor CPU per call | CPU kvminfo / floor |", "|---" * 10 + "|"]
-    calls, repeat = (600, 1) if quick else (2000, 3)
-    for slots in (10, 1_000, 10_000):
-        for resources in (1, 10):
+    calls = 600 if quick else 2000
+    for slots in slot_counts:
+        for resources in resource_counts:
             procs = {kind: rig.start(kind, slots, resources) for kind in ("kvminfo", "floor")}
             try:
                 targets = {}
@@ -82,7 +83,7 @@ def allocate(rig: Rig, quick: bool) -> list[str]:
                         slot = rig.slot_ids(name)[0]
                         request = api.AllocateRequest(container_requests=[api.ContainerAllocateRequest(devices_ids=[slot])])
                         targets[kind].append((process.sockets[name], ALLOCATE, request.SerializeToString()))
-                for callers in (1, 4, 16, 64):
+                for callers in caller_counts:
                     runs: dict[str, list[Load]] = {"kvminfo": [], "floor": []}
                     for _ in range(repeat):  # alternating: bursts of other load hit both alike
                         for kind in ("kvminfo", "floor"):
@@ -101,6 +102,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run, figures not for the README)")
     parser.add_argument("--part", choices=("preferred", "allocate", "both"), default="both")
+    parser.add_argument("--slots", type=int, nargs="+", default=[10, 1_000, 10_000], help="Allocate: slot counts")
+    parser.add_argument("--resources", type=int, nargs="+", default=[1, 10], help="Allocate: resource counts")
+    parser.add_argument("--callers", type=int, nargs="+", default=[1, 4, 16, 64], help="Allocate: concurrent callers")
+    parser.add_argument("--repeat", type=int, default=3, help="Allocate: alternating runs per cell (median)")
     args = parser.parse_args()
     load_start = load_average()
     rig = Rig()
@@ -109,7 +114,8 @@ def main() -> int:
         if args.part in ("preferred", "both"):
             out += ["", "GetPreferredAllocation (every slot available, size 1):", ""] + preferred(rig, args.quick)
         if args.part in ("allocate", "both"):
-            out += ["", "Allocate (one container, one slot):", ""] + allocate(rig, args.quick)
+            out += ["", "Allocate (one container, one slot):", ""] + allocate(rig, args.quick, args.slots, args.resources, args.callers,
+                                                                        1 if args.quick else args.repeat)
     finally:
         rig.close()
     print(f"\nDevice plugin allocation, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
