@@ -64,8 +64,8 @@ class Layout:
 
 
 class PluginProcess:
-    def __init__(self, layout: Layout, *extra: str, umask: int = -1) -> None:
-        self.log_path = layout.root / "plugin.log"
+    def __init__(self, layout: Layout, *extra: str, umask: int = -1, log_name: str = "plugin.log") -> None:
+        self.log_path = layout.root / log_name
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen([str(KVMINFO), "device-plugin", *layout.plugin_args(), *extra],
                                         stdout=subprocess.DEVNULL, stderr=self._log, umask=umask)

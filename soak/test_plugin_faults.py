@@ -350,3 +350,59 @@ def test_stream_cut_inside_the_register_window(short_tmp: Path, scenario, monkey
                 break
             window.record(True, endpoint.registered_at - cut)
     window.check(count)
+
+
+def test_daemonset_update_with_overlap(layout: Layout, scenario) -> None:
+    """The next instance starts before the old one ends (maxSurge): the old one must leave the new
+    socket and the CDI specs alone, and the kubelet must keep the new registration throughout."""
+    overlaps = scenario(FAMILY, "DaemonSet update with overlap (new instance, then SIGTERM to the old)",
+                        "old SIGTERM -> exit")
+    count = scaled(3, 10)
+    with kubelet(layout.plugin_dir) as k:
+        old = PluginProcess(layout, log_name="plugin-0.log")
+        try:
+            _registered(k)
+            for i in range(count):
+                new = PluginProcess(layout, log_name=f"plugin-{i + 1}.log")
+                before = _registration_count(k, KVM_RESOURCE)
+                _registered(k, count=before + 1)
+                time.sleep(0.3)  # the old instance notices its sockets replaced and stands aside
+                registrations = {r: _registration_count(k, r) for r in RESOURCES}
+                code, took = old.terminate()
+                old_log = old.log_lines()[-6:]
+                old.close()
+                time.sleep(0.3)
+                sockets = [p.name for p in layout.plugin_sockets()]
+                specs = sorted(p.name for p in layout.cdi_dir.iterdir())
+                streams = {r: not k.endpoints[r].stream_ended for r in RESOURCES}
+                again = {r: _registration_count(k, r) - registrations[r] for r in RESOURCES}
+                admitted = k.admit(KVM_RESOURCE, 1).devices[0].host_path == "/dev/kvm"
+                overlaps.record(code == 0 and len(sockets) == 2 and len(specs) == 2 and all(streams.values())
+                                and not any(again.values()) and admitted, took,
+                                f"round {i}: exit {code}, sockets {sockets}, specs {specs}, streams open {streams}, "
+                                f"registrations after the old one ended {again}, admitted {admitted}; old log {old_log}")
+                old = new
+        finally:
+            old.close()
+    overlaps.check(count)
+
+
+def test_cdi_spec_wiped_while_running(layout: Layout, scenario) -> None:
+    """A cleaned tmpfs /var/run/cdi (the directory and the specs) while pods are admitted."""
+    restores = scenario(FAMILY, "CDI specs wiped (directory removed) while serving", "wiped -> every spec back")
+    count = scaled(5, 20)
+    with kubelet(layout.plugin_dir) as k, PluginProcess(layout):
+        _registered(k)
+        wanted = {p.name: p.read_bytes() for p in layout.cdi_dir.iterdir()}
+        for i in range(count):
+            gone = layout.root / f"gone{i}"
+            wiped = time.monotonic()
+            layout.cdi_dir.rename(gone)
+            back = wait_until(lambda: layout.cdi_dir.is_dir() and all(
+                (layout.cdi_dir / name).is_file() and (layout.cdi_dir / name).read_bytes() == content
+                for name, content in wanted.items()), 6.0, 0.002)
+            restores.record(back, time.monotonic() - wiped, f"wipe {i}: restored {back}")
+            for entry in gone.iterdir():
+                entry.unlink()
+            gone.rmdir()
+    restores.check(count)

@@ -55,7 +55,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="YAML config: resources (name, devices, slots, permissions, mounts, envs, cdi, cdiKind), "
+                        help="YAML config: version, resources (name, devices or groups, slots, permissions, mounts, envs, cdi, cdiKind), "
                              "pluginDir, cdiDir, metricsPort, metricsAddress, pollIntervalSeconds (see README)")
     parser.add_argument("--plugin-dir", metavar="DIR",
                         help=f"kubelet device plugin directory holding kubelet.sock (default {DEFAULT_PLUGIN_DIR})")

@@ -131,7 +131,8 @@ class Supervisor:
 
     def health(self) -> tuple[bool, str]:
         with self._lock:
-            bad = [f"{name}: {st.last_error}" for name, st in self._states.items() if st.needs_register or not st.server.serving]
+            bad = [f"{name}: {'its socket belongs to another process now' if st.superseded else st.last_error}"
+                   for name, st in self._states.items() if st.needs_register or not st.server.serving or st.superseded]
         return (not bad, "; ".join(bad) if bad else "ok: every resource served and registered")
 
     # ---- the loop -----------------------------------------------------------------------

@@ -130,8 +130,8 @@ class SocketServer:
         # hidden name nobody dials, make it 0600, then rename it into place (a listening
         # unix socket keeps working under its new name).
         binding = self._binding_path()
-        _unlink(binding)  # left by a crash mid-serve; a stale socket_path is replaced below
         try:
+            _unlink(binding)  # left by a crash mid-serve; a stale socket_path is replaced below
             try:
                 server.add_insecure_port(f"unix://{binding}")  # binds (and listens) now
             except RuntimeError:  # grpc's way of saying bind() failed, without the errno
