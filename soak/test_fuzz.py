@@ -36,7 +36,8 @@ from kvminfo.features.hyperv import evidence_from_sources
 from kvminfo.features.hyperv_tables import ALL_FEATURES
 from kvminfo.labels.render import CAP_PREFIX, KUBEVIRT_HYPERV_PREFIX, VERSION_PREFIX, render_labels
 from kvminfo.model import SourceResult, Status
-from kvminfo.sources.facts import DomainCapabilities, HostModel, KvmFacts, LibvirtFacts
+from kvminfo.sources.facts import KvmFacts
+from kvminfo.sources.libvirt_facts import DomainCapabilities, HostModel, LibvirtFacts
 from kvminfo.options import ProbeOptions
 from kvminfo.collect import collect
 from kvminfo.sources.kernel_whitelist import FEATURES as WHITELIST_FEATURES, probe_kernel_whitelist, read_os_id

@@ -85,10 +85,11 @@ def test_commands_never_import_each_other_sideways():
 
 
 def test_rules_and_renderers_never_import_a_sources_io_module():
-    """Pure layers read typed facts (kvminfo.sources.facts), never the modules that do the I/O."""
+    """Pure layers read typed facts (kvminfo.sources.*facts), never the modules that do the I/O."""
     graph = _kvminfo_graph()
     pure = [n for n in graph if n.startswith(("kvminfo.features.", "kvminfo.labels."))]
-    pure += ["kvminfo.output.nodefeature", "kvminfo.output.featurefile", "kvminfo.model", "kvminfo.sources.facts"]
-    allowed = {"kvminfo.sources.facts"}
+    pure += ["kvminfo.output.nodefeature", "kvminfo.output.featurefile", "kvminfo.model", "kvminfo.sources.facts",
+             "kvminfo.sources.libvirt_facts", "kvminfo.sources.whitelist_facts"]
+    allowed = {"kvminfo.sources.facts", "kvminfo.sources.libvirt_facts", "kvminfo.sources.whitelist_facts"}
     offenders = {n: sorted(t for t in graph[n] if t.startswith("kvminfo.sources.") and t not in allowed) for n in pure}
     assert {n: t for n, t in offenders.items() if t} == {}

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import DOMCAPS_FIXTURES
 from kvminfo.sources.domcaps import DomcapsError, parse_domcaps
-from kvminfo.sources.facts import HostModel
+from kvminfo.sources.libvirt_facts import HostModel
 
 VIRT_MANAGER = DOMCAPS_FIXTURES / "virt-manager-kvm-x86_64-latest.xml"
 THIS_HOST_KVM = DOMCAPS_FIXTURES / "this-host-kvm.xml"

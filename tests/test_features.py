@@ -22,7 +22,8 @@ from kvminfo.features.hyperv_tables import (
     LegacyRule,
 )
 from kvminfo.model import SourceResult, Status, Support
-from kvminfo.sources.facts import DomainCapabilities, KvmFacts, LibvirtFacts
+from kvminfo.sources.facts import KvmFacts
+from kvminfo.sources.libvirt_facts import DomainCapabilities, LibvirtFacts
 
 S, U, K = Support.SUPPORTED, Support.UNSUPPORTED, Support.UNKNOWN
 

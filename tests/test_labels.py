@@ -8,7 +8,9 @@ from hypothesis import given, strategies as st
 from kvminfo.labels.nfd import LabelError, check_label, full_key, is_denied_namespace, sanitize_value
 from kvminfo.labels.render import render_labels
 from kvminfo.model import FeatureVerdict, SourceResult, Status, Support
-from kvminfo.sources.facts import DomainCapabilities, HostModel, KvmFacts, LibvirtFacts, WhitelistFacts
+from kvminfo.sources.facts import KvmFacts
+from kvminfo.sources.libvirt_facts import DomainCapabilities, HostModel, LibvirtFacts
+from kvminfo.sources.whitelist_facts import WhitelistFacts
 
 S, U = Support.SUPPORTED, Support.UNSUPPORTED
 

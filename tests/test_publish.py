@@ -30,7 +30,8 @@ from kvminfo.output.nodefeature import (HYPERV_FLAGS, KVM_ATTRIBUTES, LIBVIRT_AT
                                         updated_object)
 from kvminfo.output.nodefeature_client import NodeFeatureStore, PublishError, load_api_client, publish_with_retries
 from kvminfo.sources import ioctl as kvm_ioctl
-from kvminfo.sources.facts import DomainCapabilities, HostModel, KvmFacts, LibvirtFacts
+from kvminfo.sources.facts import KvmFacts
+from kvminfo.sources.libvirt_facts import DomainCapabilities, HostModel, LibvirtFacts
 from kvminfo.sources.kvm import SOURCE as KVM_SOURCE
 from kvminfo.sources.libvirt import SOURCE as LIBVIRT_SOURCE
 

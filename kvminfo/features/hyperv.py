@@ -21,11 +21,12 @@ from kvminfo.features.hyperv_tables import (
     HvCpuidRule,
 )
 from kvminfo.model import SourceResult, Support
-from kvminfo.sources.facts import LIBVIRT, DomainCapabilities, KvmFacts, LibvirtFacts
+from kvminfo.sources.facts import LIBVIRT, KvmFacts
 
 TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from kvminfo.sources.facts import HvCpuidEntry
+    from kvminfo.sources.libvirt_facts import DomainCapabilities
 
 Evidence = dict[str, dict[str, Support]]
 
@@ -112,6 +113,9 @@ def evidence_from_sources(sources: Iterable[SourceResult]) -> Evidence:
             continue
         if isinstance(source.facts, KvmFacts):
             evidence.update(kvm_evidence(source.facts))
-        elif isinstance(source.facts, LibvirtFacts) and source.facts.domcaps is not None:
-            evidence.update(libvirt_evidence(source.facts.domcaps))
+        elif source.name == LIBVIRT:
+            from kvminfo.sources.libvirt_facts import LibvirtFacts  # loaded already: the source ran
+
+            if isinstance(source.facts, LibvirtFacts) and source.facts.domcaps is not None:
+                evidence.update(libvirt_evidence(source.facts.domcaps))
     return evidence

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 from kvminfo.labels.nfd import LabelError, check_label, sanitize_value
 from kvminfo.model import FeatureVerdict, SourceResult, Status, Support
-from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT, KvmFacts, LibvirtFacts, WhitelistFacts
+from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT, KvmFacts
 
 FAMILIES: tuple[str, ...] = ("caps", "version")
 CAP_PREFIX = "kvm-info-cap-hyperv-"
@@ -55,9 +55,12 @@ def caps_labels(sources: Mapping[str, SourceResult], verdicts: Iterable[FeatureV
             if vendor:
                 labels["kvm-info-cpu-vendor"] = vendor
     libvirt = sources.get(LIBVIRT)
-    facts = libvirt.facts if libvirt is not None and libvirt.ok else None
-    domcaps = facts.domcaps if isinstance(facts, LibvirtFacts) else None
-    host_model = domcaps.host_model if domcaps is not None else None
+    host_model = None
+    if libvirt is not None and libvirt.ok:
+        from kvminfo.sources.libvirt_facts import LibvirtFacts  # loaded already: the source ran
+
+        if isinstance(libvirt.facts, LibvirtFacts) and libvirt.facts.domcaps is not None:
+            host_model = libvirt.facts.domcaps.host_model
     if host_model is not None and host_model.model:
         model = _outside_value("kvm-info-host-model", host_model.model, warnings)
         if model:
@@ -67,7 +70,11 @@ def caps_labels(sources: Mapping[str, SourceResult], verdicts: Iterable[FeatureV
 
 def version_labels(sources: Mapping[str, SourceResult]) -> dict[str, str]:
     whitelist = sources.get(KERNEL_WHITELIST)
-    if whitelist is None or not whitelist.ok or not isinstance(whitelist.facts, WhitelistFacts):
+    if whitelist is None or not whitelist.ok:
+        return {}
+    from kvminfo.sources.whitelist_facts import WhitelistFacts  # loaded already: the source ran
+
+    if not isinstance(whitelist.facts, WhitelistFacts):
         return {}
     return {f"{VERSION_PREFIX}{feature}": "true" for feature in whitelist.facts.whitelisted}
 

@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from kvminfo.errors import ParseError
-from kvminfo.sources.facts import DomainCapabilities, HostModel
+from kvminfo.sources.libvirt_facts import DomainCapabilities, HostModel
 
 ROOT_TAG = "domainCapabilities"
 

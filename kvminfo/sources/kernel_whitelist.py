@@ -25,8 +25,9 @@ import re
 from kvminfo.errors import KvminfoError, ParseError
 from kvminfo.model import SourceResult, Status
 from kvminfo.sources.base import LocalSource
-from kvminfo.sources.facts import KERNEL_WHITELIST, WhitelistFacts
+from kvminfo.sources.facts import KERNEL_WHITELIST
 from kvminfo.sources.operator_file import read_operator_file
+from kvminfo.sources.whitelist_facts import WhitelistFacts
 
 TYPE_CHECKING = False  # typing costs ~3 ms of the hook's start; annotations only need it for mypy
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ from kvminfo.errors import KvminfoError, one_line
 from kvminfo.model import SourceResult, Status
 from kvminfo.options import DEFAULT_LIBVIRT_URI, ProbeOptions
 from kvminfo.sources.domcaps import DomcapsError, parse_domcaps
-from kvminfo.sources.facts import LIBVIRT, LibvirtFacts
+from kvminfo.sources.facts import LIBVIRT
+from kvminfo.sources.libvirt_facts import LibvirtFacts
 from kvminfo.sources.operator_file import read_operator_file
 from kvminfo.sources.runner import run_source
 

@@ -9,8 +9,6 @@ Source so that deciding costs no import.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT
 
 TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
@@ -21,12 +19,16 @@ if TYPE_CHECKING:
     from kvminfo.sources.base import Source
 
 
-@dataclass(frozen=True)
 class SourceEntry:
-    name: str
-    module: str  # a module with a module-level SOURCE (kvminfo.sources.base.Source)
-    enabled: Callable[[ProbeOptions], bool]
-    off_reason: str  # the DISABLED result's reason, e.g. the option that switched it off
+    """One registry line. A plain class, not a dataclass: it is on the NFD hook's start path."""
+
+    __slots__ = ("name", "module", "enabled", "off_reason")
+
+    def __init__(self, name: str, module: str, enabled: Callable[[ProbeOptions], bool], off_reason: str) -> None:
+        self.name = name
+        self.module = module  # a module with a module-level SOURCE (kvminfo.sources.base.Source)
+        self.enabled = enabled
+        self.off_reason = off_reason  # the DISABLED result's reason, e.g. the option that switched it off
 
     def load(self) -> Source:
         # __import__, not importlib.import_module: the latter bypasses -X importtime,
