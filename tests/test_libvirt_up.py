@@ -41,9 +41,18 @@ grep -v '^libvirt-qemu:' /etc/group > "$W/group"; mount --bind "$W/group" /etc/g
 etc_sum() { { ls -lR /etc/libvirt; find /etc/libvirt -type f -exec cat {} +; cat /etc/passwd /etc/group; } | sha256sum; }
 """
 
-# Debian 12 without libvirt-daemon-system: /etc/libvirt has no qemu.conf at all.
+# /etc/libvirt in both shapes Debian has, whichever this host has: Debian 12 without
+# libvirt-daemon-system has no qemu.conf at all; Debian 13's QEMU driver package ships one
+# with every setting commented out (its defaults), which is what a missing one becomes here.
 _NO_QEMU_CONF = r"""
 cp -a /etc/libvirt "$W/etc-libvirt" && rm -f "$W/etc-libvirt/qemu.conf" && mount --bind "$W/etc-libvirt" /etc/libvirt
+"""
+_QEMU_CONF = r"""
+if [ ! -e /etc/libvirt/qemu.conf ]; then
+  cp -a /etc/libvirt "$W/etc-libvirt" && mount --bind "$W/etc-libvirt" /etc/libvirt
+  printf '# Master configuration file for the QEMU driver.\n#user = "libvirt-qemu"\n#group = "libvirt-qemu"\n' \
+    > /etc/libvirt/qemu.conf
+fi
 """
 
 _NO_KVM = r"""
@@ -65,7 +74,8 @@ def on_a_host_of_its_own(script: str, no_kvm: bool = False,
     work = Path(tempfile.mkdtemp(prefix="kvminfo-lvup.", dir="/tmp"))
     try:
         return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "--mount", "--propagation", "private",
-                               "bash", "-c", _ISOLATE + ("" if qemu_conf else _NO_QEMU_CONF) + (_NO_KVM if no_kvm else "") + script],
+                               "bash", "-c", _ISOLATE + (_QEMU_CONF if qemu_conf else _NO_QEMU_CONF)
+                               + (_NO_KVM if no_kvm else "") + script],
                               cwd=REPO, env={**os.environ, "W": str(work)}, capture_output=True, text=True,
                               timeout=90)
     finally:
