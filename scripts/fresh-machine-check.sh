@@ -3,7 +3,7 @@
 # Not part of CI (minutes per release); run it before changing the set-up, the
 # prerequisites or scripts/system-deps.sh, and put its figures in the README.
 #
-#   sudo scripts/fresh-machine-check.sh [--ref REF] [--keep] [SUITE...]   (default: bookworm trixie)
+#   sudo scripts/fresh-machine-check.sh [--ref REF] [--keep] [--soak] [SUITE...]   (default: bookworm trixie)
 #
 # For each Debian release: a minimal root made by debootstrap (--variant=minbase;
 # the tarball is cached in $KVMINFO_FRESH_CACHE, default /var/cache/kvminfo-fresh),
@@ -13,6 +13,7 @@
 #   1. the README's prerequisites line, as root                  (apt-get install ...)
 #   2. a user's `make run` before the system packages are there: must stop, naming them
 #   3. root: git clone of REF into /root/kvminfo (/root is 0700), `make run`, `make test`
+#      (and `make soak` with --soak: then the root has run all of .ci/run)
 #   4. the user: git clone into ~, `make run` (works), `make test` (must stop in one line: needs root)
 # It prints each step's wall time and PASS/FAIL, keeps the logs, and exits 1 if any step failed.
 # REF (default HEAD) is cloned from a bare copy of this checkout: committed work only.
@@ -31,11 +32,13 @@ WORK=${KVMINFO_FRESH_WORK:-/var/tmp}
 MIRROR=${KVMINFO_FRESH_MIRROR:-http://deb.debian.org/debian}
 REF=HEAD
 KEEP=0
+SOAK=0
 suites=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --ref) REF=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --soak) SOAK=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "fresh-machine-check: unknown option $1" >&2; exit 2 ;;
     *) suites+=("$1"); shift ;;
@@ -140,6 +143,10 @@ inside() {
   detail "root: make run" "^libvirt-up:|^  (kvm|libvirt) "
   step "root: make test" ok in_root "cd /root/kvminfo && make test"
   detail "root: make test" "(passed|failed|error).* in [0-9.]+s"
+  if [ "$SOAK" = 1 ]; then
+    step "root: make soak" ok in_root "cd /root/kvminfo && make soak"
+    detail "root: make soak" "(passed|failed|error).* in [0-9.]+s"
+  fi
   step "user: make run" ok as_user "cd ~/kvminfo && make run"
   detail "user: make run" "^  (kvm|libvirt) "
   step "user: make test" "stop:make test needs root" as_user "cd ~/kvminfo && make test"
@@ -171,7 +178,7 @@ for suite in "${suites[@]}"; do
   started=$(date +%s)
   set +e
   unshare --pid --fork --mount-proc --mount --uts --ipc --propagation private \
-    bash -c "$(declare -f inside); MIRROR='$MIRROR' here='$here' inside \"\$@\"" fresh \
+    bash -c "$(declare -f inside); MIRROR='$MIRROR' here='$here' SOAK=$SOAK inside \"\$@\"" fresh \
     "$suite" "$root" "$tarball" "$run/kvminfo.git" "$logs" "$shared_dir" "$prereq"
   rc=$?
   set -e
