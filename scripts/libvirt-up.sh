@@ -42,38 +42,43 @@ ours() {
   echo "$pid"
 }
 
-# Private files in $STATE; prints what they change, for the one line that says so.
+# Private files in $STATE, each replaced atomically (a running daemon keeps what it bound).
+# Sets BINDS (what in_private_namespace mounts) and CHANGED (the one line that says so).
 prepare() {
-  local conf=/etc/libvirt/qemu.conf changed="qemu.conf runs QEMU as root (so it can open /dev/kvm whatever its mode)"
+  local conf=/etc/libvirt/qemu.conf
+  CHANGED="qemu.conf runs QEMU as root (so it can open /dev/kvm whatever its mode)"
+  BINDS="qemu.conf"
   if [ ! -d /etc/libvirt ]; then say "/etc/libvirt missing (libvirt-daemon installs it)"; exit 1; fi
   mkdir -p -m 0755 "$STATE"
   { grep -vE '^[[:space:]]*(user|group)[[:space:]]*=' "$conf" 2>/dev/null || true
     printf '# kvminfo scripts/libvirt-up.sh: private copy, bind-mounted for its libvirtd only\nuser = "root"\ngroup = "root"\n'
-  } >"$STATE/qemu.conf.new"
-  mv -f "$STATE/qemu.conf.new" "$STATE/qemu.conf"
-  rm -rf "$STATE/etc-libvirt"
+  } >"$STATE/qemu.conf.$$"
+  mv -f "$STATE/qemu.conf.$$" "$STATE/qemu.conf"
   if [ ! -f "$conf" ]; then
     # Debian 12's packages ship no qemu.conf without libvirt-daemon-system: there is no file
     # to bind over, so the daemon gets a private copy of the whole directory instead.
-    cp -a /etc/libvirt "$STATE/etc-libvirt"
-    cp "$STATE/qemu.conf" "$STATE/etc-libvirt/qemu.conf"
-    changed="$changed (the host has no qemu.conf: it sees a private copy of /etc/libvirt, its writes there stay in $STATE)"
-  fi
-  rm -f "$STATE/passwd" "$STATE/group"
-  if ! getent group libvirt-qemu >/dev/null || ! getent passwd libvirt-qemu >/dev/null; then
-    local gid uid
-    gid=$(getent group libvirt-qemu | cut -d: -f3 || true)
-    if [ -z "$gid" ]; then
-      gid=$(free_id /etc/group)
-      { cat /etc/group; echo "libvirt-qemu:x:$gid:"; } >"$STATE/group"
+    if [ ! -d "$STATE/etc-libvirt" ]; then
+      cp -a /etc/libvirt "$STATE/etc-libvirt.$$" && mv -T "$STATE/etc-libvirt.$$" "$STATE/etc-libvirt"
     fi
-    if ! getent passwd libvirt-qemu >/dev/null; then
-      uid=$(free_id /etc/passwd)
-      { cat /etc/passwd; echo "libvirt-qemu:x:$uid:$gid:kvminfo libvirt-up (private):/var/lib/libvirt:/usr/sbin/nologin"; } >"$STATE/passwd"
-    fi
-    changed="$changed; the libvirt-qemu user Debian's libvirtd needs exists for it alone"
+    cp "$STATE/qemu.conf" "$STATE/etc-libvirt/qemu.conf.$$" && mv -f "$STATE/etc-libvirt/qemu.conf.$$" "$STATE/etc-libvirt/qemu.conf"
+    BINDS="etc-libvirt"
+    CHANGED="$CHANGED (the host has no qemu.conf: it sees a private copy of /etc/libvirt, its writes there stay in $STATE)"
   fi
-  echo "$changed"
+  local gid uid
+  gid=$(getent group libvirt-qemu | cut -d: -f3 || true)
+  if [ -z "$gid" ]; then
+    gid=$(free_id /etc/group)
+    { cat /etc/group; echo "libvirt-qemu:x:$gid:"; } >"$STATE/group.$$"
+    mv -f "$STATE/group.$$" "$STATE/group"
+    BINDS="$BINDS group"
+  fi
+  if ! getent passwd libvirt-qemu >/dev/null; then
+    uid=$(free_id /etc/passwd)
+    { cat /etc/passwd; echo "libvirt-qemu:x:$uid:$gid:kvminfo libvirt-up (private):/var/lib/libvirt:/usr/sbin/nologin"; } >"$STATE/passwd.$$"
+    mv -f "$STATE/passwd.$$" "$STATE/passwd"
+    BINDS="$BINDS passwd"
+  fi
+  case " $BINDS " in *" passwd "*|*" group "*) CHANGED="$CHANGED; the libvirt-qemu user Debian's libvirtd needs exists for it alone" ;; esac
 }
 
 # The highest unused id below 1000 (Debian's dynamic system range) in an /etc/passwd-like file.
@@ -88,12 +93,15 @@ free_id() {
 in_private_namespace() {
   # shellcheck disable=SC2016
   unshare --mount --propagation private sh -c '
-    s=$1; shift
-    if [ -d "$s/etc-libvirt" ]; then mount --bind "$s/etc-libvirt" /etc/libvirt
-    else mount --bind "$s/qemu.conf" /etc/libvirt/qemu.conf; fi
-    if [ -e "$s/passwd" ]; then mount --bind "$s/passwd" /etc/passwd; fi
-    if [ -e "$s/group" ]; then mount --bind "$s/group" /etc/group; fi
-    exec "$@"' sh "$STATE" "$@"
+    s=$1 binds=$2; shift 2
+    for b in $binds; do
+      case $b in
+        qemu.conf) mount --bind "$s/qemu.conf" /etc/libvirt/qemu.conf ;;
+        etc-libvirt) mount --bind "$s/etc-libvirt" /etc/libvirt ;;
+        passwd|group) mount --bind "$s/$b" "/etc/$b" ;;
+      esac
+    done
+    exec "$@"' sh "$STATE" "$BINDS" "$@"
 }
 
 stop_ours() {
@@ -108,8 +116,8 @@ stop_ours() {
 }
 
 start_ours() {
-  local changed pid
-  changed=$(prepare)
+  local pid
+  prepare
   mkdir -p /var/log/libvirt
   LIBVIRT_LOG_OUTPUTS="3:file:$STATE/libvirtd.log" in_private_namespace libvirtd -d -p "$PIDFILE"
   for _ in $(seq 100); do answers && break; sleep 0.1; done
@@ -121,12 +129,12 @@ start_ours() {
     say "libvirtd did not answer on $URI within 10 s (log: $STATE/libvirtd.log: $(tail -n 1 "$STATE/libvirtd.log" 2>/dev/null))$other"
     exit 1
   fi
-  say "started libvirtd pid $pid with private configuration, nothing under /etc changed: $changed (stop it: make libvirt-down)"
+  say "started libvirtd pid $pid with private configuration, nothing under /etc changed: $CHANGED (stop it: make libvirt-down)"
 }
 
 case "${1:-}" in
   --stop) stop_ours; exit 0 ;;
-  --exec) shift; prepare >/dev/null; in_private_namespace "$@"; exit ;;
+  --exec) shift; prepare; in_private_namespace "$@"; exit ;;
   "") ;;
   *) say "unknown argument $1 (use --stop or --exec CMD...)"; exit 2 ;;
 esac
