@@ -38,7 +38,10 @@ mount -t tmpfs kvminfo-test /var/log/libvirt
 mkdir "$W/cache" && cp -a /var/cache/libvirt/. "$W/cache/" && mount --bind "$W/cache" /var/cache/libvirt
 grep -v '^libvirt-qemu:' /etc/passwd > "$W/passwd"; mount --bind "$W/passwd" /etc/passwd
 grep -v '^libvirt-qemu:' /etc/group > "$W/group"; mount --bind "$W/group" /etc/group
-etc_sum() { { ls -lR /etc/libvirt; find /etc/libvirt -type f -exec cat {} +; cat /etc/passwd /etc/group; } | sha256sum; }
+# What the old script wrote (qemu.conf, the users and groups); libvirtd itself may create
+# its own directories under /etc/libvirt, as it does under systemd.
+etc_sum() { { ls -l /etc/libvirt/qemu.conf 2>&1; cat /etc/libvirt/qemu.conf /etc/passwd /etc/group /etc/shadow \
+              /etc/gshadow 2>/dev/null; } | sha256sum; }
 """
 
 # /etc/libvirt in both shapes Debian has, whichever this host has: Debian 12 without
