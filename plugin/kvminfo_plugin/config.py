@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from kvminfo.errors import KvminfoError
+from kvminfo.k8snames import DNS_SUBDOMAIN_MAX, is_dns_subdomain, is_qualified_name
 
 DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 DEFAULT_CDI_DIR = Path("/var/run/cdi")
@@ -44,10 +45,6 @@ MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes including the final NUL
 DEFAULT_METRICS_ADDRESS = "0.0.0.0"
 CONFIG_VERSION = "v1"  # optional `version:` field; the only version so far
 
-# Kubernetes qualified-name rules for an extended resource name (domain/name).
-# Patterns end in \Z, not $: $ also matches before a trailing newline ("kvm\n").
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
-_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
 # CDI kind = vendor/class; both start with an ASCII letter, continue with letters, digits,
 # '_', '.', '-' and end with a letter or digit (container-device-interface
 # pkg/parser/parser.go validateVendorOrClassName; ../shared/corpus/cdi/FACTS.md "Name rules").
@@ -156,11 +153,10 @@ def extended_resource_name_problem(name: str) -> str | None:
     if name.count("/") != 1:
         return "must be <domain>/<name> with one '/'"
     domain, short = name.split("/")
-    prefix = "requests." + domain  # what the kubelet validates
-    if len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix):
+    if not is_dns_subdomain("requests." + domain):  # what the kubelet validates
         return (f"domain {domain!r} is not a DNS subdomain (lower case, digits, '-', '.') "
-                f"of at most {253 - len('requests.')} characters")
-    if len(short) > 63 or not _NAME_PART.match(short):
+                f"of at most {DNS_SUBDOMAIN_MAX - len('requests.')} characters")
+    if not is_qualified_name(short):
         return f"name {short!r} must be 1-63 characters of letters, digits, '-', '_', '.', starting and ending alphanumeric"
     return None
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 
 from kvminfo.errors import KvminfoError
+from kvminfo.fsutil import unlink_if_exists
 from kvminfo_plugin.logs import errno_text
 from kvminfo_plugin.pool import DevicePool, Refused
 from kvminfo_plugin.v1beta1 import api_pb2 as api
@@ -131,7 +132,7 @@ class SocketServer:
         # unix socket keeps working under its new name).
         binding = self._binding_path()
         try:
-            _unlink(binding)  # left by a crash mid-serve; a stale socket_path is replaced below
+            unlink_if_exists(binding)  # left by a crash mid-serve; a stale socket_path is replaced below
             try:
                 server.add_insecure_port(f"unix://{binding}")  # binds (and listens) now
             except RuntimeError:  # grpc's way of saying bind() failed, without the errno
@@ -141,7 +142,7 @@ class SocketServer:
             os.replace(binding, self.socket_path)  # a rename keeps the inode: it identifies our socket
         except OSError as err:
             server.stop(None)
-            _unlink(binding)
+            unlink_if_exists(binding)
             raise KvminfoError(f"{self.socket_path}: cannot serve the device plugin socket: {errno_text(err)}") from None
         server.start()
         self._server = server
@@ -170,7 +171,7 @@ class SocketServer:
         """Unlink the socket if it is still ours; False when it was left in place."""
         if not self.owns_socket():
             return False
-        _unlink(self.socket_path)
+        unlink_if_exists(self.socket_path)
         return True
 
 
@@ -183,12 +184,7 @@ def _bind_error(path: Path) -> OSError:
         return err
     finally:
         probe.close()
-    _unlink(path)
+    unlink_if_exists(path)
     return OSError(errno.EADDRNOTAVAIL, "gRPC could not bind it (a plain bind works)")
 
 
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
