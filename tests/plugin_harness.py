@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+import cdi_rules
 from kubelet_emulator import KubeletEmulator
 
 from kvminfo_plugin.config import config_from_mapping
@@ -28,8 +30,10 @@ def make_char_device(path: Path, rdev: int = NULL_RDEV) -> Path:
 
 @contextlib.contextmanager
 def running_plugin(settings: dict[str, Any]) -> Iterator[PluginRuntime]:
-    """The plugin from a config mapping (as the YAML file would give), in a thread."""
-    runtime = PluginRuntime(config_from_mapping({"metricsPort": 0, **settings}))
+    """The plugin from a config mapping (as the YAML file would give), in a thread.
+    Every CDI spec it leaves is checked against the CDI project's schema and rules."""
+    config = config_from_mapping({"metricsPort": 0, **settings})
+    runtime = PluginRuntime(config)
     thread = threading.Thread(target=runtime.run, name="plugin-under-test", daemon=True)
     thread.start()
     try:
@@ -38,6 +42,10 @@ def running_plugin(settings: dict[str, Any]) -> Iterator[PluginRuntime]:
         runtime.stop()
         thread.join(10)
         assert not thread.is_alive(), "plugin did not stop within 10 s"
+    for resource in config.resources:
+        spec = config.cdi_dir / (resource.effective_cdi_kind.replace("/", "-") + ".json")
+        if resource.cdi and spec.is_file():
+            assert cdi_rules.problems(json.loads(spec.read_text())) == [], spec
 
 
 @contextlib.contextmanager
