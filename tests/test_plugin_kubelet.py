@@ -13,6 +13,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -395,3 +396,27 @@ def test_serving_leaves_the_process_umask_alone(plugin_dir: Path, device: Path, 
         assert stat.S_IMODE(os.stat(endpoint.socket).st_mode) == 0o600
         assert sorted(p.name for p in plugin_dir.iterdir()) == ["kubelet.sock", endpoint.socket.name]  # no temp name left
     assert umask_calls == []
+
+
+def test_a_stop_landing_just_before_the_loop_clears_its_wakeup_is_not_lost(plugin_dir: Path, device: Path) -> None:
+    """Found by the soak's overlap scenario (an old instance took > 5 s to exit on SIGTERM): a signal
+    handled between the loop's stop check and its clearing of the wake-up event was lost until the
+    next poll. The stop is made to land exactly there; the poll is 60 s."""
+    with kubelet(plugin_dir) as k, running_plugin(device_settings(plugin_dir, device)) as runtime:
+        k.wait_registered(TEST_RESOURCE)
+        supervisor = runtime.supervisor
+        real_clear = supervisor._wake.clear
+
+        def stop_then_clear() -> None:  # SIGTERM arriving just before clear()
+            supervisor._wake.clear = real_clear  # type: ignore[method-assign]
+            runtime.stop()
+            real_clear()
+
+        supervisor._wake.clear = stop_then_clear  # type: ignore[method-assign]
+        stopping = time.monotonic()
+        supervisor._wake.set()  # let the loop go round once
+        deadline = time.monotonic() + 5
+        while any(t.name == "plugin-under-test" and t.is_alive() for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "the stop was lost until the next poll"
+            time.sleep(0.01)
+        assert time.monotonic() - stopping < 2

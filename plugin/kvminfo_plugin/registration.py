@@ -140,8 +140,13 @@ class Supervisor:
     def run(self) -> None:
         self._watcher.start()
         try:
-            while not self._stop.is_set():
+            while True:
+                # Clear, then look: stop() sets _stop before _wake, so a stop that lands
+                # between the two is seen here or wakes the wait below, never lost for a
+                # whole poll (checking first and clearing after could drop its wake-up).
                 self._wake.clear()
+                if self._stop.is_set():
+                    return
                 self._step(time.monotonic())
                 self._wake.wait(self._sleep_time(time.monotonic()))
         finally:

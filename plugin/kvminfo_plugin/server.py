@@ -186,5 +186,3 @@ def _bind_error(path: Path) -> OSError:
         probe.close()
     unlink_if_exists(path)
     return OSError(errno.EADDRNOTAVAIL, "gRPC could not bind it (a plain bind works)")
-
-
