@@ -7,7 +7,8 @@
    getDomainCapabilities + close alone (what libvirt itself costs).
 3. A fresh `kvminfo features-file` process (--no-libvirt, and with libvirt),
    floor: `.venv/bin/python -c pass`; interleaved pairs; peak RSS per process.
-4. The sidecar's resident memory after a few ticks (--interval 1s).
+4. The sidecar's resident memory after a few ticks and its CPU per round
+   (--interval 1s, with and without libvirt).
 """
 
 from __future__ import annotations
@@ -119,22 +120,38 @@ def bench_processes(rounds: int, workdir: Path) -> None:
         print(f"{summary('  ' + name, walls[name])}  {ratio:5.1f}x floor  peak RSS {max(rss[name]) / 1024:.1f} MiB")
 
 
-def bench_sidecar(workdir: Path) -> None:
-    out = workdir / "sidecar"
-    proc = subprocess.Popen([str(KVMINFO), "features-file", "-o", str(out), "--interval", "1s"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(5.5)
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        cpu = sum(int(x) for x in Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()[11:13])
-        ticks = os.sysconf("SC_CLK_TCK")
-        print("# sidecar (--interval 1s, kvm + libvirt), after ~5 ticks")
-        print(f"  RSS {fields['VmRSS'].strip()}, peak {fields['VmHWM'].strip()}, threads {fields['Threads'].strip()}, "
-              f"CPU {cpu / ticks * 1000:.0f} ms total")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+def _cpu_ns(pid: int) -> int:
+    """Run time of every thread of ``pid`` so far (schedstat, ns)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def bench_sidecar(workdir: Path, window_s: float = 10.0) -> None:
+    """The sidecar's RSS after a few ticks, and its CPU per round (--interval 1s)
+    over ``window_s`` once warm, with and without libvirt."""
+    for label, extra in (("kvm + libvirt", []), ("kvm only, --no-libvirt", ["--no-libvirt"])):
+        out = workdir / "sidecar"
+        proc = subprocess.Popen([str(KVMINFO), "features-file", "-o", str(out), "--interval", "1s", *extra],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(2.5)  # imports and the first rounds done
+            before, started = _cpu_ns(proc.pid), time.monotonic()
+            time.sleep(window_s)
+            per_round_ms = (_cpu_ns(proc.pid) - before) / 1e6 / (time.monotonic() - started)  # one round a second
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            print(f"# sidecar (--interval 1s, {label}), {window_s:.0f} s window once warm; "
+                  f"1-min load average {os.getloadavg()[0]:.2f}")
+            print(f"  RSS {fields['VmRSS'].strip()}, peak {fields['VmHWM'].strip()}, threads {fields['Threads'].strip()}, "
+                  f"CPU {per_round_ms:.1f} ms per round")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=5)
 
 
 def main() -> int:
