@@ -1,7 +1,12 @@
 """deploy/ and the Dockerfile, checked offline.
 
-- Every kustomization resolves (a small resolver here, cross-checked against
-  `kubectl kustomize` where kubectl exists) and every object validates
+- Every kustomization resolves, the top-level one (deploy/) included (a small
+  resolver here for the fields we use, cross-checked against `kubectl
+  kustomize` where kubectl exists: the development machines' image has kubectl
+  1.32 with kustomize v5.5; no usable renderer is installable from Debian 12,
+  whose kubernetes-client 1.20.2 embeds kustomize v2.0.3, which refuses a
+  directory in `resources` and configMapGenerator `options`, and PyPI has no
+  kustomize binary package installable here), and every object validates
   against the Kubernetes schemas (kubernetes-validate ships them, strict:
   unknown fields fail) or, for NFD's NodeFeatureRule, against the CRD schema
   in tests/fixtures/nfd/.
