@@ -8,7 +8,8 @@
 #   scripts/image.sh build    buildah bud --build-arg PYTHON_IMAGE=$PYTHON_IMAGE -t $IMAGE
 #   scripts/image.sh import   podman save (docker-archive) | ctr -n k8s.io images import, into a
 #                             containerd of our own (own root, state and socket under $WORK)
-#   scripts/image.sh run      scripts/image_pods.py: each DaemonSet container under runc via ctr
+#   scripts/image.sh run [--cdi]  scripts/image_pods.py: each DaemonSet container under runc via ctr
+#                             (--cdi: the device plugin in CDI mode, then deploy/cleanup)
 #   scripts/image.sh all      all of the above in order (what `make image` runs)
 #   scripts/image.sh clean    stop our containerd, remove $WORK
 #
@@ -158,7 +159,7 @@ run_pods() {
   local py=${PY:-.venv/bin/python}
   [ -x "$py" ] || die "$py not found: run 'make install' first (the run uses tests/kubelet_emulator.py and tests/apiserver_standin.py)"
   rm -rf "$WORK"/pods.*  # the previous run's specs and logs
-  "$py" scripts/image_pods.py --address "$CTR_SOCK" --image "$IMAGE" --work "$WORK" --report "$WORK/pods-report.json"
+  "$py" scripts/image_pods.py --address "$CTR_SOCK" --image "$IMAGE" --work "$WORK" --report "$WORK/pods-report.json" "$@"
 }
 
 main() {
@@ -168,7 +169,7 @@ main() {
     base) base ;;
     build) build ;;
     import) import_image ;;
-    run) run_pods ;;
+    run) shift; run_pods "$@" ;;
     all) deps; [ "$PYTHON_IMAGE" = "$BASE_IMAGE" ] && base; build; import_image; run_pods ;;
     clean) containerd_down; rm -rf "$WORK" ;;
     containerd-down) containerd_down ;;

@@ -59,6 +59,7 @@ NAMESPACE = "kvminfo"
 NODE_NAME = "node-1"
 KVM_RESOURCE = "devices.kvminfo.io/kvm"
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+CDI_DIR = "/var/run/cdi"  # the device plugin's cdiDir (deploy/device-plugin/config)
 # containerd's default capability set for a container (oci.defaultUnixCaps), what `drop` removes from
 DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
                 "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
@@ -182,6 +183,40 @@ def device_entries(allocation: Any, systemd_kvm_mode: bool) -> tuple[list[dict[s
     return devices, rules
 
 
+def cdi_entries(names: list[str], cdi_dir: Path, systemd_kvm_mode: bool
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str], list[dict[str, Any]]]:
+    """What a CDI-enabled runtime (containerd >= 1.7 with enable_cdi, CRI-O) injects for
+    fully qualified names ``vendor/class=name``: the named device's containerEdits and the
+    spec-wide ones, read from the spec files in ``cdi_dir`` (CDI spec: deviceNodes get
+    type/major/minor from the host node when left out, env "K=V", mounts)."""
+    specs = {}
+    for path in sorted(cdi_dir.glob("*.json")) + sorted(cdi_dir.glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())  # JSON is YAML
+        specs[spec["kind"]] = spec
+    devices, rules, env, mounts = [], [], {}, []
+    for qualified in names:
+        kind, _, name = qualified.partition("=")
+        spec = specs.get(kind)
+        device = next((d for d in (spec or {}).get("devices", []) if d["name"] == name), None)
+        if device is None:
+            raise Fail(f"CDI name {qualified}: no such device in the specs in {cdi_dir} (unresolvable: the runtime "
+                       "would refuse to create the container)")
+        for edits in (spec.get("containerEdits") or {}, device.get("containerEdits") or {}):
+            for node in edits.get("deviceNodes") or []:
+                st = os.stat(node.get("hostPath", node["path"]))
+                mode = 0o666 if systemd_kvm_mode and node["path"] == "/dev/kvm" else stat.S_IMODE(st.st_mode)
+                major, minor = node.get("major", os.major(st.st_rdev)), node.get("minor", os.minor(st.st_rdev))
+                devices.append({"path": node["path"], "type": node.get("type", "c"), "major": major, "minor": minor,
+                                "fileMode": node.get("fileMode", mode), "uid": node.get("uid", st.st_uid),
+                                "gid": node.get("gid", st.st_gid)})
+                rules.append({"allow": True, "type": node.get("type", "c"), "major": major, "minor": minor,
+                              "access": node.get("permissions", "rwm")})
+            env.update(e.split("=", 1) for e in edits.get("env") or [])
+            mounts += [{"destination": m["containerPath"], "type": m.get("type", "bind"), "source": m["hostPath"],
+                        "options": m.get("options", ["rbind"])} for m in edits.get("mounts") or []]
+    return devices, rules, env, mounts
+
+
 def quantity_bytes(value: str) -> int:
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
     for unit, factor in units.items():
@@ -245,6 +280,12 @@ def container_spec(ctr: Ctr, pod: Pod, container: dict[str, Any], allocation: An
     # devices from the device plugin's Allocate
     if allocation is not None:
         devices, rules = device_entries(allocation, pod.systemd_kvm_mode)
+        if allocation.cdi_devices:
+            cdi_devices, cdi_rules, cdi_env, cdi_mounts = cdi_entries(
+                [d.name for d in allocation.cdi_devices], pod.host_path(CDI_DIR), pod.systemd_kvm_mode)
+            devices, rules = devices + cdi_devices, rules + cdi_rules
+            process["env"] += [f"{k}={v}" for k, v in cdi_env.items()]
+            spec["mounts"] += cdi_mounts
         spec["linux"].setdefault("devices", []).extend(devices)
         spec["linux"]["resources"]["devices"].extend(rules)
         for m in allocation.mounts:
@@ -379,10 +420,18 @@ def pod_of(objects: list[dict[str, Any]], workload: str, host: Path, systemd_kvm
 
 # -- each mode's job ---------------------------------------------------------------------------------
 
-def run_device_plugin(runner: Runner, host: Path, report: dict[str, Any]) -> Any:
+def run_device_plugin(runner: Runner, host: Path, report: dict[str, Any], cdi: bool) -> Any:
     from kubelet_emulator import KubeletEmulator
 
     pod = pod_of(render("device-plugin"), "kvminfo-device-plugin", host, False)
+    if cdi:  # as an operator switches it on: cdi: true for every resource in the ConfigMap
+        (config_map,) = pod.config_maps.values()
+        document = yaml.safe_load(config_map["device-plugin.yaml"])
+        for resource in document["resources"]:
+            resource["cdi"] = True
+        if document.get("cdiDir", CDI_DIR) != CDI_DIR:
+            raise Fail(f"cdiDir {document['cdiDir']} is not {CDI_DIR}")
+        config_map["device-plugin.yaml"] = yaml.safe_dump(document)
     plugin_dir = pod.host_path("/var/lib/kubelet/device-plugins")
     plugin_dir.mkdir(parents=True)
     kubelet = KubeletEmulator(plugin_dir).start()
@@ -402,7 +451,7 @@ def run_device_plugin(runner: Runner, host: Path, report: dict[str, Any]) -> Any
         raise Fail(f"device plugin /healthz: {healthz.stdout.strip()} {healthz.stderr.strip()[-200:]}")
     allocation = kubelet.admit(KVM_RESOURCE, 1)
     report["device-plugin"] = {
-        "start_to_registered_s": round(registered, 3), "devices_healthy": len(health),
+        "mode": "CDI" if cdi else "device specs", "start_to_registered_s": round(registered, 3), "devices_healthy": len(health),
         "healthz": 200, "allocate": [f"{d.host_path}->{d.container_path} {d.permissions}" for d in allocation.devices]
         + [f"cdi {c.name}" for c in allocation.cdi_devices],
         "uid": container["securityContext"]["runAsUser"], "read_only_root": True, "capabilities": [],
@@ -534,6 +583,26 @@ def run_example(runner: Runner, host: Path, plugin: Plugin, report: dict[str, An
     report["examples"] = {"vm_pod_run_s": round(took, 3), "said": started.output().strip()}
 
 
+def run_cleanup(runner: Runner, host: Path, report: dict[str, Any], cdi: bool) -> None:
+    """deploy/cleanup's init container after the plugin is gone: the CDI specs go (CDI mode) or nothing."""
+    pod = pod_of(render("cleanup"), "kvminfo-cdi-cleanup", host, False)
+    if cdi:
+        (config_map,) = pod.config_maps.values()
+        document = yaml.safe_load(config_map["device-plugin.yaml"])
+        for resource in document["resources"]:
+            resource["cdi"] = True
+        config_map["device-plugin.yaml"] = yaml.safe_dump(document)
+    specs = sorted(p.name for p in pod.host_path(CDI_DIR).glob("*.json"))
+    (init,) = pod.spec["initContainers"]
+    started = runner.start(pod, init)
+    code = runner.wait(started)
+    left = sorted(p.name for p in pod.host_path(CDI_DIR).glob("*.json"))
+    if code != 0 or left:
+        raise Fail(f"cdi cleanup exited {code}, left {left}: {started.output()[-300:]}")
+    report["cleanup"] = {"cdi_specs_before": specs, "cdi_specs_after": left,
+                         "said": started.output().strip().splitlines()[-1:]}
+
+
 def run_floor(runner: Runner, host: Path, report: dict[str, Any]) -> None:
     """The runtime's own cost: the image's `kvminfo --version` under the same spec path."""
     pod = Pod("floor", {}, {}, host)
@@ -552,6 +621,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", required=True)
     parser.add_argument("--work", type=Path, required=True, help="scratch directory (a fresh one is made in it)")
     parser.add_argument("--report", type=Path, help="write the figures here as JSON")
+    parser.add_argument("--cdi", action="store_true",
+                        help="device plugin in CDI mode (cdi: true); the CDI names are resolved from its spec as a "
+                             "CDI-enabled runtime does, and deploy/cleanup removes the spec afterwards")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("image_pods: needs root (containerd, runc, device cgroups)", file=sys.stderr)
@@ -567,13 +639,17 @@ def main(argv: list[str] | None = None) -> int:
         with ExitStack() as stack:
             runner = Runner(Ctr(args.address, args.image, work), work, stack)
             run_floor(runner, host, report)
-            plugin = run_device_plugin(runner, host, report)
+            plugin = run_device_plugin(runner, host, report, args.cdi)
             run_features_file(runner, host, plugin, report)
             run_hooks(runner, host, plugin, report)
             run_publisher(runner, host, plugin, report)
             run_example(runner, host, plugin, report)
             # after it served every other pod's Allocate
             report["device-plugin"]["peak_memory_mib"] = runner.peak_memory_mib(plugin.started)
+            code, _ = runner.stop(plugin.started)  # uninstall: the DaemonSet goes, then the cleanup runs
+            if code != 0:
+                raise Fail(f"device plugin exited {code} on SIGTERM: {plugin.started.output()[-300:]}")
+            run_cleanup(runner, host, report, args.cdi)
     except (Fail, AssertionError) as err:  # AssertionError: the kubelet emulator's timeouts
         print(f"image_pods: FAILED: {err}", file=sys.stderr)
         return 1
