@@ -283,9 +283,16 @@ def container_spec(ctr: Ctr, pod: Pod, container: dict[str, Any], allocation: An
         if allocation.cdi_devices:
             cdi_devices, cdi_rules, cdi_env, cdi_mounts = cdi_entries(
                 [d.name for d in allocation.cdi_devices], pod.host_path(CDI_DIR), pod.systemd_kvm_mode)
-            devices, rules = devices + cdi_devices, rules + cdi_rules
-            process["env"] += [f"{k}={v}" for k, v in cdi_env.items()]
-            spec["mounts"] += cdi_mounts
+            # CDI's ContainerEdits.Apply: an injected node or mount replaces the entry with the
+            # same container path (the plugin also sends DeviceSpecs for runtimes without CDI),
+            # an env entry the one of the same name
+            paths = {d["path"] for d in cdi_devices}
+            devices = [d for d in devices if d["path"] not in paths] + cdi_devices
+            rules += cdi_rules
+            process["env"] = [e for e in process["env"] if e.split("=", 1)[0] not in cdi_env] + \
+                [f"{k}={v}" for k, v in cdi_env.items()]
+            targets = {m["destination"] for m in cdi_mounts}
+            spec["mounts"] = [m for m in spec["mounts"] if m["destination"] not in targets] + cdi_mounts
         spec["linux"].setdefault("devices", []).extend(devices)
         spec["linux"]["resources"]["devices"].extend(rules)
         for m in allocation.mounts:
