@@ -2,7 +2,7 @@
 # Build the kvminfo image from ./Dockerfile without a Docker engine, import it
 # into containerd and run every DaemonSet's container there as its pod runs it.
 #
-#   scripts/image.sh deps     Debian packages: debootstrap buildah podman skopeo containerd runc
+#   scripts/image.sh deps     Debian packages: debootstrap buildah podman containerd runc (as root)
 #   scripts/image.sh base     debootstrap a minimal Debian root with python3 + python3-venv and
 #                             `podman import` it as $BASE_IMAGE (no registry pull needed)
 #   scripts/image.sh build    buildah bud --build-arg PYTHON_IMAGE=$PYTHON_IMAGE -t $IMAGE
@@ -41,7 +41,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 deps() {
   local missing=() pkg
-  declare -A bin=([debootstrap]=debootstrap [buildah]=buildah [podman]=podman [skopeo]=skopeo
+  declare -A bin=([debootstrap]=debootstrap [buildah]=buildah [podman]=podman
                   [containerd]=containerd [runc]=runc)
   for pkg in "${!bin[@]}"; do command -v "${bin[$pkg]}" >/dev/null || missing+=("$pkg"); done
   # podman's network stack and default policy/registries files
