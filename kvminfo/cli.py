@@ -37,7 +37,11 @@ unprivileged pods through a kubelet device plugin.
 commands:
 {commands}
 
-Run `kvminfo <command> --help` for a command's options.
+options:
+  -h, --help  show this help and exit
+  --version   print kvminfo's version and exit
+
+Run `kvminfo <command> --help` for a command's options and examples.
 """
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 from dataclasses import dataclass, replace
+
+from kvminfo.durations import EXAMPLES, DurationError, format_duration, parse_duration
 
 DEFAULT_KVM_PATH = "/dev/kvm"
 DEFAULT_LIBVIRT_URI = "qemu:///system"
@@ -34,15 +35,14 @@ class ProbeOptions:
 
 
 def libvirt_deadline(text: str) -> float:
-    """argparse type for --libvirt-timeout: finite, above zero, at most an hour."""
+    """argparse type for --libvirt-timeout: a duration (kvminfo.durations: "10", "2.5s",
+    "1m"), above zero, at most an hour."""
     try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds <= MAX_LIBVIRT_DEADLINE_S:  # also false for nan
+        return float(parse_duration(text, "--libvirt-timeout", maximum_s=MAX_LIBVIRT_DEADLINE_S))
+    except DurationError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of seconds between 0 and {MAX_LIBVIRT_DEADLINE_S:g}")
-    return seconds
+            f"{text!r} is not a duration between 0 and {MAX_LIBVIRT_DEADLINE_S:g} seconds "
+            f"({format_duration(MAX_LIBVIRT_DEADLINE_S)}); {EXAMPLES}") from None
 
 
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,9 +57,10 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
                                    help="do not ask libvirt (the fast path NFD hooks use); not with --domcaps-xml")
     g.add_argument("--libvirt-uri", default=DEFAULT_LIBVIRT_URI, metavar="URI",
                    help="libvirt connection URI (default: %(default)s)")
-    g.add_argument("--libvirt-timeout", type=libvirt_deadline, default=DEFAULT_LIBVIRT_DEADLINE_S, metavar="SECONDS",
-                   help="give up on libvirt after this many seconds (more than 0, at most "
-                        f"{MAX_LIBVIRT_DEADLINE_S:g}); the other sources still report (default: %(default)s)")
+    g.add_argument("--libvirt-timeout", type=libvirt_deadline, default=DEFAULT_LIBVIRT_DEADLINE_S, metavar="DURATION",
+                   help="give up on libvirt after this long (seconds, or e.g. 2.5s, 1m; more than 0, at most "
+                        f"{format_duration(MAX_LIBVIRT_DEADLINE_S)}); the other sources still report "
+                        "(default: %(default)gs)")
     libvirt_or_replay.add_argument("--domcaps-xml", metavar="FILE",
                                    help="replay a recorded `virsh domcapabilities` output instead of asking libvirt "
                                         "(at most 4 MiB)")

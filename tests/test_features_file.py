@@ -60,12 +60,14 @@ def only_entries(directory: Path) -> list[str]:
 
 @pytest.mark.parametrize("text, seconds", [
     ("90s", 90), ("10m", 600), ("1h", 3600), ("1h30m", 5400), ("1d", 86400), ("2h0m5s", 7205), (" 5m ", 300),
+    # one syntax for every time option (issue 11): a bare number is seconds, fractions are allowed
+    ("10", 10), ("60", 60), ("2.5", 2.5), ("1.5h", 5400), ("0.5s", 0.5),
 ])
 def test_durations_parse(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "10", "1x", "m", "-5m", "1.5h", "30m1h", "0s", "1h 30m"])
+@pytest.mark.parametrize("text", ["", "1x", "m", "-5m", "30m1h", "0s", "0", "1h 30m", "1e3", "inf", "1.s", ".5"])
 def test_bad_durations_name_the_option(text: str) -> None:
     with pytest.raises(DurationError, match=r"^--expiry: "):
         parse_duration(text, "--expiry")
@@ -313,7 +315,12 @@ def test_expiry_option_sets_the_directive(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["--interval", "10"], ["--interval: '10' is not a duration"]),
+    (["--interval", "0.5"], ["--interval: '0.5' is too short; at least 1s"]),
+    # a bare number is seconds, for --interval and --expiry as for --libvirt-timeout
+    (["--interval", "60", "--expiry", "100"], ["--expiry 1m40s is too short for --interval 1m: at least 2m10s"]),
+    # no --expiry could outlast two rounds of this interval: say so, and what would do
+    (["--interval", "200d"], ["--interval 200d is too long for a feature file: --expiry must be at least",
+                              "can be at most 365d", "use --interval 182d11h59m55s or less"]),
     (["--expiry", "soon"], ["--expiry: 'soon' is not a duration"]),
     (["--expiry", "1m", "--interval", "5m"], ["--expiry 1m is too short for --interval 5m: at least 10m10s"]),
     # (these run with --no-libvirt: the probe deadline is the local sources' 5 s)

@@ -42,8 +42,10 @@ def test_live_libvirt_matches_the_recording_of_this_host(libvirt_uri: str) -> No
 def test_socket_missing_is_unavailable_with_libvirts_message_and_nothing_on_stderr(
         tmp_path, capfd: pytest.CaptureFixture[str]) -> None:
     socket = tmp_path / "no-such-sock"
-    result = probe_libvirt(f"qemu+unix:///system?socket={socket}", deadline_s=5.0)
+    uri = f"qemu+unix:///system?socket={socket}"
+    result = probe_libvirt(uri, deadline_s=5.0)
     assert result.status is Status.UNAVAILABLE
+    assert result.reason.startswith(f"libvirt at {uri}: ")  # which libvirt, not only what it said
     assert str(socket) in result.reason and "No such file or directory" in result.reason
     assert "\n" not in result.reason
     assert capfd.readouterr().err == ""  # libvirt's default handler would print here
@@ -67,7 +69,7 @@ def test_stopped_daemon_times_out_within_the_deadline_then_recovers(private_libv
     result = probe_libvirt(private_libvirtd.uri, deadline_s=1.0)
     elapsed = time.monotonic() - started
     assert result.status is Status.TIMEOUT
-    assert result.reason == "libvirt did not answer within 1s"
+    assert result.reason == f"libvirt at {private_libvirtd.uri} did not answer within 1s"
     assert 1.0 <= elapsed < 1.0 + MARGIN_S
 
     # Still hung: no second thread is parked on it; the answer is immediate.
@@ -88,6 +90,7 @@ def test_killed_daemon_is_unavailable(private_libvirtd: PrivateLibvirtd) -> None
     private_libvirtd.kill()
     result = probe_libvirt(private_libvirtd.uri, deadline_s=5.0)
     assert result.status is Status.UNAVAILABLE
+    assert result.reason.startswith(f"libvirt at {private_libvirtd.uri}: ")
     # libvirt's own words; which ones depends on how far the daemon's exit got
     # ("Failed to connect socket ...: Connection refused" or "Cannot recv data: ...").
     assert re.search(r"Failed to connect socket|Cannot recv data|Connection", result.reason), result.reason
@@ -135,7 +138,7 @@ def test_libvirt_python_missing_is_unavailable() -> None:
     out = run_python("import sys; sys.modules['libvirt'] = None\n"
                      "from kvminfo.sources.libvirt import probe_libvirt\n"
                      "r = probe_libvirt('qemu:///system', 1.0); print(r.status.value, '|', r.reason)")
-    assert out == "unavailable | libvirt-python not installed"
+    assert out == "unavailable | libvirt at qemu:///system: libvirt-python not installed"
 
 
 def test_importing_the_source_does_not_import_libvirt() -> None:

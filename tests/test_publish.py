@@ -25,6 +25,7 @@ from kvminfo.commands import publish as publish_command
 from kvminfo.errors import KvminfoError
 from kvminfo.model import FeatureVerdict, Report, SourceResult, Status, Support
 from kvminfo.output import nodefeature_client as publish_client
+from kvminfo.output.backoff import backoff_delay_s, backoff_total_s
 from kvminfo.output.nodefeature import (HYPERV_FLAGS, KVM_ATTRIBUTES, LIBVIRT_ATTRIBUTES, NODE_NAME_LABEL,
                                         KubernetesNameError, build_nodefeature, change_reason, object_name,
                                         updated_object)
@@ -351,12 +352,9 @@ def test_api_errors_are_retried_with_backoff_then_reported(standin, kubeconfig, 
 
 
 def test_backoff_is_capped():
-    assert publish_client.MAX_BACKOFF_S == 60.0
-    delays, delay = [], publish_client.FIRST_BACKOFF_S
-    for _ in range(10):
-        delays.append(delay)
-        delay = min(delay * 2, publish_client.MAX_BACKOFF_S)
-    assert max(delays) == 60.0
+    assert [backoff_delay_s(retry) for retry in range(1, 11)] == [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]
+    assert backoff_delay_s(10**6) == 60.0  # no overflow for a huge retry number
+    assert backoff_total_s(4) == 1 + 2 + 4 + 8
 
 
 def test_api_recovers_within_the_retries(standin, kubeconfig):
@@ -517,7 +515,7 @@ def test_sigterm_during_a_hung_probe_exits_at_once(standin, kubeconfig, private_
     process = start_with_hung_libvirt(kubeconfig, private_libvirtd, "--interval", "1h")
     time.sleep(1.0)  # well inside the 30 s libvirt deadline
     code, took, rest = stop_with_sigterm(process)
-    assert code == 0 and took < 0.5
+    assert code == 0 and took < 5.0  # at once, not after the 30 s deadline (a loose bound: the machine may be busy)
     assert "stopping on SIGTERM" in rest and "Traceback" not in rest
     assert standin.verbs() == []  # nothing was published
 
@@ -534,7 +532,7 @@ def test_one_shot_stopped_before_it_published_exits_1(standin, kubeconfig, priva
     finally:
         process.kill()
     rest = process.stderr.read()
-    assert code == 1 and time.monotonic() - started < 0.5
+    assert code == 1 and time.monotonic() - started < 5.0  # not after the 30 s libvirt deadline
     assert f"stopped on {signal.Signals(signum).name} before {NS}/{OBJECT} was written" in rest
     assert "Traceback" not in rest and standin.verbs() == []
 

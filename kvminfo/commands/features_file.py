@@ -36,11 +36,17 @@ must be at least 2 x (interval + probe deadline): one slow or failed round
 then never lets the labels lapse. SIGTERM or SIGINT exits 0 at once (a
 one-shot run stopped before it wrote exits 1).
 
-Durations: 90s, 10m, 1h, 1h30m, 1d."""
+Durations: a number of seconds (60) or 90s, 10m, 1h30m, 1d; every time
+option takes the same syntax."""
+
+EXAMPLES = """\
+examples:
+  kvminfo features-file -o /etc/kubernetes/node-feature-discovery/features.d/kvminfo
+  kvminfo features-file -o /etc/kubernetes/node-feature-discovery/features.d/kvminfo --interval 10m"""
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", "-o", required=True, metavar="PATH",
                         help="feature file to write, e.g. /etc/kubernetes/node-feature-discovery/features.d/kvminfo "
@@ -59,11 +65,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 def main(argv: list[str], prog: str = "kvminfo features-file") -> int:
     args = build_parser(prog).parse_args(argv)
+    stop = StopOnSignal()  # first, as in publish: a stop signal from here on is a stop, never a kill
     configure_logging(args.verbose, output_lines=True)  # the write/skip lines are this command's output
     # Every label family `kvminfo labels` prints, with the same default whitelist lookup.
     options = options_for_families(probe_options_from_args(args), list(FAMILIES))
     schedule = schedule_from_args(args.expiry, args.interval, probe_deadline_s(options))
     path = Path(args.output)
     check_output_path(path)
-    return periodic.run(FeatureFileOutput(path, schedule), partial(collect, options), schedule.interval_s,
-                        StopOnSignal())
+    return periodic.run(FeatureFileOutput(path, schedule), partial(collect, options), schedule.interval_s, stop)

@@ -28,9 +28,14 @@ The version family reads --whitelist-config, or when none is given
 /etc/kubernetes/node-feature-discovery/source.d/conf/kvm-version-info.json
 (where kvm-version-info-nfd-plugin looked) if that file exists."""
 
+EXAMPLES = """\
+examples:
+  kvminfo labels --no-libvirt                        # the NFD hook's fast path
+  kvminfo labels --family version --whitelist-config kvm-version-info.json"""
+
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_probe_arguments(parser)
     parser.add_argument("--family", action="append", choices=FAMILIES, metavar="FAMILY",

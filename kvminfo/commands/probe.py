@@ -22,9 +22,14 @@ unknown with the evidence that said so (kvm-caps: the capability+MSR table,
 kvm-hv-cpuid: KVM_GET_SUPPORTED_HV_CPUID bits, libvirt: domain
 capabilities); then the labels `kvminfo labels` would print."""
 
+EXAMPLES = """\
+examples:
+  kvminfo probe                       # this node: sources, features, labels
+  kvminfo probe --json --no-libvirt   # /dev/kvm only, as one JSON document"""
+
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_probe_arguments(parser)
     parser.add_argument("--json", action="store_true",

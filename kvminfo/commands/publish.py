@@ -13,16 +13,20 @@ import os
 from functools import partial
 
 from kvminfo.collect import collect
-from kvminfo.durations import parse_duration
+from kvminfo.durations import format_duration, parse_duration
 from kvminfo.errors import KvminfoError
 from kvminfo.labels.render import FAMILIES
 from kvminfo.logsetup import configure_logging
 from kvminfo.options import add_probe_arguments, options_for_families, probe_options_from_args
 from kvminfo.output import periodic
+from kvminfo.output.backoff import MAX_BACKOFF_S, backoff_total_s
 from kvminfo.output.nodefeature import check_namespace, check_node_name, object_name
 from kvminfo.stopping import StopOnSignal
 
 DEFAULT_RETRIES = 5
+MAX_RETRIES = 100
+# A shorter interval would re-probe and hit the API server in a tight loop.
+MIN_INTERVAL_S = 1
 
 DESCRIPTION = """\
 Probe this node and create or update its NodeFeature object
@@ -50,11 +54,17 @@ and exit (non-zero if it could not). With --interval: keep running, re-probe
 and re-publish every interval; API failures never stop the loop. SIGTERM or
 SIGINT exits 0 at once (a one-shot run stopped before it published exits 1).
 
-Durations: 90s, 10m, 1h, 1h30m, 1d."""
+Durations: a number of seconds (60) or 90s, 10m, 1h30m, 1d; every time
+option takes the same syntax."""
+
+EXAMPLES = """\
+examples:
+  kvminfo publish --node-name "$(hostname)" --namespace kvminfo --kubeconfig ~/.kube/config
+  kvminfo publish --interval 10m     # in a DaemonSet: NODE_NAME, POD_NAMESPACE from the downward API"""
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--node-name", metavar="NAME",
                         help="this node's Kubernetes name (default: $NODE_NAME; in a DaemonSet set it from "
@@ -87,15 +97,18 @@ def _from_option_or_env(value: str | None, option: str, env: str, hint: str) -> 
 
 def main(argv: list[str], prog: str = "kvminfo publish") -> int:
     args = build_parser(prog).parse_args(argv)
+    stop = StopOnSignal()  # first: a SIGTERM during the ~0.3 s of kubernetes imports is a stop, not a kill
     configure_logging(args.verbose, output_lines=True)  # what was written is this command's output
     node = check_node_name(_from_option_or_env(args.node_name, "--node-name", "NODE_NAME",
                                                "in a DaemonSet: env from fieldRef spec.nodeName"))
     namespace = check_namespace(_from_option_or_env(args.namespace, "--namespace", "POD_NAMESPACE",
                                                     "in a DaemonSet: env from fieldRef metadata.namespace"))
     object_name(node)  # a node name too long for the object's name fails before any import
-    interval_s = parse_duration(args.interval, "--interval") if args.interval is not None else None
-    if args.retries < 0:
-        raise KvminfoError(f"--retries {args.retries}: must be 0 or more")
+    interval_s = parse_duration(args.interval, "--interval", MIN_INTERVAL_S) if args.interval is not None else None
+    if not 0 <= args.retries <= MAX_RETRIES:
+        raise KvminfoError(f"--retries {args.retries}: must be between 0 and {MAX_RETRIES} (the backoff is capped at "
+                           f"{format_duration(MAX_BACKOFF_S)}: {MAX_RETRIES} retries already wait about "
+                           f"{format_duration(backoff_total_s(MAX_RETRIES))} per round)")
     options = options_for_families(probe_options_from_args(args), list(FAMILIES))
 
     # Imported here so that a bad option above fails before ~0.3 s of kubernetes imports.
@@ -104,4 +117,4 @@ def main(argv: list[str], prog: str = "kvminfo publish") -> int:
     api_client = load_api_client(args.kubeconfig)
     pod = (args.pod_name or os.environ.get("POD_NAME", "")).strip() or None
     output = NodeFeatureOutput(NodeFeatureStore(api_client, namespace), node, namespace, args.retries, pod)
-    return periodic.run(output, partial(collect, options), interval_s, StopOnSignal())
+    return periodic.run(output, partial(collect, options), interval_s, stop)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from kvminfo.durations import format_duration, parse_duration
+from kvminfo.durations import MAX_DURATION_S, format_duration, parse_duration
 from kvminfo.errors import KvminfoError
 from kvminfo.output.atomic import refuse_unless_regular, write_atomic
 from kvminfo.output.base import labels_changed
@@ -35,12 +35,14 @@ DEFAULT_EXPIRY_S = 3600
 # left, and --expiry must cover them, so that one slow or failed round never lets
 # the labels expire on a healthy node.
 REFRESH_WITHIN_ROUNDS = 2
+# A shorter interval would re-probe (libvirt, the device) in a tight loop.
+MIN_INTERVAL_S = 1
 
 
 @dataclass(frozen=True)
 class Schedule:
-    expiry_s: int
-    interval_s: int | None  # None: write once
+    expiry_s: float
+    interval_s: float | None  # None: write once
     probe_deadline_s: float  # the longest one probe may take (kvminfo.collect.probe_deadline_s)
 
     def refresh_within_s(self) -> float:
@@ -52,11 +54,18 @@ class Schedule:
 
 def schedule_from_args(expiry: str | None, interval: str | None, probe_deadline_s: float) -> Schedule:
     """--expiry and --interval as given (None: not given); ParseError/KvminfoError name the option."""
-    interval_s = parse_duration(interval, "--interval") if interval is not None else None
+    interval_s = parse_duration(interval, "--interval", MIN_INTERVAL_S) if interval is not None else None
     schedule = Schedule(DEFAULT_EXPIRY_S, interval_s, probe_deadline_s)
     minimum_s = math.ceil(schedule.refresh_within_s())
+    if interval_s is not None and minimum_s > MAX_DURATION_S:  # no --expiry could ever be valid
+        longest = math.floor(MAX_DURATION_S / REFRESH_WITHIN_ROUNDS - probe_deadline_s)
+        raise KvminfoError(f"--interval {format_duration(interval_s)} is too long for a feature file: --expiry must "
+                           f"be at least {REFRESH_WITHIN_ROUNDS} x (interval + {format_duration(probe_deadline_s)} "
+                           f"probe deadline) = {format_duration(minimum_s)} and can be at most "
+                           f"{format_duration(MAX_DURATION_S)}; use --interval {format_duration(longest)} or less")
     if expiry is None:
-        return replace(schedule, expiry_s=max(DEFAULT_EXPIRY_S, 3 * (interval_s or 0), minimum_s))
+        # 1h, or 3 intervals if longer (capped at the longest expiry), never below the minimum
+        return replace(schedule, expiry_s=max(min(max(DEFAULT_EXPIRY_S, 3 * (interval_s or 0)), MAX_DURATION_S), minimum_s))
     expiry_s = parse_duration(expiry, "--expiry")
     if expiry_s < minimum_s:
         raise KvminfoError(f"--expiry {format_duration(expiry_s)} is too short for --interval "
@@ -109,7 +118,7 @@ def check_output_path(path: Path) -> None:
         raise KvminfoError(f"--output {path}: directory {directory} is not writable")
 
 
-def write_feature_file(path: Path, labels: Mapping[str, str], now: datetime, expiry_s: int, reason: str) -> None:
+def write_feature_file(path: Path, labels: Mapping[str, str], now: datetime, expiry_s: float, reason: str) -> None:
     expires_at = now + timedelta(seconds=expiry_s)
     write_atomic(path, render_feature_file(labels, expires_at))
     log.info("wrote %s: %d labels, expires %s; reason: %s", path, len(labels), format_rfc3339(expires_at), reason)

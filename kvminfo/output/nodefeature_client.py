@@ -29,6 +29,7 @@ from urllib3.exceptions import HTTPError as TransportError
 from kvminfo.durations import format_duration
 from kvminfo.errors import KvminfoError, one_line
 from kvminfo.model import Report
+from kvminfo.output.backoff import backoff_delay_s
 from kvminfo.output.nodefeature import (
     API_GROUP,
     API_VERSION,
@@ -47,8 +48,6 @@ REQUEST_TIMEOUT_S = (5.0, 20.0)
 # A 409 means someone wrote between our read and our write; re-reading settles
 # it, and more than this many in a row means a fight with another writer.
 MAX_CONFLICT_ROUNDS = 5
-FIRST_BACKOFF_S = 1.0
-MAX_BACKOFF_S = 60.0
 
 
 def _write_options() -> dict[str, Any]:
@@ -88,6 +87,7 @@ def load_api_client(kubeconfig: str | None) -> k8s.ApiClient:
     """--kubeconfig, else in-cluster (service account), else $KUBECONFIG or ~/.kube/config."""
     configuration = k8s.Configuration()
     in_cluster = kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    _check_kubeconfig_files(kubeconfig, in_cluster)
     try:
         if in_cluster:
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -103,6 +103,24 @@ def load_api_client(kubeconfig: str | None) -> k8s.ApiClient:
     # own backoff decides when to try again.
     configuration.retries = False
     return k8s.ApiClient(configuration)
+
+
+def _check_kubeconfig_files(kubeconfig: str | None, in_cluster: bool) -> None:
+    """A kubeconfig that is not there is named as such (the client says "Invalid kube-config file")."""
+    if in_cluster:
+        return
+    if kubeconfig is not None:
+        if not os.path.exists(kubeconfig):
+            raise KvminfoError(f"--kubeconfig {kubeconfig}: no such file")
+        return
+    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if paths:
+        if not any(os.path.exists(os.path.expanduser(p)) for p in paths):
+            raise KvminfoError(f"$KUBECONFIG {os.environ['KUBECONFIG']}: no such file; give --kubeconfig, "
+                               "or run in a pod (service account)")
+    elif not os.path.exists(os.path.expanduser("~/.kube/config")):
+        raise KvminfoError("no cluster configuration: not in a pod (no $KUBERNETES_SERVICE_HOST), no $KUBECONFIG "
+                           "and no ~/.kube/config; give --kubeconfig FILE")
 
 
 class NodeFeatureStore:
@@ -165,6 +183,8 @@ class NodeFeatureStore:
             # The client reports TLS and connection failures as status 0.
             return self._unreachable(err.reason or err)
         what = f"{verb} nodefeatures.{API_GROUP} {name!r} in namespace {self.namespace!r}"
+        if not _is_status(err):
+            return _not_kubernetes(what, self.host, err)
         said = _status_message(err)
         if err.status == 401:
             return PublishError(f"{what}: 401 Unauthorized from {self.host}: the credentials (service account "
@@ -188,8 +208,24 @@ def _status(err: ApiException) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+def _is_status(err: ApiException) -> bool:
+    """The API server answers every error with a Status object (apimachinery metav1.Status, kind "Status");
+    anything else came from something that is not a Kubernetes API server (a web server, a proxy's page)."""
+    return _status(err).get("kind") == "Status"
+
+
+def _not_kubernetes(what: str, host: str, err: ApiException) -> PublishError:
+    """One line: the status and reason, the content type, never the body (an HTML page, say)."""
+    headers = err.headers or {}
+    content_type = (headers.get("Content-Type") or "no content type").split(";")[0].strip()
+    return PublishError(f"{what}: {host} answered {err.status} {err.reason or ''} with {content_type}, not a "
+                        "Kubernetes Status: is the kubeconfig's server a Kubernetes API server?".replace("  ", " "),
+                        retryable=err.status is not None and (err.status >= 500 or err.status == 429))
+
+
 def _status_message(err: ApiException) -> str:
-    return one_line(_status(err).get("message") or err.body or err.reason or "no message")
+    """The Status object's message (one line), else the reason; never a raw body."""
+    return one_line(_status(err).get("message") or err.reason or "no message")
 
 
 def _names_object(err: ApiException) -> bool:
@@ -216,6 +252,8 @@ def pod_owner(api_client: k8s.ApiClient, namespace: str, pod: str) -> dict[str, 
         if not err.status:
             raise PublishError(f"cannot reach the API server at {host}: {one_line(err.reason or err)}",
                                retryable=True) from None
+        if not _is_status(err):
+            raise _not_kubernetes(what, host, err) from None
         if err.status == 403:
             raise PublishError(f"{what}: 403 Forbidden: RBAC must allow get on pods in {namespace!r} "
                                f"(deploy/nodefeature's Role): {said}", retryable=True) from None
@@ -263,17 +301,16 @@ def publish_with_retries(store: NodeFeatureStore, desired: Mapping[str, Any], re
     ``wait(seconds)`` sleeps and returns True when asked to stop (then None is
     returned). The last error is raised when the retries are spent.
     """
-    delay = FIRST_BACKOFF_S
     for attempt in range(retries + 1):
         try:
             return publish_once(store, desired)
         except PublishError as err:
             if not err.retryable or attempt == retries:
                 raise
+            delay = backoff_delay_s(attempt + 1)
             log.warning("%s; retry %d of %d in %s", err, attempt + 1, retries, format_duration(delay))
             if wait(delay):
                 return None
-            delay = min(delay * 2, MAX_BACKOFF_S)
     raise AssertionError("unreachable")
 
 

@@ -70,7 +70,7 @@ def _round(output: Output, probe: Callable[[], Report], stop: StopOnSignal, one_
     return output.write(report, one_shot, stop.event)
 
 
-def run(output: Output, probe: Callable[[], Report], interval_s: int | None, stop: StopOnSignal) -> int:
+def run(output: Output, probe: Callable[[], Report], interval_s: float | None, stop: StopOnSignal) -> int:
     """Run ``output`` once (``interval_s`` None) or every ``interval_s`` seconds; the exit status."""
     if interval_s is None:
         try:

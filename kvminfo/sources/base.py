@@ -26,6 +26,9 @@ if TYPE_CHECKING:
         def name(self) -> str:
             """Stable name ("kvm"): probe output, NodeFeature attribute set kvminfo.<name>."""
 
+        def describe(self, options: ProbeOptions) -> str:
+            """What is asked, for messages: "kvm", "libvirt at qemu:///system"."""
+
         def deadline_s(self, options: ProbeOptions) -> float:
             """The longest collect() waits for ``probe``; then the source is reported as timed out."""
 
@@ -52,6 +55,9 @@ class LocalSource:
     summary, no NodeFeature attributes, no labels of its own."""
 
     name = ""
+
+    def describe(self, options: ProbeOptions) -> str:
+        return self.name
 
     def deadline_s(self, options: ProbeOptions) -> float:
         return LOCAL_SOURCE_DEADLINE_S

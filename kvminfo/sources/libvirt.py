@@ -56,7 +56,8 @@ def ask_libvirt(uri: str) -> SourceResult:
     try:
         import libvirt
     except ImportError:
-        return SourceResult(LIBVIRT, Status.UNAVAILABLE, "libvirt-python not installed", LibvirtFacts(uri=uri))
+        return SourceResult(LIBVIRT, Status.UNAVAILABLE, f"libvirt at {uri}: libvirt-python not installed",
+                            LibvirtFacts(uri=uri))
     _silence_default_error_handler(libvirt)
     version = None
     try:
@@ -69,7 +70,8 @@ def ask_libvirt(uri: str) -> SourceResult:
         finally:
             conn.close()
     except libvirt.libvirtError as err:
-        return SourceResult(LIBVIRT, Status.UNAVAILABLE, one_line(err), LibvirtFacts(uri=uri, libvirt_version=version))
+        return SourceResult(LIBVIRT, Status.UNAVAILABLE, f"libvirt at {uri}: {one_line(err)}",
+                            LibvirtFacts(uri=uri, libvirt_version=version))
     try:
         domcaps = parse_domcaps(xml_text, source=f"libvirt at {uri}")
     except DomcapsError as err:
@@ -100,6 +102,11 @@ class LibvirtSource:
     """libvirt's domain capabilities (--libvirt-uri, --libvirt-timeout), or a replay (--domcaps-xml)."""
 
     name = LIBVIRT
+
+    def describe(self, options: ProbeOptions) -> str:
+        if options.domcaps_xml is not None:
+            return f"libvirt replay {options.domcaps_xml}"
+        return f"libvirt at {options.libvirt_uri}"
 
     def deadline_s(self, options: ProbeOptions) -> float:
         return options.libvirt_deadline_s

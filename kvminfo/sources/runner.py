@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import replace
 
+from kvminfo.durations import format_duration
 from kvminfo.errors import KvminfoError, ParseError
 from kvminfo.model import SourceResult, Status
 from kvminfo.threads import start_daemon
@@ -48,7 +49,7 @@ class _Run:
             previous = _in_flight.get(key)
             if previous is not None and previous.is_alive():
                 self.result = SourceResult(self.source.name, Status.TIMEOUT,
-                                           f"{self.source.name} still has not answered an earlier call")
+                                           f"{self.source.describe(self.options)} still has not answered an earlier call")
                 return
             _in_flight.pop(key, None)
             self.thread = start_daemon(f"source-{self.source.name}", self._probe)
@@ -75,7 +76,7 @@ class _Run:
         if self.operator_error is not None:
             raise self.operator_error
         if self.result is None:
-            reason = f"{self.source.name} did not answer within {self.deadline_s:g}s"
+            reason = f"{self.source.describe(self.options)} did not answer within {format_duration(self.deadline_s)}"
             log.warning("%s; reporting it as timed out, the other sources still count", reason)
             return SourceResult(self.source.name, Status.TIMEOUT, reason, elapsed_ms=self.deadline_s * 1000)
         return self.result

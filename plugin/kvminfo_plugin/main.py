@@ -50,9 +50,15 @@ Flags override the config file. The kubelet's plugin directory is a constant,
 that holds kubelet.sock). The slot count (default {DEFAULT_SLOTS}) only caps how
 many containers may hold a shared node at once."""
 
+EXAMPLES = f"""\
+examples:
+  kvminfo device-plugin                 # {DEFAULT_DEVICE} as {DEFAULT_RESOURCE}, {DEFAULT_SLOTS} slots
+  kvminfo device-plugin --resource devices.kvminfo.io/kvm=/dev/kvm \\
+      --resource devices.kvminfo.io/tun=/dev/net/tun --cdi   # two resources, answered with CDI names"""
+
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, metavar="FILE",
                         help="YAML config: version, resources (name, devices or groups, slots, permissions, mounts, envs, cdi, cdiKind), "
