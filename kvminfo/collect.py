@@ -60,7 +60,13 @@ def collect(options: ProbeOptions) -> Report:
         if (attrs := answered.attributes(result)) is not None:
             attributes[answered.name] = dict(attrs)
     features = combine(evidence_from_sources(sources))
-    labels, warnings = render_labels(sources, features, options.kubevirt_names, source_labels=source_labels)
+    families = None
+    if set(options.families) - {"caps", "version"}:
+        from kvminfo.features.families import family_facts  # not on the hook's path (--family caps)
+
+        families = family_facts(sources, options.obsolete_cpu_models)
+    labels, warnings = render_labels(sources, features, options.kubevirt_names, options.families,
+                                     source_labels=source_labels, family_facts=families)
     for warning in warnings:
         log.warning("%s", warning)
-    return Report(sources, features, labels, tuple(warnings), attributes)
+    return Report(sources, features, labels, tuple(warnings), attributes, families, options.families)

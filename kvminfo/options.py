@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, replace
 
 from kvminfo.durations import EXAMPLES, DurationError, format_duration, parse_duration
+from kvminfo.labels import DEFAULT_FAMILIES, FAMILIES, FAMILY_SOURCES
 
 DEFAULT_KVM_PATH = "/dev/kvm"
 DEFAULT_LIBVIRT_URI = "qemu:///system"
@@ -32,6 +33,8 @@ class ProbeOptions:
     domcaps_xml: str | None = None  # replay a recorded `virsh domcapabilities`
     whitelist_config: str | None = None  # kernel whitelist (kvm-version-info) JSON
     kubevirt_names: bool = False  # hyperv.node.kubevirt.io/<name> instead of kvm-info-cap-hyperv-<name>
+    families: tuple[str, ...] = DEFAULT_FAMILIES  # label families to render (kvminfo/labels/__init__.py)
+    obsolete_cpu_models: frozenset[str] | None = None  # --obsolete-cpu-models; None: KubeVirt's default list
 
 
 def libvirt_deadline(text: str) -> float:
@@ -66,6 +69,12 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
                                         "(at most 4 MiB)")
     g.add_argument("--whitelist-config", metavar="FILE",
                    help="kernel whitelist JSON (kvm-version-info): enables kvm-info-version-* labels")
+    parser.add_argument("--family", action="append", choices=(*FAMILIES, "all"), metavar="FAMILY",
+                        help=f"label family to produce ({', '.join(FAMILIES)}, or all); repeatable; default: "
+                             f"{', '.join(DEFAULT_FAMILIES)}. Sources no chosen family needs are not probed")
+    parser.add_argument("--obsolete-cpu-models", metavar="FILE",
+                        help="CPU models never to label (names separated by commas, blanks or lines; '#' comments); "
+                             "default: KubeVirt's DefaultObsoleteCPUModels (486, pentium*, qemu64, kvm64, ...)")
     parser.add_argument("--kubevirt-names", action="store_true",
                         help="use KubeVirt's label names hyperv.node.kubevirt.io/<name> instead of kvm-info-cap-hyperv-<name>")
 
@@ -80,14 +89,39 @@ def probe_options_from_args(args: argparse.Namespace) -> ProbeOptions:
         domcaps_xml=args.domcaps_xml,
         whitelist_config=args.whitelist_config,
         kubevirt_names=args.kubevirt_names,
+        families=families_from_args(args),
+        obsolete_cpu_models=_obsolete_list(args.obsolete_cpu_models),
     )
 
 
-def options_for_families(options: ProbeOptions, families: list[str],
+def families_from_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """--family (repeatable, "all" = every family) in FAMILIES order; the default set without it."""
+    chosen = getattr(args, "family", None)
+    if not chosen:
+        return DEFAULT_FAMILIES
+    return FAMILIES if "all" in chosen else tuple(f for f in FAMILIES if f in chosen)
+
+
+def _obsolete_list(path: str | None) -> frozenset[str] | None:
+    if path is None:
+        return None
+    from kvminfo.features.cpu_models import parse_obsolete_list
+    from kvminfo.sources.operator_file import read_operator_file
+
+    return parse_obsolete_list(read_operator_file(path, "obsolete CPU model list"))
+
+
+def options_for_families(options: ProbeOptions, families: list[str] | tuple[str, ...] | None = None,
                          default_whitelist: str = DEFAULT_WHITELIST_CONFIG) -> ProbeOptions:
-    """Switch off the sources the chosen label families ("caps", "version") do not use."""
-    if "caps" not in families:
-        options = replace(options, use_kvm=False, use_libvirt=False)
+    """Render ``families`` (default: options.families) and switch off the sources none of them uses
+    (kvminfo.labels.FAMILY_SOURCES)."""
+    families = tuple(f for f in FAMILIES if f in (options.families if families is None else families))
+    options = replace(options, families=families)
+    needed = {source for family in families for source in FAMILY_SOURCES[family]}
+    if "kvm" not in needed:
+        options = replace(options, use_kvm=False)
+    if "libvirt" not in needed:
+        options = replace(options, use_libvirt=False)
     if "version" not in families:
         options = replace(options, whitelist_config=None)
     elif options.whitelist_config is None:

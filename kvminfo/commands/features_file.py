@@ -13,7 +13,6 @@ from pathlib import Path
 
 from kvminfo.collect import collect, probe_deadline_s
 from kvminfo.durations import format_duration
-from kvminfo.labels.render import FAMILIES
 from kvminfo.logsetup import configure_logging
 from kvminfo.options import add_probe_arguments, options_for_families, probe_options_from_args
 from kvminfo.output import periodic
@@ -68,7 +67,7 @@ def main(argv: list[str], prog: str = "kvminfo features-file") -> int:
     stop = StopOnSignal()  # first, as in publish: a stop signal from here on is a stop, never a kill
     configure_logging(args.verbose, output_lines=True)  # the write/skip lines are this command's output
     # Every label family `kvminfo labels` prints, with the same default whitelist lookup.
-    options = options_for_families(probe_options_from_args(args), list(FAMILIES))
+    options = options_for_families(probe_options_from_args(args))
     schedule = schedule_from_args(args.expiry, args.interval, probe_deadline_s(options))
     path = Path(args.output)
     check_output_path(path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 
 from kvminfo.collect import collect
-from kvminfo.labels.render import FAMILIES
 from kvminfo.logsetup import configure_logging
 from kvminfo.options import add_probe_arguments, options_for_families, probe_options_from_args
 from kvminfo.output.base import StdoutLines
@@ -17,10 +16,16 @@ from kvminfo.output.base import StdoutLines
 DESCRIPTION = """\
 Probe this node and print its Node Feature Discovery labels as key=value
 lines, sorted. Keys without a prefix land under feature.node.kubernetes.io/.
-Families: "caps" (kvm-info-cap-hyperv-<feature> for each supported Hyper-V
-enlightenment, kvm-info-usable, kvm-info-nested, kvm-info-cpu-vendor,
-kvm-info-host-model) and "version" (kvm-info-version-hyperv[-lev2] from the
-kernel whitelist). A source that cannot answer (no /dev/kvm, libvirt down)
+Families (--family, repeatable): "caps" (kvm-info-cap-hyperv-<feature> for
+each supported Hyper-V enlightenment, kvm-info-usable, kvm-info-nested,
+kvm-info-cpu-vendor, kvm-info-host-model), "version"
+(kvm-info-version-hyperv[-lev2] from the kernel whitelist), "cpu-models"
+(kvm-info-cpu-model-<model>), "host-model-features"
+(kvm-info-host-model-requires-<feature>; not in the default set),
+"confidential" (kvm-info-sev, -sev-es, -sev-snp, -tdx, -sgx,
+-sgx-epc-bytes), "tsc" (kvm-info-tsc-frequency, kvm-info-tsc-scalable) and
+"limits" (kvm-info-max-vcpus). `kvminfo probe` says why a family is absent.
+A source that cannot answer (no /dev/kvm, libvirt down)
 is reported in one line on stderr and contributes no labels; the exit status
 is still 0. Bad input (config, replayed XML) exits non-zero.
 
@@ -38,9 +43,6 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_probe_arguments(parser)
-    parser.add_argument("--family", action="append", choices=FAMILIES, metavar="FAMILY",
-                        help=f"print only this label family ({', '.join(FAMILIES)}); repeatable; default: all. "
-                             "Sources the chosen families do not need are not probed")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step on stderr")
     return parser
 
@@ -48,7 +50,6 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 def main(argv: list[str], prog: str = "kvminfo labels") -> int:
     args = build_parser(prog).parse_args(argv)
     configure_logging(args.verbose)
-    families = args.family or list(FAMILIES)
-    options = options_for_families(probe_options_from_args(args), families)
+    options = options_for_families(probe_options_from_args(args))
     StdoutLines().write(collect(options))
     return 0

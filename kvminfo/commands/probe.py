@@ -8,11 +8,16 @@ import sys
 from typing import Any
 
 from kvminfo.collect import collect
+from kvminfo.labels import FAMILIES
 from kvminfo.logsetup import configure_logging
 from kvminfo.model import Report, SourceResult, Status
-from kvminfo.options import add_probe_arguments, probe_options_from_args
+from kvminfo.options import add_probe_arguments, options_for_families, probe_options_from_args
 from kvminfo.sources import registry
 from kvminfo.sources.facts import KVM, KvmFacts
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kvminfo.model import FamilyFacts
 
 DESCRIPTION = """\
 Probe this node and explain the result: each source (kvm, libvirt,
@@ -20,7 +25,9 @@ kernel-whitelist) with its status (ok / unavailable / timeout / error /
 disabled) and why; each Hyper-V enlightenment as supported / unsupported /
 unknown with the evidence that said so (kvm-caps: the capability+MSR table,
 kvm-hv-cpuid: KVM_GET_SUPPORTED_HV_CPUID bits, libvirt: domain
-capabilities); then the labels `kvminfo labels` would print."""
+capabilities); each label family beyond Hyper-V (cpu-models,
+host-model-features, confidential, tsc, limits) with what it found or why it
+gives no label here; then the labels `kvminfo labels` would print."""
 
 EXAMPLES = """\
 examples:
@@ -47,9 +54,17 @@ def report_to_json(report: Report) -> dict[str, Any]:
                     for s in report.sources],
         "features": [{"name": f.name, "support": f.support.value,
                       "said_by": {k: v.value for k, v in f.said_by.items()}} for f in report.features],
+        "families": report.families.to_json() if report.families is not None else None,
         "labels": dict(report.labels),
         "warnings": list(report.warnings),
     }
+
+
+# The name stem of each family's labels (kvminfo/labels/families.py), to count them.
+FAMILY_LABEL_STEMS: dict[str, tuple[str, ...]] = {
+    "cpu-models": ("kvm-info-cpu-model-",), "host-model-features": ("kvm-info-host-model-requires-",),
+    "confidential": ("kvm-info-sev", "kvm-info-tdx", "kvm-info-sgx"), "tsc": ("kvm-info-tsc-",),
+    "limits": ("kvm-info-max-vcpus",)}
 
 
 def _source_summary(source: SourceResult) -> str:
@@ -57,6 +72,40 @@ def _source_summary(source: SourceResult) -> str:
     if not source.ok:
         return source.reason
     return registry.entry(source.name).load().summary(source)
+
+
+def _family_detail(name: str, fam: FamilyFacts) -> str:
+    if name == "tsc" and fam.tsc is not None:
+        scalable = {True: "scalable", False: "not scalable", None: "scaling unknown"}[fam.tsc.get("scalable")]
+        return f"{fam.tsc['frequency_hz']} Hz, {scalable} (said by {fam.tsc.get('said_by')})"
+    if name == "cpu-models" and fam.host_model_obsolete:
+        return f"host model {fam.host_model} is on the obsolete list"
+    return ""
+
+
+def _families_text(report: Report) -> list[str]:
+    """One line per label family beyond caps/version: what it found, or why it gives no label."""
+    fam = report.families
+    chosen = [f for f in FAMILIES if f not in ("caps", "version")]
+    lines = ["families:"]
+    for name in chosen:
+        if name not in report.rendered_families:
+            lines.append(f"  {name:<20} off          not asked for (--family)")
+            continue
+        assert fam is not None
+        count = sum(1 for key in report.labels if key.split("/")[-1].startswith(FAMILY_LABEL_STEMS[name]))
+        if name in fam.absent:
+            lines.append(f"  {name:<20} absent       {fam.absent[name]}")
+        elif name == "confidential":
+            said = "; ".join(f"{v.name} {v.support.value} ({v.reason})" for v in fam.confidential)
+            lines.append(f"  {name:<20} {count} labels{'':<4} {said}")
+        else:
+            lines.append(f"  {name:<20} {count} labels{'':<4} {_family_detail(name, fam)}".rstrip())
+    if fam is not None and fam.left_out_models and "cpu-models" in report.rendered_families \
+            and "cpu-models" not in fam.absent:
+        lines.append(f"  {'':<20} {'':<12} left out: "
+                     + ", ".join(f"{m} ({why})" for m, why in fam.left_out_models.items()))
+    return lines if len(lines) > 1 else []
 
 
 def format_text(report: Report) -> str:
@@ -68,6 +117,7 @@ def format_text(report: Report) -> str:
     for f in report.features:
         said = ", ".join(f"{k}={v.value}" for k, v in f.said_by.items()) or "no source knows"
         lines.append(f"  {f.name:<17} {f.support.value:<12} {said}")
+    lines.extend(_families_text(report))
     lines.append("labels:")
     lines.extend(f"  {k}={v}" for k, v in sorted(report.labels.items()))
     if not report.labels:
@@ -80,7 +130,7 @@ def format_text(report: Report) -> str:
 def main(argv: list[str], prog: str = "kvminfo probe") -> int:
     args = build_parser(prog).parse_args(argv)
     configure_logging(args.verbose)
-    report = collect(probe_options_from_args(args))
+    report = collect(options_for_families(probe_options_from_args(args)))
     if args.json:
         sys.stdout.write(json.dumps(report_to_json(report), indent=1) + "\n")
     else:

@@ -15,7 +15,6 @@ from functools import partial
 from kvminfo.collect import collect
 from kvminfo.durations import format_duration, parse_duration
 from kvminfo.errors import KvminfoError
-from kvminfo.labels.render import FAMILIES
 from kvminfo.logsetup import configure_logging
 from kvminfo.options import add_probe_arguments, options_for_families, probe_options_from_args
 from kvminfo.output import periodic
@@ -109,7 +108,7 @@ def main(argv: list[str], prog: str = "kvminfo publish") -> int:
         raise KvminfoError(f"--retries {args.retries}: must be between 0 and {MAX_RETRIES} (the backoff is capped at "
                            f"{format_duration(MAX_BACKOFF_S)}: {MAX_RETRIES} retries already wait about "
                            f"{format_duration(backoff_total_s(MAX_RETRIES))} per round)")
-    options = options_for_families(probe_options_from_args(args), list(FAMILIES))
+    options = options_for_families(probe_options_from_args(args))
 
     # Imported here so that a bad option above fails before ~0.3 s of kubernetes imports.
     from kvminfo.output.nodefeature_client import NodeFeatureOutput, NodeFeatureStore, load_api_client

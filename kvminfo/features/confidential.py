@@ -23,22 +23,14 @@ Rules and their sources:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from kvminfo.model import Support
+from kvminfo.model import Support, Verdict
 
 TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
 
 NAMES: tuple[str, ...] = ("sev", "sev-es", "sev-snp", "tdx", "sgx")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    name: str
-    support: Support
-    reason: str
 
 
 def _kernel_veto(name: str, module: str, param: str, params: Mapping[str, bool | None],

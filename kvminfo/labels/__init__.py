@@ -1,0 +1,25 @@
+"""Label families: the names `--family` takes (kvminfo/labels/render.py renders them).
+
+- caps: Hyper-V enlightenments, kvm-info-usable/nested/cpu-vendor/host-model
+- version: the kernel whitelist (kvm-info-version-*)
+- cpu-models: one label per CPU model libvirt offers (usable, not deprecated, not obsolete)
+- host-model-features: one label per feature the host model requires (off by default: 15-80 labels)
+- confidential: SEV, SEV-ES, SEV-SNP, TDX, SGX (+ EPC size)
+- tsc: TSC frequency and whether KVM can scale it
+- limits: max vCPUs per VM
+"""
+
+FAMILIES: tuple[str, ...] = ("caps", "version", "cpu-models", "host-model-features", "confidential", "tsc", "limits")
+# Every family but host-model-features (KubeVirt uses those only for host-model live migration,
+# and they are the largest family on s390x: 74 labels in the corpus).
+DEFAULT_FAMILIES: tuple[str, ...] = tuple(f for f in FAMILIES if f != "host-model-features")
+# Which sources each family reads (registry names, kvminfo.sources.facts).
+FAMILY_SOURCES: dict[str, tuple[str, ...]] = {
+    "caps": ("kvm", "libvirt"),
+    "version": ("kernel-whitelist",),
+    "cpu-models": ("kvm", "libvirt"),
+    "host-model-features": ("kvm", "libvirt"),
+    "confidential": ("kvm", "libvirt"),
+    "tsc": ("kvm", "libvirt"),
+    "limits": ("kvm",),
+}

@@ -26,7 +26,7 @@ TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy n
 if TYPE_CHECKING:
     from typing import Any
 
-    from kvminfo.features.confidential import Verdict
+    from kvminfo.model import FamilyFacts, Verdict
 
 PREFIX = f"{DEFAULT_PREFIX}/"
 CPU_MODEL = "kvm-info-cpu-model-"
@@ -94,3 +94,20 @@ def limit_labels(kvm_caps: Mapping[str, int] | None) -> dict[str, str]:
     caps = kvm_caps or {}
     max_vcpus = caps.get("KVM_CAP_MAX_VCPUS") or caps.get("KVM_CAP_NR_VCPUS")
     return {f"{PREFIX}{MAX_VCPUS}": str(max_vcpus)} if max_vcpus and max_vcpus > 0 else {}
+
+
+def family_labels(facts: FamilyFacts, families: Iterable[str], warnings: list[str]) -> dict[str, str]:
+    """Candidate labels of the chosen families (caps and version are rendered elsewhere)."""
+    wanted = set(families)
+    labels: dict[str, str] = {}
+    if "cpu-models" in wanted:
+        labels.update(cpu_model_labels(facts.offered_models or (), warnings))
+    if "host-model-features" in wanted:
+        labels.update(host_model_feature_labels(facts.required_features, warnings))
+    if "confidential" in wanted:
+        labels.update(confidential_labels(facts.confidential, facts.sgx))
+    if "tsc" in wanted:
+        labels.update(tsc_labels(facts.tsc))
+    if "limits" in wanted and facts.max_vcpus:
+        labels[f"{PREFIX}{MAX_VCPUS}"] = str(facts.max_vcpus)
+    return labels

@@ -6,6 +6,9 @@ Label families (a hook may print one family only):
   KubeVirt's names), and general labels kvm-info-usable, kvm-info-nested,
   kvm-info-cpu-vendor, kvm-info-host-model. Absent means unsupported/unknown.
 - "version": kvm-info-version-<feature>=true from the kernel whitelist.
+- "cpu-models", "host-model-features", "confidential", "tsc", "limits":
+  kvminfo/labels/families.py (fully qualified keys), from
+  kvminfo.features.families.FamilyFacts.
 Keys carry no prefix when NFD's default (feature.node.kubernetes.io) is meant.
 """
 
@@ -13,11 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from kvminfo.labels import FAMILIES as ALL_FAMILIES
 from kvminfo.labels.nfd import LabelError, check_label, sanitize_value
 from kvminfo.model import FeatureVerdict, SourceResult, Status, Support
 from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT, KvmFacts
 
-FAMILIES: tuple[str, ...] = ("caps", "version")
+TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
+if TYPE_CHECKING:
+    from kvminfo.model import FamilyFacts
+
+FAMILIES = ALL_FAMILIES  # every family; the default set is kvminfo.labels.DEFAULT_FAMILIES
 CAP_PREFIX = "kvm-info-cap-hyperv-"
 KUBEVIRT_HYPERV_PREFIX = "hyperv.node.kubevirt.io/"
 VERSION_PREFIX = "kvm-info-version-"
@@ -82,10 +90,13 @@ def version_labels(sources: Mapping[str, SourceResult]) -> dict[str, str]:
 def render_labels(sources: Iterable[SourceResult], verdicts: Iterable[FeatureVerdict],
                   kubevirt_names: bool = False,
                   families: Iterable[str] = FAMILIES,
-                  source_labels: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
+                  source_labels: Mapping[str, str] | None = None,
+                  family_facts: FamilyFacts | None = None) -> tuple[dict[str, str], list[str]]:
     """(labels sorted by key, warnings). Every label is checked against NFD's
     rules; one that fails is dropped with a warning, never passed through.
-    ``source_labels``: what sources made on their own (Source.labels), checked the same way."""
+    ``source_labels``: what sources made on their own (Source.labels), checked the same way.
+    ``family_facts``: kvminfo.features.families.family_facts(); without it the families beyond
+    caps and version give no label."""
     by_name, wanted = _by_name(sources), set(families)
     warnings: list[str] = []
     candidates: dict[str, str] = dict(source_labels or {})
@@ -93,6 +104,10 @@ def render_labels(sources: Iterable[SourceResult], verdicts: Iterable[FeatureVer
         candidates.update(caps_labels(by_name, verdicts, kubevirt_names, warnings))
     if "version" in wanted:
         candidates.update(version_labels(by_name))
+    if family_facts is not None:
+        from kvminfo.labels.families import family_labels  # not on the hook's path (--family caps)
+
+        candidates.update(family_labels(family_facts, wanted, warnings))
     labels = {}
     for key in sorted(candidates):
         try:

@@ -10,6 +10,12 @@ its own labels from them:
 - attributes kvminfo.<source> what each source that answered gives (Source.attributes):
   kvminfo.kvm      usable, api_version, max_vcpus, nested, cpu_vendor
   kvminfo.libvirt  version, max_vcpus, host_model, sev, sgx, tdx, ...
+- for the label families asked for (kvminfo/labels/__init__.py), the same facts as the labels:
+  flags      kvminfo.cpu_models          one element per offered CPU model (cpu-models)
+  flags      kvminfo.host_model_features one element per required host-model feature
+  attributes kvminfo.confidential        sev, sev_es, sev_snp, tdx, sgx: "true"/"false" (left out
+                                         when unknown); sgx_epc_bytes, sev_max_guests, sev_max_es_guests
+  attributes kvminfo.tsc                 frequency_hz, scalable ("true"/"false"), said_by
 Only sources that answered contribute; an absent element means "not known".
 
 metadata.ownerReferences names the publisher pod's controller (its
@@ -84,12 +90,54 @@ def _attribute_set(values: Mapping[str, object]) -> dict[str, Any]:
     return {"elements": {key: text(value) for key, value in sorted(values.items()) if value is not None}}
 
 
+CPU_MODEL_FLAGS = "kvminfo.cpu_models"
+HOST_MODEL_FEATURE_FLAGS = "kvminfo.host_model_features"
+CONFIDENTIAL_ATTRIBUTES = "kvminfo.confidential"
+TSC_ATTRIBUTES = "kvminfo.tsc"
+
+
+def _names_after(labels: Mapping[str, str], stem: str) -> list[str]:
+    """The (already NFD-checked) names of one family's flag labels: what follows ``stem``."""
+    return [key.split("/", 1)[-1].removeprefix(stem) for key in labels if key.split("/", 1)[-1].startswith(stem)]
+
+
+def _family_sets(report: Report) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(flags, attributes) of the families beyond caps/version that this report was rendered for."""
+    facts, wanted = report.families, set(report.rendered_families)
+    flags: dict[str, Any] = {}
+    attributes: dict[str, Any] = {}
+    if facts is None:
+        return flags, attributes
+    for family, name, stem in (("cpu-models", CPU_MODEL_FLAGS, "kvm-info-cpu-model-"),
+                               ("host-model-features", HOST_MODEL_FEATURE_FLAGS, "kvm-info-host-model-requires-")):
+        if family in wanted and (names := _names_after(report.labels, stem)):
+            flags[name] = _flag_set(names)
+    if "confidential" in wanted:
+        conf: dict[str, object] = {v.name.replace("-", "_"): v.support is Support.SUPPORTED
+                                   for v in facts.confidential if v.support is not Support.UNKNOWN}
+        if conf.get("sgx") and facts.sgx:
+            conf["sgx_epc_bytes"] = facts.sgx.get("epc_bytes")
+        if conf.get("sev") and facts.sev:
+            conf["sev_max_guests"] = facts.sev.get("max_guests")
+            conf["sev_max_es_guests"] = facts.sev.get("max_es_guests")
+        if conf:
+            attributes[CONFIDENTIAL_ATTRIBUTES] = _attribute_set(conf)
+    if "tsc" in wanted and facts.tsc is not None:
+        attributes[TSC_ATTRIBUTES] = _attribute_set({"frequency_hz": facts.tsc.get("frequency_hz"),
+                                                     "scalable": facts.tsc.get("scalable"),
+                                                     "said_by": facts.tsc.get("said_by")})
+    return flags, attributes
+
+
 def features_from_report(report: Report) -> dict[str, Any]:
     """NFD's Features shape: {flags: {set: {elements}}, attributes: {...}}; empty sets left out."""
     supported = [v.name for v in report.features if v.support is Support.SUPPORTED]
     flags = {HYPERV_FLAGS: _flag_set(supported)} if supported else {}
     attributes: dict[str, Any] = {ATTRIBUTES_PREFIX + name: _attribute_set(values)
                                   for name, values in report.attributes.items()}
+    family_flags, family_attributes = _family_sets(report)
+    flags.update(family_flags)
+    attributes.update(family_attributes)
     features: dict[str, Any] = {}
     if flags:
         features["flags"] = flags

@@ -18,6 +18,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from kvminfo.errors import ParseError
+from kvminfo.sources.domcaps_families import family_facts
 from kvminfo.sources.libvirt_facts import DomainCapabilities, HostModel
 
 ROOT_TAG = "domainCapabilities"
@@ -50,6 +51,7 @@ def parse_domcaps(xml_text: str, source: str = "domain capabilities") -> DomainC
         sev=_supported(features, "sev"),
         sgx=_supported(features, "sgx"),
         tdx=_supported(features, "tdx"),
+        **family_facts(root),
     )
 
 

@@ -55,14 +55,23 @@ class KvmFacts:
     hv_cpuid: list[HvCpuidEntry] | None = None
     hv_cpuid_via: str | None = None
     hv_cpuid_missing: str | None = None
+    # Read only when a label family needs them (kvminfo.options.ProbeOptions.families):
+    # tsc_khz: KVM_GET_TSC_KHZ on a throwaway VM ("tsc"), None when not read or refused;
+    # module_params: kvm_amd sev/sev_es/sev_snp, kvm_intel tdx ("confidential"),
+    # name -> True/False, None when the module does not say; None when not read.
+    tsc_khz: int | None = None
+    module_params: dict[str, bool | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.caps is None:  # the device could not be used: only what was learnt
             known: dict[str, Any] = {"nested": self.nested, "cpu_vendor": self.cpu_vendor}
+            if self.module_params is not None:
+                known["module_params"] = dict(self.module_params)
             if self.api_version is not None:
                 known["api_version"] = self.api_version
             return known
         return {"api_version": self.api_version, "caps": dict(self.caps), "msrs": list(self.msrs),
                 "hv_cpuid": None if self.hv_cpuid is None else [dict(e) for e in self.hv_cpuid],
                 "hv_cpuid_via": self.hv_cpuid_via, "hv_cpuid_missing": self.hv_cpuid_missing,
-                "nested": self.nested, "cpu_vendor": self.cpu_vendor}
+                "nested": self.nested, "cpu_vendor": self.cpu_vendor, "tsc_khz": self.tsc_khz,
+                "module_params": None if self.module_params is None else dict(self.module_params)}

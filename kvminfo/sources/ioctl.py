@@ -35,6 +35,7 @@ KVM_CREATE_VM = _io(KVMIO, 0x01)
 KVM_GET_MSR_INDEX_LIST = _iowr(KVMIO, 0x02, 4)  # struct kvm_msr_list {u32 nmsrs; u32 indices[];}
 KVM_CHECK_EXTENSION = _io(KVMIO, 0x03)
 KVM_CREATE_VCPU = _io(KVMIO, 0x41)
+KVM_GET_TSC_KHZ = _io(KVMIO, 0xA3)  # vCPU ioctl (KVM_CAP_GET_TSC_KHZ); returns the guest TSC rate in kHz
 KVM_GET_SUPPORTED_HV_CPUID = _iowr(KVMIO, 0xC1, 8)  # struct kvm_cpuid2 {u32 nent, padding; entries[]}
 assert KVM_GET_SUPPORTED_HV_CPUID == 0xC008AEC1
 

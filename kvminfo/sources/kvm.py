@@ -128,6 +128,28 @@ def _hv_cpuid_on_vcpu(kvm_fd: int) -> list[HvCpuidEntry]:
         os.close(vm_fd)
 
 
+def read_tsc_khz(kvm_fd: int, caps: dict[str, int]) -> int | None:
+    """KVM_GET_TSC_KHZ on a throwaway VM's vCPU: the rate KVM gives a guest by default, i.e. the
+    host TSC (libvirt's host capabilities <counter name='tsc'> is this value x 1000). None when
+    KVM_CAP_GET_TSC_KHZ is 0 or the kernel refuses (logged; not a source error)."""
+    if caps.get("KVM_CAP_GET_TSC_KHZ", 0) <= 0:
+        return None
+    try:
+        vm_fd = _call(kvm_fd, _kvm.KVM_CREATE_VM, 0, "KVM_CREATE_VM")
+        try:
+            vcpu_fd = _call(vm_fd, _kvm.KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU")
+            try:
+                khz = _call(vcpu_fd, _kvm.KVM_GET_TSC_KHZ, 0, "KVM_GET_TSC_KHZ")
+            finally:
+                os.close(vcpu_fd)
+        finally:
+            os.close(vm_fd)
+    except OSError as err:
+        log.warning("kvm: no TSC frequency from KVM: %s", _why(err))
+        return None
+    return khz if khz > 0 else None
+
+
 def probe_hv_cpuid(fd: int, caps: dict[str, int]) -> tuple[list[HvCpuidEntry] | None, str | None, str | None]:
     """(entries or None, via "system"|"vcpu"|None, why not) per the caps that advertise it."""
     if caps.get("KVM_CAP_SYS_HYPERV_CPUID", 0) > 0:
@@ -193,9 +215,17 @@ def _open_device(path: str) -> int | SourceResult:
 
 
 def probe_kvm(path: str, nested_paths: tuple[str, ...] | None = None,
-              cpuinfo_path: str | None = None) -> SourceResult:
-    """Probe the KVM device at ``path``; host files default to the module's paths."""
-    host = KvmFacts(nested=read_nested(nested_paths), cpu_vendor=read_cpu_vendor(cpuinfo_path))
+              cpuinfo_path: str | None = None, families: tuple[str, ...] = ()) -> SourceResult:
+    """Probe the KVM device at ``path``; host files default to the module's paths. ``families``:
+    the label families asked for; "tsc" adds KVM_GET_TSC_KHZ (a throwaway VM, ~1 ms), "confidential"
+    the kvm_amd/kvm_intel parameters. The NFD hook (--family caps) pays for neither."""
+    params = None
+    if "confidential" in families:  # imported here: the hook path (--family caps) never loads it
+        from kvminfo.sources.kvm_params import read_confidential_params
+
+        params = read_confidential_params()
+    host = KvmFacts(nested=read_nested(nested_paths), cpu_vendor=read_cpu_vendor(cpuinfo_path),
+                    module_params=params)
     opened = _open_device(path)
     if isinstance(opened, SourceResult):
         return replace(opened, facts=host)
@@ -213,12 +243,13 @@ def probe_kvm(path: str, nested_paths: tuple[str, ...] | None = None,
         caps = read_caps(fd)
         msrs = read_msr_index_list(fd)
         hv_cpuid, via, hv_cpuid_missing = probe_hv_cpuid(fd, caps)
+        tsc_khz = read_tsc_khz(fd, caps) if "tsc" in families else None
     except _IoctlFailed as err:
         return SourceResult(KVM, Status.ERROR, f"{path}: {err}", host)
     finally:
         os.close(fd)
     facts = replace(host, api_version=api_version, caps=caps, msrs=msrs, hv_cpuid=hv_cpuid,
-                    hv_cpuid_via=via, hv_cpuid_missing=hv_cpuid_missing)
+                    hv_cpuid_via=via, hv_cpuid_missing=hv_cpuid_missing, tsc_khz=tsc_khz)
     log.debug("kvm: %s API %d, %d MSRs, HV CPUID %s", path, api_version, len(msrs), via or "absent")
     return SourceResult(KVM, Status.OK, "", facts)
 
@@ -229,7 +260,7 @@ class KvmSource(LocalSource):
     name = KVM
 
     def probe(self, options: ProbeOptions) -> SourceResult:
-        return probe_kvm(options.kvm_path)
+        return probe_kvm(options.kvm_path, families=options.families)
 
     def summary(self, result: SourceResult) -> str:
         f = result.facts

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import xml.etree.ElementTree as ET
 
 from kvminfo.errors import KvminfoError, one_line
 from kvminfo.model import SourceResult, Status
 from kvminfo.options import DEFAULT_LIBVIRT_URI, ProbeOptions
 from kvminfo.sources.domcaps import DomcapsError, parse_domcaps
+from kvminfo.sources.domcaps_families import host_tsc_counter
 from kvminfo.sources.facts import LIBVIRT
 from kvminfo.sources.libvirt_facts import LibvirtFacts
 from kvminfo.sources.operator_file import read_operator_file
@@ -51,8 +53,9 @@ def replay_domcaps(path: str) -> LibvirtFacts:
     return LibvirtFacts(uri=None, libvirt_version=None, domcaps=domcaps, replayed_from=path)
 
 
-def ask_libvirt(uri: str) -> SourceResult:
-    """One blocking virConnectGetDomainCapabilities at ``uri`` (the runner bounds it)."""
+def ask_libvirt(uri: str, tsc: bool = False) -> SourceResult:
+    """One blocking virConnectGetDomainCapabilities at ``uri`` (the runner bounds it); with ``tsc``
+    also virConnectGetCapabilities for the host's <counter name='tsc'> (the "tsc" label family)."""
     try:
         import libvirt
     except ImportError:
@@ -67,6 +70,7 @@ def ask_libvirt(uri: str) -> SourceResult:
         try:
             version = _version_string(conn.getLibVersion())
             xml_text = conn.getDomainCapabilities(None, None, None, "kvm")
+            host_caps = conn.getCapabilities() if tsc else None
         finally:
             conn.close()
     except libvirt.libvirtError as err:
@@ -77,7 +81,18 @@ def ask_libvirt(uri: str) -> SourceResult:
     except DomcapsError as err:
         # libvirt answered, but not with anything we can use: not the operator's input.
         return SourceResult(LIBVIRT, Status.ERROR, str(err), LibvirtFacts(uri=uri, libvirt_version=version))
-    return SourceResult(LIBVIRT, Status.OK, "", LibvirtFacts(uri=uri, libvirt_version=version, domcaps=domcaps))
+    counter = _tsc_counter(host_caps, uri) if host_caps is not None else None
+    return SourceResult(LIBVIRT, Status.OK, "", LibvirtFacts(uri=uri, libvirt_version=version, domcaps=domcaps,
+                                                            tsc_counter=counter))
+
+
+def _tsc_counter(host_caps: str, uri: str) -> dict[str, Any] | None:
+    """The TSC counter of libvirt's host capabilities; a malformed answer only costs the TSC labels."""
+    try:
+        return host_tsc_counter(host_caps)
+    except ET.ParseError as err:
+        log.warning("libvirt at %s: host capabilities are not valid XML (%s); no TSC labels", uri, err)
+        return None
 
 
 _handler_lock = threading.Lock()
@@ -115,7 +130,7 @@ class LibvirtSource:
         if options.domcaps_xml is not None:
             return SourceResult(LIBVIRT, Status.OK, f"replayed {options.domcaps_xml}",
                                 replay_domcaps(options.domcaps_xml))
-        return ask_libvirt(options.libvirt_uri or DEFAULT_LIBVIRT_URI)
+        return ask_libvirt(options.libvirt_uri or DEFAULT_LIBVIRT_URI, tsc="tsc" in options.families)
 
     def summary(self, result: SourceResult) -> str:
         f = result.facts

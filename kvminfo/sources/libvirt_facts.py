@@ -27,6 +27,8 @@ class DomainCapabilities:
     libvirt >= 11.9 <defaults> children, tag -> int | str | bool ({} otherwise);
     host_model: None unless host-model is supported; custom_models: usable='yes'
     names in document order; sev/sgx/tdx: <features><NAME supported='yes'>.
+    cpu_models, host_model_required_features, confidential: the label families'
+    raw facts, shapes in kvminfo/sources/domcaps_families.py (None: not offered).
     """
 
     domain_type: str | None = None
@@ -42,6 +44,9 @@ class DomainCapabilities:
     sev: bool = False
     sgx: bool = False
     tdx: bool = False
+    cpu_models: list[dict[str, Any]] | None = None
+    host_model_required_features: list[str] | None = None
+    confidential: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,12 +56,15 @@ class DomainCapabilities:
 class LibvirtFacts:
     """uri: the connection asked (None for a replay, then replayed_from: the file);
     libvirt_version "9.0.0" (None for a replay); domcaps: None when there was no
-    usable answer."""
+    usable answer. tsc_counter: host capabilities' <counter name='tsc'>
+    ({frequency_hz, scaling}), asked only for the "tsc" label family; None when
+    not asked, absent, or replayed."""
 
     uri: str | None = None
     libvirt_version: str | None = None
     domcaps: DomainCapabilities | None = None
     replayed_from: str | None = None
+    tsc_counter: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"uri": self.uri}
@@ -66,4 +74,6 @@ class LibvirtFacts:
             out.update(self.domcaps.to_json())
         if self.replayed_from is not None:
             out["replayed_from"] = self.replayed_from
+        if self.tsc_counter is not None:
+            out["tsc_counter"] = dict(self.tsc_counter)
         return out

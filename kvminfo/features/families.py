@@ -1,0 +1,75 @@
+"""Pure: source results -> the facts of the label families beyond Hyper-V, each with why it is absent.
+
+One FamilyFacts per collect(): the labels (kvminfo.labels.families), the
+NodeFeature sets (kvminfo.output.nodefeature) and `kvminfo probe` all read it,
+so the three outputs cannot disagree. Rules: kvminfo.features.cpu_models,
+.confidential, .tsc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kvminfo.features.confidential import confidential_verdicts
+from kvminfo.features.cpu_models import DEFAULT_OBSOLETE_CPU_MODELS, host_model_obsolete, offered_models
+from kvminfo.features.tsc import tsc_info
+from kvminfo.model import FamilyFacts, SourceResult, Status, source_named
+from kvminfo.sources.facts import KVM, LIBVIRT, KvmFacts
+from kvminfo.sources.libvirt_facts import DomainCapabilities, LibvirtFacts
+
+
+def _why_not(source: SourceResult | None, name: str) -> str:
+    if source is None:
+        return f"{name} not asked"
+    if source.status is Status.DISABLED:
+        return f"{name} switched off ({source.reason})"
+    return f"{name} {source.status.value}: {source.reason}"
+
+
+def family_facts(sources: Iterable[SourceResult], obsolete: frozenset[str] | None = None) -> FamilyFacts:
+    """Everything the families need from the kvm and libvirt results; ``obsolete`` None = KubeVirt's list."""
+    results = tuple(sources)
+    kvm, libvirt = source_named(results, KVM), source_named(results, LIBVIRT)
+    kvm_facts = kvm.facts if kvm is not None and kvm.ok and isinstance(kvm.facts, KvmFacts) else None
+    lv_facts = libvirt.facts if libvirt is not None and libvirt.ok and isinstance(libvirt.facts, LibvirtFacts) \
+        else None
+    domcaps: DomainCapabilities | None = lv_facts.domcaps if lv_facts is not None else None
+    absent: dict[str, str] = {}
+    if kvm is not None and kvm.status is not Status.DISABLED and kvm_facts is None:
+        why = f"no usable KVM ({_why_not(kvm, 'kvm')}): no VM can run here"
+        return FamilyFacts(absent={f: why for f in ("cpu-models", "host-model-features", "confidential",
+                                                      "tsc", "limits")})
+    obsolete = DEFAULT_OBSOLETE_CPU_MODELS if obsolete is None else obsolete
+    offered, left_out = (None, {}) if domcaps is None else offered_models(domcaps.cpu_models, obsolete)
+    host_model = domcaps.host_model.model if domcaps is not None and domcaps.host_model else None
+    required = domcaps.host_model_required_features if domcaps is not None else None
+    conf = domcaps.confidential if domcaps is not None else None
+    params = kvm_facts.module_params if kvm_facts is not None else None
+    caps = kvm_facts.caps if kvm_facts is not None else None
+    tsc = tsc_info(lv_facts.tsc_counter if lv_facts is not None else None,
+                   kvm_facts.tsc_khz if kvm_facts is not None else None, caps)
+    max_vcpus = (caps or {}).get("KVM_CAP_MAX_VCPUS") or (caps or {}).get("KVM_CAP_NR_VCPUS") or None
+    if domcaps is None:
+        why = _why_not(libvirt, "libvirt")
+        absent.update({"cpu-models": why, "host-model-features": why, "confidential": why})
+    else:
+        if not offered:
+            absent["cpu-models"] = ("libvirt offers no named CPU model (no supported custom mode)"
+                                    if domcaps.cpu_models is None else
+                                    "libvirt marks no model usable" if not left_out else
+                                    f"every model libvirt marks usable is left out: "
+                                    f"{', '.join(f'{m} ({why})' for m, why in left_out.items())}")
+        if not required:
+            absent["host-model-features"] = ("libvirt has no supported host-model" if required is None
+                                             else "the host model requires no extra feature")
+    if tsc is None:
+        absent["tsc"] = (f"no TSC frequency: libvirt host capabilities ({_why_not(libvirt, 'libvirt')}"
+                         f"{', or no <counter name=tsc>' if lv_facts is not None else ''}) and KVM "
+                         f"({_why_not(kvm, 'kvm') if kvm_facts is None else 'KVM_GET_TSC_KHZ not available'})")
+    if max_vcpus is None:
+        absent["limits"] = _why_not(kvm, "kvm") if kvm_facts is None else "KVM reports no vCPU limit"
+    return FamilyFacts(offered_models=None if offered is None else tuple(offered), left_out_models=left_out,
+                       host_model=host_model, host_model_obsolete=host_model_obsolete(host_model, obsolete),
+                       required_features=None if required is None else tuple(required),
+                       confidential=confidential_verdicts(conf, params),
+                       sgx=(conf or {}).get("sgx"), sev=(conf or {}).get("sev"), tsc=tsc, max_vcpus=max_vcpus, absent=absent)
