@@ -36,8 +36,10 @@ def parse_bool_param(text: str) -> bool | None:
     return None
 
 
-def read_confidential_params(sys_module: str = SYS_MODULE) -> dict[str, bool | None]:
-    """{sev, sev_es, sev_snp, tdx}: True/False as the module says, None when it does not say."""
+def read_confidential_params(sys_module: str | None = None) -> dict[str, bool | None]:
+    """{sev, sev_es, sev_snp, tdx}: True/False as the module says, None when it does not say.
+    ``sys_module`` defaults to SYS_MODULE (read at call time)."""
+    sys_module = SYS_MODULE if sys_module is None else sys_module
     out: dict[str, bool | None] = {}
     for name, (module, param) in CONFIDENTIAL_PARAMS.items():
         try:
