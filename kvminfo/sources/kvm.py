@@ -145,7 +145,7 @@ def read_tsc_khz(kvm_fd: int, caps: dict[str, int]) -> int | None:
         finally:
             os.close(vm_fd)
     except OSError as err:
-        log.warning("kvm: no TSC frequency from KVM: %s", _why(err))
+        log.debug("kvm: no TSC frequency from KVM: %s", _why(err))  # probe explains the absent tsc family
         return None
     return khz if khz > 0 else None
 
