@@ -53,6 +53,16 @@ FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, de
 KNOWN_KEYS = frozenset({f"{CAP_PREFIX}{f}" for f in ALL_FEATURES} | {f"{KUBEVIRT_HYPERV_PREFIX}{f}" for f in ALL_FEATURES}
                        | {f"{VERSION_PREFIX}{f}" for f in WHITELIST_FEATURES}
                        | {"kvm-info-usable", "kvm-info-nested", "kvm-info-cpu-vendor", "kvm-info-host-model"})
+# The label families beyond Hyper-V (kvminfo/labels/families.py): fixed keys, and stems followed by a
+# CPU model or feature name from libvirt (checked by nfd_rejects like every key).
+FAMILY_KEYS = frozenset(f"feature.node.kubernetes.io/kvm-info-{k}" for k in (
+    "sev", "sev-es", "sev-snp", "tdx", "sgx", "sgx-epc-bytes", "tsc-frequency", "tsc-scalable", "max-vcpus"))
+FAMILY_KEY_STEMS = ("feature.node.kubernetes.io/kvm-info-cpu-model-",
+                    "feature.node.kubernetes.io/kvm-info-host-model-requires-")
+
+
+def known_key(key: str) -> bool:
+    return key in KNOWN_KEYS or key in FAMILY_KEYS or key.startswith(FAMILY_KEY_STEMS)
 
 
 class Judge:
@@ -89,7 +99,7 @@ class Judge:
         else:
             self.accepted += 1
             why = "; ".join(f"{key}={value!r}: {problem}" for key, value in labels.items()
-                            for problem in [nfd_rejects(key, value) or ("unknown key" if key not in KNOWN_KEYS else "")]
+                            for problem in [nfd_rejects(key, value) or ("unknown key" if not known_key(key) else "")]
                             if problem)
         if why:
             why += f" <- input {data[:160]!r} (whole: {self._keep(data)})"
