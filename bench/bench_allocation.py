@@ -35,10 +35,10 @@ PREFERRED = "/v1beta1.DevicePlugin/GetPreferredAllocation"
 ALLOCATE = "/v1beta1.DevicePlugin/Allocate"
 
 
-def preferred(rig: Rig, quick: bool) -> list[str]:
+def preferred(rig: Rig, quick: bool, slot_counts: list[int]) -> list[str]:
     lines = ["| slots | kvminfo p50 / p99 | kvminfo CPU per call | kvminfo RSS: start -> after burst -> 2 s later "
              "| floor p50 / p99 | floor CPU per call | floor RSS: start -> after -> 2 s later |", "|---" * 7 + "|"]
-    for slots in (10, 1_000, 10_000, 100_000):
+    for slots in slot_counts:
         calls = {10: 2000, 1_000: 1000, 10_000: 300, 100_000: 40}[slots] // (4 if quick else 1)
         row = [f"{slots:,}"]
         for kind in ("kvminfo", "floor"):
@@ -102,6 +102,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run, figures not for the README)")
     parser.add_argument("--part", choices=("preferred", "allocate", "both"), default="both")
+    parser.add_argument("--preferred-slots", type=int, nargs="+", default=[10, 1_000, 10_000, 100_000],
+                        help="GetPreferredAllocation: slot counts")
     parser.add_argument("--slots", type=int, nargs="+", default=[10, 1_000, 10_000], help="Allocate: slot counts")
     parser.add_argument("--resources", type=int, nargs="+", default=[1, 10], help="Allocate: resource counts")
     parser.add_argument("--callers", type=int, nargs="+", default=[1, 4, 16, 64], help="Allocate: concurrent callers")
@@ -112,7 +114,7 @@ def main() -> int:
     out = []
     try:
         if args.part in ("preferred", "both"):
-            out += ["", "GetPreferredAllocation (every slot available, size 1):", ""] + preferred(rig, args.quick)
+            out += ["", "GetPreferredAllocation (every slot available, size 1):", ""] + preferred(rig, args.quick, args.preferred_slots)
         if args.part in ("allocate", "both"):
             out += ["", "Allocate (one container, one slot):", ""] + allocate(rig, args.quick, args.slots, args.resources, args.callers,
                                                                         1 if args.quick else args.repeat)
