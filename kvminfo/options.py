@@ -7,7 +7,6 @@ import logging
 import os
 from dataclasses import dataclass, replace
 
-from kvminfo.durations import EXAMPLES, DurationError, format_duration, parse_duration
 from kvminfo.labels import DEFAULT_FAMILIES, FAMILIES, FAMILY_SOURCES
 
 DEFAULT_KVM_PATH = "/dev/kvm"
@@ -39,7 +38,10 @@ class ProbeOptions:
 
 def libvirt_deadline(text: str) -> float:
     """argparse type for --libvirt-timeout: a duration (kvminfo.durations: "10", "2.5s",
-    "1m"), above zero, at most an hour."""
+    "1m"), above zero, at most an hour. Imported here: the NFD hook path without
+    --libvirt-timeout never loads kvminfo.durations."""
+    from kvminfo.durations import EXAMPLES, DurationError, format_duration, parse_duration
+
     try:
         return float(parse_duration(text, "--libvirt-timeout", maximum_s=MAX_LIBVIRT_DEADLINE_S))
     except DurationError:
@@ -62,7 +64,7 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
                    help="libvirt connection URI (default: %(default)s)")
     g.add_argument("--libvirt-timeout", type=libvirt_deadline, default=DEFAULT_LIBVIRT_DEADLINE_S, metavar="DURATION",
                    help="give up on libvirt after this long (seconds, or e.g. 2.5s, 1m; more than 0, at most "
-                        f"{format_duration(MAX_LIBVIRT_DEADLINE_S)}); the other sources still report "
+                        f"{MAX_LIBVIRT_DEADLINE_S / 3600:g}h); the other sources still report "
                         "(default: %(default)gs)")
     libvirt_or_replay.add_argument("--domcaps-xml", metavar="FILE",
                                    help="replay a recorded `virsh domcapabilities` output instead of asking libvirt "

@@ -16,7 +16,6 @@ import threading
 import time
 from dataclasses import replace
 
-from kvminfo.durations import format_duration
 from kvminfo.errors import KvminfoError, ParseError
 from kvminfo.model import SourceResult, Status
 from kvminfo.threads import start_daemon
@@ -76,6 +75,8 @@ class _Run:
         if self.operator_error is not None:
             raise self.operator_error
         if self.result is None:
+            from kvminfo.durations import format_duration  # only when a source times out
+
             reason = f"{self.source.describe(self.options)} did not answer within {format_duration(self.deadline_s)}"
             log.warning("%s; reporting it as timed out, the other sources still count", reason)
             return SourceResult(self.source.name, Status.TIMEOUT, reason, elapsed_ms=self.deadline_s * 1000)
