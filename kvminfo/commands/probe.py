@@ -8,16 +8,13 @@ import sys
 from typing import Any
 
 from kvminfo.collect import collect
+from kvminfo.features.family_facts import FamilyFacts
 from kvminfo.labels import FAMILIES
 from kvminfo.logsetup import configure_logging
 from kvminfo.model import Report, SourceResult, Status
 from kvminfo.options import add_probe_arguments, options_for_families, probe_options_from_args
 from kvminfo.sources import registry
 from kvminfo.sources.facts import KVM, KvmFacts
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from kvminfo.model import FamilyFacts
 
 DESCRIPTION = """\
 Probe this node and explain the result: each source (kvm, libvirt,
@@ -40,7 +37,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_probe_arguments(parser)
     parser.add_argument("--json", action="store_true",
-                        help="one JSON document (top-level keys api_version, sources, features, labels, warnings)")
+                        help="one JSON document (top-level keys api_version, sources, features, families, labels, warnings)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step on stderr")
     return parser
 
@@ -86,6 +83,7 @@ def _family_detail(name: str, fam: FamilyFacts) -> str:
 def _families_text(report: Report) -> list[str]:
     """One line per label family beyond caps/version: what it found, or why it gives no label."""
     fam = report.families
+    assert fam is None or isinstance(fam, FamilyFacts)
     chosen = [f for f in FAMILIES if f not in ("caps", "version")]
     lines = ["families:"]
     for name in chosen:

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kvminfo.model import Support, Verdict
+from kvminfo.features.family_facts import Verdict
+from kvminfo.model import Support
 
 TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:

@@ -12,8 +12,9 @@ from collections.abc import Iterable
 
 from kvminfo.features.confidential import confidential_verdicts
 from kvminfo.features.cpu_models import DEFAULT_OBSOLETE_CPU_MODELS, host_model_obsolete, offered_models
+from kvminfo.features.family_facts import FamilyFacts
 from kvminfo.features.tsc import tsc_info
-from kvminfo.model import FamilyFacts, SourceResult, Status, source_named
+from kvminfo.model import SourceResult, Status, source_named
 from kvminfo.sources.facts import KVM, LIBVIRT, KvmFacts
 from kvminfo.sources.libvirt_facts import DomainCapabilities, LibvirtFacts
 

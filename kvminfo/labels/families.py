@@ -26,7 +26,7 @@ TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy n
 if TYPE_CHECKING:
     from typing import Any
 
-    from kvminfo.model import FamilyFacts, Verdict
+    from kvminfo.features.family_facts import FamilyFacts, Verdict
 
 PREFIX = f"{DEFAULT_PREFIX}/"
 CPU_MODEL = "kvm-info-cpu-model-"

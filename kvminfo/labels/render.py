@@ -23,7 +23,7 @@ from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT, KvmFacts
 
 TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
-    from kvminfo.model import FamilyFacts
+    from kvminfo.features.family_facts import FamilyFacts
 
 FAMILIES = ALL_FAMILIES  # every family; the default set is kvminfo.labels.DEFAULT_FAMILIES
 CAP_PREFIX = "kvm-info-cap-hyperv-"

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvminfo.errors import ParseError
+from kvminfo.features.family_facts import FamilyFacts
 from kvminfo.k8snames import DNS_SUBDOMAIN_MAX, is_dns_label, is_dns_subdomain
 from kvminfo.model import Report, Support
 from kvminfo.output.base import labels_changed
@@ -106,7 +107,7 @@ def _family_sets(report: Report) -> tuple[dict[str, Any], dict[str, Any]]:
     facts, wanted = report.families, set(report.rendered_families)
     flags: dict[str, Any] = {}
     attributes: dict[str, Any] = {}
-    if facts is None:
+    if not isinstance(facts, FamilyFacts):
         return flags, attributes
     for family, name, stem in (("cpu-models", CPU_MODEL_FLAGS, "kvm-info-cpu-model-"),
                                ("host-model-features", HOST_MODEL_FEATURE_FLAGS, "kvm-info-host-model-requires-")):
