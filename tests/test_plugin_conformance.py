@@ -169,6 +169,27 @@ def test_case3_restored_within_one_poll_without_inotify(plugin_dir: Path, nodes:
         wait_until(lambda: spec_file.exists(), 1.5, "the spec written again by the poll")
 
 
+def test_case3_slots_are_unhealthy_while_the_spec_cannot_be_written(plugin_dir: Path, nodes: tuple[Path, Path],
+                                                                   tmp_path: Path) -> None:
+    """CDI names the runtime cannot resolve must not be handed out as if all were well."""
+    cdi_dir = tmp_path / "cdi"
+    spec_file = cdi_dir / "test.kvminfo.io-vhost-net.json"
+    settings = {"pluginDir": str(plugin_dir), "cdiDir": str(cdi_dir), "pollIntervalSeconds": 60,
+                "resources": [{"name": NET, "devices": [str(n) for n in nodes], "cdi": True}]}
+    with kubelet(plugin_dir) as k, running_plugin(settings):
+        k.wait_registered(NET)
+        while not spec_file.is_dir():  # a directory where the spec goes: it cannot be written (EISDIR)
+            spec_file.unlink(missing_ok=True)
+            try:
+                spec_file.mkdir()
+            except FileExistsError:
+                pass  # the plugin wrote it back first; again
+        k.wait_health(NET, lambda d: set(d.values()) == {"Unhealthy"}, timeout_s=2.0)
+        spec_file.rmdir()
+        k.wait_health(NET, lambda d: set(d.values()) == {"Healthy"}, timeout_s=2.0)
+        assert cdi_rules.problems(json.loads(spec_file.read_text())) == []
+
+
 @pytest.mark.parametrize("name, version", [
     ("test.kvminfo.io/vhost.net", "0.6.0"),  # a '.' in the class (as nvidia.com/mig-1g.5gb) needs 0.6.0
     ("test.kvminfo.io/kvm", "0.3.0"),

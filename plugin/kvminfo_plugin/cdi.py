@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from kvminfo.errors import KvminfoError
 from kvminfo.output.atomic import write_atomic
 from kvminfo_plugin.config import DeviceGroup, ResourceConfig
 from kvminfo_plugin.dirwatch import Change, DirectoryWatcher, DirEvent
+from kvminfo_plugin.logs import FailureLog, errno_text
 from kvminfo_plugin.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -152,8 +154,13 @@ class SpecKeeper:
     elsewhere) is rewritten at once through inotify, at the latest within one poll.
     The spec is left in place on exit (see the module docstring)."""
 
-    def __init__(self, cdi_dir: Path, resources: tuple[ResourceConfig, ...], poll_interval_s: float) -> None:
+    def __init__(self, cdi_dir: Path, resources: tuple[ResourceConfig, ...], poll_interval_s: float,
+                 on_state: Callable[[ResourceConfig, str], None] = lambda _resource, _problem: None) -> None:
+        """``on_state(resource, problem)``: called when a spec could not be written
+        (``problem`` says why) and when it is present again (``problem`` "")."""
         self._cdi_dir = cdi_dir
+        self._on_state = on_state
+        self._failures: dict[str, FailureLog] = {r.name: FailureLog() for r in resources}
         self._resources = [r for r in resources if r.cdi]
         self._poll_interval_s = poll_interval_s
         self._wake = threading.Event()
@@ -196,10 +203,20 @@ class SpecKeeper:
             if stopping.is_set():
                 return
             for resource in self._resources:
+                failures = self._failures[resource.name]
                 try:
                     self._ensure(resource, starting=False)
                 except KvminfoError as err:
-                    log.warning("%s; retrying within %.0f s", err, self._poll_interval_s)
+                    if failures.failures == 0:
+                        self._on_state(resource, str(err))
+                    suffix = failures.failed(str(err), time.monotonic())
+                    if suffix is not None:
+                        log.warning("%s; its slots are Unhealthy until it is written (retrying at once on a change "
+                                    "in %s, else within %.0f s)%s", err, self._cdi_dir, self._poll_interval_s, suffix)
+                    continue
+                if failures.failures:
+                    failures.succeeded()
+                    self._on_state(resource, "")
 
     def _ensure(self, resource: ResourceConfig, starting: bool) -> None:
         path = spec_path(self._cdi_dir, resource)
@@ -219,7 +236,7 @@ class SpecKeeper:
             self._cdi_dir.mkdir(mode=0o755, parents=True, exist_ok=True)  # runtimes read it world-readable
             write_atomic(path, content, mode=0o644)
         except OSError as err:
-            raise KvminfoError(f"{path}: cannot write the CDI spec: {err.strerror}") from None
+            raise KvminfoError(f"{path}: cannot write the CDI spec: {errno_text(err)}") from None
         if starting:
             log.info("wrote CDI spec %s (kind %s, cdiVersion %s)", path, resource.effective_cdi_kind,
                      json.loads(content)["cdiVersion"])

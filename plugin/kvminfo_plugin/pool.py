@@ -50,6 +50,7 @@ class DevicePool:
         self._healthy_paths: set[str] = set()
         # Replaced, never mutated: Allocate reads it without the lock.
         self._healthy_groups: frozenset[DeviceGroup] = frozenset()
+        self._blocked = ""  # why every slot is Unhealthy whatever the nodes say ("": not blocked)
         self._closed = False
         self._responses = ResponseCache(policy_for(resource))
         # Counter children looked up once: .labels() takes a lock and a dict lookup per call.
@@ -66,12 +67,23 @@ class DevicePool:
                 self._healthy_paths.add(path)
             else:
                 self._healthy_paths.discard(path)
-            groups = frozenset(g for g in self.inventory.groups if all(p in self._healthy_paths for p in g.paths))
-            if groups != self._healthy_groups:
-                self._healthy_groups = groups
-                self.listing = self._build_listing(self.listing.version + 1)
-                self._cond.notify_all()
-            return len(groups) * self.resource.slots, len(self.inventory.group_of)
+            return self._update()
+
+    def set_blocked(self, reason: str) -> tuple[int, int]:
+        """Every slot Unhealthy while ``reason`` is not empty (the CDI spec its
+        answers name cannot be written: the runtime could not resolve them)."""
+        with self._cond:
+            self._blocked = reason
+            return self._update()
+
+    def _update(self) -> tuple[int, int]:
+        groups = frozenset() if self._blocked else frozenset(
+            g for g in self.inventory.groups if all(p in self._healthy_paths for p in g.paths))
+        if groups != self._healthy_groups:
+            self._healthy_groups = groups
+            self.listing = self._build_listing(self.listing.version + 1)
+            self._cond.notify_all()
+        return len(groups) * self.resource.slots, len(self.inventory.group_of)
 
     def _build_listing(self, version: int) -> Listing:
         healthy = self._healthy_groups

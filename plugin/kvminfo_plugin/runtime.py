@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kvminfo.errors import KvminfoError
 from kvminfo_plugin.cdi import SpecKeeper
-from kvminfo_plugin.config import KUBEVIRT_RESOURCE, PluginConfig
+from kvminfo_plugin.config import KUBEVIRT_RESOURCE, PluginConfig, ResourceConfig
 from kvminfo_plugin.health import HealthMonitor, PathHealth
 from kvminfo_plugin.metrics import MetricsServer, PluginMetrics
 from kvminfo_plugin.pool import DevicePool
@@ -34,7 +34,7 @@ class PluginRuntime:
         self.servers = [SocketServer(s, config.plugin_dir / s.resource.socket_name) for s in self.services]
         self.supervisor = Supervisor(config.plugin_dir, self.servers, self.metrics, config.poll_interval_s)
         self.health = HealthMonitor(_paths_with_access(config), self._on_health_change, config.poll_interval_s)
-        self.cdi_specs = SpecKeeper(config.cdi_dir, config.resources, config.poll_interval_s)
+        self.cdi_specs = SpecKeeper(config.cdi_dir, config.resources, config.poll_interval_s, self._on_spec_state)
         self.metrics_server: MetricsServer | None = None
 
     @staticmethod
@@ -59,6 +59,13 @@ class PluginRuntime:
                         "is healthy" if health.healthy else "is unhealthy", health.reason, pool.resource.name,
                         healthy, total)
         self.cdi_specs.wake()  # a symlinked node may point elsewhere now
+
+    def _on_spec_state(self, resource: ResourceConfig, problem: str) -> None:
+        for pool in self.pools:
+            if pool.resource is resource:
+                healthy, total = pool.set_blocked(problem)
+                log.log(logging.WARNING if problem else logging.INFO, "%s: %d of %d slots Healthy (%s)", resource.name,
+                        healthy, total, "its CDI spec cannot be written" if problem else "its CDI spec is back")
 
     def run(self) -> None:
         """Serve until stop(). On the way out: sockets still ours are removed; CDI
