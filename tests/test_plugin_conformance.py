@@ -89,14 +89,16 @@ def test_case1_independent_groups_each_have_their_own_slots(plugin_dir: Path, no
         for device_id in ids:
             by_group.setdefault(device_id.rsplit("-", 1)[0], []).append(device_id)
         assert len(by_group) == 2
-        for group_ids in by_group.values():
+        path_of: dict[str, str] = {}
+        for prefix, group_ids in by_group.items():
             response = k.stub(NET).Allocate(api.AllocateRequest(container_requests=[
-                api.ContainerAllocateRequest(devices_ids=group_ids[:1])]), timeout=5)
-            assert len(_paths(response.container_responses[0])) == 1
+                api.ContainerAllocateRequest(devices_ids=group_ids)]), timeout=5)  # both slots of one group
+            [path_of[prefix]] = _paths(response.container_responses[0])  # its one node, once
+        assert sorted(path_of.values()) == sorted(map(str, nodes))
         second.unlink()  # only that group's slots go
         latest = k.wait_health(NET, lambda d: list(d.values()).count("Unhealthy") == 2, timeout_s=1.0)
-        assert sorted(i for i, h in latest.items() if h == "Healthy") == sorted(by_group[min(by_group)]) or \
-            sorted(i for i, h in latest.items() if h == "Healthy") == sorted(by_group[max(by_group)])
+        [kept] = [prefix for prefix, path in path_of.items() if path == str(first)]
+        assert sorted(i for i, h in latest.items() if h == "Healthy") == sorted(by_group[kept])
 
 
 @pytest.mark.parametrize("resource, field, fragment", [

@@ -141,7 +141,7 @@ def test_help_explains_every_option() -> None:
     stdout, _ = process.communicate(timeout=20)
     assert process.returncode == 0
     for option in ("--config", "--plugin-dir", "--cdi-dir", "--metrics-port", "--resource", "--slots",
-                   "--permissions", "--cdi", "--no-cdi", "microk8s", "1000"):
+                   "--permissions", "--cdi", "--no-cdi", "--remove-cdi-specs", "groups", "microk8s", "1000"):
         assert option in stdout
 
 
