@@ -21,8 +21,8 @@ import os
 import shlex
 import stat
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 KVMINFO = REPO / ".venv" / "bin" / "kvminfo"
@@ -54,12 +54,12 @@ def reach_script(paths: Iterable[Path] | None = None) -> str:
         d = shlex.quote(str(directory))
         holds = [f"h{i}" for i in range(len(entries))]
         is_dir = [os.path.isdir(directory / entry) for entry in entries]
-        for hold, entry, dir_ in zip(holds, entries, is_dir):
+        for hold, entry, dir_ in zip(holds, entries, is_dir, strict=True):
             # --rbind: mounts below the entry (a checkout on its own mount) come along
             commands.append(f"{hold}=$(mktemp{' -d' if dir_ else ''}) && "
                             f"mount --rbind {d}/{shlex.quote(entry)} ${hold}")
         commands.append(f"mount -t tmpfs -o mode=0755 kvminfo-test {d}")
-        for hold, entry, dir_ in zip(holds, entries, is_dir):
+        for hold, entry, dir_ in zip(holds, entries, is_dir, strict=True):
             target = f"{d}/{shlex.quote(entry)}"
             commands.append(f"{'mkdir' if dir_ else 'touch'} {target} && mount --rbind ${hold} {target} && "
                             f"umount -R ${hold} && rm -d ${hold}")
