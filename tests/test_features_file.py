@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import DOMCAPS_FIXTURES, KVMINFO, PrivateLibvirtd, require_real
+from signal_ready import wait_until_catching
 from other_user import as_user, unreadable_checkout
 from kvminfo.output.featurefile_writer import Schedule, rewrite_reason, schedule_from_args
 from kvminfo.options import ProbeOptions
@@ -509,7 +510,8 @@ def test_sigterm_during_a_hung_probe_exits_at_once(tmp_path: Path, private_libvi
     private_libvirtd.pause()
     sidecar = sidecar_factory("-o", str(tmp_path / "kvminfo"), "--interval", "1m",
                               "--libvirt-uri", private_libvirtd.uri, "--libvirt-timeout", "30")
-    time.sleep(1.0)  # well inside the 30 s libvirt deadline
+    wait_until_catching(sidecar.process)
+    time.sleep(0.5)  # into the hung probe, well inside the 30 s libvirt deadline
     code, took = sidecar.terminate()
     assert code == 0
     assert took < 0.5
@@ -523,7 +525,8 @@ def test_sigterm_before_a_one_shot_write_is_not_success(tmp_path: Path, private_
     private_libvirtd.pause()
     one_shot = sidecar_factory("-o", str(tmp_path / "kvminfo"),
                                "--libvirt-uri", private_libvirtd.uri, "--libvirt-timeout", "30")
-    time.sleep(1.0)
+    wait_until_catching(one_shot.process)
+    time.sleep(0.5)
     code, took = one_shot.terminate()
     assert code == 1 and took < 0.5
     assert "stopped on SIGTERM before" in one_shot.log()

@@ -19,6 +19,7 @@ from typing import Iterator
 import cdi_rules
 import pytest
 from plugin_harness import KVMINFO, kubelet, plugin_process
+from signal_ready import wait_until_catching
 
 RESOURCE = "devices.kvminfo.io/kvm"
 
@@ -194,7 +195,8 @@ def test_start_up_warns_about_a_node_that_is_no_char_device_and_kubevirts_name(s
     plain.write_text("")
     process = plugin_process("--plugin-dir", str(short_dir), "--metrics-port", "0",
                              "--resource", f"test.kvminfo.io/plain={plain}", "--resource", "devices.kubevirt.io/kvm=/dev/kvm")
-    time.sleep(1.5)
+    wait_until_catching(process)  # the start-up warnings are logged whatever happens after this
+    time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=5)
     assert process.returncode == 0, stderr
@@ -274,7 +276,8 @@ def test_case10_a_bind_error_is_one_line_with_its_errno_and_no_grpc_core_lines(s
 def test_case10_a_node_missing_at_start_is_a_warning(short_dir: Path) -> None:
     process = plugin_process("--plugin-dir", str(short_dir), "--metrics-port", "0",
                              "--resource", f"test.kvminfo.io/gone={short_dir / 'no-such-node'}")
-    time.sleep(1.0)
+    wait_until_catching(process)  # run() logs each path's health first, stopped or not
+    time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=5)
     [line] = [line for line in stderr.splitlines() if "no-such-node" in line and "starting" not in line]

@@ -19,6 +19,7 @@ import pytest
 
 from apiserver_standin import ApiServerStandin, load_validator, self_signed_certificate
 from conftest import KVMINFO, PrivateLibvirtd
+from signal_ready import wait_until_catching
 from kvm_fakes import HyperVKernel
 from kvminfo import cli
 from kvminfo.commands import publish as publish_command
@@ -513,7 +514,8 @@ def start_with_hung_libvirt(kubeconfig: Path, daemon: PrivateLibvirtd, *extra: s
 def test_sigterm_during_a_hung_probe_exits_at_once(standin, kubeconfig, private_libvirtd):
     """The same stop as features-file's (one periodic loop): it used to wait out the libvirt deadline."""
     process = start_with_hung_libvirt(kubeconfig, private_libvirtd, "--interval", "1h")
-    time.sleep(1.0)  # well inside the 30 s libvirt deadline
+    wait_until_catching(process)
+    time.sleep(0.5)  # into the hung probe, well inside the 30 s libvirt deadline
     code, took, rest = stop_with_sigterm(process)
     assert code == 0 and took < 5.0  # at once, not after the 30 s deadline (a loose bound: the machine may be busy)
     assert "stopping on SIGTERM" in rest and "Traceback" not in rest
@@ -524,7 +526,8 @@ def test_sigterm_during_a_hung_probe_exits_at_once(standin, kubeconfig, private_
 def test_one_shot_stopped_before_it_published_exits_1(standin, kubeconfig, private_libvirtd, signum):
     """A one-shot caller (a Job, cron) must not take "stopped" for "published": it used to exit 0."""
     process = start_with_hung_libvirt(kubeconfig, private_libvirtd)
-    time.sleep(1.0)
+    wait_until_catching(process)
+    time.sleep(0.5)
     started = time.monotonic()
     process.send_signal(signum)
     try:
