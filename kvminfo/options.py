@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, replace
 
 from kvminfo.labels import DEFAULT_FAMILIES, FAMILIES, FAMILY_SOURCES
+from kvminfo.sources.facts import KVM, LIBVIRT
 
 DEFAULT_KVM_PATH = "/dev/kvm"
 DEFAULT_LIBVIRT_URI = "qemu:///system"
@@ -120,9 +121,9 @@ def options_for_families(options: ProbeOptions, families: list[str] | tuple[str,
     families = tuple(f for f in FAMILIES if f in (options.families if families is None else families))
     options = replace(options, families=families)
     needed = {source for family in families for source in FAMILY_SOURCES[family]}
-    if "kvm" not in needed:
+    if KVM not in needed:
         options = replace(options, use_kvm=False)
-    if "libvirt" not in needed:
+    if LIBVIRT not in needed:
         options = replace(options, use_libvirt=False)
     if "version" not in families:
         options = replace(options, whitelist_config=None)

@@ -93,3 +93,26 @@ def test_rules_and_renderers_never_import_a_sources_io_module():
     allowed = {"kvminfo.sources.facts", "kvminfo.sources.libvirt_facts", "kvminfo.sources.whitelist_facts"}
     offenders = {n: sorted(t for t in graph[n] if t.startswith("kvminfo.sources.") and t not in allowed) for n in pure}
     assert {n: t for n, t in offenders.items() if t} == {}
+
+
+def test_source_names_are_spelt_once():
+    """A source's name is a constant of kvminfo/sources/facts.py; nowhere else in kvminfo/ is it a
+    bare string (docstrings aside). libvirt's virt type "kvm" is libvirt's word, not our source's."""
+    from kvminfo.sources.registry import SOURCES
+
+    names = {entry.name for entry in SOURCES}
+    allowed = {("kvminfo/sources/libvirt.py", "kvm")}  # getDomainCapabilities(..., virttype="kvm")
+    offenders = []
+    for path in sorted((REPO / "kvminfo").rglob("*.py")):
+        rel = str(path.relative_to(REPO))
+        if rel == "kvminfo/sources/facts.py":
+            continue
+        tree = ast.parse(path.read_text(), rel)
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)
+                      and isinstance(node.body[0].value, ast.Constant)}
+        offenders += [f"{rel}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings
+                      and (rel, node.value) not in allowed]
+    assert offenders == []

@@ -37,7 +37,7 @@ def family_facts(sources: Iterable[SourceResult], obsolete: frozenset[str] | Non
     domcaps: DomainCapabilities | None = lv_facts.domcaps if lv_facts is not None else None
     absent: dict[str, str] = {}
     if kvm is not None and kvm.status is not Status.DISABLED and kvm_facts is None:
-        why = f"no usable KVM ({_why_not(kvm, 'kvm')}): no VM can run here"
+        why = f"no usable KVM ({_why_not(kvm, KVM)}): no VM can run here"
         return FamilyFacts(absent={f: why for f in ("cpu-models", "host-model-features", "confidential",
                                                       "tsc", "limits")})
     obsolete = DEFAULT_OBSOLETE_CPU_MODELS if obsolete is None else obsolete
@@ -51,7 +51,7 @@ def family_facts(sources: Iterable[SourceResult], obsolete: frozenset[str] | Non
                    kvm_facts.tsc_khz if kvm_facts is not None else None, caps)
     max_vcpus = (caps or {}).get("KVM_CAP_MAX_VCPUS") or (caps or {}).get("KVM_CAP_NR_VCPUS") or None
     if domcaps is None:
-        why = _why_not(libvirt, "libvirt")
+        why = _why_not(libvirt, LIBVIRT)
         absent.update({"cpu-models": why, "host-model-features": why, "confidential": why})
     else:
         if not offered:
@@ -64,11 +64,11 @@ def family_facts(sources: Iterable[SourceResult], obsolete: frozenset[str] | Non
             absent["host-model-features"] = ("libvirt has no supported host-model" if required is None
                                              else "the host model requires no extra feature")
     if tsc is None:
-        absent["tsc"] = (f"no TSC frequency: libvirt host capabilities ({_why_not(libvirt, 'libvirt')}"
+        absent["tsc"] = (f"no TSC frequency: libvirt host capabilities ({_why_not(libvirt, LIBVIRT)}"
                          f"{', or no <counter name=tsc>' if lv_facts is not None else ''}) and KVM "
-                         f"({_why_not(kvm, 'kvm') if kvm_facts is None else 'KVM_GET_TSC_KHZ not available'})")
+                         f"({_why_not(kvm, KVM) if kvm_facts is None else 'KVM_GET_TSC_KHZ not available'})")
     if max_vcpus is None:
-        absent["limits"] = _why_not(kvm, "kvm") if kvm_facts is None else "KVM reports no vCPU limit"
+        absent["limits"] = _why_not(kvm, KVM) if kvm_facts is None else "KVM reports no vCPU limit"
     return FamilyFacts(offered_models=None if offered is None else tuple(offered), left_out_models=left_out,
                        host_model=host_model, host_model_obsolete=host_model_obsolete(host_model, obsolete),
                        required_features=None if required is None else tuple(required),

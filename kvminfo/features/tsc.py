@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from kvminfo.sources.facts import KVM, LIBVIRT
+
 TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
@@ -34,7 +36,7 @@ def tsc_info(libvirt_counter: Mapping[str, Any] | None, kvm_tsc_khz: int | None,
     if libvirt_counter and libvirt_counter.get("frequency_hz"):
         scalable = libvirt_counter.get("scaling")
         return {"frequency_hz": libvirt_counter["frequency_hz"],
-                "scalable": kvm_scalable if scalable is None else scalable, "said_by": "libvirt"}
+                "scalable": kvm_scalable if scalable is None else scalable, "said_by": LIBVIRT}
     if kvm_tsc_khz:
-        return {"frequency_hz": kvm_tsc_khz * 1000, "scalable": kvm_scalable, "said_by": "kvm"}
+        return {"frequency_hz": kvm_tsc_khz * 1000, "scalable": kvm_scalable, "said_by": KVM}
     return None

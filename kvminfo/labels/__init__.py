@@ -9,17 +9,19 @@
 - limits: max vCPUs per VM
 """
 
+from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT
+
 FAMILIES: tuple[str, ...] = ("caps", "version", "cpu-models", "host-model-features", "confidential", "tsc", "limits")
 # Every family but host-model-features (KubeVirt uses those only for host-model live migration,
 # and they are the largest family on s390x: 74 labels in the corpus).
 DEFAULT_FAMILIES: tuple[str, ...] = tuple(f for f in FAMILIES if f != "host-model-features")
 # Which sources each family reads (registry names, kvminfo.sources.facts).
 FAMILY_SOURCES: dict[str, tuple[str, ...]] = {
-    "caps": ("kvm", "libvirt"),
-    "version": ("kernel-whitelist",),
-    "cpu-models": ("kvm", "libvirt"),
-    "host-model-features": ("kvm", "libvirt"),
-    "confidential": ("kvm", "libvirt"),
-    "tsc": ("kvm", "libvirt"),
-    "limits": ("kvm",),
+    "caps": (KVM, LIBVIRT),
+    "version": (KERNEL_WHITELIST,),
+    "cpu-models": (KVM, LIBVIRT),
+    "host-model-features": (KVM, LIBVIRT),
+    "confidential": (KVM, LIBVIRT),
+    "tsc": (KVM, LIBVIRT),
+    "limits": (KVM,),
 }
