@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from kvminfo.features.combine import combine
-from kvminfo.features.hyperv import evidence_from_sources
+from kvminfo.features.hyperv import evidence_from_sources, reasons_from_sources
 from kvminfo.labels.render import render_labels
 from kvminfo.model import Report, SourceResult, Status
 from kvminfo.options import ProbeOptions
@@ -59,7 +59,7 @@ def collect(options: ProbeOptions) -> Report:
         source_labels.update(answered.labels(result))
         if (attrs := answered.attributes(result)) is not None:
             attributes[answered.name] = dict(attrs)
-    features = combine(evidence_from_sources(sources))
+    features = combine(evidence_from_sources(sources), reasons=reasons_from_sources(sources))
     families = None
     if set(options.families) - {"caps", "version"}:
         from kvminfo.features.families import family_facts  # not on the hook's path (--family caps)

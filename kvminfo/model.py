@@ -66,6 +66,8 @@ class FeatureVerdict:
     name: str  # canonical label suffix: "synictimer", "tlbflush-ext", ...
     support: Support
     said_by: Mapping[str, Support] = field(default_factory=dict)
+    # evidence name -> why it said so (or, for libvirt, why its silence says nothing)
+    reasons: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

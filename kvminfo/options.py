@@ -31,6 +31,7 @@ class ProbeOptions:
     libvirt_uri: str = DEFAULT_LIBVIRT_URI
     libvirt_deadline_s: float = DEFAULT_LIBVIRT_DEADLINE_S
     domcaps_xml: str | None = None  # replay a recorded `virsh domcapabilities`
+    replay_libvirt_version: str | None = None  # "X.Y.Z" of the libvirt that wrote domcaps_xml
     whitelist_config: str | None = None  # kernel whitelist (kvm-version-info) JSON
     kubevirt_names: bool = False  # hyperv.node.kubevirt.io/<name> instead of kvm-info-cap-hyperv-<name>
     families: tuple[str, ...] = DEFAULT_FAMILIES  # label families to render (kvminfo/labels/__init__.py)
@@ -49,6 +50,14 @@ def libvirt_deadline(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a duration between 0 and {MAX_LIBVIRT_DEADLINE_S:g} seconds "
             f"({format_duration(MAX_LIBVIRT_DEADLINE_S)}); {EXAMPLES}") from None
+
+
+def libvirt_version(text: str) -> str:
+    """argparse type for --libvirt-version: libvirt's release form MAJOR.MINOR.MICRO."""
+    parts = text.split(".")
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a libvirt version such as 9.0.0")
+    return ".".join(str(int(p)) for p in parts)
 
 
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +79,10 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     libvirt_or_replay.add_argument("--domcaps-xml", metavar="FILE",
                                    help="replay a recorded `virsh domcapabilities` output instead of asking libvirt "
                                         "(at most 4 MiB)")
+    g.add_argument("--libvirt-version", type=libvirt_version, metavar="X.Y.Z",
+                   help="with --domcaps-xml: the libvirt release that wrote the file (`virsh version`), so that "
+                        "its silence about a Hyper-V name it knows means unsupported; without it, silence "
+                        "speaks only for libvirt 9.0.0's names (a live libvirt reports its own version)")
     g.add_argument("--whitelist-config", metavar="FILE",
                    help="kernel whitelist JSON (kvm-version-info): enables kvm-info-version-* labels")
     parser.add_argument("--family", action="append", choices=(*FAMILIES, "all"), metavar="FAMILY",
@@ -79,10 +92,16 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU models never to label (names separated by commas, blanks or lines; '#' comments); "
                              "default: KubeVirt's DefaultObsoleteCPUModels (486, pentium*, qemu64, kvm64, ...)")
     parser.add_argument("--kubevirt-names", action="store_true",
-                        help="use KubeVirt's label names hyperv.node.kubevirt.io/<name> instead of kvm-info-cap-hyperv-<name>")
+                        help="use KubeVirt's label names hyperv.node.kubevirt.io/<name> instead of "
+                             "kvm-info-cap-hyperv-<name>; only for nodes where KubeVirt's own node labeller does not "
+                             "run (it owns that namespace and deletes labels it did not set; see README)")
 
 
 def probe_options_from_args(args: argparse.Namespace) -> ProbeOptions:
+    if args.libvirt_version is not None and args.domcaps_xml is None:
+        from kvminfo.errors import KvminfoError
+
+        raise KvminfoError("--libvirt-version describes a --domcaps-xml replay; a live libvirt reports its own")
     return ProbeOptions(
         kvm_path=args.kvm_device,
         use_kvm=not args.no_kvm,
@@ -90,6 +109,7 @@ def probe_options_from_args(args: argparse.Namespace) -> ProbeOptions:
         libvirt_uri=args.libvirt_uri,
         libvirt_deadline_s=args.libvirt_timeout,
         domcaps_xml=args.domcaps_xml,
+        replay_libvirt_version=args.libvirt_version,
         whitelist_config=args.whitelist_config,
         kubevirt_names=args.kubevirt_names,
         families=families_from_args(args),

@@ -41,7 +41,7 @@ def _labels_despite_libvirt(uri: str, says: str) -> tuple[bool, float, str]:
     problems = [why for bad, why in [
         (done.returncode != 0, f"exit {done.returncode}"),
         ("Traceback" in done.stderr, "traceback"),
-        (labels.get("kvm-info-usable") != "true", "no kvm-info-usable=true"),
+        (labels.get("feature.node.kubernetes.io/kvm-info-usable") != "true", "no kvm-info-usable=true"),
         (says not in done.stderr, f"stderr does not say {says!r}: {done.stderr.strip()!r}"),
         (sw.elapsed > WITHIN_S, f"took {sw.elapsed:.2f}s"),
     ] if bad]
@@ -182,11 +182,11 @@ IOCTL_FAULTS = {  # (errno, request, mode) -> what stderr must say; None: the re
 def _judge_odd_host(done: subprocess.CompletedProcess[str], says: str | None) -> tuple[bool, str]:
     labels = label_lines(done.stdout)
     stderr_lines = done.stderr.strip().splitlines()
-    kvm_usable = labels.get("kvm-info-usable") == "true"
+    kvm_usable = labels.get("feature.node.kubernetes.io/kvm-info-usable") == "true"
     problems = [why for bad, why in [
         (done.returncode != 0, f"exit {done.returncode}"),
         ("Traceback" in done.stderr, "traceback"),
-        (labels.get("kvm-info-version-hyperv") != "true", "no label from the kernel whitelist"),
+        (labels.get("feature.node.kubernetes.io/kvm-info-version-hyperv") != "true", "no label from the kernel whitelist"),
         (says is None and (not kvm_usable or stderr_lines), f"KVM not usable after a retried EINTR: {stderr_lines}"),
         (says is not None and kvm_usable, "kvm-info-usable despite a broken device"),
         (says is not None and not (len(stderr_lines) == 1 and "kvm" in stderr_lines[0] and says in stderr_lines[0]),

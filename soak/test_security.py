@@ -137,7 +137,7 @@ def _judge_labels(labels: dict[str, str], raw_model: str, baseline: set[str]) ->
     if injected:
         problems.append(f"injected keys {sorted(injected)}")
     expected = sanitize_value(raw_model.strip())  # domcaps strips the element's text; then the documented sanitizing
-    got = labels.get("kvm-info-host-model")
+    got = labels.get("feature.node.kubernetes.io/kvm-info-host-model")
     if got != expected:
         problems.append(f"host-model {got!r}, sanitized form {expected!r}")
     if got is not None:
@@ -157,7 +157,7 @@ def baseline_keys(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     keys = set(label_lines(done.stdout))
-    assert "kvm-info-host-model" in keys
+    assert "feature.node.kubernetes.io/kvm-info-host-model" in keys
     return keys
 
 
@@ -190,7 +190,7 @@ def test_hostile_cpu_names_in_process(short_tmp: Path, scenario) -> None:
         return render_labels([kvm, libvirt], [])[0], kvm
 
     baseline = set(labels_for("kvm64", "AuthenticAMD")[0])
-    assert {"kvm-info-usable", "kvm-info-cpu-vendor", "kvm-info-host-model"} <= baseline
+    assert {f"feature.node.kubernetes.io/kvm-info-{name}" for name in ("usable", "cpu-vendor", "host-model")} <= baseline
 
     @settings(max_examples=scaled(500, 5000), deadline=None, database=None, derandomize=not LONG,  # as in test_fuzz
               suppress_health_check=list(HealthCheck))
@@ -199,8 +199,8 @@ def test_hostile_cpu_names_in_process(short_tmp: Path, scenario) -> None:
         labels, kvm = labels_for(raw, raw)
         vendor_raw = re.split(r"\r\n|\r|\n", raw)[0].strip()  # cpuinfo is read line by line (universal newlines)
         why = _judge_labels(labels, raw, baseline)
-        vendor = labels.get("kvm-info-cpu-vendor")
-        if vendor is not None and nfd_rejects("kvm-info-cpu-vendor", vendor):
+        vendor = labels.get("feature.node.kubernetes.io/kvm-info-cpu-vendor")
+        if vendor is not None and nfd_rejects("feature.node.kubernetes.io/kvm-info-cpu-vendor", vendor):
             why += f"; vendor {vendor!r} invalid"
         if kvm.ok and vendor != sanitize_value(vendor_raw) and vendor_raw not in ("GenuineIntel", "AuthenticAMD",
                                                                                   "HygonGenuine", "CentaurHauls"):

@@ -13,7 +13,7 @@ from kvminfo.sources.base import LocalSource
 
 NAME = "kernel-release"
 OSRELEASE = "/proc/sys/kernel/osrelease"
-LABEL = "kvm-info-test-kernel-release"
+LABEL = "feature.node.kubernetes.io/kvm-info-test-kernel-release"  # fully qualified, like every kvminfo key
 
 
 @dataclass(frozen=True)

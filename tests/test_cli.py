@@ -61,7 +61,7 @@ def test_probe_text_against_real_kvm_and_libvirt(libvirt_uri):
     assert any(line.split()[:2] == ["libvirt", "ok"] for line in lines)
     assert any(line.split()[:3] == ["base", "unsupported", "kvm-caps=unsupported"] for line in lines)
     labels_at = lines.index("labels:")
-    assert "  kvm-info-usable=true" in lines[labels_at:]
+    assert "  feature.node.kubernetes.io/kvm-info-usable=true" in lines[labels_at:]
     assert not [line for line in lines[labels_at:] if "hyperv" in line]
 
 
@@ -75,7 +75,13 @@ def test_probe_json_has_api_version_sources_features_provenance(libvirt_uri):
     assert sources["kernel-whitelist"]["status"] == "disabled"
     features = {f["name"]: f for f in report["features"]}
     assert features["vpindex"] == {"name": "vpindex", "support": "unsupported",
-                                   "said_by": {"kvm-caps": "unsupported", "libvirt": "unsupported"}}
+                                   "said_by": {"kvm-caps": "unsupported", "libvirt": "unsupported"},
+                                   "reasons": {"kvm-caps": "KVM_CAP_HYPERV = 0: this KVM has no Hyper-V emulation",
+                                               "libvirt": "'vpindex' not listed, and libvirt 9.0.0 knows it"}}
+    # libvirt 9.0.0 (this machine's) predates xmm_input: its silence says nothing, and probe says why
+    assert "libvirt" not in features["xmm-input"]["said_by"]
+    assert features["xmm-input"]["reasons"]["libvirt"] == (
+        "'xmm_input' not listed, but it is newer (10.7.0) than libvirt 9.0.0: silence says nothing")
     assert not [k for k in report["labels"] if "hyperv" in k]
 
 
@@ -83,27 +89,28 @@ def test_labels_real_node(libvirt_uri):
     done = run("labels", "--libvirt-uri", libvirt_uri)
     assert done.returncode == 0, done.stderr
     labels = label_lines(done.stdout)
-    assert labels["kvm-info-usable"] == "true"
-    assert "kvm-info-host-model" in labels  # from libvirt, sanitized
-    assert not [k for k in labels if k.startswith("kvm-info-cap-hyperv-")]
+    assert labels["feature.node.kubernetes.io/kvm-info-usable"] == "true"
+    assert "feature.node.kubernetes.io/kvm-info-host-model" in labels  # from libvirt, sanitized
+    assert not [k for k in labels if k.startswith("feature.node.kubernetes.io/kvm-info-cap-hyperv-")]
 
 
 def test_replayed_hyperv_host_without_kvm_gives_libvirts_features():
     done = run("labels", "--no-kvm", "--domcaps-xml", str(HYPERV_HOST_XML))
     assert done.returncode == 0, done.stderr
     labels = label_lines(done.stdout)
-    hyperv = {k.removeprefix("kvm-info-cap-hyperv-") for k in labels if k.startswith("kvm-info-cap-hyperv-")}
+    hyperv = {k.removeprefix("feature.node.kubernetes.io/kvm-info-cap-hyperv-") for k in labels if k.startswith("feature.node.kubernetes.io/kvm-info-cap-hyperv-")}
     assert hyperv == {"relaxed", "vapic", "vpindex", "runtime", "synic", "synictimer", "reset", "frequencies",
                       "reenlightenment", "tlbflush", "ipi", "evmcs", "avic"}  # not spinlocks/vendor_id
-    assert labels["kvm-info-host-model"] == "Skylake-Client-IBRS"
+    assert labels["feature.node.kubernetes.io/kvm-info-host-model"] == "Skylake-Client-IBRS"
 
 
 def test_real_kvm_saying_no_outvotes_a_replayed_yes():
     done = run("probe", "--json", "--domcaps-xml", str(HYPERV_HOST_XML))
     report = json.loads(done.stdout)
     synic = next(f for f in report["features"] if f["name"] == "synic")
-    assert synic == {"name": "synic", "support": "unsupported",
-                     "said_by": {"kvm-caps": "unsupported", "libvirt": "supported"}}
+    assert {k: synic[k] for k in ("name", "support", "said_by")} == {
+        "name": "synic", "support": "unsupported", "said_by": {"kvm-caps": "unsupported", "libvirt": "supported"}}
+    assert synic["reasons"]["libvirt"] == "'synic' listed in <hyperv>"
     # KVM_CAP_HYPERV is 0 here: no Hyper-V emulation, so kvm also outvotes features its table lacks
     relaxed = next(f for f in report["features"] if f["name"] == "relaxed")
     assert relaxed["support"] == "unsupported" and relaxed["said_by"]["libvirt"] == "supported"
@@ -114,11 +121,11 @@ def test_injected_hyperv_kernel_through_the_cli(monkeypatch, capsys):
     monkeypatch.setattr(kvm_ioctl, "ioctl", HyperVKernel())
     assert cli.main(["labels", "--no-libvirt"]) == 0
     labels = label_lines(capsys.readouterr().out)
-    assert labels["kvm-info-cap-hyperv-synictimer"] == "true" and labels["kvm-info-cap-hyperv-evmcs"] == "true"
+    assert labels["feature.node.kubernetes.io/kvm-info-cap-hyperv-synictimer"] == "true" and labels["feature.node.kubernetes.io/kvm-info-cap-hyperv-evmcs"] == "true"
     assert cli.main(["labels", "--no-libvirt", "--kubevirt-names"]) == 0
     labels = label_lines(capsys.readouterr().out)
     assert labels["hyperv.node.kubevirt.io/synictimer"] == "true"
-    assert not [k for k in labels if k.startswith("kvm-info-cap-")]
+    assert not [k for k in labels if k.startswith("feature.node.kubernetes.io/kvm-info-cap-")]
 
 
 def test_injected_kernel_and_replayed_libvirt_agree(monkeypatch, capsys):
@@ -127,14 +134,21 @@ def test_injected_kernel_and_replayed_libvirt_agree(monkeypatch, capsys):
     features = {f["name"]: f for f in json.loads(capsys.readouterr().out)["features"]}
     assert features["ipi"]["said_by"] == {"kvm-hv-cpuid": "supported", "libvirt": "supported"}
     assert features["synic2"]["said_by"] == {"kvm-caps": "supported"}
-    # this recorded libvirt does not list xmm_input although it is in its vocabulary: it says no
+    # Issue 9 case 2: this recording comes from a libvirt of unknown version (>= 9.0, lists up to avic);
+    # its silence about xmm_input (known from libvirt 10.7.0) says nothing, so the kernel's yes stands.
+    assert features["xmm-input"]["support"] == "supported"
+    assert features["xmm-input"]["said_by"] == {"kvm-hv-cpuid": "supported"}
+    # Told the file came from libvirt 10.7.0, which knows xmm_input, the same silence means no.
+    assert cli.main(["probe", "--json", "--domcaps-xml", str(HYPERV_HOST_XML), "--libvirt-version", "10.7.0"]) == 0
+    features = {f["name"]: f for f in json.loads(capsys.readouterr().out)["features"]}
     assert features["xmm-input"]["support"] == "unsupported"
+    assert features["xmm-input"]["reasons"]["libvirt"] == "'xmm_input' not listed, and libvirt 10.7.0 knows it"
 
 
 def test_libvirt_down_still_prints_kvm_labels(tmp_path):
     done = run("labels", "--libvirt-uri", f"qemu+unix:///system?socket={tmp_path}/no-such-sock")
     assert done.returncode == 0
-    assert label_lines(done.stdout)["kvm-info-usable"] == "true"
+    assert label_lines(done.stdout)["feature.node.kubernetes.io/kvm-info-usable"] == "true"
     assert len(done.stderr.strip().splitlines()) == 1 and "libvirt unavailable" in done.stderr
 
 
@@ -147,7 +161,7 @@ def test_hanging_libvirt_does_not_stop_the_kvm_source(private_libvirtd):
     finally:
         private_libvirtd.resume()
     assert report.source("libvirt").status.value == "timeout"
-    assert report.source("kvm").ok and report.labels["kvm-info-usable"] == "true"
+    assert report.source("kvm").ok and report.labels["feature.node.kubernetes.io/kvm-info-usable"] == "true"
     assert elapsed < 3.0
 
 
@@ -263,3 +277,32 @@ def test_missing_device_labels_nothing_and_says_why(tmp_path):
     done = run("labels", "--no-libvirt", "--kvm-device", str(tmp_path / "kvm"))
     assert done.returncode == 0 and done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and "no such device" in done.stderr
+
+
+def test_a_tcg_recording_is_refused_as_a_replay():
+    """Issue 9 case 4: `<domain>qemu</domain>` (TCG) replayed as KVM's answer gave kvm-info-host-model=EPYC,
+    where this host's KVM says kvm64."""
+    tcg = DOMCAPS_FIXTURES / "this-host-qemu-tcg.xml"
+    for command in (["labels", "--no-kvm"], ["probe"], ["labels"]):
+        done = run(*command, "--domcaps-xml", str(tcg))
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert f"{tcg}: <domain>qemu</domain> is not KVM's answer" in done.stderr
+
+
+def test_libvirt_9_0_does_not_veto_names_it_never_heard_of(monkeypatch, capsys, libvirt_uri):
+    """Issue 9 case 2: HV CPUID says xmm-input (and emsr-bitmap) supported; this machine's live libvirt
+    9.0.0 lists only spinlocks and vendor_id, and knows neither name (both arrived in 10.7.0)."""
+    monkeypatch.setattr(kvm_ioctl, "ioctl", HyperVKernel())
+    assert cli.main(["probe", "--json", "--libvirt-uri", libvirt_uri]) == 0
+    report = json.loads(capsys.readouterr().out)
+    libvirt = next(s for s in report["sources"] if s["name"] == "libvirt")
+    assert libvirt["facts"]["libvirt_version"] == "9.0.0" and libvirt["facts"]["hyperv"] == ["spinlocks", "vendor_id"]
+    features = {f["name"]: f for f in report["features"]}
+    for name in ("xmm-input", "emsr-bitmap"):
+        assert features[name]["support"] == "supported", features[name]
+        assert "libvirt" not in features[name]["said_by"]
+        assert "newer (10.7.0) than libvirt 9.0.0" in features[name]["reasons"]["libvirt"]
+    assert "feature.node.kubernetes.io/kvm-info-cap-hyperv-xmm-input" in report["labels"]
+    # a name libvirt 9.0.0 knows and does not list is still its "no"
+    assert features["avic"]["said_by"]["libvirt"] == "unsupported" and features["avic"]["support"] == "unsupported"

@@ -56,7 +56,6 @@ TOP = "."  # deploy/kustomization.yaml: the whole thing in one step
 PARTS = [TOP, "device-plugin", "nfd", "nfd/hooks", "nodefeature", "examples", "cleanup"]
 TOP_PARTS = ["device-plugin", "nfd"]  # what the top-level installs
 NAMESPACE = "kvminfo"
-LABEL_PREFIX = "feature.node.kubernetes.io/"
 KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]  # oldest we claim .. newest shipped
 KVM_RESOURCE = plugin_config.DEFAULT_RESOURCE
 # workload -> the host paths it may mount, and whether it may run as root (uid 0)
@@ -441,7 +440,7 @@ def test_publisher_runs_as_its_pod_does(workloads, tmp_path):
         done = as_the_pod_runs_it(spec, container, command)
         assert done.returncode == 0, done.stderr
         stored = server.get_object(NAMESPACE, "kvminfo-node-7")
-        assert stored["spec"]["labels"]["kvm-info-usable"] == "true"  # it could open the device as uid 65532
+        assert stored["spec"]["labels"]["feature.node.kubernetes.io/kvm-info-usable"] == "true"  # it could open the device as uid 65532
     finally:
         server.stop()
         shutil.rmtree(shared, ignore_errors=True)
@@ -460,7 +459,7 @@ def test_feature_file_writer_runs_as_its_pod_does(workloads):
         done = as_the_pod_runs_it(spec, container, f"{KVMINFO} {' '.join(args)} && cat {output}",
                                   writable=(scratch,))
         assert done.returncode == 0, done.stderr
-        assert "# +expiry-time=" in done.stdout and "kvm-info-usable=true" in done.stdout
+        assert "# +expiry-time=" in done.stdout and "feature.node.kubernetes.io/kvm-info-usable=true" in done.stdout
         assert not list(scratch.iterdir())  # it wrote into the tmpfs "volume", not the read-only root
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -472,7 +471,7 @@ def test_without_the_kvm_resource_a_labeller_cannot_open_kvm(workloads):
     (container,) = spec["containers"]
     done = as_the_pod_runs_it(spec, container, f"{KVMINFO} labels --no-libvirt", devices=())
     assert done.returncode == 0
-    assert "kvm-info-usable" not in done.stdout
+    assert "feature.node.kubernetes.io/kvm-info-usable" not in done.stdout
     assert "permission denied" in done.stderr.lower()
 
 
@@ -612,7 +611,7 @@ def test_example_pods_select_on_labels_kvminfo_produces(workloads):
         spec = workloads[name]
         affinity = spec.get("affinity", {}).get("nodeAffinity", {})
         for term in affinity.get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", []):
-            wanted = {e["key"].removeprefix(LABEL_PREFIX): e["values"] for e in term["matchExpressions"]}
+            wanted = {e["key"]: e["values"] for e in term["matchExpressions"]}  # keys as kvminfo writes them
             assert all(labels.get(key) in values for key, values in wanted.items()), (name, wanted)
         assert spec["restartPolicy"] == "Never"  # a check: it completes
         (container,) = spec["containers"]
@@ -702,13 +701,13 @@ def test_relay_hook_prints_what_the_writer_wrote(hook_dir):
 
 def test_relay_hook_refuses_expired_data(hook_dir):
     expired = datetime.now(timezone.utc) - timedelta(seconds=5)
-    (hook_dir / "kvminfo.d" / "labels").write_bytes(render_feature_file({"kvm-info-usable": "true"}, expired))
+    (hook_dir / "kvminfo.d" / "labels").write_bytes(render_feature_file({"feature.node.kubernetes.io/kvm-info-usable": "true"}, expired))
     done = run_hook(hook_dir)
     assert done.returncode == 0 and done.stdout == ""
     assert "expired at" in done.stderr and len(done.stderr.splitlines()) == 1
     fresh = datetime.now(timezone.utc) + timedelta(minutes=5)
-    (hook_dir / "kvminfo.d" / "labels").write_bytes(render_feature_file({"kvm-info-usable": "true"}, fresh))
-    assert run_hook(hook_dir).stdout == "kvm-info-usable=true\n"
+    (hook_dir / "kvminfo.d" / "labels").write_bytes(render_feature_file({"feature.node.kubernetes.io/kvm-info-usable": "true"}, fresh))
+    assert run_hook(hook_dir).stdout == "feature.node.kubernetes.io/kvm-info-usable=true\n"
 
 
 def test_relay_hook_without_data_says_why(hook_dir):

@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 
 from conftest import DOMCAPS_FIXTURES
+from kvminfo import cli
+from kvminfo.features.hyperv import libvirt_evidence
+from kvminfo.model import Support
 from kvminfo.sources.domcaps import DomcapsError, parse_domcaps
 from kvminfo.sources.libvirt_facts import HostModel
+
+S, U = Support.SUPPORTED, Support.UNSUPPORTED
 
 VIRT_MANAGER = DOMCAPS_FIXTURES / "virt-manager-kvm-x86_64-latest.xml"
 THIS_HOST_KVM = DOMCAPS_FIXTURES / "this-host-kvm.xml"
@@ -65,31 +70,47 @@ def test_no_hyperv_element_means_unknown_not_unsupported() -> None:
 
 
 def test_hyperv_supported_no_means_none_supported() -> None:
+    # A real shape: libvirt's FORMAT_PROLOGUE (src/conf/domain_capabilities.c) writes <hyperv supported='no'/>.
     facts = parse_domcaps(this_host_with_hyperv_block("    <hyperv supported='no'/>\n"))
     assert facts.hyperv == []
     assert facts.hyperv_supported is False
 
 
-def test_libvirt_11_9_defaults_are_read() -> None:
-    block = """    <hyperv supported='yes'>
-      <enum name='features'><value>spinlocks</value><value>stimer</value></enum>
-      <defaults>
-        <spinlocks>4095</spinlocks>
-        <stimer_direct supported='yes'/>
-        <tlbflush_direct supported='no'/>
-        <vendor_id>Linux KVM Hv</vendor_id>
-      </defaults>
-    </hyperv>
-"""
-    facts = parse_domcaps(this_host_with_hyperv_block(block))
-    assert facts.hyperv == ["spinlocks", "stimer"]
-    assert facts.hyperv_defaults == {
-        "spinlocks": 4095, "stimer_direct": True, "tlbflush_direct": False, "vendor_id": "Linux KVM Hv",
-    }
+LIBVIRT_11_9 = DOMCAPS_FIXTURES / "libvirt-git-ace61064-qemu_11.1.0-q35.x86_64.xml"  # real <defaults>
+
+
+def test_libvirt_11_9_defaults_are_read_as_libvirt_writes_them() -> None:
+    """Issue 9 case 1: libvirt writes <defaults> children as text; kvminfo read an invented
+    <stimer_direct supported='yes'/> shape, so stimer-direct/tlbflush-direct/tlbflush-ext stayed unknown."""
+    facts = parse_domcaps(LIBVIRT_11_9.read_text())
+    assert facts.hyperv_defaults == {"spinlocks": 4095, "stimer_direct": True, "tlbflush_direct": True,
+                                        "tlbflush_extended": True, "vendor_id": "Linux KVM Hv"}
+    said = libvirt_evidence(facts)["libvirt"]
+    assert (said["stimer-direct"], said["tlbflush-direct"], said["tlbflush-ext"]) == (S, S, S)
+    assert "spinlocks" not in said and "vendor-id" not in said  # guest settings, not host features
+
+
+def test_defaults_off_means_unsupported() -> None:
+    # The same real file with one value switched (libvirt writes virTristateSwitch "on"/"off").
+    text = LIBVIRT_11_9.read_text()
+    assert text.count("<tlbflush_direct>on</tlbflush_direct>") == 1
+    facts = parse_domcaps(text.replace("<tlbflush_direct>on</tlbflush_direct>", "<tlbflush_direct>off</tlbflush_direct>"))
+    assert facts.hyperv_defaults["tlbflush_direct"] is False
+    assert libvirt_evidence(facts)["libvirt"]["tlbflush-direct"] is U
+
+
+def test_libvirt_11_9_replay_labels_the_defaults_features(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["labels", "--no-kvm", "--domcaps-xml", str(LIBVIRT_11_9)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in ("stimer-direct", "tlbflush-direct", "tlbflush-ext", "emsr-bitmap", "xmm-input", "avic"):
+        assert f"feature.node.kubernetes.io/kvm-info-cap-hyperv-{name}=true" in lines, name
 
 
 def test_sev_supported_yes_is_reported() -> None:
-    text = THIS_HOST_KVM.read_text().replace("<sev supported='no'/>", "<sev supported='yes'><cbitpos>47</cbitpos></sev>")
+    # libvirt 9.0.0's own SEV element (tests/domaincapsdata/qemu_6.0.0-q35.x86_64.xml), not a partial one.
+    sev = ("<sev supported='yes'><cbitpos>47</cbitpos><reducedPhysBits>1</reducedPhysBits>"
+           "<maxGuests>59</maxGuests><maxESGuests>450</maxESGuests></sev>")
+    text = THIS_HOST_KVM.read_text().replace("<sev supported='no'/>", sev)
     assert parse_domcaps(text).sev is True
 
 

@@ -108,11 +108,11 @@ def test_the_probe_deadline_is_the_slowest_enabled_source() -> None:
 # --- render / parse / rewrite decision -------------------------------------------
 
 def test_render_then_parse_round_trips_and_sorts() -> None:
-    labels = {"kvm-info-usable": "true", "kvm-info-cpu-vendor": "AMD", "a.example.com/x": ""}
+    labels = {"feature.node.kubernetes.io/kvm-info-usable": "true", "feature.node.kubernetes.io/kvm-info-cpu-vendor": "AMD", "a.example.com/x": ""}
     data = render_feature_file(labels, NOW + timedelta(hours=1))
     text = data.decode()
     body = [line for line in text.splitlines() if not line.startswith("#")]
-    assert body == ["a.example.com/x=", "kvm-info-cpu-vendor=AMD", "kvm-info-usable=true"]
+    assert body == ["a.example.com/x=", "feature.node.kubernetes.io/kvm-info-cpu-vendor=AMD", "feature.node.kubernetes.io/kvm-info-usable=true"]
     assert "# +expiry-time=2026-11-25T13:00:00Z\n" in text
     assert text.index("# +expiry-time=") < text.index("a.example.com/x=")  # applies to the lines after it
     parsed = parse_feature_file(text)
@@ -150,7 +150,7 @@ def test_exactly_the_nfd_limit_is_written() -> None:
     assert len(render_feature_file(_labels_rendering_to(MAX_BYTES), NOW)) == MAX_BYTES
 
 
-LABELS = {"kvm-info-usable": "true"}
+LABELS = {"feature.node.kubernetes.io/kvm-info-usable": "true"}
 HOURLY = Schedule(expiry_s=3600, interval_s=60, probe_deadline_s=0.0)
 
 
@@ -162,13 +162,35 @@ HOURLY = Schedule(expiry_s=3600, interval_s=60, probe_deadline_s=0.0)
     # Two rounds of validity count the probe's deadline too: 2 x (1m + 11s) = 2m22s.
     (FeatureFile(LABELS, NOW + timedelta(seconds=141)), LABELS, "expiry near (2m21s left)"),
     (FeatureFile(LABELS, None), LABELS, "existing file has no valid expiry directive"),
-    (FeatureFile({**LABELS, "kvm-info-nested": "true"}, NOW + timedelta(hours=1)), LABELS,
-     "labels changed (-kvm-info-nested)"),
-    (FeatureFile({"kvm-info-usable": "false", "x": "1"}, NOW + timedelta(hours=1)), {**LABELS, "y": "2"},
-     "labels changed (+y; -x; ~kvm-info-usable)"),
+    (FeatureFile({**LABELS, "feature.node.kubernetes.io/kvm-info-nested": "true"}, NOW + timedelta(hours=1)), LABELS,
+     "labels changed (-feature.node.kubernetes.io/kvm-info-nested)"),
+    (FeatureFile({"feature.node.kubernetes.io/kvm-info-usable": "false", "x": "1"}, NOW + timedelta(hours=1)), {**LABELS, "y": "2"},
+     "labels changed (+y; -x; ~feature.node.kubernetes.io/kvm-info-usable)"),
 ])
 def test_rewrite_reason(on_disk: FeatureFile | None, labels: dict[str, str], expected: str | None) -> None:
     assert rewrite_reason(on_disk, labels, NOW, Schedule(3600, 60, probe_deadline_s=11.0)) == expected
+
+
+FAR_FUTURE = datetime(2099, 1, 1, tzinfo=timezone.utc)
+
+
+def test_a_foreign_far_future_expiry_is_rewritten() -> None:
+    """Issue 9 case 9: `# +expiry-time=2099-01-01T00:00:00Z` with the same labels was "left alone",
+    so a dead sidecar could leave those labels for good."""
+    assert rewrite_reason(FeatureFile(LABELS, FAR_FUTURE), LABELS, NOW, HOURLY) == (
+        "expiry 2099-01-01T00:00:00Z is later than now + --expiry (2026-11-25T13:00:00Z)")
+    # the expiry this sidecar itself wrote one interval ago is not "later"
+    assert rewrite_reason(FeatureFile(LABELS, NOW + timedelta(hours=1)), LABELS, NOW + timedelta(minutes=1), HOURLY) is None
+
+
+def test_expiry_never_writes_no_directive_and_keeps_it_that_way() -> None:
+    never = Schedule(expiry_s=None, interval_s=60, probe_deadline_s=0.0)
+    assert schedule_from_args("never", None, 11.0).expiry_s is None
+    text = render_feature_file(LABELS, None).decode()
+    assert "+expiry-time" not in text and parse_feature_file(text) == FeatureFile(LABELS, None)
+    assert rewrite_reason(FeatureFile(LABELS, None), LABELS, NOW, never) is None
+    assert rewrite_reason(FeatureFile(LABELS, FAR_FUTURE), LABELS, NOW, never) == (
+        "existing file expires; --expiry never writes none")
 
 
 def test_rewrite_ignores_the_expiry_line() -> None:
@@ -297,8 +319,8 @@ def test_one_shot_writes_the_same_labels_as_kvminfo_labels(tmp_path: Path, libvi
     parsed = parse_feature_file(text)
     labels_lines = kvminfo("labels", "--libvirt-uri", libvirt_uri).stdout.splitlines()
     assert [f"{k}={v}" for k, v in sorted(parsed.labels.items())] == labels_lines
-    assert parsed.labels["kvm-info-usable"] == "true"  # the real /dev/kvm works here
-    assert not any(k.startswith("kvm-info-cap-hyperv-") for k in parsed.labels)  # and has no Hyper-V
+    assert parsed.labels["feature.node.kubernetes.io/kvm-info-usable"] == "true"  # the real /dev/kvm works here
+    assert not any(k.startswith("feature.node.kubernetes.io/kvm-info-cap-hyperv-") for k in parsed.labels)  # and has no Hyper-V
     assert parsed.expires_at is not None
     assert timedelta(minutes=59) < parsed.expires_at - before < timedelta(minutes=61)
     assert out.stat().st_mode & 0o777 == 0o644
@@ -443,7 +465,7 @@ def test_sidecar_rewrites_only_on_change_and_exits_cleanly_on_sigterm(tmp_path: 
 
     sidecar.wait_for_log("reason: no feature file yet")
     first = out.stat()
-    assert parse_feature_file(out.read_text()).labels["kvm-info-host-model"] == "kvm64"
+    assert parse_feature_file(out.read_text()).labels["feature.node.kubernetes.io/kvm-info-host-model"] == "kvm64"
     sidecar.wait_for_log("labels unchanged, expiry not near", count=2)
     assert out.stat().st_ino == first.st_ino and out.stat().st_mtime_ns == first.st_mtime_ns
 
@@ -451,9 +473,9 @@ def test_sidecar_rewrites_only_on_change_and_exits_cleanly_on_sigterm(tmp_path: 
     write_atomic(replay, VIRT_MANAGER.read_bytes())
     sidecar.wait_for_log("reason: labels changed")
     labels = parse_feature_file(out.read_text()).labels
-    assert labels["kvm-info-host-model"] == "Skylake-Client-IBRS"
+    assert labels["feature.node.kubernetes.io/kvm-info-host-model"] == "Skylake-Client-IBRS"
     assert out.stat().st_ino != first.st_ino  # a rename, never an in-place write
-    assert "~kvm-info-host-model" in sidecar.log()
+    assert "~feature.node.kubernetes.io/kvm-info-host-model" in sidecar.log()
 
     code, took = sidecar.terminate()
     assert code == 0
@@ -482,6 +504,28 @@ def test_sidecar_rewrites_when_expiry_is_near(tmp_path: Path, sidecar_factory) -
     assert sidecar.terminate()[0] == 0
 
 
+def test_sidecar_rewrites_a_foreign_far_future_expiry(tmp_path: Path, sidecar_factory) -> None:
+    out = tmp_path / "kvminfo"
+    labels = dict(line.split("=", 1) for line in kvminfo("labels", "--no-libvirt").stdout.splitlines())
+    out.write_bytes(render_feature_file(labels, FAR_FUTURE))  # same labels, expiry far beyond ours
+    sidecar = sidecar_factory("-o", str(out), "--interval", "1s", "--expiry", "1h", "--no-libvirt")
+    sidecar.wait_for_log("reason: expiry 2099-01-01T00:00:00Z is later than now + --expiry")
+    written = parse_feature_file(out.read_text())
+    assert written.labels == labels
+    assert written.expires_at <= datetime.now(timezone.utc) + timedelta(hours=1)
+    assert sidecar.terminate()[0] == 0
+
+
+def test_one_shot_with_expiry_never_writes_labels_that_do_not_lapse(tmp_path: Path) -> None:
+    """Issue 9 case 10: the one-shot file (init containers) expired after an hour and the node lost its labels."""
+    out = tmp_path / "kvminfo"
+    done = kvminfo("features-file", "-o", str(out), "--expiry", "never", "--no-libvirt")
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "+expiry-time" not in text and "expires never" in done.stderr
+    assert parse_feature_file(text).labels["feature.node.kubernetes.io/kvm-info-usable"] == "true"
+
+
 def test_sidecar_recovers_when_its_directory_comes_back(tmp_path: Path, sidecar_factory) -> None:
     out_dir = tmp_path / "features.d"
     out_dir.mkdir()
@@ -502,7 +546,7 @@ def test_hung_libvirt_costs_only_its_deadline(tmp_path: Path, private_libvirtd: 
     took = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert took < 1.0 + 1.5  # the deadline, plus interpreter start-up and the other sources
-    assert parse_feature_file(out.read_text()).labels["kvm-info-usable"] == "true"  # KVM still reported
+    assert parse_feature_file(out.read_text()).labels["feature.node.kubernetes.io/kvm-info-usable"] == "true"  # KVM still reported
 
 
 def test_sigterm_during_a_hung_probe_exits_at_once(tmp_path: Path, private_libvirtd: PrivateLibvirtd,

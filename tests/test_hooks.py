@@ -43,14 +43,14 @@ def test_version_hook_reached_through_another_symlink_keeps_its_family(tmp_path)
     link = tmp_path / "kvm-version-info-nfd-plugin"
     link.symlink_to(VERSION_HOOK)
     done = run(link, "--whitelist-config", str(whitelist_for_this_host(tmp_path, read_os_id("/etc/os-release"))))
-    assert done.stdout == "kvm-info-version-hyperv=true\n"
+    assert done.stdout == "feature.node.kubernetes.io/kvm-info-version-hyperv=true\n"
 
 
 def test_caps_hook_fast_path_real_kvm():
     done = run(CAPS_HOOK, "--no-libvirt")
     assert done.returncode == 0 and done.stderr == ""
     labels = labels_of(done.stdout)
-    assert labels["kvm-info-usable"] == "true"
+    assert labels["feature.node.kubernetes.io/kvm-info-usable"] == "true"
     assert not [k for k in labels if "hyperv" in k]  # this kernel has no Hyper-V emulation
 
 
@@ -76,8 +76,8 @@ def test_caps_hook_with_libvirt_and_kubevirt_names(libvirt_uri):
     done = run(CAPS_HOOK, "--libvirt-uri", libvirt_uri, "--kubevirt-names")
     assert done.returncode == 0, done.stderr
     labels = labels_of(done.stdout)
-    assert "kvm-info-host-model" in labels and labels["kvm-info-usable"] == "true"
-    assert not [k for k in labels if k.startswith("kvm-info-version-")]
+    assert "feature.node.kubernetes.io/kvm-info-host-model" in labels and labels["feature.node.kubernetes.io/kvm-info-usable"] == "true"
+    assert not [k for k in labels if k.startswith("feature.node.kubernetes.io/kvm-info-version-")]
 
 
 def test_caps_hook_without_device_prints_nothing_and_says_why(tmp_path):
@@ -93,7 +93,7 @@ def test_hook_run_through_a_symlink_in_a_hook_dir(tmp_path):
     link.symlink_to(CAPS_HOOK)
     done = run(link, "--no-libvirt")
     assert done.returncode == 0, done.stderr
-    assert "kvm-info-usable=true" in done.stdout.splitlines()
+    assert "feature.node.kubernetes.io/kvm-info-usable=true" in done.stdout.splitlines()
 
 
 def test_kvminfo_python_overrides_the_interpreter(tmp_path):
@@ -102,7 +102,7 @@ def test_kvminfo_python_overrides_the_interpreter(tmp_path):
     shim.write_text(f'#!/bin/sh\necho "$@" > {marker}\nexec {REPO}/.venv/bin/python "$@"\n')
     shim.chmod(0o755)
     done = run(CAPS_HOOK, "--no-libvirt", env={"KVMINFO_PYTHON": str(shim)})
-    assert done.returncode == 0 and "kvm-info-usable=true" in done.stdout
+    assert done.returncode == 0 and "feature.node.kubernetes.io/kvm-info-usable=true" in done.stdout
     assert marker.read_text().split()[-2:] == ["caps", "--no-libvirt"]
 
 
@@ -120,7 +120,7 @@ def test_version_hook_prints_only_version_labels(tmp_path):
     config = whitelist_for_this_host(tmp_path, read_os_id("/etc/os-release"))
     done = run(VERSION_HOOK, "--whitelist-config", str(config))
     assert done.returncode == 0 and done.stderr == ""
-    assert done.stdout == "kvm-info-version-hyperv=true\n"
+    assert done.stdout == "feature.node.kubernetes.io/kvm-info-version-hyperv=true\n"
 
 
 def test_version_hook_other_os_is_not_whitelisted(tmp_path):

@@ -65,7 +65,7 @@ def test_probe_reads_host_files_relative_to_the_config(tmp_path):
     assert result.ok and result.facts.whitelisted == ["hyperv"]
     assert result.facts.os_id == "centos" and result.facts.kernel_version.startswith("3.10.0-957.9.5")
     labels = collect(ProbeOptions(use_kvm=False, use_libvirt=False, whitelist_config=path)).labels
-    assert labels == {"kvm-info-version-hyperv": "true"}
+    assert labels == {"feature.node.kubernetes.io/kvm-info-version-hyperv": "true"}
 
 
 def test_this_machine_real_host_files(tmp_path):
@@ -162,7 +162,7 @@ def test_hypervL2_is_the_originals_name_for_hyperv_lev2(tmp_path):
     path.write_text(json.dumps(config))
     done = labels_cli(path)
     assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout.splitlines() == ["kvm-info-version-hyperv=true", "kvm-info-version-hyperv-lev2=true"]
+    assert done.stdout.splitlines() == ["feature.node.kubernetes.io/kvm-info-version-hyperv=true", "feature.node.kubernetes.io/kvm-info-version-hyperv-lev2=true"]
 
 
 def test_an_unknown_feature_is_one_warning_and_the_other_checks_count(tmp_path):
@@ -171,7 +171,7 @@ def test_an_unknown_feature_is_one_warning_and_the_other_checks_count(tmp_path):
                                    {"os": "centos", "feature": "hyperv", "kernelminver": "3.0"}])
     done = labels_cli(path)
     assert done.returncode == 0
-    assert done.stdout.splitlines() == ["kvm-info-version-hyperv=true"]
+    assert done.stdout.splitlines() == ["feature.node.kubernetes.io/kvm-info-version-hyperv=true"]
     warning, = done.stderr.splitlines()
     assert f"{path}: checks[0].feature: 'hyperv-lev3' is not one of hyperv, hyperv-lev2; check skipped" in warning
 

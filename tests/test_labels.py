@@ -95,16 +95,27 @@ def test_supported_features_become_true_labels_never_with_a_leading_slash():
     verdicts = [FeatureVerdict("base", S, {"kvm-caps": S}), FeatureVerdict("synic", U, {"kvm-caps": U}),
                 FeatureVerdict("tlbflush-ext", S, {"kvm-hv-cpuid": S})]
     labels, warnings = render_labels([kvm_ok(nested=True)], verdicts)
-    assert labels == {"kvm-info-cap-hyperv-base": "true", "kvm-info-cap-hyperv-tlbflush-ext": "true",
-                      "kvm-info-usable": "true", "kvm-info-nested": "true", "kvm-info-cpu-vendor": "AMD"}
+    assert labels == {"feature.node.kubernetes.io/kvm-info-cap-hyperv-base": "true", "feature.node.kubernetes.io/kvm-info-cap-hyperv-tlbflush-ext": "true",
+                      "feature.node.kubernetes.io/kvm-info-usable": "true", "feature.node.kubernetes.io/kvm-info-nested": "true", "feature.node.kubernetes.io/kvm-info-cpu-vendor": "AMD"}
     assert not warnings and not any(k.startswith("/") for k in labels)
     assert list(labels) == sorted(labels)
+
+
+def test_every_key_is_fully_qualified():
+    """Issue 9 case 5: `kvm-info-usable=true` relied on NFD's deprecated auto-prefix (bare under
+    DisableAutoPrefix, NFD 0.16+); the qualified key is the same node label on every NFD from 0.10."""
+    whitelist = SourceResult("kernel-whitelist", Status.OK, "", WhitelistFacts("centos", "3.10.0", ["hyperv"], "/w.json"))
+    libvirt = SourceResult("libvirt", Status.OK, "", libvirt_facts("EPYC"))
+    labels, _ = render_labels([kvm_ok(nested=True), libvirt, whitelist], [FeatureVerdict("base", S)])
+    assert len(labels) == 6
+    assert all(key.startswith("feature.node.kubernetes.io/kvm-info-") for key in labels), labels
+    assert all(full_key(key) == key for key in labels)
 
 
 def test_kubevirt_names():
     labels, _ = render_labels([kvm_ok()], [FeatureVerdict("synictimer", S)], kubevirt_names=True)
     assert labels["hyperv.node.kubevirt.io/synictimer"] == "true"
-    assert not [k for k in labels if k.startswith("kvm-info-cap-")]
+    assert not [k for k in labels if k.startswith("feature.node.kubernetes.io/kvm-info-cap-")]
 
 
 def test_no_usable_kvm_means_no_caps_labels_whatever_libvirt_says():
@@ -119,7 +130,7 @@ def test_no_kvm_by_choice_keeps_libvirt_labels():
     kvm = SourceResult("kvm", Status.DISABLED, "--no-kvm")
     libvirt = SourceResult("libvirt", Status.OK, "", libvirt_facts("Skylake-Client-IBRS"))
     labels, _ = render_labels([kvm, libvirt], [FeatureVerdict("relaxed", S, {"libvirt": S})])
-    assert labels == {"kvm-info-cap-hyperv-relaxed": "true", "kvm-info-host-model": "Skylake-Client-IBRS"}
+    assert labels == {"feature.node.kubernetes.io/kvm-info-cap-hyperv-relaxed": "true", "feature.node.kubernetes.io/kvm-info-host-model": "Skylake-Client-IBRS"}
 
 
 @pytest.mark.parametrize("model, expected, warned", [
@@ -129,7 +140,7 @@ def test_no_kvm_by_choice_keeps_libvirt_labels():
 def test_hostile_libvirt_values_are_sanitized_or_dropped_with_a_warning(model, expected, warned):
     libvirt = SourceResult("libvirt", Status.OK, "", libvirt_facts(model))
     labels, warnings = render_labels([kvm_ok(), libvirt], [])
-    assert labels.get("kvm-info-host-model") == expected
+    assert labels.get("feature.node.kubernetes.io/kvm-info-host-model") == expected
     assert len(warnings) == 1 and warned in warnings[0] and model in warnings[0]
 
 
@@ -137,6 +148,6 @@ def test_version_family_alone():
     whitelist = SourceResult("kernel-whitelist", Status.OK, "",
                              WhitelistFacts("centos", "3.10.0-957.5.1.el7.x86_64", ["hyperv", "hyperv-lev2"], "/w.json"))
     labels, _ = render_labels([kvm_ok(), whitelist], [FeatureVerdict("base", S)], families=["version"])
-    assert labels == {"kvm-info-version-hyperv": "true", "kvm-info-version-hyperv-lev2": "true"}
+    assert labels == {"feature.node.kubernetes.io/kvm-info-version-hyperv": "true", "feature.node.kubernetes.io/kvm-info-version-hyperv-lev2": "true"}
     labels, _ = render_labels([kvm_ok(), whitelist], [FeatureVerdict("base", S)], families=["caps"])
-    assert "kvm-info-version-hyperv" not in labels and "kvm-info-cap-hyperv-base" in labels
+    assert "feature.node.kubernetes.io/kvm-info-version-hyperv" not in labels and "feature.node.kubernetes.io/kvm-info-cap-hyperv-base" in labels

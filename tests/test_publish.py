@@ -108,10 +108,10 @@ def report(labels: dict[str, str], supported: tuple[str, ...] = (), libvirt_ok: 
 # -- the pure object ------------------------------------------------------------------------------
 
 def test_nodefeature_body_shape_and_schema():
-    body = build_nodefeature(report({"kvm-info-usable": "true"}, ("synic", "vpindex"), libvirt_ok=True), NODE, NS)
+    body = build_nodefeature(report({"feature.node.kubernetes.io/kvm-info-usable": "true"}, ("synic", "vpindex"), libvirt_ok=True), NODE, NS)
     assert body["apiVersion"] == "nfd.k8s-sigs.io/v1alpha1" and body["kind"] == "NodeFeature"
     assert body["metadata"] == {"name": OBJECT, "namespace": NS, "labels": {NODE_NAME_LABEL: NODE}}
-    assert body["spec"]["labels"] == {"kvm-info-usable": "true"}
+    assert body["spec"]["labels"] == {"feature.node.kubernetes.io/kvm-info-usable": "true"}
     features = body["spec"]["features"]
     # only SUPPORTED verdicts become flags; unsupported and unknown are absent
     assert features["flags"] == {HYPERV_FLAGS: {"elements": {"synic": {}, "vpindex": {}}}}
@@ -141,7 +141,7 @@ def test_object_name_too_long_after_prefix():
 
 
 def test_change_reason_compares_only_what_we_own():
-    desired = build_nodefeature(report({"kvm-info-usable": "true"}, ("synic",)), NODE, NS)
+    desired = build_nodefeature(report({"feature.node.kubernetes.io/kvm-info-usable": "true"}, ("synic",)), NODE, NS)
     assert change_reason(None, desired) == "no NodeFeature object yet"
     stored = updated_object({"metadata": {"resourceVersion": "7", "labels": {"team": "virt"},
                                           "annotations": {"a": "b"}}}, desired)
@@ -149,9 +149,9 @@ def test_change_reason_compares_only_what_we_own():
     assert change_reason(stored, desired) is None  # server-added metadata and others' labels do not count
     assert stored["metadata"]["resourceVersion"] == "7" and stored["metadata"]["labels"]["team"] == "virt"
     assert stored["metadata"]["annotations"] == {"a": "b"}
-    more = build_nodefeature(report({"kvm-info-usable": "true", "kvm-info-nested": "true"}, ("synic",)), NODE, NS)
-    assert change_reason(stored, more) == "labels changed (+kvm-info-nested)"
-    fewer_flags = build_nodefeature(report({"kvm-info-usable": "true"}), NODE, NS)
+    more = build_nodefeature(report({"feature.node.kubernetes.io/kvm-info-usable": "true", "feature.node.kubernetes.io/kvm-info-nested": "true"}, ("synic",)), NODE, NS)
+    assert change_reason(stored, more) == "labels changed (+feature.node.kubernetes.io/kvm-info-nested)"
+    fewer_flags = build_nodefeature(report({"feature.node.kubernetes.io/kvm-info-usable": "true"}), NODE, NS)
     assert change_reason(stored, fewer_flags) == "features changed"
     relabelled = {**stored, "metadata": {**stored["metadata"], "labels": {NODE_NAME_LABEL: "other"}}}
     assert "object label nfd.node.kubernetes.io/node-name" in change_reason(relabelled, desired)
@@ -161,7 +161,7 @@ def test_change_reason_compares_only_what_we_own():
 
 def test_standin_rejects_what_the_api_server_rejects(standin, kubeconfig):
     store = NodeFeatureStore(load_api_client(str(kubeconfig)), NS)
-    good = build_nodefeature(report({"kvm-info-usable": "true"}), NODE, NS)
+    good = build_nodefeature(report({"feature.node.kubernetes.io/kvm-info-usable": "true"}), NODE, NS)
     bad_value = {**good, "spec": {"features": {"attributes": {"kvminfo.kvm": {"elements": {"max_vcpus": 1}}}}}}
     with pytest.raises(PublishError, match="422.*max_vcpus.*not of type 'string'"):
         store.create(bad_value)
@@ -220,17 +220,17 @@ def test_real_libvirt_facts_are_published(standin, kubeconfig, libvirt_uri):
 
 
 def test_changed_content_is_replaced_with_the_current_resource_version(standin, kubeconfig):
-    old = build_nodefeature(report({"kvm-info-cap-hyperv-synic": "true"}, ("synic",)), NODE, NS)
+    old = build_nodefeature(report({"feature.node.kubernetes.io/kvm-info-cap-hyperv-synic": "true"}, ("synic",)), NODE, NS)
     old["metadata"]["labels"]["team"] = "virt"
     old["metadata"]["annotations"] = {"owner": "someone"}
     version = standin.put_object(NS, old)["metadata"]["resourceVersion"]
     done = publish(kubeconfig)
     assert done.returncode == 0, done.stderr
-    assert f"replaced {NS}/{OBJECT}" in done.stderr and "-kvm-info-cap-hyperv-synic" in done.stderr
+    assert f"replaced {NS}/{OBJECT}" in done.stderr and "-feature.node.kubernetes.io/kvm-info-cap-hyperv-synic" in done.stderr
     put = [s for s in standin.seen if s.method == "PUT"]
     assert [(p.status, p.resource_version) for p in put] == [(200, version)]
     stored = standin.get_object(NS, OBJECT)
-    assert "kvm-info-cap-hyperv-synic" not in stored["spec"]["labels"]
+    assert "feature.node.kubernetes.io/kvm-info-cap-hyperv-synic" not in stored["spec"]["labels"]
     assert HYPERV_FLAGS not in stored["spec"]["features"].get("flags", {})
     assert stored["metadata"]["labels"]["team"] == "virt" and stored["metadata"]["annotations"] == {"owner": "someone"}
     assert stored["metadata"]["generation"] == 2
@@ -266,8 +266,8 @@ def test_hyperv_host_publishes_flags(standin, kubeconfig, monkeypatch, capsys, r
     flags = stored["spec"]["features"]["flags"][HYPERV_FLAGS]["elements"]
     assert {"synic", "synictimer", "vpindex", "evmcs", "ipi"} <= set(flags)
     assert all(value == {} for value in flags.values())
-    assert stored["spec"]["labels"]["kvm-info-cap-hyperv-synictimer"] == "true"
-    assert {f"kvm-info-cap-hyperv-{name}" for name in flags} <= set(stored["spec"]["labels"])
+    assert stored["spec"]["labels"]["feature.node.kubernetes.io/kvm-info-cap-hyperv-synictimer"] == "true"
+    assert {f"feature.node.kubernetes.io/kvm-info-cap-hyperv-{name}" for name in flags} <= set(stored["spec"]["labels"])
 
 
 # -- in-cluster configuration (the DaemonSet's path), over TLS -------------------------------------
@@ -343,7 +343,7 @@ def test_api_errors_are_retried_with_backoff_then_reported(standin, kubeconfig, 
         standin.fail_next(status, times=100)
     waits: list[float] = []
     store = NodeFeatureStore(load_api_client(str(kubeconfig)), NS)
-    desired = build_nodefeature(report({"kvm-info-usable": "true"}), NODE, NS)
+    desired = build_nodefeature(report({"feature.node.kubernetes.io/kvm-info-usable": "true"}), NODE, NS)
     with pytest.raises(PublishError) as raised:
         publish_with_retries(store, desired, retries=4, wait=lambda s: waits.append(s) or False)
     assert waits == [1.0, 2.0, 4.0, 8.0]  # exponential, never a tight loop

@@ -49,7 +49,7 @@ def test_a_bug_in_one_source_is_reported_not_raised(monkeypatch, tmp_path):
     result = report.collect(ProbeOptions(use_libvirt=False, whitelist_config=str(tmp_path / "w.json")))
     whitelist = result.source("kernel-whitelist")
     assert whitelist.status is Status.ERROR and whitelist.reason == "internal error: RuntimeError: bug"
-    assert result.source("kvm").ok and result.labels["kvm-info-usable"] == "true"
+    assert result.source("kvm").ok and result.labels["feature.node.kubernetes.io/kvm-info-usable"] == "true"
 
 
 def test_operator_error_in_a_source_is_raised_after_the_others(tmp_path):

@@ -44,7 +44,7 @@ def test_an_added_source_reaches_the_report_and_every_output(with_kernel_release
     added = report.source("kernel-release")
     assert added is not None and added.ok and added.facts.to_json() == {"release": RELEASE}
     assert report.labels[kernel_release_source.LABEL] == RELEASE
-    assert report.labels["kvm-info-usable"] == "true"  # the built-in sources are untouched
+    assert report.labels["feature.node.kubernetes.io/kvm-info-usable"] == "true"  # the built-in sources are untouched
 
     # feature file
     text = render_feature_file(report.labels, datetime.now(timezone.utc)).decode()

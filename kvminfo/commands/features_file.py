@@ -27,7 +27,10 @@ rename; NFD skips dotfiles) and starts with a `# +expiry-time=<RFC3339>`
 directive: NFD drops the labels after that moment, so a dead sidecar cannot
 leave stale capabilities on the node.
 
-Without --interval: write once and exit. With --interval: keep running,
+Without --interval: write once and exit; the labels then lapse after
+--expiry (1h by default) unless something rewrites the file, so a one-shot
+run whose labels must stay (an init container) needs --expiry never. With
+--interval: keep running,
 re-probe every interval, and rewrite only when the labels changed or less
 than two rounds of validity are left, a round being the interval plus the
 probe's deadline (--libvirt-timeout with libvirt, else 5 s). So --expiry
@@ -54,7 +57,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="how long NFD may trust the labels after each write "
                              f"(default: {format_duration(DEFAULT_EXPIRY_S)}, or 3 intervals if that is longer, "
                              "and never less than the minimum); with --interval at least "
-                             "2 x (interval + probe deadline), see above")
+                             "2 x (interval + probe deadline), see above. 'never': no expiry directive, so NFD "
+                             "keeps the labels for as long as the file exists (a one-shot run whose labels must "
+                             "not lapse; they then stay even if the node changes, until the file is rewritten or removed)")
     parser.add_argument("--interval", metavar="DURATION",
                         help="keep running and re-probe this often (sidecar mode); default: write once and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step on stderr")

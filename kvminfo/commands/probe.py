@@ -22,9 +22,11 @@ kernel-whitelist) with its status (ok / unavailable / timeout / error /
 disabled) and why; each Hyper-V enlightenment as supported / unsupported /
 unknown with the evidence that said so (kvm-caps: the capability+MSR table,
 kvm-hv-cpuid: KVM_GET_SUPPORTED_HV_CPUID bits, libvirt: domain
-capabilities); each label family beyond Hyper-V (cpu-models,
-host-model-features, confidential, tsc, limits) with what it found or why it
-gives no label here; then the labels `kvminfo labels` would print."""
+capabilities) and why each said it (or, for libvirt, why its silence says
+nothing: a name newer than the answering libvirt); each label family beyond
+Hyper-V (cpu-models, host-model-features, confidential, tsc, limits) with
+what it found or why it gives no label here; then the labels `kvminfo labels`
+would print."""
 
 EXAMPLES = """\
 examples:
@@ -50,7 +52,8 @@ def report_to_json(report: Report) -> dict[str, Any]:
                      "elapsed_ms": s.elapsed_ms, "facts": s.facts.to_json() if s.facts is not None else {}}
                     for s in report.sources],
         "features": [{"name": f.name, "support": f.support.value,
-                      "said_by": {k: v.value for k, v in f.said_by.items()}} for f in report.features],
+                      "said_by": {k: v.value for k, v in f.said_by.items()},
+                      "reasons": dict(f.reasons)} for f in report.features],
         "families": report.families.to_json() if report.families is not None else None,
         "labels": dict(report.labels),
         "warnings": list(report.warnings),
@@ -115,6 +118,7 @@ def format_text(report: Report) -> str:
     for f in report.features:
         said = ", ".join(f"{k}={v.value}" for k, v in f.said_by.items()) or "no source knows"
         lines.append(f"  {f.name:<17} {f.support.value:<12} {said}")
+        lines.extend(f"  {'':<17} {'':<12}   {source}: {why}" for source, why in f.reasons.items())
     lines.extend(_families_text(report))
     lines.append("labels:")
     lines.extend(f"  {k}={v}" for k, v in sorted(report.labels.items()))

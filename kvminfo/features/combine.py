@@ -9,10 +9,13 @@ from kvminfo.model import FeatureVerdict, Support
 
 
 def combine(evidence: Mapping[str, Mapping[str, Support]],
-            features: Iterable[str] = ALL_FEATURES) -> tuple[FeatureVerdict, ...]:
+            features: Iterable[str] = ALL_FEATURES,
+            reasons: Mapping[str, Mapping[str, str]] | None = None) -> tuple[FeatureVerdict, ...]:
     """Supported when at least one evidence says supported and none that knows
     the feature says unsupported; unsupported when any says so; otherwise
-    unknown. Evidence that says UNKNOWN (or nothing) does not count."""
+    unknown. Evidence that says UNKNOWN (or nothing) does not count.
+    ``reasons`` (evidence -> feature -> why) is carried into each verdict."""
+    reasons = reasons or {}
     verdicts = []
     for name in features:
         said_by = {source: said[name] for source, said in evidence.items()
@@ -23,5 +26,6 @@ def combine(evidence: Mapping[str, Mapping[str, Support]],
             support = Support.SUPPORTED
         else:
             support = Support.UNKNOWN
-        verdicts.append(FeatureVerdict(name, support, said_by))
+        why = {source: said[name] for source, said in reasons.items() if name in said}
+        verdicts.append(FeatureVerdict(name, support, said_by, why))
     return tuple(verdicts)

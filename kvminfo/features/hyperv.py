@@ -16,9 +16,16 @@ from kvminfo.features.hyperv_tables import (
     DECIDED_BY_CAPS_ALWAYS,
     HV_CPUID_TABLE,
     HYPERV_EMULATION_CAP,
+    LIBVIRT_DEFAULTS_NAME_SINCE,
     LIBVIRT_DEFAULTS_NAMES,
+    LIBVIRT_DEFAULTS_SINCE,
+    LIBVIRT_DOMCAPS_HYPERV_SINCE,
+    LIBVIRT_NAME_SINCE,
     LIBVIRT_NAMES,
     HvCpuidRule,
+    LegacyRule,
+    Version,
+    domcaps_knows,
 )
 from kvminfo.model import SourceResult, Support
 from kvminfo.sources.facts import LIBVIRT, KvmFacts
@@ -78,7 +85,7 @@ def kvm_evidence(facts: KvmFacts) -> Evidence:
     every feature they describe and the table only base/synic2. A kernel
     without Hyper-V emulation (KVM_CAP_HYPERV 0) supports no feature at all,
     so then kvm-caps says "unsupported" for every one (whatever libvirt says)."""
-    caps, msrs, hv_cpuid = facts.caps or {}, facts.msrs, facts.hv_cpuid
+    caps, msrs, hv_cpuid = facts.caps or {}, facts.msrs or (), facts.hv_cpuid
     if caps.get(HYPERV_EMULATION_CAP, 0) <= 0:
         return {"kvm-caps": {name: Support.UNSUPPORTED for name in ALL_FEATURES}}
     if hv_cpuid is None:
@@ -87,22 +94,134 @@ def kvm_evidence(facts: KvmFacts) -> Evidence:
             "kvm-hv-cpuid": hv_cpuid_verdicts(hv_cpuid)}
 
 
-def libvirt_evidence(domcaps: DomainCapabilities) -> Evidence:
-    """Listed = supported, in the vocabulary but not listed = unsupported, no
-    <hyperv> = no evidence; <defaults> flags (11.9+) say yes/no where present.
+def _legacy_reason(rule: LegacyRule, caps: Mapping[str, int], listed: set[int]) -> str:
+    parts = []
+    if rule.cap is not None:
+        parts.append(f"{rule.cap} = {caps.get(rule.cap, 0)}")
+    if rule.msr is not None:
+        parts.append(f"MSR {rule.msr:#x} {'listed' if rule.msr in listed else 'not in the MSR index list'}")
+    return ", ".join(parts)
 
-    Names outside the vocabulary are ignored: a label claims host support and
-    we cannot know what a name we have never seen needs.
+
+def _hv_cpuid_reason(rule: HvCpuidRule, regs: Mapping[tuple[int, str], int], said: Mapping[str, Support]) -> str:
+    clear = [f"{b.leaf:#x}.{b.register.upper()} bit {b.bit}" for b in rule.bits
+             if not regs.get((b.leaf, b.register), 0) >> b.bit & 1]
+    if clear:
+        return f"HV CPUID {', '.join(clear)} clear"
+    missing = [d for d in rule.depends if said.get(d) is not Support.SUPPORTED]
+    if missing:
+        return f"needs {', '.join(missing)}"
+    return "HV CPUID bits set" + (f", needs {', '.join(rule.depends)}: supported" if rule.depends else "")
+
+
+def kvm_reasons(facts: KvmFacts) -> dict[str, dict[str, str]]:
+    """evidence -> feature -> why, for exactly the verdicts kvm_evidence gives."""
+    caps, listed, hv_cpuid = facts.caps or {}, set(facts.msrs or ()), facts.hv_cpuid
+    if caps.get(HYPERV_EMULATION_CAP, 0) <= 0:
+        why = f"{HYPERV_EMULATION_CAP} = {caps.get(HYPERV_EMULATION_CAP, 0)}: this KVM has no Hyper-V emulation"
+        return {"kvm-caps": {name: why for name in ALL_FEATURES}}
+    names = tuple(CAPS_TABLE) if hv_cpuid is None else DECIDED_BY_CAPS_ALWAYS
+    reasons = {"kvm-caps": {name: _legacy_reason(CAPS_TABLE[name], caps, listed) for name in names}}
+    if hv_cpuid is not None:
+        regs, said = _registers(hv_cpuid), hv_cpuid_verdicts(hv_cpuid)
+        reasons["kvm-hv-cpuid"] = {name: _hv_cpuid_reason(rule, regs, said) for name, rule in HV_CPUID_TABLE.items()}
+    return reasons
+
+
+def _version(text: str | None) -> Version | None:
+    """'9.0.0' -> (9, 0, 0); None for anything else."""
+    parts = text.split(".") if text is not None else []
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
+        return None
+    return (int(parts[0]), int(parts[1]), int(parts[2]))
+
+
+def _speaking_for(libvirt_version: str | None) -> tuple[Version, str]:
+    """(the libvirt version whose vocabulary silence speaks for, how we know it).
+
+    A live connection reports its version (virConnectGetLibVersion); a replayed
+    file carries none, so unless the operator named one (--libvirt-version),
+    silence speaks only for the oldest <hyperv> vocabulary (libvirt 9.0.0's).
+    """
+    version = _version(libvirt_version)
+    if version is not None:
+        return version, f"libvirt {libvirt_version}"
+    oldest = ".".join(map(str, LIBVIRT_DOMCAPS_HYPERV_SINCE))
+    return LIBVIRT_DOMCAPS_HYPERV_SINCE, f"libvirt {oldest} (a replay without --libvirt-version)"
+
+
+def _since(libvirt_name: str) -> str:
+    since = LIBVIRT_NAME_SINCE.get(libvirt_name) or LIBVIRT_DEFAULTS_NAME_SINCE[libvirt_name]
+    element = LIBVIRT_DEFAULTS_SINCE if libvirt_name in LIBVIRT_DEFAULTS_NAMES else LIBVIRT_DOMCAPS_HYPERV_SINCE
+    return ".".join(map(str, max(since, element)))
+
+
+def libvirt_findings(domcaps: DomainCapabilities, libvirt_version: str | None = None) -> dict[str, tuple[Support, str]]:
+    """feature -> (what libvirt's domain capabilities say, why), UNKNOWN included.
+
+    libvirt's meaning (shared/corpus/domcaps/FACTS.md 3, 6, 11, 12): every
+    `<enum name='features'>` value is supported; a name the answering libvirt
+    (``libvirt_version``, "X.Y.Z"; None: a replay of unknown version, read as
+    9.0.0, the oldest with <hyperv>) knows (hyperv_tables.domcaps_knows) but
+    does not list is unsupported; a name newer than that libvirt says nothing;
+    `<defaults>` on/off children (11.9+) say supported/unsupported, an absent
+    child nothing; <hyperv supported='no'/> says unsupported for every name; no
+    <hyperv> element says nothing at all. `spinlocks`/`vendor_id` are guest
+    settings, never host features. Names outside the vocabulary are ignored: a
+    label claims host support and we cannot know what an unknown name needs.
     """
     listed = domcaps.hyperv
     if listed is None:
         return {}
-    listed_features = {LIBVIRT_NAMES.get(name) for name in listed}
-    said = {feature: _support(feature in listed_features) for feature in LIBVIRT_NAMES.values() if feature}
-    for libvirt_name, flag in domcaps.hyperv_defaults.items():
-        if libvirt_name in LIBVIRT_DEFAULTS_NAMES and isinstance(flag, bool):
-            said[LIBVIRT_DEFAULTS_NAMES[libvirt_name]] = _support(flag)
-    return {LIBVIRT: said}  # evidence named after its source
+    version, whose = _speaking_for(libvirt_version)
+    listed_names = set(listed)
+    findings: dict[str, tuple[Support, str]] = {}
+    for libvirt_name, feature in LIBVIRT_NAMES.items():
+        if feature is None:
+            continue
+        if libvirt_name in listed_names:
+            findings[feature] = (Support.SUPPORTED, f"{libvirt_name!r} listed in <hyperv>")
+        elif domcaps.hyperv_supported is False:
+            findings[feature] = (Support.UNSUPPORTED, "<hyperv supported='no'/>")
+        elif domcaps_knows(libvirt_name, version):
+            findings[feature] = (Support.UNSUPPORTED, f"{libvirt_name!r} not listed, and {whose} knows it")
+        else:
+            findings[feature] = (Support.UNKNOWN, f"{libvirt_name!r} not listed, but it is newer "
+                                                  f"({_since(libvirt_name)}) than {whose}: silence says nothing")
+    for libvirt_name, feature in LIBVIRT_DEFAULTS_NAMES.items():
+        flag = domcaps.hyperv_defaults.get(libvirt_name)
+        if isinstance(flag, bool):
+            findings[feature] = (_support(flag), f"<defaults><{libvirt_name}>{'on' if flag else 'off'}")
+        else:
+            findings[feature] = (Support.UNKNOWN, f"no <defaults><{libvirt_name}> on/off "
+                                                  f"(libvirt {_since(libvirt_name)}+ reports it)")
+    return findings
+
+
+def libvirt_evidence(domcaps: DomainCapabilities, libvirt_version: str | None = None) -> Evidence:
+    """What libvirt says (libvirt_findings), without the reasons and without UNKNOWN."""
+    findings = libvirt_findings(domcaps, libvirt_version)
+    if not findings:
+        return {}
+    return {LIBVIRT: {f: said for f, (said, _) in findings.items() if said is not Support.UNKNOWN}}  # named after its source
+
+
+def reasons_from_sources(sources: Iterable[SourceResult]) -> dict[str, dict[str, str]]:
+    """evidence -> feature -> why it said what it said (libvirt's silences included)."""
+    reasons: dict[str, dict[str, str]] = {}
+    for source in sources:
+        if not source.ok:
+            continue
+        if isinstance(source.facts, KvmFacts):
+            reasons.update(kvm_reasons(source.facts))
+        elif source.name == LIBVIRT:
+            from kvminfo.sources.libvirt_facts import LibvirtFacts  # loaded already: the source ran
+
+            if isinstance(source.facts, LibvirtFacts) and source.facts.domcaps is not None:
+                findings = libvirt_findings(source.facts.domcaps, source.facts.libvirt_version)
+                if findings:
+                    reasons[LIBVIRT] = {feature: why for feature, (_, why) in findings.items()}
+    return reasons
 
 
 def evidence_from_sources(sources: Iterable[SourceResult]) -> Evidence:
@@ -117,5 +236,5 @@ def evidence_from_sources(sources: Iterable[SourceResult]) -> Evidence:
             from kvminfo.sources.libvirt_facts import LibvirtFacts  # loaded already: the source ran
 
             if isinstance(source.facts, LibvirtFacts) and source.facts.domcaps is not None:
-                evidence.update(libvirt_evidence(source.facts.domcaps))
+                evidence.update(libvirt_evidence(source.facts.domcaps, source.facts.libvirt_version))
     return evidence

@@ -9,7 +9,11 @@ Label families (a hook may print one family only):
 - "cpu-models", "host-model-features", "confidential", "tsc", "limits":
   kvminfo/labels/families.py (fully qualified keys), from
   kvminfo.features.families.FamilyFacts.
-Keys carry no prefix when NFD's default (feature.node.kubernetes.io) is meant.
+Every key is fully qualified (feature.node.kubernetes.io/kvm-info-...): NFD
+puts an unprefixed name under that namespace only while it still
+auto-prefixes (deprecated; NFD 0.16+ with the DisableAutoPrefix feature gate
+publishes it bare), and every NFD from 0.10 on accepts the qualified key as
+the same node label, so consumers of the old unprefixed form see no change.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from kvminfo.labels import FAMILIES as ALL_FAMILIES
-from kvminfo.labels.nfd import LabelError, check_label, sanitize_value
+from kvminfo.labels.nfd import DEFAULT_PREFIX, LabelError, check_label, full_key, sanitize_value
 from kvminfo.model import FeatureVerdict, SourceResult, Status, Support
 from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT, KvmFacts
 
@@ -26,9 +30,12 @@ if TYPE_CHECKING:
     from kvminfo.features.family_facts import FamilyFacts
 
 FAMILIES = ALL_FAMILIES  # every family; the default set is kvminfo.labels.DEFAULT_FAMILIES
-CAP_PREFIX = "kvm-info-cap-hyperv-"
+NS = f"{DEFAULT_PREFIX}/"
+CAP_PREFIX = f"{NS}kvm-info-cap-hyperv-"
 KUBEVIRT_HYPERV_PREFIX = "hyperv.node.kubevirt.io/"
-VERSION_PREFIX = "kvm-info-version-"
+VERSION_PREFIX = f"{NS}kvm-info-version-"
+USABLE, NESTED, CPU_VENDOR, HOST_MODEL = (f"{NS}kvm-info-{name}" for name in ("usable", "nested", "cpu-vendor",
+                                                                               "host-model"))
 
 
 def _by_name(sources: Iterable[SourceResult]) -> dict[str, SourceResult]:
@@ -55,13 +62,13 @@ def caps_labels(sources: Mapping[str, SourceResult], verdicts: Iterable[FeatureV
     prefix = KUBEVIRT_HYPERV_PREFIX if kubevirt_names else CAP_PREFIX
     labels = {f"{prefix}{v.name}": "true" for v in verdicts if v.support is Support.SUPPORTED}
     if kvm is not None and kvm.ok and isinstance(kvm.facts, KvmFacts):
-        labels["kvm-info-usable"] = "true"
+        labels[USABLE] = "true"
         if kvm.facts.nested:
-            labels["kvm-info-nested"] = "true"
+            labels[NESTED] = "true"
         if kvm.facts.cpu_vendor:
-            vendor = _outside_value("kvm-info-cpu-vendor", kvm.facts.cpu_vendor, warnings)
+            vendor = _outside_value(CPU_VENDOR, kvm.facts.cpu_vendor, warnings)
             if vendor:
-                labels["kvm-info-cpu-vendor"] = vendor
+                labels[CPU_VENDOR] = vendor
     libvirt = sources.get(LIBVIRT)
     host_model = None
     if libvirt is not None and libvirt.ok:
@@ -70,9 +77,9 @@ def caps_labels(sources: Mapping[str, SourceResult], verdicts: Iterable[FeatureV
         if isinstance(libvirt.facts, LibvirtFacts) and libvirt.facts.domcaps is not None:
             host_model = libvirt.facts.domcaps.host_model
     if host_model is not None and host_model.model:
-        model = _outside_value("kvm-info-host-model", host_model.model, warnings)
+        model = _outside_value(HOST_MODEL, host_model.model, warnings)
         if model:
-            labels["kvm-info-host-model"] = model
+            labels[HOST_MODEL] = model
     return labels
 
 
@@ -108,7 +115,8 @@ def render_labels(sources: Iterable[SourceResult], verdicts: Iterable[FeatureVer
         from kvminfo.labels.families import family_labels  # not on the hook's path (--family caps)
 
         candidates.update(family_labels(family_facts, wanted, warnings))
-    labels = {}
+    candidates = {full_key(key): value for key, value in candidates.items()}  # one qualified form everywhere
+    labels: dict[str, str] = {}
     for key in sorted(candidates):
         try:
             check_label(key, candidates[key])

@@ -26,7 +26,7 @@ MAX_BYTES = 65536  # NFD's MaxFeatureFileSize: a file larger than this is skippe
 EXPIRY_DIRECTIVE = "# +expiry-time="
 HEADER = (
     f"# Written by kvminfo {__version__} (kvminfo features-file). Do not edit: it is rewritten.\n"
-    "# Node Feature Discovery labels, key=value; unprefixed keys land under feature.node.kubernetes.io/.\n"
+    "# Node Feature Discovery labels, key=value, keys fully qualified (feature.node.kubernetes.io/...).\n"
 )
 
 
@@ -41,9 +41,16 @@ def format_rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def render_feature_file(labels: Mapping[str, str], expires_at: datetime) -> bytes:
-    """The whole file: header, expiry directive, then sorted key=value lines."""
-    lines = [HEADER, f"{EXPIRY_DIRECTIVE}{format_rfc3339(expires_at)}\n"]
+def render_feature_file(labels: Mapping[str, str], expires_at: datetime | None) -> bytes:
+    """The whole file: header, expiry directive, then sorted key=value lines.
+
+    ``expires_at`` None writes no directive: NFD (0.14+, source/local) then keeps
+    the labels for as long as the file exists (its default expiry is "now" and
+    only an expiry before now drops a line).
+    """
+    lines = [HEADER]
+    if expires_at is not None:
+        lines.append(f"{EXPIRY_DIRECTIVE}{format_rfc3339(expires_at)}\n")
     data = ("".join(lines) + format_label_lines(labels)).encode("utf-8")
     if len(data) > MAX_BYTES:
         raise KvminfoError(f"feature file would be {len(data)} bytes; NFD skips files larger than {MAX_BYTES} bytes")

@@ -39,9 +39,12 @@ REFRESH_WITHIN_ROUNDS = 2
 MIN_INTERVAL_S = 1
 
 
+NEVER = "never"  # --expiry never: no expiry directive, NFD keeps the labels while the file exists
+
+
 @dataclass(frozen=True)
 class Schedule:
-    expiry_s: float
+    expiry_s: float | None  # None: --expiry never
     interval_s: float | None  # None: write once
     probe_deadline_s: float  # the longest one probe may take (kvminfo.collect.probe_deadline_s)
 
@@ -56,6 +59,8 @@ def schedule_from_args(expiry: str | None, interval: str | None, probe_deadline_
     """--expiry and --interval as given (None: not given); ParseError/KvminfoError name the option."""
     interval_s = parse_duration(interval, "--interval", MIN_INTERVAL_S) if interval is not None else None
     schedule = Schedule(DEFAULT_EXPIRY_S, interval_s, probe_deadline_s)
+    if expiry is not None and expiry.strip() == NEVER:  # no expiry, so no round can let it lapse
+        return replace(schedule, expiry_s=None)
     minimum_s = math.ceil(schedule.refresh_within_s())
     if interval_s is not None and minimum_s > MAX_DURATION_S:  # no --expiry could ever be valid
         longest = math.floor(MAX_DURATION_S / REFRESH_WITHIN_ROUNDS - probe_deadline_s)
@@ -84,8 +89,15 @@ def rewrite_reason(on_disk: FeatureFile | None, labels: Mapping[str, str], now: 
     changed = labels_changed(on_disk.labels if on_disk is not None else None, labels, "feature file")
     if changed is not None or on_disk is None:
         return changed
+    if schedule.expiry_s is None:
+        return "existing file expires; --expiry never writes none" if on_disk.expires_at is not None else None
     if on_disk.expires_at is None:
         return "existing file has no valid expiry directive"
+    latest = now + timedelta(seconds=schedule.expiry_s)
+    if on_disk.expires_at > latest:
+        # Not an expiry we would write now (a foreign or older file, a longer --expiry):
+        # left alone it would outlive this sidecar by that much if it died.
+        return f"expiry {format_rfc3339(on_disk.expires_at)} is later than now + --expiry ({format_rfc3339(latest)})"
     left = on_disk.expires_at - now
     if left < timedelta(seconds=schedule.refresh_within_s()):
         return f"expiry near ({format_duration(max(0.0, left.total_seconds()))} left)"
@@ -118,10 +130,12 @@ def check_output_path(path: Path) -> None:
         raise KvminfoError(f"--output {path}: directory {directory} is not writable")
 
 
-def write_feature_file(path: Path, labels: Mapping[str, str], now: datetime, expiry_s: float, reason: str) -> None:
-    expires_at = now + timedelta(seconds=expiry_s)
+def write_feature_file(path: Path, labels: Mapping[str, str], now: datetime, expiry_s: float | None,
+                       reason: str) -> None:
+    expires_at = None if expiry_s is None else now + timedelta(seconds=expiry_s)
     write_atomic(path, render_feature_file(labels, expires_at))
-    log.info("wrote %s: %d labels, expires %s; reason: %s", path, len(labels), format_rfc3339(expires_at), reason)
+    expires = NEVER if expires_at is None else format_rfc3339(expires_at)
+    log.info("wrote %s: %d labels, expires %s; reason: %s", path, len(labels), expires, reason)
 
 
 class FeatureFileOutput:

@@ -107,25 +107,36 @@ def _hyperv(features: ET.Element | None) -> dict[str, Any]:
 
 
 def _hyperv_defaults(defaults: ET.Element | None) -> dict[str, int | str | bool]:
-    """libvirt >= 11.9 `<defaults>`: what `<hyperv mode='host-model'>` would enable.
+    """libvirt >= 11.9 `<defaults>`: what `<hyperv mode='host-model'>` would use.
 
-    Children carry either a value as text (spinlocks retries, vendor_id) or a
-    supported='yes|no' flag (stimer_direct, tlbflush_direct, tlbflush_extended).
+    libvirt writes every child as text (libvirt commit "conf: Report default
+    hyperv values in domain capabilities"; shared/corpus/domcaps FACTS.md 12):
+    `<spinlocks>4095</spinlocks>` (retry count), `<stimer_direct>on</stimer_direct>`,
+    `<tlbflush_direct>on</tlbflush_direct>`, `<tlbflush_extended>on</tlbflush_extended>`
+    (on/off), `<vendor_id>Linux KVM Hv</vendor_id>`. "on"/"off" become True/False,
+    an ASCII number an int, anything else stays text. Each child is read on its
+    own; an absent one says nothing.
     """
     if defaults is None:
         return {}
     out: dict[str, int | str | bool] = {}
     for child in defaults:
-        if "supported" in child.attrib:
-            out[child.tag] = child.get("supported") == "yes"
-        elif child.text and child.text.strip():
-            text = child.text.strip()
-            # ASCII digits only: str.isdigit() also accepts '²', which int() refuses; the length
-            # bound keeps clear of Python's 4300-digit int() limit (a retry count is small).
-            out[child.tag] = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else text
-        elif (value := child.get("value")) is not None:
-            out[child.tag] = value
+        text = (child.text or "").strip()
+        if not text:
+            continue
+        if text in _SWITCH:
+            out[child.tag] = _SWITCH[text]
+        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses; the length
+        # bound keeps clear of Python's 4300-digit int() limit (a retry count is small).
+        elif text.isascii() and text.isdigit() and len(text) <= 18:
+            out[child.tag] = int(text)
+        else:
+            out[child.tag] = text
     return out
+
+
+# libvirt's virTristateSwitch spelling for on/off values.
+_SWITCH = {"on": True, "off": False}
 
 
 def _host_model(root: ET.Element) -> HostModel | None:

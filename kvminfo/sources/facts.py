@@ -43,7 +43,8 @@ class KvmFacts:
     cpu_vendor: /proc/cpuinfo vendor_id in short form ("AMD", "Intel", ...).
     api_version: KVM_GET_API_VERSION, None when the device could not be asked.
     caps: KVM_CAP_NAME -> KVM_CHECK_EXTENSION answer; None when the device was
-    not usable (then msrs, hv_cpuid* are meaningless). hv_cpuid: None when not
+    not usable (then msrs, hv_cpuid* are meaningless). msrs: None when the
+    kernel has no KVM_GET_MSR_INDEX_LIST (not x86). hv_cpuid: None when not
     obtainable (hv_cpuid_missing says why); hv_cpuid_via: "system" | "vcpu".
     """
 
@@ -51,7 +52,7 @@ class KvmFacts:
     cpu_vendor: str | None = None
     api_version: int | None = None
     caps: dict[str, int] | None = None
-    msrs: list[int] = field(default_factory=list)
+    msrs: list[int] | None = field(default_factory=list)
     hv_cpuid: list[HvCpuidEntry] | None = None
     hv_cpuid_via: str | None = None
     hv_cpuid_missing: str | None = None
@@ -70,7 +71,7 @@ class KvmFacts:
             if self.api_version is not None:
                 known["api_version"] = self.api_version
             return known
-        return {"api_version": self.api_version, "caps": dict(self.caps), "msrs": list(self.msrs),
+        return {"api_version": self.api_version, "caps": dict(self.caps), "msrs": None if self.msrs is None else list(self.msrs),
                 "hv_cpuid": None if self.hv_cpuid is None else [dict(e) for e in self.hv_cpuid],
                 "hv_cpuid_via": self.hv_cpuid_via, "hv_cpuid_missing": self.hv_cpuid_missing,
                 "nested": self.nested, "cpu_vendor": self.cpu_vendor, "tsc_khz": self.tsc_khz,

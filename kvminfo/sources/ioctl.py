@@ -5,20 +5,29 @@ in tests; a test that needs a Hyper-V capable host replaces only ``ioctl``
 (monkeypatch ``kvminfo.sources.ioctl.ioctl``), so callers must reach it as
 ``ioctl_mod.ioctl(...)``, never ``from ... import ioctl``.
 
-Request numbers are the kernel's _IO/_IOWR encodings for x86 (checked
-against /usr/include/linux/kvm.h on Debian 12).
+Request numbers are the kernel's _IO/_IOWR encodings (checked against
+/usr/include/linux/kvm.h on Debian 12, x86_64). The encoding is the
+architecture's: asm-generic/ioctl.h (x86, arm64, s390, riscv, loongarch) or
+the 13-bit-size, 3-bit-direction one of powerpc, mips, sparc and alpha
+(arch/<arch>/include/uapi/asm/ioctl.h), chosen from uname's machine.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import os
 
-# asm-generic/ioctl.h: dir(2 bits) << 30 | size(14) << 16 | type(8) << 8 | nr(8)
-_IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
+if os.uname().machine.startswith(("ppc", "powerpc", "mips", "sparc", "alpha")):
+    # dir(3 bits) << 29 | size(13) << 16 | type(8) << 8 | nr(8); NONE 1, READ 2, WRITE 4
+    _IOC_NONE, _IOC_READ, _IOC_WRITE, _IOC_DIRSHIFT = 1, 2, 4, 29
+else:
+    # asm-generic/ioctl.h: dir(2 bits) << 30 | size(14) << 16 | type(8) << 8 | nr(8)
+    _IOC_NONE, _IOC_WRITE, _IOC_READ, _IOC_DIRSHIFT = 0, 1, 2, 30
 
 
 def _ioc(direction: int, type_: int, nr: int, size: int) -> int:
-    return (direction << 30) | (size << 16) | (type_ << 8) | nr
+    return (direction << _IOC_DIRSHIFT) | (size << 16) | (type_ << 8) | nr
 
 
 def _io(type_: int, nr: int) -> int:
@@ -37,9 +46,15 @@ KVM_CHECK_EXTENSION = _io(KVMIO, 0x03)
 KVM_CREATE_VCPU = _io(KVMIO, 0x41)
 KVM_GET_TSC_KHZ = _io(KVMIO, 0xA3)  # vCPU ioctl (KVM_CAP_GET_TSC_KHZ); returns the guest TSC rate in kHz
 KVM_GET_SUPPORTED_HV_CPUID = _iowr(KVMIO, 0xC1, 8)  # struct kvm_cpuid2 {u32 nent, padding; entries[]}
-assert KVM_GET_SUPPORTED_HV_CPUID == 0xC008AEC1
+assert _IOC_DIRSHIFT != 30 or KVM_GET_SUPPORTED_HV_CPUID == 0xC008AEC1  # linux/kvm.h on x86_64
 
 KVM_API_VERSION = 12
+
+# The ioctls that exist only on x86 KVM: elsewhere (arm64, s390x, ppc64,
+# riscv64, loongarch64) the kernel answers EINVAL or ENOTTY, meaning "no
+# Hyper-V here", never a broken device (kvm_arch_dev_ioctl returns -EINVAL for
+# an unknown request on those architectures).
+X86_ONLY_ERRNOS = (errno.EINVAL, errno.ENOTTY)
 
 # KVM_CAP_* numbers (linux/kvm.h). Hyper-V ones first: each is checked.
 HYPERV_CAPS: dict[str, int] = {

@@ -70,14 +70,21 @@ def read_caps(fd: int) -> dict[str, int]:
             for name, number in _kvm.ALL_CAPS.items()}
 
 
-def read_msr_index_list(fd: int) -> list[int]:
-    """KVM_GET_MSR_INDEX_LIST: ask with nmsrs=0, the kernel answers E2BIG and the count."""
+def read_msr_index_list(fd: int) -> list[int] | None:
+    """KVM_GET_MSR_INDEX_LIST: ask with nmsrs=0, the kernel answers E2BIG and the count.
+
+    None when the kernel does not have the ioctl at all (EINVAL/ENOTTY: not x86,
+    where MSRs do not exist): that says "no Hyper-V", not "broken KVM".
+    """
     nmsrs = 0
     for _ in range(4):  # the list cannot really grow between calls; bound it anyway
         buf = bytearray(struct.pack("=I", nmsrs) + bytes(4 * nmsrs))
         try:
             _call(fd, _kvm.KVM_GET_MSR_INDEX_LIST, buf, "KVM_GET_MSR_INDEX_LIST")
         except OSError as err:
+            if err.errno in _kvm.X86_ONLY_ERRNOS:
+                log.debug("kvm: KVM_GET_MSR_INDEX_LIST: %s (not x86): no MSRs, no Hyper-V", _why(err))
+                return None
             if err.errno != errno.E2BIG:
                 raise _IoctlFailed(f"KVM_GET_MSR_INDEX_LIST failed: {_why(err)}") from None
             (needed,) = struct.unpack_from("=I", buf)
@@ -162,7 +169,10 @@ def probe_hv_cpuid(fd: int, caps: dict[str, int]) -> tuple[list[HvCpuidEntry] | 
         entries = read_hv_cpuid(fd) if via == "system" else _hv_cpuid_on_vcpu(fd)
     except OSError as err:
         reason = f"KVM_GET_SUPPORTED_HV_CPUID on the {via} fd failed: {_why(err)}"
-        log.warning("kvm: %s; falling back to the capability/MSR table", reason)
+        if err.errno in _kvm.X86_ONLY_ERRNOS:
+            log.debug("kvm: %s (not on this architecture); falling back to the capability/MSR table", reason)
+        else:
+            log.warning("kvm: %s; falling back to the capability/MSR table", reason)
         return None, None, reason
     return entries, via, None
 
@@ -250,7 +260,8 @@ def probe_kvm(path: str, nested_paths: tuple[str, ...] | None = None,
         os.close(fd)
     facts = replace(host, api_version=api_version, caps=caps, msrs=msrs, hv_cpuid=hv_cpuid,
                     hv_cpuid_via=via, hv_cpuid_missing=hv_cpuid_missing, tsc_khz=tsc_khz)
-    log.debug("kvm: %s API %d, %d MSRs, HV CPUID %s", path, api_version, len(msrs), via or "absent")
+    log.debug("kvm: %s API %d, %s MSRs, HV CPUID %s", path, api_version, "no" if msrs is None else len(msrs),
+              via or "absent")
     return SourceResult(KVM, Status.OK, "", facts)
 
 
@@ -268,7 +279,8 @@ class KvmSource(LocalSource):
         caps = f.caps or {}
         hv = f"HV CPUID via {f.hv_cpuid_via} fd" if f.hv_cpuid is not None else f"no HV CPUID ({f.hv_cpuid_missing})"
         nested = {True: "on", False: "off", None: "unknown"}[f.nested]
-        return (f"API {f.api_version}, {len(f.msrs)} MSRs, {hv}, "
+        msrs = "no MSR index list (not x86)" if f.msrs is None else f"{len(f.msrs)} MSRs"
+        return (f"API {f.api_version}, {msrs}, {hv}, "
                 f"max vCPUs {caps.get('KVM_CAP_MAX_VCPUS')}, nested {nested}, CPU vendor {f.cpu_vendor}")
 
     def attributes(self, result: SourceResult) -> dict[str, object]:

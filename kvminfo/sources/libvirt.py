@@ -31,26 +31,41 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def probe_libvirt(uri: str, deadline_s: float, domcaps_xml: str | None = None) -> SourceResult:
+def probe_libvirt(uri: str, deadline_s: float, domcaps_xml: str | None = None,
+                  replay_version: str | None = None) -> SourceResult:
     """Ask libvirt at ``uri`` (or replay the file ``domcaps_xml``) for its domain capabilities,
     giving up after ``deadline_s`` seconds (status timeout).
 
-    A replay file is the operator's explicit input: unreadable or malformed
-    raises KvminfoError. A live libvirt that is down, hung or answers garbage
-    gives a non-OK SourceResult instead, so the other sources still count.
+    A replay file is the operator's explicit input: unreadable, malformed or
+    not KVM's answer raises KvminfoError. ``replay_version`` ("X.Y.Z", the
+    libvirt that wrote the file) becomes libvirt_version; without it a replay
+    has none. A live libvirt that is down, hung or answers garbage gives a
+    non-OK SourceResult instead, so the other sources still count.
     """
-    options = ProbeOptions(use_kvm=False, libvirt_uri=uri, libvirt_deadline_s=deadline_s, domcaps_xml=domcaps_xml)
+    options = ProbeOptions(use_kvm=False, libvirt_uri=uri, libvirt_deadline_s=deadline_s, domcaps_xml=domcaps_xml,
+                           replay_libvirt_version=replay_version)
     return run_source(SOURCE, options)
 
 
-def replay_domcaps(path: str) -> LibvirtFacts:
-    """Facts from a recorded `virsh domcapabilities`; any problem with the file -> KvminfoError naming it."""
+def replay_domcaps(path: str, libvirt_version: str | None = None) -> LibvirtFacts:
+    """Facts from a recorded `virsh domcapabilities`; any problem with the file -> KvminfoError naming it.
+
+    Only KVM's answer is accepted: `<domain>` names the virtualization type
+    libvirt answered for (FACTS.md 2), and `qemu` (TCG), `hvf`, `bhyve`, `xen`
+    describe another accelerator; a TCG file even repeats the KVM probe's
+    <hyperv> list and has a TCG host model (FACTS.md 10), so replaying one would
+    label KVM with another's word. ``libvirt_version`` ("X.Y.Z", --libvirt-version)
+    is the libvirt that wrote the file, if the operator knows it.
+    """
     text = read_operator_file(path, "domain capabilities")
     try:
         domcaps = parse_domcaps(text, source=path)
     except DomcapsError as err:
         raise KvminfoError(str(err)) from None
-    return LibvirtFacts(uri=None, libvirt_version=None, domcaps=domcaps, replayed_from=path)
+    if domcaps.domain_type != "kvm":
+        what = f"<domain>{domcaps.domain_type}</domain>" if domcaps.domain_type else "no <domain> element"
+        raise KvminfoError(f"{path}: {what} is not KVM's answer; record it with `virsh domcapabilities --virttype kvm`")
+    return LibvirtFacts(uri=None, libvirt_version=libvirt_version, domcaps=domcaps, replayed_from=path)
 
 
 def ask_libvirt(uri: str, tsc: bool = False) -> SourceResult:
@@ -129,7 +144,7 @@ class LibvirtSource:
     def probe(self, options: ProbeOptions) -> SourceResult:
         if options.domcaps_xml is not None:
             return SourceResult(LIBVIRT, Status.OK, f"replayed {options.domcaps_xml}",
-                                replay_domcaps(options.domcaps_xml))
+                                replay_domcaps(options.domcaps_xml, options.replay_libvirt_version))
         return ask_libvirt(options.libvirt_uri or DEFAULT_LIBVIRT_URI, tsc="tsc" in options.families)
 
     def summary(self, result: SourceResult) -> str:
@@ -138,7 +153,8 @@ class LibvirtSource:
         caps = f.domcaps
         model = caps.host_model.model if caps.host_model else None
         hyperv = "no <hyperv> element" if caps.hyperv is None else f"hyperv: {', '.join(caps.hyperv) or 'none'}"
-        return f"host-model {model}, max vCPUs {caps.max_vcpus}, {hyperv}"
+        version = f"libvirt {f.libvirt_version}, " if f.libvirt_version else ""
+        return f"{version}host-model {model}, max vCPUs {caps.max_vcpus}, {hyperv}"
 
     def attributes(self, result: SourceResult) -> dict[str, object]:
         """NodeFeature attributes kvminfo.libvirt: version, max_vcpus, host_model, sev, sgx, tdx, ..."""
