@@ -9,7 +9,6 @@ loop later.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +124,8 @@ def path_slug(path: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", path).strip("-") or "root"
     budget = MAX_DEVICE_ID - 7  # room for "-" + 5 digits + margin
     if len(slug) > budget:  # keep IDs within 63 chars, unique, and ending in the node's own name
+        import hashlib  # only for such long paths: hashlib is ~0.7 MiB of RSS
+
         digest = hashlib.sha256(path.encode()).hexdigest()[:8]
         slug = f"{digest}-{slug[-(budget - 9):].lstrip('-')}"
     return slug
