@@ -30,8 +30,8 @@ leave stale capabilities on the node.
 Without --interval: write once and exit; the labels then lapse after
 --expiry (1h by default) unless something rewrites the file, so a one-shot
 run whose labels must stay (an init container) needs --expiry never. With
---interval: keep running,
-re-probe every interval, and rewrite only when the labels changed or less
+--interval: keep running, re-probe every interval, and rewrite only when the
+labels changed, the file's expiry lies later than now + --expiry, or less
 than two rounds of validity are left, a round being the interval plus the
 probe's deadline (--libvirt-timeout with libvirt, else 5 s). So --expiry
 must be at least 2 x (interval + probe deadline): one slow or failed round

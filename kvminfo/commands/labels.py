@@ -15,7 +15,8 @@ from kvminfo.output.base import StdoutLines
 
 DESCRIPTION = """\
 Probe this node and print its Node Feature Discovery labels as key=value
-lines, sorted. Keys without a prefix land under feature.node.kubernetes.io/.
+lines, sorted. Every key is fully qualified: feature.node.kubernetes.io/<name>
+(the names below).
 Families (--family, repeatable): "caps" (kvm-info-cap-hyperv-<feature> for
 each supported Hyper-V enlightenment, kvm-info-usable, kvm-info-nested,
 kvm-info-cpu-vendor, kvm-info-host-model), "version"
