@@ -303,3 +303,38 @@ def test_case2_remove_cdi_specs_is_the_explicit_uninstall_step(short_dir: Path) 
     assert done.stdout.splitlines() == [f"{cdi_dir / 'a.io-kvm.json'}: removed",
                                         f"{foreign}: left in place: not a CDI spec of kind b.io/other"]
     assert sorted(p.name for p in cdi_dir.iterdir()) == ["b.io-other.json"]
+
+
+def _blocked_signals(pid: int, tid: str) -> int:
+    for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            return int(line.split()[1], 16)
+    raise AssertionError("no SigBlk")
+
+
+def test_stop_signals_are_taken_by_a_thread_never_by_a_handler(short_dir: Path) -> None:
+    """Found by the plugin bench: SIGTERM right after registration, and the process did not exit
+    in 10 s. A Python handler runs between two bytecodes of the main thread, also inside
+    threading.Event or logging while they hold their locks; the handler then set an Event and
+    logged, and deadlocked. Now every thread blocks SIGTERM and SIGINT and one thread sigwait()s."""
+    stop_bits = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+    with kubelet(short_dir) as k:
+        for round_ in range(8):  # and SIGTERM at once after registration, again and again
+            process = plugin_process("--plugin-dir", str(short_dir), "--metrics-port", "0")
+            try:
+                k.wait_registered(RESOURCE, count=round_ + 1, timeout_s=10)
+                if round_ == 0:
+                    tasks = os.listdir(f"/proc/{process.pid}/task")
+                    # The one thread in sigwait() shows them unblocked while it waits (the kernel
+                    # lets the waited-for signals through for it); every other thread blocks them.
+                    open_to_them = [t for t in tasks if _blocked_signals(process.pid, t) & stop_bits != stop_bits]
+                    assert len(tasks) > 2 and len(open_to_them) == 1, (len(tasks), open_to_them)
+                signalled = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                _, stderr = process.communicate(timeout=10)
+                assert process.returncode == 0 and time.monotonic() - signalled < 3, stderr
+                assert "SIGTERM received; stopping" in stderr
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()

@@ -8,8 +8,10 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kvminfo.logsetup import configure_logging
+from kvminfo.threads import start_daemon
 from kvminfo_plugin.batchlog import batch_stream_handlers
 from kvminfo_plugin.config import (
     DEFAULT_CDI_DIR,
@@ -24,6 +26,9 @@ from kvminfo_plugin.config import (
     load_config_file,
 )
 from kvminfo_plugin.logs import add_timestamps, quiet_grpc_core
+
+if TYPE_CHECKING:
+    from kvminfo_plugin.runtime import PluginRuntime
 
 log = logging.getLogger("kvminfo_plugin")
 
@@ -93,8 +98,19 @@ def config_from_args(args: argparse.Namespace) -> PluginConfig:
     return load_config_file(args.config, flags) if args.config else config_from_mapping({}, flags)
 
 
+# Taken by one thread with sigwait(), never by a handler: a Python signal handler runs
+# in the main thread between any two bytecodes, also inside threading.Event.set/clear/
+# wait or a logging handler, holding their (non-reentrant) locks; a handler that then
+# sets an Event or logs deadlocks the process (found by the plugin bench: SIGTERM right
+# after registration, no exit in 10 s).
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def main(argv: list[str], prog: str = "kvminfo device-plugin") -> int:
     args = build_parser(prog).parse_args(argv)
+    # Before any thread starts: every thread inherits the mask, so the signals stay
+    # pending until the signal thread takes them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     quiet_grpc_core()  # before anything imports grpc
     configure_logging(args.verbose)
     add_timestamps()
@@ -124,6 +140,14 @@ def main(argv: list[str], prog: str = "kvminfo device-plugin") -> int:
     os._exit(0)
 
 
+def _stop_on_signal(runtime: PluginRuntime) -> None:
+    """The signal thread: wait for SIGTERM/SIGINT, then stop the runtime (in an
+    ordinary thread, where taking locks is safe)."""
+    signum = signal.sigwait(STOP_SIGNALS)
+    log.info("%s received; stopping", signal.Signals(signum).name)
+    runtime.stop()
+
+
 def _serve(args: argparse.Namespace) -> bool:
     """Run the plugin until stopped; False when there was nothing to serve (--remove-cdi-specs)."""
     config = config_from_args(args)
@@ -137,13 +161,7 @@ def _serve(args: argparse.Namespace) -> bool:
     from kvminfo_plugin.runtime import PluginRuntime  # grpc is imported only once the config is good
 
     runtime = PluginRuntime(config)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("%s received; stopping", signal.Signals(signum).name)
-        runtime.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    start_daemon("signals", _stop_on_signal, runtime)
     log.info("starting: %s in %s", ", ".join(
         f"{r.name}={' '.join('+'.join(g.paths) for g in r.groups)} x{r.slots}{' (CDI)' if r.cdi else ''}"
         for r in config.resources), config.plugin_dir)
