@@ -242,3 +242,35 @@ def test_caps_hook_fast_path_loads_no_family_module() -> None:
     assert not imported & {"kvminfo.features.families", "kvminfo.labels.families", "kvminfo.features.cpu_models",
                            "kvminfo.features.confidential", "kvminfo.features.tsc", "kvminfo.sources.kvm_params"}
     assert not family_part(dict(line.split("=", 1) for line in done.stdout.splitlines()))
+
+
+@pytest.mark.parametrize("refused", ["KVM_CREATE_VM", "KVM_GET_TSC_KHZ"])
+def test_kvm_refusing_the_tsc_probe_costs_only_the_tsc_family(monkeypatch: pytest.MonkeyPatch,
+                                                               refused: str) -> None:
+    """A kernel or seccomp profile that refuses the throwaway VM (EPERM) or KVM_GET_TSC_KHZ (ENOTTY on
+    a kernel without it): the KVM source stays ok, every other family still labels, and probe says
+    why tsc is absent. Fault injected at the lowest layer (kvminfo.sources.ioctl.ioctl); every other
+    ioctl goes to the real /dev/kvm."""
+    import errno
+
+    from kvminfo.sources import ioctl as kvm_ioctl
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        require_real("/dev/kvm is not usable")
+    real = kvm_ioctl.ioctl
+    number = getattr(kvm_ioctl, refused)
+
+    kernel_errno = errno.EPERM if refused == "KVM_CREATE_VM" else errno.ENOTTY
+
+    def kernel(fd: int, request: int, arg: int | bytearray = 0) -> int:
+        if request == number:
+            raise OSError(kernel_errno, refused)
+        return real(fd, request, arg)
+
+    monkeypatch.setattr(kvm_ioctl, "ioctl", kernel)
+    report = collect(options_for_families(ProbeOptions(use_libvirt=False), FAMILIES))
+    (kvm,) = [s for s in report.sources if s.name == "kvm"]
+    assert kvm.ok and kvm.facts.tsc_khz is None
+    assert f"{P}kvm-info-usable" in report.labels and f"{P}kvm-info-max-vcpus" in report.labels
+    assert not [k for k in report.labels if "tsc" in k]
+    assert report.families.absent["tsc"] == ("no TSC frequency: libvirt: libvirt switched off (--no-libvirt); "
+                                             f"KVM: {refused} failed: {os.strerror(kernel_errno)}")

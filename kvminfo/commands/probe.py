@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from kvminfo.collect import collect
@@ -102,11 +103,17 @@ def _families_text(report: Report) -> list[str]:
             lines.append(f"  {name:<20} {count} labels{'':<4} {said}")
         else:
             lines.append(f"  {name:<20} {count} labels{'':<4} {_family_detail(name, fam)}".rstrip())
-    if fam is not None and fam.left_out_models and "cpu-models" in report.rendered_families \
-            and "cpu-models" not in fam.absent:
-        lines.append(f"  {'':<20} {'':<12} left out: "
-                     + ", ".join(f"{m} ({why})" for m, why in fam.left_out_models.items()))
+        if name == "cpu-models" and fam.left_out_models and name not in fam.absent:
+            lines.append(f"  {'':<20} {'':<12} left out (usable): {_left_out(fam.left_out_models)}")
     return lines if len(lines) > 1 else []
+
+
+def _left_out(models: Mapping[str, str]) -> str:
+    """'why: a, b; why: c' for the usable models a family did not label, grouped by the reason."""
+    by_reason: dict[str, list[str]] = {}
+    for model, why in models.items():
+        by_reason.setdefault(why, []).append(model)
+    return "; ".join(f"{why}: {', '.join(names)}" for why, names in by_reason.items())
 
 
 def format_text(report: Report) -> str:

@@ -64,9 +64,10 @@ def family_facts(sources: Iterable[SourceResult], obsolete: frozenset[str] | Non
             absent["host-model-features"] = ("libvirt has no supported host-model" if required is None
                                              else "the host model requires no extra feature")
     if tsc is None:
-        absent["tsc"] = (f"no TSC frequency: libvirt host capabilities ({_why_not(libvirt, LIBVIRT)}"
-                         f"{', or no <counter name=tsc>' if lv_facts is not None else ''}) and KVM "
-                         f"({_why_not(kvm, KVM) if kvm_facts is None else 'KVM_GET_TSC_KHZ not available'})")
+        from_libvirt = (_why_not(libvirt, LIBVIRT) if lv_facts is None else
+                        "no <counter name='tsc'> in its host capabilities (none in a replay)")
+        from_kvm = _why_not(kvm, KVM) if kvm_facts is None else (kvm_facts.tsc_missing or "not asked")
+        absent["tsc"] = f"no TSC frequency: libvirt: {from_libvirt}; KVM: {from_kvm}"
     if max_vcpus is None:
         absent["limits"] = _why_not(kvm, KVM) if kvm_facts is None else "KVM reports no vCPU limit"
     return FamilyFacts(offered_models=None if offered is None else tuple(offered), left_out_models=left_out,

@@ -57,10 +57,12 @@ class KvmFacts:
     hv_cpuid_via: str | None = None
     hv_cpuid_missing: str | None = None
     # Read only when a label family needs them (kvminfo.options.ProbeOptions.families):
-    # tsc_khz: KVM_GET_TSC_KHZ on a throwaway VM ("tsc"), None when not read or refused;
+    # tsc_khz: KVM_GET_TSC_KHZ on a throwaway VM ("tsc"), None when not read or refused
+    # (tsc_missing then says why when it was tried);
     # module_params: kvm_amd sev/sev_es/sev_snp, kvm_intel tdx ("confidential"),
     # name -> True/False, None when the module does not say; None when not read.
     tsc_khz: int | None = None
+    tsc_missing: str | None = None
     module_params: dict[str, bool | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -75,4 +77,5 @@ class KvmFacts:
                 "hv_cpuid": None if self.hv_cpuid is None else [dict(e) for e in self.hv_cpuid],
                 "hv_cpuid_via": self.hv_cpuid_via, "hv_cpuid_missing": self.hv_cpuid_missing,
                 "nested": self.nested, "cpu_vendor": self.cpu_vendor, "tsc_khz": self.tsc_khz,
+                "tsc_missing": self.tsc_missing,
                 "module_params": None if self.module_params is None else dict(self.module_params)}

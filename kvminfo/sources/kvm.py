@@ -135,26 +135,29 @@ def _hv_cpuid_on_vcpu(kvm_fd: int) -> list[HvCpuidEntry]:
         os.close(vm_fd)
 
 
-def read_tsc_khz(kvm_fd: int, caps: dict[str, int]) -> int | None:
-    """KVM_GET_TSC_KHZ on a throwaway VM's vCPU: the rate KVM gives a guest by default, i.e. the
-    host TSC (libvirt's host capabilities <counter name='tsc'> is this value x 1000). None when
-    KVM_CAP_GET_TSC_KHZ is 0 or the kernel refuses (logged; not a source error)."""
+def read_tsc_khz(kvm_fd: int, caps: dict[str, int]) -> tuple[int | None, str | None]:
+    """(kHz, None) from KVM_GET_TSC_KHZ on a throwaway VM's vCPU: the rate KVM gives a guest by
+    default, i.e. the host TSC (libvirt's host capabilities <counter name='tsc'> is this value x
+    1000); or (None, why) when KVM_CAP_GET_TSC_KHZ is 0 or the kernel refuses (not a source error)."""
     if caps.get("KVM_CAP_GET_TSC_KHZ", 0) <= 0:
-        return None
+        return None, "KVM_CAP_GET_TSC_KHZ is 0"
+    what = "KVM_CREATE_VM"
     try:
-        vm_fd = _call(kvm_fd, _kvm.KVM_CREATE_VM, 0, "KVM_CREATE_VM")
+        vm_fd = _call(kvm_fd, _kvm.KVM_CREATE_VM, 0, what)
         try:
-            vcpu_fd = _call(vm_fd, _kvm.KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU")
+            what = "KVM_CREATE_VCPU"
+            vcpu_fd = _call(vm_fd, _kvm.KVM_CREATE_VCPU, 0, what)
             try:
-                khz = _call(vcpu_fd, _kvm.KVM_GET_TSC_KHZ, 0, "KVM_GET_TSC_KHZ")
+                what = "KVM_GET_TSC_KHZ"
+                khz = _call(vcpu_fd, _kvm.KVM_GET_TSC_KHZ, 0, what)
             finally:
                 os.close(vcpu_fd)
         finally:
             os.close(vm_fd)
     except OSError as err:
-        log.debug("kvm: no TSC frequency from KVM: %s", _why(err))  # probe explains the absent tsc family
-        return None
-    return khz if khz > 0 else None
+        log.debug("kvm: no TSC frequency from KVM: %s failed: %s", what, _why(err))
+        return None, f"{what} failed: {_why(err)}"
+    return (khz, None) if khz > 0 else (None, f"KVM_GET_TSC_KHZ answered {khz}")
 
 
 def probe_hv_cpuid(fd: int, caps: dict[str, int]) -> tuple[list[HvCpuidEntry] | None, str | None, str | None]:
@@ -253,13 +256,14 @@ def probe_kvm(path: str, nested_paths: tuple[str, ...] | None = None,
         caps = read_caps(fd)
         msrs = read_msr_index_list(fd)
         hv_cpuid, via, hv_cpuid_missing = probe_hv_cpuid(fd, caps)
-        tsc_khz = read_tsc_khz(fd, caps) if "tsc" in families else None
+        tsc_khz, tsc_missing = read_tsc_khz(fd, caps) if "tsc" in families else (None, None)
     except _IoctlFailed as err:
         return SourceResult(KVM, Status.ERROR, f"{path}: {err}", host)
     finally:
         os.close(fd)
     facts = replace(host, api_version=api_version, caps=caps, msrs=msrs, hv_cpuid=hv_cpuid,
-                    hv_cpuid_via=via, hv_cpuid_missing=hv_cpuid_missing, tsc_khz=tsc_khz)
+                    hv_cpuid_via=via, hv_cpuid_missing=hv_cpuid_missing, tsc_khz=tsc_khz,
+                    tsc_missing=tsc_missing)
     log.debug("kvm: %s API %d, %s MSRs, HV CPUID %s", path, api_version, "no" if msrs is None else len(msrs),
               via or "absent")
     return SourceResult(KVM, Status.OK, "", facts)
