@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 from kvminfo.collect import collect
+from kvminfo.features.families import left_out_text
 from kvminfo.features.family_facts import FamilyFacts
 from kvminfo.labels import FAMILIES
 from kvminfo.logsetup import configure_logging
@@ -104,16 +104,8 @@ def _families_text(report: Report) -> list[str]:
         else:
             lines.append(f"  {name:<20} {count} labels{'':<4} {_family_detail(name, fam)}".rstrip())
         if name == "cpu-models" and fam.left_out_models and name not in fam.absent:
-            lines.append(f"  {'':<20} {'':<12} left out (usable): {_left_out(fam.left_out_models)}")
+            lines.append(f"  {'':<20} {'':<12} left out (usable): {left_out_text(fam.left_out_models)}")
     return lines if len(lines) > 1 else []
-
-
-def _left_out(models: Mapping[str, str]) -> str:
-    """'why: a, b; why: c' for the usable models a family did not label, grouped by the reason."""
-    by_reason: dict[str, list[str]] = {}
-    for model, why in models.items():
-        by_reason.setdefault(why, []).append(model)
-    return "; ".join(f"{why}: {', '.join(names)}" for why, names in by_reason.items())
 
 
 def format_text(report: Report) -> str:

@@ -8,7 +8,7 @@ so the three outputs cannot disagree. Rules: kvminfo.features.cpu_models,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from kvminfo.features.confidential import confidential_verdicts
 from kvminfo.features.cpu_models import DEFAULT_OBSOLETE_CPU_MODELS, host_model_obsolete, offered_models
@@ -17,6 +17,14 @@ from kvminfo.features.tsc import tsc_info
 from kvminfo.model import SourceResult, Status, source_named
 from kvminfo.sources.facts import KVM, LIBVIRT, KvmFacts
 from kvminfo.sources.libvirt_facts import DomainCapabilities, LibvirtFacts
+
+
+def left_out_text(models: Mapping[str, str]) -> str:
+    """'why: a, b; why: c' for usable models that get no label, grouped by the reason."""
+    by_reason: dict[str, list[str]] = {}
+    for model, why in models.items():
+        by_reason.setdefault(why, []).append(model)
+    return "; ".join(f"{why}: {', '.join(names)}" for why, names in by_reason.items())
 
 
 def _why_not(source: SourceResult | None, name: str) -> str:
@@ -58,8 +66,7 @@ def family_facts(sources: Iterable[SourceResult], obsolete: frozenset[str] | Non
             absent["cpu-models"] = ("libvirt offers no named CPU model (no supported custom mode)"
                                     if domcaps.cpu_models is None else
                                     "libvirt marks no model usable" if not left_out else
-                                    f"every model libvirt marks usable is left out: "
-                                    f"{', '.join(f'{m} ({why})' for m, why in left_out.items())}")
+                                    f"every model libvirt marks usable is left out: {left_out_text(left_out)}")
         if not required:
             absent["host-model-features"] = ("libvirt has no supported host-model" if required is None
                                              else "the host model requires no extra feature")
