@@ -406,3 +406,18 @@ def test_cdi_spec_wiped_while_running(layout: Layout, scenario) -> None:
                 entry.unlink()
             gone.rmdir()
     restores.check(count)
+
+
+def test_sigterm_right_after_registration(layout: Layout, scenario) -> None:
+    """SIGTERM at once after registration, round after round: the moment a signal handler used to
+    land inside the main thread's Event and deadlock it (found by the plugin bench)."""
+    stops = scenario(FAMILY, "SIGTERM right after registration (a fresh process each round)", "SIGTERM -> exit")
+    count = scaled(10, 60)
+    with kubelet(layout.plugin_dir) as k:
+        for i in range(count):
+            with PluginProcess(layout, log_name=f"plugin-{i}.log") as plugin:
+                _registered(k, count=i + 1)
+                code, took = plugin.terminate(timeout_s=5.0)
+                stops.record(code == 0 and took <= 5.0, took, f"round {i}: exit {code} after {took:.2f}s; "
+                             f"log {plugin.log_lines()[-3:]}")
+    stops.check(count)
