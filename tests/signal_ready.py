@@ -5,7 +5,9 @@ default action (SIGTERM: killed, exit -15; SIGINT: Python's KeyboardInterrupt,
 exit 130) whenever the interpreter is still importing, as it is on a loaded
 2-core machine (seen in the fresh-machine check, issue 11). The kernel says
 when a handler is in place: bit (signum - 1) of ``SigCgt`` in
-/proc/PID/status (proc(5)).
+/proc/PID/status (proc(5)); or when the signal is blocked (``SigBlk``, the
+main thread's mask): then it stays pending until the process takes it with
+sigwait() (the device plugin does, from the start of its main()).
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import time
 
 
 def catches(pid: int, signum: int) -> bool:
-    """True when ``pid`` has a handler for ``signum`` (False once it has exited)."""
+    """True when ``pid`` has a handler for ``signum`` or blocks it (False once it has exited)."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+                if line.startswith(("SigCgt:", "SigBlk:")) and int(line.split()[1], 16) >> (signum - 1) & 1:
+                    return True
     except FileNotFoundError:
         pass
     return False
