@@ -137,24 +137,40 @@ class DirectoryWatcher:
             if directory in watched:
                 needed.add(directory)
                 continue
-            for candidate in (directory, *map(str, PurePosixPath(directory).parents)):
-                try:
-                    self._path_of[self._inotify.add_watch(candidate, self._mask)] = candidate
-                except OSError as err:
-                    if err.errno in (errno.ENOENT, errno.ENOTDIR):
-                        continue
-                    log.warning("cannot watch %s (%s); relying on the slow poll", candidate, err.strerror)
+            # A directory made between our failed try on it and the watch on its parent
+            # sent its CREATE before that watch existed: look again one level down, as
+            # often as the path has levels.
+            for _ in range(len(PurePosixPath(directory).parts)):
+                at = self._watch_nearest(directory, watched, needed)
+                if at is None:
                     break
-                needed.add(candidate)
-                if candidate == directory:
+                if at == directory:
                     added.append(directory)
-                elif candidate not in watched:
-                    log.info("%s does not exist; watching %s until it appears", directory, candidate)
-                break
+                    break
+                below = PurePosixPath(directory).parts[:len(PurePosixPath(at).parts) + 1]
+                if not os.path.isdir(os.path.join(*below)):
+                    break  # not there yet: the watch on ``at`` will see it come
         for wd, path in list(self._path_of.items()):
             if path not in needed:
                 self._drop(wd)
         return added
+
+    def _watch_nearest(self, directory: str, watched: set[str], needed: set[str]) -> str | None:
+        """Watch ``directory`` or else its nearest existing ancestor; the path watched, or
+        None when the kernel refused for another reason than a missing path."""
+        for candidate in (directory, *map(str, PurePosixPath(directory).parents)):
+            try:
+                self._path_of[self._inotify.add_watch(candidate, self._mask)] = candidate
+            except OSError as err:
+                if err.errno in (errno.ENOENT, errno.ENOTDIR):
+                    continue
+                log.warning("cannot watch %s (%s); relying on the slow poll", candidate, err.strerror)
+                return None
+            needed.add(candidate)
+            if candidate != directory and candidate not in watched:
+                log.info("%s does not exist; watching %s until it appears", directory, candidate)
+            return candidate
+        return None
 
     def _drop(self, wd: int) -> None:
         del self._path_of[wd]
