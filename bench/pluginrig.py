@@ -152,10 +152,15 @@ class Rig:
                                  env={**os.environ, "PYTHONPATH": str(REPO / "plugin")})
         process = Process(kind, popen, names)
         last = 0.0
-        for name in names:
-            endpoint = self.kubelet.wait_registered(name, count=before[name] + 1, timeout_s=60)
-            process.sockets[name] = endpoint.socket
-            last = max(last, endpoint.registered_at)
+        try:
+            for name in names:
+                endpoint = self.kubelet.wait_registered(name, count=before[name] + 1, timeout_s=60)
+                process.sockets[name] = endpoint.socket
+                last = max(last, endpoint.registered_at)
+        except BaseException:  # never leave a plugin running behind a failed start
+            popen.kill()
+            popen.wait()
+            raise
         process.registered_after_s = last - started
         return process
 
