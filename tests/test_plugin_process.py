@@ -338,3 +338,27 @@ def test_stop_signals_are_taken_by_a_thread_never_by_a_handler(short_dir: Path) 
                 if process.poll() is None:
                     process.kill()
                     process.wait()
+
+
+def test_plugin_dir_removed_before_any_registration_is_waited_for(short_dir: Path) -> None:
+    """Seen by a new user: `rm -rf` of the plugin dir while no kubelet had answered yet stopped the
+    plugin with exit 2 ("cannot serve the device plugin socket: ENOENT"). The README promises it
+    waits for the directory and serves and registers once it is back."""
+    plugin_dir = short_dir / "pd"
+    process = plugin_process("--plugin-dir", str(plugin_dir), "--metrics-port", "0")
+    try:
+        deadline = time.monotonic() + 20
+        while not (plugin_dir / "kvminfo-devices.kvminfo.io_kvm.sock").is_socket():
+            assert process.poll() is None and time.monotonic() < deadline, "never served"
+            time.sleep(0.05)
+        shutil.rmtree(plugin_dir)
+        time.sleep(1.5)  # past the first serve retry
+        assert process.poll() is None, process.communicate()[1]
+        plugin_dir.mkdir()
+        with kubelet(plugin_dir) as k:
+            k.wait_registered(RESOURCE, timeout_s=10)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=5)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr and "retrying in" in stderr, stderr

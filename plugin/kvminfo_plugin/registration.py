@@ -10,6 +10,9 @@
   once a minute. Never exit because the kubelet is away.
 - The kubelet refused the registration itself (a resource name or API version
   it will never accept): one line, and the process ends with an error.
+- The plugin dir removed (before or after the first registration): wait for it
+  (inotify on its nearest ancestor, and a retry backoff of 1 s doubling to 5 s),
+  then serve and register again.
 - Our socket replaced by another process's (the next instance of a DaemonSet
   update starting before this one ends): stand aside, neither serve over it nor
   register, and never remove it on exit.
@@ -172,8 +175,8 @@ class Supervisor:
                 try:
                     server.serve()
                 except KvminfoError as err:
-                    if state.registered_at is None:
-                        raise  # cannot serve at all: an operator error, stop with one line
+                    if state.registered_at is None and self.plugin_dir.is_dir():
+                        raise  # the directory is there and still refuses us: an operator error, one line
                     with self._lock:  # e.g. the plugin dir was removed: its return wakes us
                         retry_in = state.serve_backoff_s
                         state.serve_retry_at = now + retry_in
