@@ -32,7 +32,10 @@ def _plan(options: ProbeOptions) -> tuple[list[Source], dict[str, SourceResult]]
         if entry.enabled(options):
             enabled.append(entry.load())
         else:
-            disabled[entry.name] = SourceResult(entry.name, Status.DISABLED, entry.off_reason)
+            reason = entry.off_reason
+            if entry.name in options.unneeded_sources:
+                reason = f"not needed by the chosen families ({', '.join(options.families)})"
+            disabled[entry.name] = SourceResult(entry.name, Status.DISABLED, reason)
     return enabled, disabled
 
 

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, replace
 
 from kvminfo.labels import DEFAULT_FAMILIES, FAMILIES, FAMILY_SOURCES
-from kvminfo.sources.facts import KVM, LIBVIRT
+from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT
 
 DEFAULT_KVM_PATH = "/dev/kvm"
 DEFAULT_LIBVIRT_URI = "qemu:///system"
@@ -17,6 +17,8 @@ DEFAULT_LIBVIRT_DEADLINE_S = 10.0
 # Thread.join overflows on inf/1e308 and takes nan or -1 as "do not wait"; an
 # hour already outlasts any libvirt that is going to answer at all.
 MAX_LIBVIRT_DEADLINE_S = 3600.0
+# Examples in --libvirt-timeout's messages: each within (0, MAX_LIBVIRT_DEADLINE_S] (tests check).
+LIBVIRT_DEADLINE_EXAMPLES = "e.g. 30 (seconds), 2.5s, 10m, 1h"
 # Where kvm-version-info-nfd-plugin read its config; used when no --whitelist-config is given.
 DEFAULT_WHITELIST_CONFIG = "/etc/kubernetes/node-feature-discovery/source.d/conf/kvm-version-info.json"
 
@@ -36,20 +38,23 @@ class ProbeOptions:
     kubevirt_names: bool = False  # hyperv.node.kubevirt.io/<name> instead of kvm-info-cap-hyperv-<name>
     families: tuple[str, ...] = DEFAULT_FAMILIES  # label families to render (kvminfo/labels/__init__.py)
     obsolete_cpu_models: frozenset[str] | None = None  # --obsolete-cpu-models; None: KubeVirt's default list
+    # Sources switched off by options_for_families because no chosen family needs them
+    # (not by --no-kvm / --no-libvirt): `probe` says so instead of naming a flag nobody gave.
+    unneeded_sources: frozenset[str] = frozenset()
 
 
 def libvirt_deadline(text: str) -> float:
     """argparse type for --libvirt-timeout: a duration (kvminfo.durations: "10", "2.5s",
     "1m"), above zero, at most an hour. Imported here: the NFD hook path without
     --libvirt-timeout never loads kvminfo.durations."""
-    from kvminfo.durations import EXAMPLES, DurationError, format_duration, parse_duration
+    from kvminfo.durations import DurationError, format_duration, parse_duration
 
     try:
         return float(parse_duration(text, "--libvirt-timeout", maximum_s=MAX_LIBVIRT_DEADLINE_S))
     except DurationError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration between 0 and {MAX_LIBVIRT_DEADLINE_S:g} seconds "
-            f"({format_duration(MAX_LIBVIRT_DEADLINE_S)}); {EXAMPLES}") from None
+            f"{text!r} is not a duration greater than 0 and at most {MAX_LIBVIRT_DEADLINE_S:g} s "
+            f"({format_duration(MAX_LIBVIRT_DEADLINE_S)}); {LIBVIRT_DEADLINE_EXAMPLES}") from None
 
 
 def libvirt_version(text: str) -> str:
@@ -141,11 +146,16 @@ def options_for_families(options: ProbeOptions, families: list[str] | tuple[str,
     families = tuple(f for f in FAMILIES if f in (options.families if families is None else families))
     options = replace(options, families=families)
     needed = {source for family in families for source in FAMILY_SOURCES[family]}
-    if KVM not in needed:
+    unneeded = set(options.unneeded_sources)
+    if KVM not in needed and options.use_kvm:
         options = replace(options, use_kvm=False)
-    if LIBVIRT not in needed:
+        unneeded.add(KVM)
+    if LIBVIRT not in needed and options.use_libvirt:
         options = replace(options, use_libvirt=False)
+        unneeded.add(LIBVIRT)
     if "version" not in families:
+        if options.whitelist_config is not None:
+            unneeded.add(KERNEL_WHITELIST)
         options = replace(options, whitelist_config=None)
     elif options.whitelist_config is None:
         if os.path.exists(default_whitelist):
@@ -153,4 +163,4 @@ def options_for_families(options: ProbeOptions, families: list[str] | tuple[str,
         elif set(families) == {"version"}:
             log.warning("no kernel whitelist: %s does not exist and no --whitelist-config was given; "
                         "no kvm-info-version labels", default_whitelist)
-    return options
+    return replace(options, unneeded_sources=frozenset(unneeded))

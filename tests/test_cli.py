@@ -266,7 +266,7 @@ def test_libvirt_timeout_must_be_finite_positive_and_bounded(value):
     done = run("labels", f"--libvirt-timeout={value}")
     assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
     assert f"--libvirt-timeout: {value!r}" in done.stderr.splitlines()[-1]
-    assert "between 0 and 3600" in done.stderr.splitlines()[-1]
+    assert "greater than 0 and at most 3600 s" in done.stderr.splitlines()[-1]
 
 
 def test_libvirt_timeout_at_the_bound_is_accepted():

@@ -284,8 +284,10 @@ class KvmSource(LocalSource):
         hv = f"HV CPUID via {f.hv_cpuid_via} fd" if f.hv_cpuid is not None else f"no HV CPUID ({f.hv_cpuid_missing})"
         nested = {True: "on", False: "off", None: "unknown"}[f.nested]
         msrs = "no MSR index list (not x86)" if f.msrs is None else f"{len(f.msrs)} MSRs"
-        return (f"API {f.api_version}, {msrs}, {hv}, "
-                f"max vCPUs {caps.get('KVM_CAP_MAX_VCPUS')}, nested {nested}, CPU vendor {f.cpu_vendor}")
+        max_vcpus = caps.get("KVM_CAP_MAX_VCPUS")
+        vcpus = f"max vCPUs {max_vcpus}, " if max_vcpus is not None else ""
+        vendor = f"CPU vendor {f.cpu_vendor}" if f.cpu_vendor else "CPU vendor unknown"
+        return f"API {f.api_version}, {msrs}, {hv}, {vcpus}nested {nested}, {vendor}"
 
     def attributes(self, result: SourceResult) -> dict[str, object]:
         """NodeFeature attributes kvminfo.kvm: usable, api_version, max_vcpus, nested, cpu_vendor."""

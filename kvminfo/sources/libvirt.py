@@ -151,10 +151,13 @@ class LibvirtSource:
         f = result.facts
         assert isinstance(f, LibvirtFacts) and f.domcaps is not None
         caps = f.domcaps
-        model = caps.host_model.model if caps.host_model else None
-        hyperv = "no <hyperv> element" if caps.hyperv is None else f"hyperv: {', '.join(caps.hyperv) or 'none'}"
-        version = f"libvirt {f.libvirt_version}, " if f.libvirt_version else ""
-        return f"{version}host-model {model}, max vCPUs {caps.max_vcpus}, {hyperv}"
+        parts = [f"libvirt {f.libvirt_version}"] if f.libvirt_version else []
+        parts.append(f"host-model {caps.host_model.model}" if caps.host_model and caps.host_model.model
+                     else "no host-model")
+        if caps.max_vcpus is not None:  # <vcpu max=...> is absent from some domain capabilities
+            parts.append(f"max vCPUs {caps.max_vcpus}")
+        parts.append("no <hyperv> element" if caps.hyperv is None else f"hyperv: {', '.join(caps.hyperv) or 'none'}")
+        return ", ".join(parts)
 
     def attributes(self, result: SourceResult) -> dict[str, object]:
         """NodeFeature attributes kvminfo.libvirt: version, max_vcpus, host_model, sev, sgx, tdx, ..."""

@@ -1,0 +1,89 @@
+"""What a new user met on a first try of the `kvminfo` CLI: each case as they ran it,
+the real console script in a subprocess, against the real /dev/kvm and libvirt and the
+recorded domain capabilities in ../shared/corpus."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import KVMINFO, REPO
+
+CORPUS = REPO.parent / "shared" / "corpus" / "domcaps" / "libvirt-11.3.0"
+# libvirt's own test data: every <cpu><mode name='host-model'> says supported='no'.
+NO_HOST_MODEL = ["empty.xml", "qemu_4.2.0-virt.aarch64.xml", "qemu_8.2.0-virt.aarch64.xml"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("NODE_NAME", "POD_NAMESPACE", "POD_NAME", "KUBERNETES_SERVICE_HOST", "KUBECONFIG")}
+    return subprocess.run([str(KVMINFO), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**environ, **(env or {})})
+
+
+def one_line(done: subprocess.CompletedProcess, status: int, prefix: str, *fragments: str) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == status, done.stderr
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith(prefix), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def source_lines(stdout: str) -> dict[str, str]:
+    lines = stdout.splitlines()
+    end = lines.index("features:")
+    return {line.split()[0]: line for line in lines[1:end]}
+
+
+# -- 1: no Python None in probe's text -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", NO_HOST_MODEL)
+def test_probe_says_no_host_model_rather_than_none(name: str) -> None:
+    path = CORPUS / name
+    if not path.exists():
+        pytest.skip(f"{path} not in the corpus")
+    done = run("probe", "--no-kvm", "--domcaps-xml", str(path))
+    assert done.returncode == 0, done.stderr
+    libvirt = source_lines(done.stdout)["libvirt"]
+    assert "None" not in libvirt, libvirt
+    assert "no host-model" in libvirt
+    has_vcpu_max = "<vcpu max=" in path.read_text()
+    assert ("max vCPUs 512" in libvirt) == has_vcpu_max, libvirt  # aarch64 virt: <vcpu max='512'/>
+
+
+# -- 2: a source no chosen family needs is not blamed on a flag nobody gave ----------------------
+
+def test_sources_unneeded_by_the_families_say_so() -> None:
+    done = run("probe", "--family", "version")
+    assert done.returncode == 0, done.stderr
+    lines = source_lines(done.stdout)
+    for name in ("kvm", "libvirt"):
+        assert "disabled" in lines[name] and "--no-" not in lines[name], lines[name]
+        assert "not needed by the chosen families (version)" in lines[name]
+    done = run("probe", "--family", "version", "--json")
+    sources = {s["name"]: s for s in json.loads(done.stdout)["sources"]}
+    assert sources["kvm"]["reason"] == sources["libvirt"]["reason"] == "not needed by the chosen families (version)"
+    # the flag, when given, is still the reason
+    done = run("probe", "--no-kvm", "--no-libvirt", "--json")
+    sources = {s["name"]: s for s in json.loads(done.stdout)["sources"]}
+    assert sources["kvm"]["reason"] == "--no-kvm" and sources["libvirt"]["reason"] == "--no-libvirt"
+
+
+# -- 3: --libvirt-timeout's bounds and examples ---------------------------------------------------
+
+def test_libvirt_timeout_zero_names_the_bounds_and_only_examples_within_them() -> None:
+    done = run("labels", "--no-kvm", "--libvirt-timeout", "0")
+    line = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2
+    assert "greater than 0 and at most 3600 s (1h)" in line, line
+    examples = line.split("e.g. ", 1)[1]
+    assert "2d" not in examples
+    for example in examples.replace("(seconds)", "").split(","):
+        check = run("labels", "--no-kvm", "--no-libvirt", "--libvirt-timeout", example.strip())
+        assert check.returncode == 0, (example, check.stderr)
