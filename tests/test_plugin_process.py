@@ -165,6 +165,15 @@ def test_sigterm_while_a_wedged_kubelet_holds_register(short_dir: Path) -> None:
         assert _sockets(short_dir) == ["kubelet.sock"]
 
 
+def _only_line(process: subprocess.Popen[str]) -> str:
+    """The process's whole stderr, which must be one error line (no "starting" or "stopped" around it)."""
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kvminfo device-plugin: "), stderr
+    return lines[0]
+
+
 def test_metrics_port_in_use_is_one_line(short_dir: Path) -> None:
     import socket
 
@@ -172,22 +181,28 @@ def test_metrics_port_in_use_is_one_line(short_dir: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        process = plugin_process("--plugin-dir", str(short_dir), "--metrics-port", str(port))
-        _, stderr = process.communicate(timeout=20)
-    assert process.returncode == 2
-    assert f"--metrics-port {port}: cannot listen" in stderr and "Traceback" not in stderr, stderr
-    assert _sockets(short_dir) == []
+        line = _only_line(plugin_process("--plugin-dir", str(short_dir / "pd"), "--metrics-port", str(port)))
+        assert line.startswith("kvminfo device-plugin: --metrics-port: cannot listen on") and f":{port}: " in line, line
+        config = short_dir / "plugin.yaml"
+        config.write_text(f"metricsPort: {port}\n")  # from the file, the file's field is named
+        line = _only_line(plugin_process("--config", str(config), "--plugin-dir", str(short_dir / "pd")))
+        assert line.startswith(f"kvminfo device-plugin: {config}: metricsPort: cannot listen on"), line
+    assert not (short_dir / "pd").exists()  # refused before anything was created
 
 
 def test_bad_metrics_address_names_the_address(short_dir: Path) -> None:
     config = short_dir / "plugin.yaml"
     config.write_text('metricsAddress: "not an address"\nmetricsPort: 9799\n')
-    process = plugin_process("--config", str(config), "--plugin-dir", str(short_dir))
-    _, stderr = process.communicate(timeout=20)
-    assert process.returncode == 2
-    last = stderr.strip().splitlines()[-1]
-    assert "Traceback" not in stderr and last.startswith("kvminfo device-plugin: metricsAddress"), stderr
-    assert "'not an address'" in last and "--metrics-port" not in last, stderr
+    line = _only_line(plugin_process("--config", str(config), "--plugin-dir", str(short_dir)))
+    assert line.startswith(f"kvminfo device-plugin: {config}: metricsAddress: 'not an address'"), line
+    assert _sockets(short_dir) == []
+
+
+def test_plugin_dir_that_is_a_file_is_not_a_directory(short_dir: Path) -> None:
+    plain = short_dir / "passwd"
+    plain.write_text("root:x:0:0::/root:/bin/sh\n")
+    line = _only_line(plugin_process("--plugin-dir", str(plain), "--metrics-port", "0"))
+    assert line == f"kvminfo device-plugin: --plugin-dir: {plain}: not a directory", line
 
 
 def test_start_up_warns_about_a_node_that_is_no_char_device_and_kubevirts_name(short_dir: Path) -> None:

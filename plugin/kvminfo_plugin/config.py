@@ -452,12 +452,21 @@ def config_from_mapping(raw: Any, flags: FlagOverrides = FlagOverrides(), source
     try:
         return _document(overlay.document)
     except ConfigError as err:
-        flag = overlay.flag_for(err.field)
-        if flag is not None:
-            raise ConfigError(flag, err.problem) from None
-        if source:
-            raise ConfigError(f"{source}: {err.field}", err.problem) from None
-        raise
+        raise _named(err, overlay, source) from None
+
+
+def _named(err: ConfigError, overlay: _Overlay, source: str) -> ConfigError:
+    flag = overlay.flag_for(err.field)
+    if flag is not None:
+        return ConfigError(flag, err.problem)
+    return ConfigError(f"{source}: {err.field}", err.problem) if source else err
+
+
+def named_by_origin(err: ConfigError, flags: FlagOverrides, source: str = "") -> ConfigError:
+    """``err`` about a top-level field found after validation (the metrics port in use,
+    a pluginDir that is a file) named as config_from_mapping names its own: by the flag
+    that set the field, else by the file (``source``) and field."""
+    return _named(err, _overlay({}, flags), source)
 
 
 def read_config_file(path: Path) -> Any:

@@ -20,10 +20,12 @@ from kvminfo_plugin.config import (
     DEFAULT_PLUGIN_DIR,
     DEFAULT_RESOURCE,
     DEFAULT_SLOTS,
+    ConfigError,
     FlagOverrides,
     PluginConfig,
     config_from_mapping,
     load_config_file,
+    named_by_origin,
 )
 from kvminfo_plugin.logs import add_timestamps, quiet_grpc_core
 
@@ -92,9 +94,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
+def flag_overrides(args: argparse.Namespace) -> FlagOverrides:
+    return FlagOverrides(plugin_dir=args.plugin_dir, cdi_dir=args.cdi_dir, metrics_port=args.metrics_port,
+                         resources=tuple(args.resource), slots=args.slots, permissions=args.permissions, cdi=args.cdi)
+
+
 def config_from_args(args: argparse.Namespace) -> PluginConfig:
-    flags = FlagOverrides(plugin_dir=args.plugin_dir, cdi_dir=args.cdi_dir, metrics_port=args.metrics_port,
-                          resources=tuple(args.resource), slots=args.slots, permissions=args.permissions, cdi=args.cdi)
+    flags = flag_overrides(args)
     return load_config_file(args.config, flags) if args.config else config_from_mapping({}, flags)
 
 
@@ -160,7 +166,10 @@ def _serve(args: argparse.Namespace) -> bool:
 
     from kvminfo_plugin.runtime import PluginRuntime  # grpc is imported only once the config is good
 
-    runtime = PluginRuntime(config)
+    try:
+        runtime = PluginRuntime(config)
+    except ConfigError as err:  # metricsPort/metricsAddress cannot be bound, pluginDir is a file
+        raise named_by_origin(err, flag_overrides(args), str(args.config) if args.config else "") from None
     start_daemon("signals", _stop_on_signal, runtime)
     log.info("starting: %s in %s", ", ".join(
         f"{r.name}={' '.join('+'.join(g.paths) for g in r.groups)} x{r.slots}{' (CDI)' if r.cdi else ''}"

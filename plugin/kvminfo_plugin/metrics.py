@@ -25,7 +25,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from kvminfo.errors import KvminfoError
+from kvminfo_plugin.config import ConfigError
 from kvminfo_plugin.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -212,15 +212,16 @@ def _http(status: int, reason: str, body: bytes, content_type: str, extra: str =
 
 
 def _listen(address: str, port: int) -> socket.socket:
-    """A listening TCP socket (non-blocking accept), or a one-line KvminfoError that
-    names what is wrong: the address (does not resolve, or is not this host's) or the port."""
+    """A listening TCP socket (non-blocking accept), or a ConfigError naming the field
+    to blame: metricsAddress (does not resolve, or is not this host's) or metricsPort
+    (in use, or not ours to bind); the caller says which file or flag set it."""
     try:
         family, kind, proto, _, sockaddr = socket.getaddrinfo(address or "0.0.0.0", port, type=socket.SOCK_STREAM,
                                                                flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as err:  # the address did not resolve: the port is not to blame
-        raise KvminfoError(f"metricsAddress {address!r}: cannot resolve: {err.strerror}") from None
+        raise ConfigError("metricsAddress", f"{address!r}: cannot resolve: {err.strerror}") from None
     except (OverflowError, UnicodeError) as err:
-        raise KvminfoError(f"metricsAddress {address!r}: cannot resolve: {err}") from None
+        raise ConfigError("metricsAddress", f"{address!r}: cannot resolve: {err}") from None
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart must not wait out TIME_WAIT
@@ -230,6 +231,6 @@ def _listen(address: str, port: int) -> socket.socket:
     except OSError as err:
         sock.close()
         if err.errno == errno.EADDRNOTAVAIL:  # resolves, but to no address of this host
-            raise KvminfoError(f"metricsAddress {address!r}: cannot listen: {err.strerror}") from None
-        raise KvminfoError(f"--metrics-port {port}: cannot listen on {address}:{port}: {err.strerror}") from None
+            raise ConfigError("metricsAddress", f"{address!r}: cannot listen: {err.strerror}") from None
+        raise ConfigError("metricsPort", f"cannot listen on {address}:{port}: {err.strerror}") from None
     return sock

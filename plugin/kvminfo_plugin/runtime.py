@@ -8,9 +8,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from kvminfo.errors import KvminfoError
 from kvminfo_plugin.cdi import SpecKeeper
-from kvminfo_plugin.config import KUBEVIRT_RESOURCE, PluginConfig, ResourceConfig
+from kvminfo_plugin.config import KUBEVIRT_RESOURCE, ConfigError, PluginConfig, ResourceConfig
 from kvminfo_plugin.health import HealthMonitor, PathHealth
 from kvminfo_plugin.metrics import MetricsServer, PluginMetrics
 from kvminfo_plugin.pool import DevicePool
@@ -25,23 +24,36 @@ SHUTDOWN_GRACE_S = 1.0  # in-flight Allocates may finish; well inside the kubele
 class PluginRuntime:
     def __init__(self, config: PluginConfig) -> None:
         self.config = config
+        self.metrics = PluginMetrics()
+        # Bound first: an unusable address or a port in use is a config error (a
+        # ConfigError), refused before anything is logged, created or started.
+        self.metrics_server: MetricsServer | None = None
+        if config.metrics_port:
+            self.metrics_server = MetricsServer(self.metrics, self._supervisor_health, config.metrics_address,
+                                                config.metrics_port)
+        try:
+            self._ensure_plugin_dir(config.plugin_dir)
+        except BaseException:
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
+            raise
         for warning in startup_warnings(config):
             log.warning("%s", warning)
-        self.metrics = PluginMetrics()
-        self._ensure_plugin_dir(config.plugin_dir)
         self.pools = [DevicePool(r, self.metrics) for r in config.resources]
         self.services = [ResourceService(p, self._on_streams_changed) for p in self.pools]
         self.servers = [SocketServer(s, config.plugin_dir / s.resource.socket_name) for s in self.services]
         self.supervisor = Supervisor(config.plugin_dir, self.servers, self.metrics, config.poll_interval_s)
         self.health = HealthMonitor(_paths_with_access(config), self._on_health_change, config.poll_interval_s)
         self.cdi_specs = SpecKeeper(config.cdi_dir, config.resources, config.poll_interval_s, self._on_spec_state)
-        self.metrics_server: MetricsServer | None = None
+
+    def _supervisor_health(self) -> tuple[bool, str]:
+        return self.supervisor.health()
 
     @staticmethod
     def _ensure_plugin_dir(plugin_dir: Path) -> None:
         # The kubelet creates it, but a DaemonSet may start first (or use a hostPath
         # without DirectoryOrCreate); waiting for it beats crash-looping.
-        _ensure_dir(plugin_dir, 0o750, "--plugin-dir")
+        _ensure_dir(plugin_dir, 0o750, "pluginDir")
 
     def _on_streams_changed(self, resource: str, open_streams: int, stopping: bool) -> None:
         self.metrics.registered.labels(resource).set(1 if open_streams else 0)
@@ -74,9 +86,8 @@ class PluginRuntime:
             for health in self.health.current.values():
                 self._on_health_change(health, starting=True)
             self.cdi_specs.start()
-            if self.config.metrics_port:
-                self.metrics_server = MetricsServer(self.metrics, self.supervisor.health,
-                                                    self.config.metrics_address, self.config.metrics_port).start()
+            if self.metrics_server is not None:
+                self.metrics_server.start()
             self.health.start()
             self.supervisor.run()
         finally:
@@ -119,8 +130,14 @@ def _paths_with_access(config: PluginConfig) -> dict[str, str]:
     return access
 
 
-def _ensure_dir(directory: Path, mode: int, flag: str) -> None:
+def _ensure_dir(directory: Path, mode: int, field_name: str) -> None:
+    """Create ``directory`` if missing; a ConfigError naming ``field_name`` (the caller
+    says which file or flag set it) when it cannot be, or is something else."""
     try:
         directory.mkdir(mode=mode, parents=True, exist_ok=True)
+    except FileExistsError:  # mkdir(exist_ok) says so for a file or a dangling symlink in its place
+        raise ConfigError(field_name, f"{directory}: not a directory") from None
+    except NotADirectoryError:  # a file where a parent should be
+        raise ConfigError(field_name, f"{directory}: a parent is not a directory") from None
     except OSError as err:
-        raise KvminfoError(f"{flag} {directory}: cannot create: {err.strerror}") from None
+        raise ConfigError(field_name, f"{directory}: cannot create: {err.strerror}") from None
