@@ -180,16 +180,22 @@ def _dispatch(argv: list[str], prog: str) -> int:
     if argv[0] in ("-h", "--help", "help"):
         print(_usage(), end="")
         return 0
+    from kvminfo.argparsing import usage_error
+
     if argv[0] == "--version":
+        if argv[1:]:
+            return usage_error("kvminfo", f"--version takes no arguments, got {' '.join(argv[1:])!r}")
         from kvminfo import __version__
 
         print(f"kvminfo {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
+    if name.startswith("-"):  # an option before any command: options belong to a command
+        return usage_error("kvminfo", f"{name} needs a command first: kvminfo <command> {name} "
+                                      f"(commands: {', '.join(_summaries())})")
     module_name = _module_for(name)
     if module_name is None:
-        print(f"kvminfo: unknown command {name!r}; commands: {', '.join(_summaries())}", file=sys.stderr)
-        return 2
+        return usage_error("kvminfo", f"unknown command {name!r}; commands: {', '.join(_summaries())}")
     module = importlib.import_module(module_name)
     from kvminfo.errors import KvminfoError, ParseError
 

@@ -82,8 +82,38 @@ def test_libvirt_timeout_zero_names_the_bounds_and_only_examples_within_them() -
     line = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 2
     assert "greater than 0 and at most 3600 s (1h)" in line, line
-    examples = line.split("e.g. ", 1)[1]
+    examples = line.split("e.g. ", 1)[1].split(" (see ", 1)[0]
     assert "2d" not in examples
     for example in examples.replace("(seconds)", "").split(","):
         check = run("labels", "--no-kvm", "--no-libvirt", "--libvirt-timeout", example.strip())
         assert check.returncode == 0, (example, check.stderr)
+
+
+# -- 9: a usage error is one line, for every command ---------------------------------------------
+
+@pytest.mark.parametrize("args, fragment", [
+    (["probe", "--family", "bogus"], "argument --family: invalid choice: 'bogus'"),
+    (["labels", "--no-libvirt", "--domcaps-xml", "F"], "--domcaps-xml: not allowed with argument --no-libvirt"),
+    (["features-file", "-o", "/tmp/x", "--bogus"], "unrecognized arguments: --bogus"),
+    (["publish", "--retries", "x"], "argument --retries: invalid int value: 'x'"),
+    (["device-plugin", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_a_usage_error_is_one_line_with_a_pointer_to_help(args: list[str], fragment: str) -> None:
+    done = run(*args)
+    line = one_line(done, 2, f"kvminfo {args[0]}: error: ", fragment)
+    assert line.endswith(f"(see kvminfo {args[0]} --help)")
+    assert done.stdout == ""
+
+
+# -- 10: the dispatcher's own usage errors -------------------------------------------------------
+
+@pytest.mark.parametrize("args, fragment", [
+    (["-v"], "-v needs a command first"),
+    (["--json", "probe"], "--json needs a command first"),
+    (["--version", "extra"], "--version takes no arguments"),
+    (["bogus"], "unknown command 'bogus'"),
+])
+def test_the_dispatcher_says_what_is_missing(args: list[str], fragment: str) -> None:
+    done = run(*args)
+    one_line(done, 2, "kvminfo: error: ", fragment, "see kvminfo --help")
+    assert done.stdout == ""

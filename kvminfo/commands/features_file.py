@@ -11,6 +11,7 @@ import argparse
 from functools import partial
 from pathlib import Path
 
+from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect, probe_deadline_s
 from kvminfo.durations import format_duration
 from kvminfo.logsetup import configure_logging
@@ -48,8 +49,7 @@ examples:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(prog, DESCRIPTION, EXAMPLES)
     parser.add_argument("--output", "-o", required=True, metavar="PATH",
                         help="feature file to write, e.g. /etc/kubernetes/node-feature-discovery/features.d/kvminfo "
                              "(its directory must exist)")

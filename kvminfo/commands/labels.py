@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect
 from kvminfo.logsetup import configure_logging
 from kvminfo.options import add_probe_arguments, options_for_families, probe_options_from_args
@@ -41,8 +42,7 @@ examples:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(prog, DESCRIPTION, EXAMPLES)
     add_probe_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step on stderr")
     return parser

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect
 from kvminfo.features.families import left_out_text
 from kvminfo.features.family_facts import FamilyFacts
@@ -36,8 +37,7 @@ examples:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(prog, DESCRIPTION, EXAMPLES)
     add_probe_arguments(parser)
     parser.add_argument("--json", action="store_true",
                         help="one JSON document (top-level keys api_version, sources, features, families, labels, warnings)")

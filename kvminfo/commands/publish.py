@@ -12,6 +12,7 @@ import argparse
 import os
 from functools import partial
 
+from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect
 from kvminfo.durations import format_duration, parse_duration
 from kvminfo.errors import KvminfoError
@@ -63,8 +64,7 @@ examples:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(prog, DESCRIPTION, EXAMPLES)
     parser.add_argument("--node-name", metavar="NAME",
                         help="this node's Kubernetes name (default: $NODE_NAME; in a DaemonSet set it from "
                              "fieldRef spec.nodeName)")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kvminfo.argparsing import command_parser
 from kvminfo.logsetup import configure_logging
 from kvminfo.threads import start_daemon
 from kvminfo_plugin.batchlog import batch_stream_handlers
@@ -65,8 +66,7 @@ examples:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(prog, DESCRIPTION, EXAMPLES)
     parser.add_argument("--config", type=Path, metavar="FILE",
                         help="YAML config: version, resources (name, devices or groups, slots, permissions, mounts, envs, cdi, cdiKind), "
                              "pluginDir, cdiDir, metricsPort, metricsAddress, pollIntervalSeconds (see README)")
