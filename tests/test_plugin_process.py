@@ -127,6 +127,8 @@ def test_bad_config_is_one_line_naming_the_field(short_dir: Path, text: str, fie
     (["--permissions", "x"], "--permissions"),
     (["--resource", "kvm=/dev/kvm"], "--resource"),
     (["--resource", "a.io/kvm"], "--resource"),
+    (["--resource", "devices.kvminfo.io/kvm=/dev/kvm,"], "--resource: an empty path"),  # a trailing comma was dropped silently
+    (["--resource", "a.io/kvm=/dev/kvm,,/dev/net/tun"], "--resource: an empty path"),
     (["--metrics-port", "99999"], "--metrics-port"),
     (["--config", "/nonexistent/plugin.yaml"], "/nonexistent/plugin.yaml"),
 ])
@@ -144,6 +146,10 @@ def test_help_explains_every_option() -> None:
     for option in ("--config", "--plugin-dir", "--cdi-dir", "--metrics-port", "--resource", "--slots",
                    "--permissions", "--cdi", "--no-cdi", "--remove-cdi-specs", "groups", "microk8s", "1000"):
         assert option in stdout
+    # Slots are counted per device group (README "Device groups"), not per node; health never opens a node with sysfs.
+    text = " ".join(stdout.split())
+    assert "slots per device group" in text and "per device node" not in text and "shared node at once" not in text
+    assert "cannot be opened" not in text
 
 
 def test_sigterm_while_a_wedged_kubelet_holds_register(short_dir: Path) -> None:

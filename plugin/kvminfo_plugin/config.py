@@ -412,7 +412,9 @@ def parse_resource_flag(text: str) -> tuple[str, tuple[str, ...]]:
     """``--resource NAME=PATH[,PATH...]`` -> (name, paths)."""
     name, sep, paths = text.partition("=")
     _require(bool(sep) and bool(paths), "--resource", f"expected NAME=PATH[,PATH...], got {text!r}")
-    return name, tuple(p for p in paths.split(",") if p)
+    listed = tuple(paths.split(","))
+    _require(all(listed), "--resource", f"an empty path in {text!r} (a stray comma?)")
+    return name, listed
 
 
 def _overlay(raw: Any, flags: FlagOverrides) -> _Overlay:

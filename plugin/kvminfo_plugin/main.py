@@ -42,8 +42,9 @@ resource (by default {DEFAULT_RESOURCE}: {DEFAULT_SLOTS} shareable slots).
 
 One gRPC server per resource on a unix socket (mode 0600) in the plugin
 directory; then Register with the kubelet. A kubelet restart (sockets deleted,
-new kubelet.sock), an ended ListAndWatch stream or an absent kubelet are
-handled by serving and registering again, with backoff; the process never
+new kubelet.sock), an ended ListAndWatch stream, an absent kubelet or a removed
+plugin directory are handled by serving and registering again, with backoff (a
+directory is waited for with inotify); the process never
 exits because the kubelet is away (it does exit, non-zero, when the kubelet
 refuses the registration itself). Device nodes are watched with inotify (and a
 slow poll); a node that disappears or has no driver turns its group's slots
@@ -55,8 +56,8 @@ Flags override the config file. The kubelet's plugin directory is a constant,
 /var/lib/kubelet/device-plugins, that does not follow the kubelet's --root-dir
 (kubeadm, k3s, RKE2 and microk8s kubelets all serve kubelet.sock there); use
 --plugin-dir where a node or a container mounts it elsewhere (the directory
-that holds kubelet.sock). The slot count (default {DEFAULT_SLOTS}) only caps how
-many containers may hold a shared node at once."""
+that holds kubelet.sock). The slot count (default {DEFAULT_SLOTS} per device group)
+only caps how many containers may hold a group's shared nodes at once."""
 
 EXAMPLES = f"""\
 examples:
@@ -77,10 +78,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, metavar="N",
                         help=f"HTTP port for /metrics and /healthz; 0 turns it off (default {DEFAULT_METRICS_PORT})")
     parser.add_argument("--resource", action="append", default=[], metavar="NAME=PATH[,PATH...]",
-                        help="advertise these device nodes as resource NAME (repeatable); replaces the config "
+                        help="advertise these device nodes as resource NAME, one group handed out together (repeatable); "
+                             "replaces the config "
                              f"file's resources (default: {DEFAULT_RESOURCE}={DEFAULT_DEVICE})")
     parser.add_argument("--slots", type=int, metavar="N",
-                        help=f"shareable slots per device node, for every resource (default {DEFAULT_SLOTS})")
+                        help=f"shareable slots per device group, for every resource (default {DEFAULT_SLOTS})")
     parser.add_argument("--permissions", metavar="PERMS",
                         help="cgroup device access given to containers: any of r, w, m (default rw)")
     cdi = parser.add_mutually_exclusive_group()
