@@ -117,3 +117,21 @@ def test_the_dispatcher_says_what_is_missing(args: list[str], fragment: str) -> 
     done = run(*args)
     one_line(done, 2, "kvminfo: error: ", fragment, "see kvminfo --help")
     assert done.stdout == ""
+
+
+# -- 5: publish: a file that is no kubeconfig; the flags before the environment -------------------
+
+def test_a_file_that_is_no_kubeconfig_says_so(tmp_path: Path) -> None:
+    env = {"NODE_NAME": "node-1.example", "POD_NAMESPACE": "kvminfo"}
+    done = run("publish", "--no-libvirt", "--kubeconfig", "/etc/passwd", "--retries", "0", env=env)
+    line = one_line(done, 2, "kvminfo publish: --kubeconfig /etc/passwd: not a kubeconfig")
+    assert "item assignment" not in line
+    done = run("publish", "--no-libvirt", "--retries", "0", env={**env, "KUBECONFIG": "/etc/passwd"})
+    one_line(done, 2, "kvminfo publish: $KUBECONFIG /etc/passwd: not a kubeconfig")
+
+
+def test_publish_checks_its_flags_before_the_node_name() -> None:
+    done = run("publish", "--retries", "101")  # no --node-name, no $NODE_NAME
+    one_line(done, 2, "kvminfo publish: --retries 101: must be between 0 and 100")
+    done = run("publish", "--interval", "0.5")
+    one_line(done, 2, "kvminfo publish: --interval: '0.5' is too short")

@@ -98,17 +98,18 @@ def main(argv: list[str], prog: str = "kvminfo publish") -> int:
     args = build_parser(prog).parse_args(argv)
     stop = StopOnSignal()  # first: a SIGTERM during the ~0.3 s of kubernetes imports is a stop, not a kill
     configure_logging(args.verbose, output_lines=True)  # what was written is this command's output
-    node = check_node_name(_from_option_or_env(args.node_name, "--node-name", "NODE_NAME",
-                                               "in a DaemonSet: env from fieldRef spec.nodeName"))
-    namespace = check_namespace(_from_option_or_env(args.namespace, "--namespace", "POD_NAMESPACE",
-                                                    "in a DaemonSet: env from fieldRef metadata.namespace"))
-    object_name(node)  # a node name too long for the object's name fails before any import
+    # The flags first, then what may come from the environment (a DaemonSet's downward API).
     interval_s = parse_duration(args.interval, "--interval", MIN_INTERVAL_S) if args.interval is not None else None
     if not 0 <= args.retries <= MAX_RETRIES:
         raise KvminfoError(f"--retries {args.retries}: must be between 0 and {MAX_RETRIES} (the backoff is capped at "
                            f"{format_duration(MAX_BACKOFF_S)}: {MAX_RETRIES} retries already wait about "
                            f"{format_duration(backoff_total_s(MAX_RETRIES))} per round)")
     options = options_for_families(probe_options_from_args(args))
+    node = check_node_name(_from_option_or_env(args.node_name, "--node-name", "NODE_NAME",
+                                               "in a DaemonSet: env from fieldRef spec.nodeName"))
+    namespace = check_namespace(_from_option_or_env(args.namespace, "--namespace", "POD_NAMESPACE",
+                                                    "in a DaemonSet: env from fieldRef metadata.namespace"))
+    object_name(node)  # a node name too long for the object's name fails before any import
 
     # Imported here so that a bad option above fails before ~0.3 s of kubernetes imports.
     from kvminfo.output.nodefeature_client import NodeFeatureOutput, NodeFeatureStore, load_api_client

@@ -112,15 +112,45 @@ def _check_kubeconfig_files(kubeconfig: str | None, in_cluster: bool) -> None:
     if kubeconfig is not None:
         if not os.path.exists(kubeconfig):
             raise KvminfoError(f"--kubeconfig {kubeconfig}: no such file")
+        _check_is_kubeconfig(kubeconfig, f"--kubeconfig {kubeconfig}")
         return
     paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
     if paths:
-        if not any(os.path.exists(os.path.expanduser(p)) for p in paths):
+        present = [os.path.expanduser(p) for p in paths if os.path.exists(os.path.expanduser(p))]
+        if not present:
             raise KvminfoError(f"$KUBECONFIG {os.environ['KUBECONFIG']}: no such file; give --kubeconfig, "
                                "or run in a pod (service account)")
+        for path in present:
+            _check_is_kubeconfig(path, f"$KUBECONFIG {path}")
     elif not os.path.exists(os.path.expanduser("~/.kube/config")):
         raise KvminfoError("no cluster configuration: not in a pod (no $KUBERNETES_SERVICE_HOST), no $KUBECONFIG "
                            "and no ~/.kube/config; give --kubeconfig FILE")
+    else:
+        _check_is_kubeconfig(os.path.expanduser("~/.kube/config"), "~/.kube/config")
+
+
+# A kubeconfig with embedded certificates is a few KiB; reading more is no kubeconfig.
+MAX_KUBECONFIG_BYTES = 16 << 20
+
+
+def _check_is_kubeconfig(path: str, where: str) -> None:
+    """A file that is not a kubeconfig at all (YAML that is no mapping, such as /etc/passwd) is
+    named as such: the client fails on it with "'str' object does not support item assignment".
+    A kubeconfig is a YAML mapping (clientcmd's Config: apiVersion, clusters, contexts, users;
+    k8s.io/client-go/tools/clientcmd/api/v1)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_KUBECONFIG_BYTES + 1)
+    except OSError as err:
+        raise KvminfoError(f"{where}: cannot read: {err.strerror or err}") from None
+    if len(data) > MAX_KUBECONFIG_BYTES:
+        raise KvminfoError(f"{where}: not a kubeconfig (more than {MAX_KUBECONFIG_BYTES >> 20} MiB)")
+    try:
+        loaded = yaml.safe_load(data)
+    except yaml.YAMLError:
+        return  # malformed YAML: load_api_client's message quotes the parser's line and column
+    if not isinstance(loaded, dict):
+        raise KvminfoError(f"{where}: not a kubeconfig (expected a YAML mapping with clusters, contexts and users)")
 
 
 class NodeFeatureStore:
