@@ -135,3 +135,26 @@ def test_publish_checks_its_flags_before_the_node_name() -> None:
     one_line(done, 2, "kvminfo publish: --retries 101: must be between 0 and 100")
     done = run("publish", "--interval", "0.5")
     one_line(done, 2, "kvminfo publish: --interval: '0.5' is too short")
+
+
+# -- 6: features-file --output ---------------------------------------------------------------------
+
+def test_an_empty_output_says_it_is_empty() -> None:
+    done = run("features-file", "-o", "", "--no-libvirt")
+    line = one_line(done, 2, "kvminfo features-file: --output is empty")
+    assert "is a directory" not in line
+
+
+def test_a_dotfile_output_is_written_with_a_warning(tmp_path: Path) -> None:
+    target = tmp_path / ".kvminfo"
+    done = run("features-file", "-o", str(target), "--no-libvirt")
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "NFD skips dotfiles" in warnings[0], done.stderr
+    assert "kvm-info-usable=true" in target.read_text()
+
+
+def test_an_output_in_proc_fails_like_the_other_output_errors() -> None:
+    # root may "access" /proc for writing, but nothing can be created there
+    done = run("features-file", "-o", "/proc/kvminfo", "--no-libvirt")
+    one_line(done, 2, "kvminfo features-file: --output /proc/kvminfo: cannot write in directory /proc")

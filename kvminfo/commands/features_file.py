@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 from functools import partial
-from pathlib import Path
 
 from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect, probe_deadline_s
@@ -74,6 +73,5 @@ def main(argv: list[str], prog: str = "kvminfo features-file") -> int:
     # Every label family `kvminfo labels` prints, with the same default whitelist lookup.
     options = options_for_families(probe_options_from_args(args))
     schedule = schedule_from_args(args.expiry, args.interval, probe_deadline_s(options))
-    path = Path(args.output)
-    check_output_path(path)
+    path = check_output_path(args.output)
     return periodic.run(FeatureFileOutput(path, schedule), partial(collect, options), schedule.interval_s, stop)

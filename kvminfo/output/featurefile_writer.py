@@ -16,7 +16,8 @@ from pathlib import Path
 
 from kvminfo.durations import MAX_DURATION_S, format_duration, parse_duration
 from kvminfo.errors import KvminfoError
-from kvminfo.output.atomic import refuse_unless_regular, write_atomic
+from kvminfo.fsutil import unlink_if_exists
+from kvminfo.output.atomic import refuse_unless_regular, temp_path_for, write_atomic
 from kvminfo.output.base import labels_changed
 from kvminfo.output.featurefile import FeatureFile, format_rfc3339, parse_feature_file, render_feature_file
 
@@ -118,8 +119,14 @@ def read_feature_file(path: Path) -> FeatureFile | None:
         return None
 
 
-def check_output_path(path: Path) -> None:
-    """Fail before probing (libvirt may take seconds) if the file can never be written."""
+def check_output_path(text: str) -> Path:
+    """--output as a Path; fail before probing (libvirt may take seconds) if the file can never be
+    written. A dotfile is written, with a warning: NFD >= 0.15 skips dotfiles in features.d
+    (README, NFD versions)."""
+    if not text.strip():
+        raise KvminfoError("--output is empty; give the feature file's path, e.g. "
+                           "/etc/kubernetes/node-feature-discovery/features.d/kvminfo")
+    path = Path(text)
     directory = path.parent
     if path.is_dir() and not path.is_symlink():
         raise KvminfoError(f"--output {path}: is a directory; give a file path inside it")
@@ -128,6 +135,25 @@ def check_output_path(path: Path) -> None:
         raise KvminfoError(f"--output {path}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise KvminfoError(f"--output {path}: directory {directory} is not writable")
+    _try_create(path)
+    if path.name.startswith("."):
+        log.warning("--output %s: NFD skips dotfiles in features.d, so it will not read these labels; "
+                    "written anyway", path)
+    return path
+
+
+def _try_create(path: Path) -> None:
+    """Create and remove the writer's own temp file, so that a directory root may "access" but not
+    write in (/proc, a read-only mount) fails here with --output's message, not after the probe."""
+    temp = temp_path_for(path)
+    try:
+        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        return  # a writer's leftover (or one at work): write_atomic replaces it
+    except OSError as err:
+        raise KvminfoError(f"--output {path}: cannot write in directory {path.parent}: "
+                           f"{err.strerror or err}") from None
+    unlink_if_exists(temp)
 
 
 def write_feature_file(path: Path, labels: Mapping[str, str], now: datetime, expiry_s: float | None,
