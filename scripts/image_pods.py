@@ -20,7 +20,8 @@ one for the kubelet (containerd pkg/cri/opts/spec_linux.go; Kubernetes
   in it, as with CRI) remounted read-only when ``readOnlyRootFilesystem``;
 - volumes: hostPath -> a bind mount of a scratch directory standing in for
   the host path (never the host's own /etc/kubernetes or /var/lib/kubelet),
-  except /dev/kvm, which is the real device node; configMap -> its data
+  except /dev (and /dev/kvm), which is the real one; a /dev mount drops the
+  default mounts under /dev, as containerd's WithMounts does; configMap -> its data
   written to a scratch directory, bound read-only; the service-account token
   -> token, ca.crt and namespace of the API server stand-in;
 - extended resources (``devices.kvminfo.io/kvm``): the device plugin's real
@@ -273,6 +274,8 @@ def container_spec(ctr: Ctr, pod: Pod, container: dict[str, Any], allocation: An
         volume = volumes[mount["name"]]
         source = volume_source(pod, volume)
         options = ["rbind", "ro" if mount.get("readOnly") else "rw"]
+        if mount["mountPath"] == "/dev":  # containerd's WithMounts: a supplied /dev drops the default ones under it
+            spec["mounts"] = [m for m in spec["mounts"] if not (m["destination"] + "/").startswith("/dev/")]
         spec["mounts"].append({"destination": mount["mountPath"], "type": "bind", "source": str(source),
                                "options": options})
     if pod.spec.get("automountServiceAccountToken", True) and (pod.host / "serviceaccount").exists():
@@ -317,6 +320,8 @@ def volume_source(pod: Pod, volume: dict[str, Any]) -> Path:
             if not stat.S_ISCHR(os.stat(path).st_mode):
                 raise Fail(f"hostPath {path} (CharDevice) is not a character device here")
             return Path(path)  # the real node: /dev/kvm
+        if path == "/dev":
+            return Path(path)  # the real /dev (device plugin: /dev/kvm is the real node in it)
         where = pod.host_path(path)
         if kind == "Directory" and not where.is_dir():
             raise Fail(f"hostPath {path} (Directory) does not exist on the node; the pod would not start")

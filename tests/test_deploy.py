@@ -60,7 +60,7 @@ KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]  # oldest
 KVM_RESOURCE = plugin_config.DEFAULT_RESOURCE
 # workload -> the host paths it may mount, and whether it may run as root (uid 0)
 ALLOWED = {
-    "kvminfo-device-plugin": ({"/var/lib/kubelet/device-plugins", "/var/run/cdi", "/dev/kvm"}, True),
+    "kvminfo-device-plugin": ({"/var/lib/kubelet/device-plugins", "/var/run/cdi", "/dev"}, True),
     "kvminfo-features-file": ({"/etc/kubernetes/node-feature-discovery/features.d"}, True),
     "kvminfo-hook-relay": ({"/etc/kubernetes/node-feature-discovery/source.d"}, True),
     "kvminfo-publish": (set(), False),
@@ -289,7 +289,12 @@ def test_device_plugin_specifics(workloads, built):
     assert spec["priorityClassName"] == "system-node-critical"
     assert {"operator": "Exists"} in spec["tolerations"]
     volume_types = {v["hostPath"]["path"]: v["hostPath"]["type"] for v in spec["volumes"] if "hostPath" in v}
-    assert volume_types["/dev/kvm"] == "CharDevice" and volume_types["/var/lib/kubelet/device-plugins"] == "Directory"
+    assert volume_types["/var/lib/kubelet/device-plugins"] == "Directory"
+    # Mixed clusters: a hostPath of the node itself (CharDevice) kept the pod in ContainerCreating on
+    # nodes without KVM, so `rollout status` never finished. The directory exists on every node; "" would
+    # let the runtime create a missing path as a directory. The plugin itself starts without the node.
+    assert volume_types["/dev"] == "Directory" and "/dev/kvm" not in volume_types
+    assert all(t in ("Directory", "DirectoryOrCreate") for t in volume_types.values()), volume_types
     (container,) = spec["containers"]
     # config from the ConfigMap, loaded by the plugin's own loader
     (config_map,) = by_kind(built["device-plugin"], "ConfigMap")
@@ -302,7 +307,13 @@ def test_device_plugin_specifics(workloads, built):
     assert [r.name for r in config.resources] == [KVM_RESOURCE]
     mounted = {m["mountPath"] for m in container["volumeMounts"]}
     assert str(config.plugin_dir) in mounted and str(config.cdi_dir) in mounted
-    assert set(config.resources[0].devices) <= mounted  # every advertised device node is mounted
+    # every advertised device node's directory is mounted (read-only) from the host, at the same path
+    host_path_of = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+    for device in config.resources[0].devices:
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(Path(device).parent))
+        assert host_path_of[mount["name"]] == mount["mountPath"] and mount["readOnly"] is True, device
+    # the kubelet's termination-log mount point must not be made in the host's /dev
+    assert not container.get("terminationMessagePath", "/dev/termination-log").startswith("/dev/")
     # liveness and readiness on the health endpoint, on the port the config serves
     port = next(p for p in container["ports"] if p["name"] == "metrics")
     assert port["containerPort"] == config.metrics_port
