@@ -71,3 +71,26 @@ def test_readme_config_example_runs(short_dir: Path, example: dict[str, object])
             kind = resource.get("cdiKind", resource["name"])
             spec = json.loads((cdi_dir / (kind.replace("/", "-") + ".json")).read_text())
             assert cdi_rules.problems(spec) == [] and spec["kind"] == kind
+
+
+def test_readme_list_and_watch_size_example_prints_what_it_says(short_dir: Path) -> None:
+    """Seen by a new user: the README's 6400000-byte / 65536-slot line came with no config, and the
+    /dev/kvm + /dev/net/tun groups they tried gave 6000000 / 69905. The README now states the config."""
+    text = (REPO / "README.md").read_text()
+    block = next(b for b in re.findall(r"```text\n(.*?)```", text, re.S) if "ListAndWatch message" in b)
+    lines = [line.strip("\n")[2:] if line.startswith("  ") else line for line in block.splitlines()]
+    config_start, run = lines.index("$ cat plugin.yaml") + 1, lines.index("$ kvminfo device-plugin --config plugin.yaml")
+    config = short_dir / "plugin.yaml"
+    config.write_text("\n".join(lines[config_start:run]) + "\n")
+    process = plugin_process("--config", str(config), "--plugin-dir", str(short_dir / "dp"))
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 2
+    assert stderr.strip().replace(str(config), "plugin.yaml") == lines[run + 1].strip(), stderr
+    # and the figures the README gives for the groups the user tried
+    other = short_dir / "kvm-tun.yaml"
+    other.write_text("resources:\n  - name: example.com/kvm\n"
+                     "    groups: [{devices: [/dev/kvm]}, {devices: [/dev/net/tun]}]\n    slots: 100000\n")
+    process = plugin_process("--config", str(other), "--plugin-dir", str(short_dir / "dp"))
+    _, stderr = process.communicate(timeout=20)
+    assert "a 6000000-byte ListAndWatch message" in stderr and "at most 69905 slots fit" in stderr, stderr
+    assert "it is 6000000 bytes and at most 69905 slots fit" in " ".join(text.split())
