@@ -158,3 +158,26 @@ def test_an_output_in_proc_fails_like_the_other_output_errors() -> None:
     # root may "access" /proc for writing, but nothing can be created there
     done = run("features-file", "-o", "/proc/kvminfo", "--no-libvirt")
     one_line(done, 2, "kvminfo features-file: --output /proc/kvminfo: cannot write in directory /proc")
+
+
+# -- 4: publish --help names every feature set spec.features may hold ---------------------------
+
+def test_publish_help_lists_every_published_feature_set(libvirt_uri: str) -> None:
+    from kvminfo.collect import collect
+    from kvminfo.labels import FAMILIES
+    from kvminfo.options import ProbeOptions, options_for_families
+    from kvminfo.output.nodefeature import features_from_report
+
+    helped = run("publish", "--help").stdout
+    # the README's comparison table lists the raw features (its "raw features for NodeFeatureRules" row)
+    row = next(line for line in (REPO / "README.md").read_text().splitlines()
+               if line.startswith("| raw features for NodeFeatureRules"))
+    documented = {word.strip("`,;") for word in row.split() if word.startswith("`kvminfo.")}
+    assert len(documented) >= 7, row
+    for name in documented:
+        assert name in helped, name
+    # and what this node's real probe publishes with every family is among them
+    report = collect(options_for_families(ProbeOptions(libvirt_uri=libvirt_uri, families=FAMILIES)))
+    features = features_from_report(report)
+    published = {name for kind in ("flags", "attributes") for name in features.get(kind, {})}
+    assert published and published <= documented, published - documented

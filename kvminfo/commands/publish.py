@@ -20,7 +20,7 @@ from kvminfo.logsetup import configure_logging
 from kvminfo.options import add_probe_arguments, options_for_families, probe_options_from_args
 from kvminfo.output import periodic
 from kvminfo.output.backoff import MAX_BACKOFF_S, backoff_total_s
-from kvminfo.output.nodefeature import check_namespace, check_node_name, object_name
+from kvminfo.output.nodefeature import check_namespace, check_node_name, object_name, published_features_text
 from kvminfo.stopping import StopOnSignal
 
 DEFAULT_RETRIES = 5
@@ -33,9 +33,9 @@ Probe this node and create or update its NodeFeature object
 (nfd.k8s-sigs.io/v1alpha1, named kvminfo-<node>, labelled
 nfd.node.kubernetes.io/node-name=<node>) for NFD >= 0.14's master.
 spec.labels holds the same labels `kvminfo labels` prints; spec.features holds
-the raw facts: flags "kvminfo.hyperv" (supported Hyper-V enlightenments),
-attributes "kvminfo.kvm" and "kvminfo.libvirt" (API version, CPU vendor, max
-vCPUs, nested, host model, ...), for NodeFeatureRules to match on.
+the raw facts for NodeFeatureRules to match on (a family's sets only when that
+--family is chosen; an absent element means not known):
+{features}
 
 The object is written only when its content changed; a 409 (someone wrote in
 between) is re-read and retried. API errors (401, 403, 404 when the CRD is not
@@ -64,7 +64,7 @@ examples:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = command_parser(prog, DESCRIPTION, EXAMPLES)
+    parser = command_parser(prog, DESCRIPTION.format(features=published_features_text()), EXAMPLES)
     parser.add_argument("--node-name", metavar="NAME",
                         help="this node's Kubernetes name (default: $NODE_NAME; in a DaemonSet set it from "
                              "fieldRef spec.nodeName)")

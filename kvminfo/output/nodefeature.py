@@ -96,6 +96,24 @@ HOST_MODEL_FEATURE_FLAGS = "kvminfo.host_model_features"
 CONFIDENTIAL_ATTRIBUTES = "kvminfo.confidential"
 TSC_ATTRIBUTES = "kvminfo.tsc"
 
+# Every feature set spec.features may hold: (NFD set kind, name, what it holds). `publish --help`
+# is made from this table; features_from_report writes only these names (tests check both).
+PUBLISHED_FEATURES: tuple[tuple[str, str, str], ...] = (
+    ("flags", HYPERV_FLAGS, "supported Hyper-V enlightenments"),
+    ("attributes", KVM_ATTRIBUTES, "usable, api_version, max_vcpus, nested, cpu_vendor"),
+    ("attributes", LIBVIRT_ATTRIBUTES, "version, max_vcpus, host_model, sev, sgx, tdx, ..."),
+    ("flags", CPU_MODEL_FLAGS, "offered CPU models (--family cpu-models)"),
+    ("flags", HOST_MODEL_FEATURE_FLAGS, "host-model's required features (--family host-model-features)"),
+    ("attributes", CONFIDENTIAL_ATTRIBUTES, "sev, sev_es, sev_snp, tdx, sgx, ... (--family confidential)"),
+    ("attributes", TSC_ATTRIBUTES, "frequency_hz, scalable, said_by (--family tsc)"),
+)
+
+
+def published_features_text(indent: str = "  ") -> str:
+    """PUBLISHED_FEATURES as aligned lines for --help: "<indent>flags      kvminfo.hyperv  ..."."""
+    width = max(len(name) for _, name, _ in PUBLISHED_FEATURES)
+    return "\n".join(f"{indent}{kind:<10} {name:<{width}}  {what}" for kind, name, what in PUBLISHED_FEATURES)
+
 
 def _names_after(labels: Mapping[str, str], stem: str) -> list[str]:
     """The (already NFD-checked) names of one family's flag labels: what follows ``stem``."""
