@@ -181,3 +181,41 @@ def test_publish_help_lists_every_published_feature_set(libvirt_uri: str) -> Non
     features = features_from_report(report)
     published = {name for kind in ("flags", "attributes") for name in features.get(kind, {})}
     assert published and published <= documented, published - documented
+
+
+# -- 7: the writers' log lines carry a time stamp, as the device plugin's do ----------------------
+
+TIME_STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z kvminfo "
+
+
+def test_features_file_and_publish_log_lines_are_time_stamped(tmp_path: Path) -> None:
+    import re
+
+    done = run("features-file", "-o", str(tmp_path / "kvminfo"), "--no-libvirt")
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines and all(re.match(TIME_STAMP + "INFO: ", line) for line in lines), lines
+    done = run("features-file", "-o", str(tmp_path / ".kvminfo"), "--no-libvirt")
+    assert any(re.match(TIME_STAMP + "WARNING: --output ", line) for line in done.stderr.splitlines()), done.stderr
+    # publish to a server that refuses the connection: its per-attempt line is stamped too
+    done = run("publish", "--no-libvirt", "--node-name", "node-1.example", "--namespace", "kvminfo",
+               "--retries", "1", "--kubeconfig", str(_refusing_kubeconfig(tmp_path)))
+    assert done.returncode != 0
+    logged = [line for line in done.stderr.splitlines() if re.search(r"kvminfo (INFO|WARNING|ERROR):", line)]
+    assert logged and all(re.match(TIME_STAMP, line) for line in logged), done.stderr
+
+
+def _refusing_kubeconfig(tmp_path: Path) -> Path:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on: bound, then closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": f"https://127.0.0.1:{port}",
+                                               "insecure-skip-tls-verify": True}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}]}))
+    return path

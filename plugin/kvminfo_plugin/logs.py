@@ -6,7 +6,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import time
+
+from kvminfo.logsetup import timestamped_formatter
 
 # gRPC core (C++, absl logging) writes its own lines to stderr, e.g.
 # "E1129 18:55:34.183139 5285 add_port.cc:83] Failed to add port ...": the same
@@ -16,8 +17,6 @@ GRPC_QUIET = {"GRPC_VERBOSITY": "NONE"}
 
 REPEAT_EVERY_S = 60.0  # an unchanged failure is logged again at most this often
 
-_FORMAT = "%(asctime)s.%(msecs)03dZ kvminfo %(levelname)s: %(message)s"
-_DATE = "%Y-%m-%dT%H:%M:%S"
 
 
 def quiet_grpc_core(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
@@ -29,8 +28,7 @@ def quiet_grpc_core(environ: dict[str, str] | os._Environ[str] = os.environ) -> 
 def add_timestamps() -> None:
     """Give every handler of the root logger an RFC 3339 UTC time stamp: outside a
     container (systemd, a terminal) nothing else adds one."""
-    formatter = logging.Formatter(_FORMAT, _DATE)
-    formatter.converter = time.gmtime
+    formatter = timestamped_formatter()
     for handler in logging.getLogger().handlers:
         handler.setFormatter(formatter)
 
