@@ -219,3 +219,22 @@ def _refusing_kubeconfig(tmp_path: Path) -> Path:
         "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
         "users": [{"name": "u", "user": {"token": "t"}}]}))
     return path
+
+
+# -- 8: -v tells libvirt's step too -------------------------------------------------------------
+
+def test_verbose_logs_libvirts_uri_version_and_time(libvirt_uri: str) -> None:
+    import libvirt
+
+    conn = libvirt.open(libvirt_uri)
+    try:
+        number = conn.getLibVersion()  # major * 1,000,000 + minor * 1,000 + micro
+    finally:
+        conn.close()
+    version = f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+    done = run("probe", "-v", "--libvirt-uri", libvirt_uri)
+    assert done.returncode == 0, done.stderr
+    debug = [line for line in done.stderr.splitlines() if line.startswith("kvminfo DEBUG: libvirt")]
+    assert any(f"{libvirt_uri} is libvirt {version}" in line for line in debug), done.stderr
+    assert any("domain capabilities" in line and " ms" in line for line in debug), done.stderr
+    assert any(line.startswith(f"kvminfo DEBUG: libvirt at {libvirt_uri}: ok in ") for line in debug), done.stderr

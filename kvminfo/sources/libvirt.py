@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import xml.etree.ElementTree as ET
 
 from kvminfo.errors import KvminfoError, one_line
@@ -78,17 +79,31 @@ def ask_libvirt(uri: str, tsc: bool = False) -> SourceResult:
                             LibvirtFacts(uri=uri))
     _silence_default_error_handler(libvirt)
     version = None
+    started = time.monotonic()
     try:
         # Not openReadOnly: libvirt 9.0 refuses virConnectGetDomainCapabilities
         # on a read-only connection ("operation forbidden").
+        log.debug("libvirt: connecting to %s", uri)
         conn = libvirt.open(uri)
         try:
             version = _version_string(conn.getLibVersion())
+            log.debug("libvirt: %s is libvirt %s (connected in %.1f ms)", uri, version,
+                      (time.monotonic() - started) * 1000)
+            asked = time.monotonic()
             xml_text = conn.getDomainCapabilities(None, None, None, "kvm")
-            host_caps = conn.getCapabilities() if tsc else None
+            log.debug("libvirt: domain capabilities (virttype kvm): %d bytes in %.1f ms", len(xml_text),
+                      (time.monotonic() - asked) * 1000)
+            if tsc:
+                asked = time.monotonic()
+                host_caps = conn.getCapabilities()
+                log.debug("libvirt: host capabilities: %d bytes in %.1f ms", len(host_caps),
+                          (time.monotonic() - asked) * 1000)
+            else:
+                host_caps = None
         finally:
             conn.close()
     except libvirt.libvirtError as err:
+        log.debug("libvirt: %s failed after %.1f ms: %s", uri, (time.monotonic() - started) * 1000, one_line(err))
         return SourceResult(LIBVIRT, Status.UNAVAILABLE, f"libvirt at {uri}: {one_line(err)}",
                             LibvirtFacts(uri=uri, libvirt_version=version))
     try:

@@ -65,6 +65,8 @@ class _Run:
                       exc_info=log.isEnabledFor(logging.DEBUG))  # a traceback only when asked for
             result = SourceResult(self.source.name, Status.ERROR, f"internal error: {type(err).__name__}: {err}")
         self.result = replace(result, elapsed_ms=round((time.monotonic() - started) * 1000, 3))
+        log.debug("%s: %s in %.1f ms%s", self.source.describe(self.options), result.status.value,
+                  self.result.elapsed_ms, f" ({result.reason})" if result.reason else "")
 
     def finish(self, started: float) -> SourceResult:
         if self.thread is not None:
