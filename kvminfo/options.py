@@ -95,7 +95,9 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{', '.join(DEFAULT_FAMILIES)}. Sources no chosen family needs are not probed")
     parser.add_argument("--obsolete-cpu-models", metavar="FILE",
                         help="CPU models never to label (names separated by commas, blanks or lines; '#' comments); "
-                             "default: KubeVirt's DefaultObsoleteCPUModels (486, pentium*, qemu64, kvm64, ...)")
+                             "the file replaces the default list, as KubeVirt's obsoleteCPUModels does (list the "
+                             "defaults too to keep them); default: KubeVirt's DefaultObsoleteCPUModels "
+                             "(486, pentium*, qemu64, kvm64, ...)")
     parser.add_argument("--kubevirt-names", action="store_true",
                         help="use KubeVirt's label names hyperv.node.kubevirt.io/<name> instead of "
                              "kvm-info-cap-hyperv-<name>; only for nodes where KubeVirt's own node labeller does not "

@@ -238,3 +238,22 @@ def test_verbose_logs_libvirts_uri_version_and_time(libvirt_uri: str) -> None:
     assert any(f"{libvirt_uri} is libvirt {version}" in line for line in debug), done.stderr
     assert any("domain capabilities" in line and " ms" in line for line in debug), done.stderr
     assert any(line.startswith(f"kvminfo DEBUG: libvirt at {libvirt_uri}: ok in ") for line in debug), done.stderr
+
+
+# -- 11: --obsolete-cpu-models replaces KubeVirt's default list, as KubeVirt's obsoleteCPUModels does --
+
+def test_an_obsolete_cpu_model_file_replaces_the_default_list(tmp_path: Path) -> None:
+    recorded = CORPUS / "qemu_10.0.0-q35.x86_64.xml"  # offers qemu64 and Nehalem, both usable='yes'
+    if not recorded.exists():
+        pytest.skip(f"{recorded} not in the corpus")
+    listed = tmp_path / "obsolete.txt"
+    listed.write_text("Nehalem\n")
+    replay = ["labels", "--no-kvm", "--domcaps-xml", str(recorded), "--family", "cpu-models"]
+    default = run(*replay).stdout
+    assert "cpu-model-Nehalem=true" in default and "cpu-model-qemu64=true" not in default
+    own = run(*replay, "--obsolete-cpu-models", str(listed))
+    assert own.returncode == 0, own.stderr
+    assert "cpu-model-Nehalem=true" not in own.stdout
+    assert "cpu-model-qemu64=true" in own.stdout  # on KubeVirt's default list, not on this one
+    helped = " ".join(run("labels", "--help").stdout.split())
+    assert "replaces the default list" in helped

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 # KubeVirt's DefaultObsoleteCPUModels (pkg/virt-handler/node-labeller/util, newest:
 # each pre-2010 model and its "-v1" alias, the generic qemu/kvm models, Opteron G1/G2).
+# An operator's list replaces it rather than adding to it, as in KubeVirt: the node
+# labeller's getSupportedCpuModels falls back to this list only when the cluster
+# config's obsoleteCPUModels is nil (HCO's obsoleteCPUs, by contrast, adds to it).
 DEFAULT_OBSOLETE_CPU_MODELS: frozenset[str] = frozenset(
     name for base in ("486", "pentium", "pentium2", "pentium3", "pentiumpro", "coreduo", "n270", "core2duo",
                       "Conroe", "athlon", "phenom", "qemu64", "qemu32", "kvm64", "kvm32", "Opteron_G1", "Opteron_G2")
