@@ -257,3 +257,19 @@ def test_an_obsolete_cpu_model_file_replaces_the_default_list(tmp_path: Path) ->
     assert "cpu-model-qemu64=true" in own.stdout  # on KubeVirt's default list, not on this one
     helped = " ".join(run("labels", "--help").stdout.split())
     assert "replaces the default list" in helped
+
+
+# -- 12: the package's license is an SPDX expression, built without a deprecation warning --------
+
+def test_the_build_declares_an_spdx_license_without_warnings(tmp_path: Path) -> None:
+    import sys
+    import zipfile
+
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "project.license` as a TOML table is deprecated" not in done.stdout + done.stderr
+    wheel = next(tmp_path.glob("kvminfo-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next(archive.read(n).decode() for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
