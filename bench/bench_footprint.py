@@ -44,6 +44,8 @@ IMPORTS = [
     ("prometheus_client + wsgiref.simple_server", "import prometheus_client, wsgiref.simple_server; "
                                                   "from prometheus_client.exposition import ThreadingWSGIServer"),
     ("inotify_simple", "import inotify_simple"),
+    ("importlib.metadata, kvminfo.commands read", "from importlib.metadata import entry_points; "
+                                                  "entry_points(group='kvminfo.commands')"),
     ("logging + argparse", "import logging, argparse"),
     ("kvminfo.errors + logsetup", "import kvminfo.errors, kvminfo.logsetup"),
     ("kvminfo_plugin.main (config, argparse, yaml)", "import kvminfo_plugin.main"),

@@ -49,42 +49,17 @@ ENTRY_POINT_GROUP = "kvminfo.commands"
 
 
 def _registered() -> dict[str, str]:
-    """Commands registered by other packages: name -> module (entry point group kvminfo.commands).
+    """Commands registered by other packages: name -> module (entry point group
+    kvminfo.commands, read with importlib.metadata, the standard library's reader
+    of installed distributions' entry points; built-in names cannot be replaced).
 
-    Read the way importlib.metadata reads them (the ``entry_points.txt`` INI file of
-    each ``*.dist-info`` / ``*.egg-info`` directory on sys.path, the first
-    distribution of a name winning), without importing it: importlib.metadata
-    brings email, zipfile and csv, ~2 MiB of the device plugin's RSS and ~15 ms of
-    its start (bench/bench_footprint.py). tests/test_cli.py checks that both agree."""
-    found: dict[str, str] = {}
-    seen: set[str] = set()
-    for entry in sys.path:
-        try:
-            names = sorted(os.listdir(entry or "."))
-        except OSError:
-            continue
-        for name in names:
-            stem, dot, suffix = name.rpartition(".")
-            if not dot or suffix not in ("dist-info", "egg-info"):
-                continue
-            distribution = stem.split("-")[0].lower().replace("_", "-").replace(".", "-")
-            if distribution in seen:
-                continue
-            seen.add(distribution)
-            try:
-                with open(os.path.join(entry or ".", name, "entry_points.txt"), encoding="utf-8") as text:
-                    lines = text.read().splitlines()
-            except OSError:
-                continue
-            section = ""
-            for line in lines:
-                line = line.strip()
-                if line.startswith("[") and line.endswith("]"):
-                    section = line[1:-1].strip()
-                elif section == ENTRY_POINT_GROUP and "=" in line and not line.startswith(("#", ";")):
-                    key, _, value = line.partition("=")
-                    found[key.strip()] = value.strip()
-    return {name: module for name, module in found.items() if name not in COMMANDS}
+    Called only for a name that is not built in and for ``--help``: importing
+    importlib.metadata (email, zipfile, csv) costs ~2 MiB of RSS and ~15 ms, which
+    the NFD hook path never pays. The device plugin's process does pay it
+    (README "Performance": kept over a hand-written reader of entry_points.txt)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in COMMANDS}
 
 
 def _module_for(name: str) -> str | None:

@@ -180,7 +180,8 @@ def test_kubelet_absent_at_start_then_appearing(plugin_dir: Path, device: Path) 
     settings = {**device_settings(plugin_dir, device), "metricsPort": port, "metricsAddress": "127.0.0.1"}
     with running_plugin(settings) as runtime:
         time.sleep(1.0)
-        failed = runtime.metrics.registrations.labels(TEST_RESOURCE, "failed").value
+        failed = runtime.metrics.registry.get_sample_value("kvminfo_plugin_registrations_total",
+                                                           {"resource": TEST_RESOURCE, "result": "failed"})
         assert 2 <= failed <= 6  # retried with backoff (0.1, 0.2, 0.4 ...), not spinning
         status, body = _http(port, "/healthz")
         assert status == 503 and "no kubelet socket" in body
@@ -336,7 +337,8 @@ def test_allocate_with_an_empty_container_request(plugin_dir: Path, device: Path
         empty, full = response.container_responses
         assert empty == api.ContainerAllocateResponse()
         assert [d.host_path for d in full.devices] == [str(device)]
-        assert runtime.metrics.allocations.labels(TEST_RESOURCE).value == 1
+        assert runtime.metrics.registry.get_sample_value("kvminfo_plugin_allocations_total",
+                                                          {"resource": TEST_RESOURCE}) == 1
         allocated = [r.getMessage() for r in caplog.records if r.getMessage().startswith("allocated ")]
         assert allocated == [f"allocated {TEST_RESOURCE} {known} -> {device}"]
 

@@ -1,9 +1,9 @@
 """A thread that reports inotify events in a few directories.
 
 Used twice: for the device nodes' directories (health) and for the plugin
-directory (kubelet restarts). The syscalls come from kvminfo_plugin.inotify (the
-C library's functions through ctypes), so no C extension and no polling library
-is needed.
+directory (kubelet restarts). inotify-simple is a thin, maintained wrapper of
+the syscalls (inotify_init1, inotify_add_watch, inotify_rm_watch and the event
+records), so no C extension and no polling library is needed.
 
 A watch dies with its directory. So a directory that is missing (at start, or
 because it was removed) is waited for by watching its nearest existing
@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from kvminfo_plugin.inotify import INotify, flags
+from inotify_simple import INotify, flags
+
 from kvminfo_plugin.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class DirectoryWatcher:
         while not stopping.is_set():
             if not any(fd == inotify_fd for fd, _ in self._poller.poll()):  # blocks: no timeout
                 continue  # the eventfd: stop() was called
-            for event in self._inotify.read():
+            for event in self._inotify.read(timeout=0):  # what is queued now; never blocks
                 path = self._path_of.get(event.wd)
                 if path is None:
                     continue  # a watch already dropped (its IGNORED comes after DELETE_SELF)
