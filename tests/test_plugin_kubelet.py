@@ -375,7 +375,10 @@ def test_plugin_dir_wiped_and_recreated_serves_and_registers_again(plugin_dir: P
     with kubelet(plugin_dir) as k, running_plugin(device_settings(plugin_dir, device)):
         k.wait_registered(TEST_RESOURCE)
         k.stop()
-        shutil.rmtree(plugin_dir)  # the kubelet (or an operator) removed the whole directory
+        # The kubelet (or an operator) removed the whole directory. The plugin serves again as soon as its
+        # socket goes, so it may bind a new one before rmtree's rmdir (ENOTEMPTY): remove until it is gone.
+        while plugin_dir.exists():
+            shutil.rmtree(plugin_dir, ignore_errors=True)
         time.sleep(0.3)
         recreated = time.monotonic()
         plugin_dir.mkdir()
