@@ -8,7 +8,7 @@ about; kvminfo.features.combine merges them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from kvminfo.features.hyperv_tables import (
     ALL_FEATURES,
@@ -33,7 +33,7 @@ from kvminfo.sources.facts import LIBVIRT, KvmFacts
 TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from kvminfo.sources.facts import HvCpuidEntry
-    from kvminfo.sources.libvirt_facts import DomainCapabilities
+    from kvminfo.sources.libvirt_facts import DomainCapabilities, LibvirtFacts
 
 Evidence = dict[str, dict[str, Support]]
 
@@ -206,35 +206,40 @@ def libvirt_evidence(domcaps: DomainCapabilities, libvirt_version: str | None = 
     return {LIBVIRT: {f: said for f, (said, _) in findings.items() if said is not Support.UNKNOWN}}  # named after its source
 
 
-def reasons_from_sources(sources: Iterable[SourceResult]) -> dict[str, dict[str, str]]:
-    """evidence -> feature -> why it said what it said (libvirt's silences included)."""
-    reasons: dict[str, dict[str, str]] = {}
+def _hyperv_facts(sources: Iterable[SourceResult]) -> Iterator[KvmFacts | LibvirtFacts]:
+    """The facts the Hyper-V rules read: every answered (status ok) KVM source's, and
+    libvirt's when it gave domain capabilities. Which rules apply follows from the facts' type."""
     for source in sources:
         if not source.ok:
             continue
         if isinstance(source.facts, KvmFacts):
-            reasons.update(kvm_reasons(source.facts))
+            yield source.facts
         elif source.name == LIBVIRT:
             from kvminfo.sources.libvirt_facts import LibvirtFacts  # loaded already: the source ran
 
             if isinstance(source.facts, LibvirtFacts) and source.facts.domcaps is not None:
-                findings = libvirt_findings(source.facts.domcaps, source.facts.libvirt_version)
-                if findings:
-                    reasons[LIBVIRT] = {feature: why for feature, (_, why) in findings.items()}
+                yield source.facts
+
+
+def reasons_from_sources(sources: Iterable[SourceResult]) -> dict[str, dict[str, str]]:
+    """evidence -> feature -> why it said what it said (libvirt's silences included)."""
+    reasons: dict[str, dict[str, str]] = {}
+    for facts in _hyperv_facts(sources):
+        if isinstance(facts, KvmFacts):
+            reasons.update(kvm_reasons(facts))
+        elif facts.domcaps is not None:
+            findings = libvirt_findings(facts.domcaps, facts.libvirt_version)
+            if findings:
+                reasons[LIBVIRT] = {feature: why for feature, (_, why) in findings.items()}
     return reasons
 
 
 def evidence_from_sources(sources: Iterable[SourceResult]) -> Evidence:
-    """Only sources that answered (status ok) give evidence; which rules apply follows from the facts' type."""
+    """Only sources that answered (status ok) give evidence (see _hyperv_facts)."""
     evidence: Evidence = {}
-    for source in sources:
-        if not source.ok:
-            continue
-        if isinstance(source.facts, KvmFacts):
-            evidence.update(kvm_evidence(source.facts))
-        elif source.name == LIBVIRT:
-            from kvminfo.sources.libvirt_facts import LibvirtFacts  # loaded already: the source ran
-
-            if isinstance(source.facts, LibvirtFacts) and source.facts.domcaps is not None:
-                evidence.update(libvirt_evidence(source.facts.domcaps, source.facts.libvirt_version))
+    for facts in _hyperv_facts(sources):
+        if isinstance(facts, KvmFacts):
+            evidence.update(kvm_evidence(facts))
+        elif facts.domcaps is not None:
+            evidence.update(libvirt_evidence(facts.domcaps, facts.libvirt_version))
     return evidence
