@@ -167,3 +167,13 @@ def private_libvirtd() -> Iterator[PrivateLibvirtd]:
         if daemon is not None:
             daemon.kill()  # SIGTERM would take libvirtd ~1.5 s to shut down
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def plugin_dir() -> Iterator[Path]:
+    """A kubelet device plugin directory for one test.
+
+    Not under tmp_path: pytest's paths push unix socket paths past the 107-byte limit."""
+    directory = Path(tempfile.mkdtemp(prefix="kvminfo-dp-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)

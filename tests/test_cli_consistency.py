@@ -4,7 +4,6 @@ messages, short API error lines, examples in every --help. Each case failed befo
 from __future__ import annotations
 
 import http.server
-import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -13,26 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import KVMINFO
+from cli_run import one_line, run
 
 NODE, NS = "node-1.example", "kvminfo"
-
-
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("NODE_NAME", "POD_NAMESPACE", "POD_NAME", "KUBERNETES_SERVICE_HOST", "KUBECONFIG")}
-    return subprocess.run([str(KVMINFO), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**environ, **(env or {})})
-
-
-def one_line(done: subprocess.CompletedProcess, status: int, prefix: str, *fragments: str) -> str:
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == status, done.stderr
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    assert lines[0].startswith(prefix), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def publish(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -5,34 +5,17 @@ recorded domain capabilities in ../shared/corpus."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import KVMINFO, REPO
+from cli_run import one_line, run
+from conftest import REPO
 
 CORPUS = REPO.parent / "shared" / "corpus" / "domcaps" / "libvirt-11.3.0"
 # libvirt's own test data: every <cpu><mode name='host-model'> says supported='no'.
 NO_HOST_MODEL = ["empty.xml", "qemu_4.2.0-virt.aarch64.xml", "qemu_8.2.0-virt.aarch64.xml"]
-
-
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("NODE_NAME", "POD_NAMESPACE", "POD_NAME", "KUBERNETES_SERVICE_HOST", "KUBECONFIG")}
-    return subprocess.run([str(KVMINFO), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**environ, **(env or {})})
-
-
-def one_line(done: subprocess.CompletedProcess, status: int, prefix: str, *fragments: str) -> str:
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == status, done.stderr
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    assert lines[0].startswith(prefix), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def source_lines(stdout: str) -> dict[str, str]:

@@ -3,9 +3,6 @@ selects, and a new policy plugged in the way the README's layout section says.""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +15,6 @@ from kvminfo_plugin.v1beta1 import api_pb2 as api
 
 RESOURCE = "test.kvminfo.io/seam"
 
-
-@pytest.fixture
-def plugin_dir() -> Iterator[Path]:
-    directory = Path(tempfile.mkdtemp(prefix="kvminfo-dp-"))  # short: unix socket paths
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_the_config_selects_the_policy() -> None:

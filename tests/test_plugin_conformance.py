@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import cdi_rules
@@ -30,12 +28,6 @@ from kvminfo_plugin.v1beta1 import api_pb2 as api
 
 NET = "test.kvminfo.io/vhost-net"
 
-
-@pytest.fixture
-def plugin_dir() -> Iterator[Path]:
-    directory = Path(tempfile.mkdtemp(prefix="kvminfo-dp-"))  # short: unix socket paths
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -12,13 +12,11 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import pytest
@@ -36,13 +34,6 @@ def device_settings(plugin_dir: Path, device: Path, **resource: object) -> dict[
     return {"pluginDir": str(plugin_dir), "pollIntervalSeconds": 60,
             "resources": [{"name": TEST_RESOURCE, "devices": [str(device)], "slots": 4, **resource}]}
 
-
-@pytest.fixture
-def plugin_dir() -> Iterator[Path]:
-    # Not under tmp_path: pytest's paths push socket paths past the 107-byte limit.
-    directory = Path(tempfile.mkdtemp(prefix="kvminfo-dp-"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
