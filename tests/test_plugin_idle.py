@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from plugin_harness import free_port, kubelet, running_plugin
-from test_plugin_kubelet import TEST_RESOURCE, device, device_settings, plugin_dir  # noqa: F401 (fixtures)
+from test_plugin_kubelet import TEST_RESOURCE, device, device_settings  # noqa: F401 (fixtures; plugin_dir is in conftest.py)
 
 from kvminfo_plugin.dirwatch import DirectoryWatcher, DirEvent
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from plugin_harness import kubelet, running_plugin
-from test_plugin_kubelet import TEST_RESOURCE, device, device_settings, plugin_dir  # noqa: F401 (fixtures)
+from test_plugin_kubelet import TEST_RESOURCE, device, device_settings  # noqa: F401 (fixtures; plugin_dir is in conftest.py)
 
 from kvminfo_plugin import memtrim, server
 from kvminfo_plugin.allocation import preferred
