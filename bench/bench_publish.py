@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import urllib3  # noqa: E402
 from apiserver_standin import TOKEN, ApiServerStandin  # noqa: E402
 
-from kvminfo.options import ProbeOptions  # noqa: E402
+from kvminfo.probe_options import ProbeOptions  # noqa: E402
 from kvminfo.output.nodefeature_client import NodeFeatureStore, load_api_client, publish_once  # noqa: E402
 from kvminfo.output.nodefeature import build_nodefeature  # noqa: E402
 from kvminfo.collect import collect  # noqa: E402

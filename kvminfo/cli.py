@@ -18,6 +18,7 @@ import sys
 
 TYPE_CHECKING = False  # importing typing costs the NFD hook's start; annotations only need it for mypy
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TextIO
 
 # name -> (module, one-line summary shown by `kvminfo --help`)
@@ -129,14 +130,30 @@ def _discard_stdout() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     prog = f"kvminfo {argv[0]}" if argv and not argv[0].startswith("-") and argv[0] != "help" else "kvminfo"
+    return run_guarded(prog, lambda: _dispatch(argv, prog))
+
+
+def run_guarded(prog: str, command: Callable[[], int]) -> int:
+    """Run ``command`` (returning an exit status) as every kvminfo command runs: a failed
+    write to stdout -> "<prog>: cannot write output: ..." and 1; the operator's input or
+    environment (KvminfoError, ParseError) -> "<prog>: <message>" and its exit code; Ctrl-C -> 130.
+    Never a traceback for those. The NFD hook's entry point (kvminfo.hook) runs its fast path here too."""
+    from kvminfo.errors import KvminfoError, ParseError
+
     stdout = sys.stdout
     sys.stdout = _StdoutGuard(stdout)
     try:
         try:
-            status = _dispatch(argv, prog)
+            status = command()
         except SystemExit:  # argparse after --help or a usage error: flush what it printed, too
             sys.stdout.flush()
             raise
+        except (KvminfoError, ParseError) as err:  # the operator's input or environment: one line, never a traceback
+            sys.stdout.flush()
+            print(f"{prog}: {err}", file=sys.stderr)
+            return err.exit_code
+        except KeyboardInterrupt:
+            return 130
         sys.stdout.flush()  # a buffered write fails here, not in the interpreter's exit
         return status
     except OutputError as err:
@@ -171,17 +188,8 @@ def _dispatch(argv: list[str], prog: str) -> int:
     module_name = _module_for(name)
     if module_name is None:
         return usage_error("kvminfo", f"unknown command {name!r}; commands: {', '.join(_summaries())}")
-    module = importlib.import_module(module_name)
-    from kvminfo.errors import KvminfoError, ParseError
-
-    try:
-        status: int = module.main(rest, prog=prog)
-        return status
-    except (KvminfoError, ParseError) as err:  # the operator's input or environment: one line, never a traceback
-        print(f"{prog}: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
+    status: int = importlib.import_module(module_name).main(rest, prog=prog)
+    return status
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@ the NFD hook path (--no-libvirt) never loads libvirt, xml, grpc or kubernetes.
 
 from __future__ import annotations
 
-import logging
-
 from kvminfo.features.combine import combine
 from kvminfo.features.hyperv import evidence_from_sources, reasons_from_sources
 from kvminfo.labels.render import render_labels
+from kvminfo.lazylog import get_logger
 from kvminfo.model import Report, SourceResult, Status
-from kvminfo.options import ProbeOptions
+from kvminfo.probe_options import ProbeOptions
 from kvminfo.sources import registry
 from kvminfo.sources.runner import run_sources
 
@@ -22,7 +21,7 @@ TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy n
 if TYPE_CHECKING:
     from kvminfo.sources.base import Source
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def _plan(options: ProbeOptions) -> tuple[list[Source], dict[str, SourceResult]]:

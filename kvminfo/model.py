@@ -10,15 +10,16 @@ wires them together; the outputs (kvminfo/output/) take the Report.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+
+from kvminfo.record import field, record
 
 TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start (see bench/); only mypy needs it
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
     from typing import Any, Protocol
 
     class Facts(Protocol):
-        """A source's typed facts (a frozen dataclass) that `kvminfo probe --json` can print."""
+        """A source's typed facts (a frozen record or dataclass) that `kvminfo probe --json` can print."""
 
         def to_json(self) -> dict[str, Any]: ...
 
@@ -31,7 +32,7 @@ class Status(str, enum.Enum):
     DISABLED = "disabled"  # switched off by an option (--no-kvm, ...)
 
 
-@dataclass(frozen=True)
+@record
 class SourceResult:
     """What one source saw: a status, a one-line reason when not OK, and its
     typed facts (kvminfo/sources/facts.py for the built-in sources; None when
@@ -54,7 +55,7 @@ class Support(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
+@record
 class FeatureVerdict:
     """One enlightenment's combined verdict with per-source provenance.
 
@@ -70,7 +71,7 @@ class FeatureVerdict:
     reasons: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record
 class Report:
     sources: tuple[SourceResult, ...]
     features: tuple[FeatureVerdict, ...]

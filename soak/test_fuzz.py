@@ -39,7 +39,7 @@ from kvminfo.labels.render import (CAP_PREFIX, CPU_VENDOR, HOST_MODEL, KUBEVIRT_
 from kvminfo.model import SourceResult, Status
 from kvminfo.sources.facts import KvmFacts
 from kvminfo.sources.libvirt_facts import DomainCapabilities, HostModel, LibvirtFacts
-from kvminfo.options import ProbeOptions
+from kvminfo.probe_options import ProbeOptions
 from kvminfo.collect import collect
 from kvminfo.sources.kernel_whitelist import FEATURES as WHITELIST_FEATURES, probe_kernel_whitelist, read_os_id
 from kvminfo_plugin.config import MAX_SLOTS, load_config_file

@@ -16,7 +16,7 @@ from conftest import DOMCAPS_FIXTURES, KVMINFO
 from kvm_fakes import HyperVKernel
 from kvminfo import cli
 from kvminfo.labels.nfd import check_label
-from kvminfo.options import ProbeOptions
+from kvminfo.probe_options import ProbeOptions
 from kvminfo.collect import collect
 from kvminfo.sources import ioctl as kvm_ioctl
 

@@ -148,7 +148,7 @@ def test_an_output_in_proc_fails_like_the_other_output_errors() -> None:
 def test_publish_help_lists_every_published_feature_set(libvirt_uri: str) -> None:
     from kvminfo.collect import collect
     from kvminfo.labels import FAMILIES
-    from kvminfo.options import ProbeOptions, options_for_families
+    from kvminfo.probe_options import ProbeOptions, options_for_families
     from kvminfo.output.nodefeature import features_from_report
 
     helped = run("publish", "--help").stdout

@@ -42,7 +42,7 @@ from kvm_fakes import HyperVKernel
 from other_user import reach_script, unreadable_checkout
 from kvminfo.commands import features_file as features_file_command
 from kvminfo.commands import publish as publish_command
-from kvminfo.options import ProbeOptions
+from kvminfo.probe_options import ProbeOptions
 from kvminfo.output.featurefile import render_feature_file
 from kvminfo.output.nodefeature import build_nodefeature
 from kvminfo.collect import collect

@@ -22,7 +22,7 @@ import yaml
 from conftest import KVMINFO, REPO, require_real
 from kvminfo.collect import collect
 from kvminfo.labels import DEFAULT_FAMILIES, FAMILIES
-from kvminfo.options import ProbeOptions, options_for_families
+from kvminfo.probe_options import ProbeOptions, options_for_families
 from kvminfo.output.nodefeature import build_nodefeature
 from test_families import (
     CORPUS,

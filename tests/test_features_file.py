@@ -23,7 +23,7 @@ from conftest import DOMCAPS_FIXTURES, KVMINFO, PrivateLibvirtd, require_real
 from signal_ready import wait_until_catching
 from other_user import as_user, unreadable_checkout
 from kvminfo.output.featurefile_writer import Schedule, rewrite_reason, schedule_from_args
-from kvminfo.options import ProbeOptions
+from kvminfo.probe_options import ProbeOptions
 from kvminfo.collect import probe_deadline_s
 from kvminfo.sources.base import LOCAL_SOURCE_DEADLINE_S
 from kvminfo.durations import DurationError, format_duration, parse_duration

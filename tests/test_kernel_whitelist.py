@@ -11,7 +11,7 @@ import pytest
 from conftest import FIXTURES, KVMINFO
 from kvminfo.errors import KvminfoError
 from kvminfo.model import Status
-from kvminfo.options import ProbeOptions
+from kvminfo.probe_options import ProbeOptions
 from kvminfo.collect import collect
 from kvminfo.sources.kernel_whitelist import (
     kernel_version_key,

@@ -17,7 +17,7 @@ import pytest
 from conftest import require_real
 from kvm_fakes import HyperVKernel, intel_hv_cpuid
 from kvminfo.model import Status
-from kvminfo.options import ProbeOptions
+from kvminfo.probe_options import ProbeOptions
 from kvminfo.collect import collect
 from kvminfo.sources import ioctl as kvm_ioctl
 from kvminfo.sources.kvm import probe_kvm, read_cpu_vendor, read_nested

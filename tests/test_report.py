@@ -11,7 +11,7 @@ from conftest import DOMCAPS_FIXTURES
 from kvminfo import collect as report
 from kvminfo.errors import KvminfoError
 from kvminfo.model import Status
-from kvminfo.options import ProbeOptions
+from kvminfo.probe_options import ProbeOptions
 from kvminfo.sources import base as sources_base
 from kvminfo.sources import ioctl as kvm_ioctl
 
@@ -70,7 +70,7 @@ def test_no_libvirt_does_not_import_it():
     import subprocess
     import sys
 
-    code = ("import sys; from kvminfo.collect import collect; from kvminfo.options import ProbeOptions; "
+    code = ("import sys; from kvminfo.collect import collect; from kvminfo.probe_options import ProbeOptions; "
             "collect(ProbeOptions(use_libvirt=False)); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('libvirt', 'xml', 'grpc', 'kubernetes') "
             "or m == 'kvminfo.sources.libvirt'))")

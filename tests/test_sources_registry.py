@@ -14,7 +14,7 @@ import kernel_release_source
 from kvminfo import cli
 from kvminfo.collect import collect, probe_deadline_s
 from kvminfo.model import Status
-from kvminfo.options import ProbeOptions
+from kvminfo.probe_options import ProbeOptions
 from kvminfo.output.base import StdoutLines
 from kvminfo.output.featurefile import parse_feature_file, render_feature_file
 from kvminfo.output.nodefeature import build_nodefeature

@@ -14,9 +14,10 @@ from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect, probe_deadline_s
 from kvminfo.durations import format_duration
 from kvminfo.logsetup import configure_logging
-from kvminfo.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.options import add_probe_arguments, probe_options_from_args
 from kvminfo.output import periodic
 from kvminfo.output.featurefile_writer import DEFAULT_EXPIRY_S, FeatureFileOutput, check_output_path, schedule_from_args
+from kvminfo.probe_options import options_for_families
 from kvminfo.stopping import StopOnSignal
 
 DESCRIPTION = """\

@@ -11,8 +11,9 @@ import argparse
 from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect
 from kvminfo.logsetup import configure_logging
-from kvminfo.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.options import add_probe_arguments, probe_options_from_args
 from kvminfo.output.base import StdoutLines
+from kvminfo.probe_options import options_for_families
 
 DESCRIPTION = """\
 Probe this node and print its Node Feature Discovery labels as key=value

@@ -14,7 +14,8 @@ from kvminfo.features.family_facts import FamilyFacts
 from kvminfo.labels import FAMILIES
 from kvminfo.logsetup import configure_logging
 from kvminfo.model import Report, SourceResult, Status
-from kvminfo.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.options import add_probe_arguments, probe_options_from_args
+from kvminfo.probe_options import options_for_families
 from kvminfo.sources import registry
 from kvminfo.sources.facts import KVM, KvmFacts
 

@@ -8,8 +8,6 @@ about; kvminfo.features.combine merges them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-
 from kvminfo.features.hyperv_tables import (
     ALL_FEATURES,
     CAPS_TABLE,
@@ -32,6 +30,8 @@ from kvminfo.sources.facts import LIBVIRT, KvmFacts
 
 TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
+
     from kvminfo.sources.facts import HvCpuidEntry
     from kvminfo.sources.libvirt_facts import DomainCapabilities, LibvirtFacts
 

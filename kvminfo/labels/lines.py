@@ -6,7 +6,9 @@ publisher) shares one format without importing the probe stack.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 def format_label_lines(labels: Mapping[str, str]) -> str:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Protocol
 
-    from kvminfo.options import ProbeOptions
+    from kvminfo.probe_options import ProbeOptions
 
     class Source(Protocol):
         """One place facts come from (a device, a daemon, a file)."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from kvminfo.options import ProbeOptions
+    from kvminfo.probe_options import ProbeOptions
 
 log = logging.getLogger(__name__)
 

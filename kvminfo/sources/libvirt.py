@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 
 from kvminfo.errors import KvminfoError, one_line
 from kvminfo.model import SourceResult, Status
-from kvminfo.options import DEFAULT_LIBVIRT_URI, ProbeOptions
+from kvminfo.probe_options import DEFAULT_LIBVIRT_URI, ProbeOptions
 from kvminfo.sources.domcaps import DomcapsError, parse_domcaps
 from kvminfo.sources.domcaps_families import host_tsc_counter
 from kvminfo.sources.facts import LIBVIRT

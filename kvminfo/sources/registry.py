@@ -15,7 +15,7 @@ TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy n
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from kvminfo.options import ProbeOptions
+    from kvminfo.probe_options import ProbeOptions
     from kvminfo.sources.base import Source
 
 
