@@ -198,12 +198,15 @@ def libvirt_findings(domcaps: DomainCapabilities, libvirt_version: str | None = 
     return findings
 
 
+def _said(findings: Mapping[str, tuple[Support, str]]) -> dict[str, Support]:
+    """libvirt_findings without the reasons and without UNKNOWN: what counts as evidence."""
+    return {feature: said for feature, (said, _) in findings.items() if said is not Support.UNKNOWN}
+
+
 def libvirt_evidence(domcaps: DomainCapabilities, libvirt_version: str | None = None) -> Evidence:
     """What libvirt says (libvirt_findings), without the reasons and without UNKNOWN."""
     findings = libvirt_findings(domcaps, libvirt_version)
-    if not findings:
-        return {}
-    return {LIBVIRT: {f: said for f, (said, _) in findings.items() if said is not Support.UNKNOWN}}  # named after its source
+    return {LIBVIRT: _said(findings)} if findings else {}  # named after its source
 
 
 def _hyperv_facts(sources: Iterable[SourceResult]) -> Iterator[KvmFacts | LibvirtFacts]:
@@ -221,25 +224,29 @@ def _hyperv_facts(sources: Iterable[SourceResult]) -> Iterator[KvmFacts | Libvir
                 yield source.facts
 
 
-def reasons_from_sources(sources: Iterable[SourceResult]) -> dict[str, dict[str, str]]:
-    """evidence -> feature -> why it said what it said (libvirt's silences included)."""
+def evidence_and_reasons(sources: Iterable[SourceResult]) -> tuple[Evidence, dict[str, dict[str, str]]]:
+    """(evidence -> feature -> what it said, evidence -> feature -> why) in one walk over the
+    answered sources (_hyperv_facts), libvirt's findings read once for both. Reasons cover
+    libvirt's silences too (UNKNOWN is left out of the evidence, not out of the reasons)."""
+    evidence: Evidence = {}
     reasons: dict[str, dict[str, str]] = {}
     for facts in _hyperv_facts(sources):
         if isinstance(facts, KvmFacts):
+            evidence.update(kvm_evidence(facts))
             reasons.update(kvm_reasons(facts))
         elif facts.domcaps is not None:
             findings = libvirt_findings(facts.domcaps, facts.libvirt_version)
             if findings:
+                evidence[LIBVIRT] = _said(findings)
                 reasons[LIBVIRT] = {feature: why for feature, (_, why) in findings.items()}
-    return reasons
+    return evidence, reasons
+
+
+def reasons_from_sources(sources: Iterable[SourceResult]) -> dict[str, dict[str, str]]:
+    """evidence -> feature -> why it said what it said (libvirt's silences included)."""
+    return evidence_and_reasons(sources)[1]
 
 
 def evidence_from_sources(sources: Iterable[SourceResult]) -> Evidence:
     """Only sources that answered (status ok) give evidence (see _hyperv_facts)."""
-    evidence: Evidence = {}
-    for facts in _hyperv_facts(sources):
-        if isinstance(facts, KvmFacts):
-            evidence.update(kvm_evidence(facts))
-        elif facts.domcaps is not None:
-            evidence.update(libvirt_evidence(facts.domcaps, facts.libvirt_version))
-    return evidence
+    return evidence_and_reasons(sources)[0]
