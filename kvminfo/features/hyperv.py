@@ -20,6 +20,8 @@ from kvminfo.features.hyperv_tables import (
     LIBVIRT_DOMCAPS_HYPERV_SINCE,
     LIBVIRT_NAME_SINCE,
     LIBVIRT_NAMES,
+    LIBVIRT_NEEDS_QEMU_6_2_SINCE,
+    QEMU_REPORTS_HYPERV_SINCE,
     HvCpuidRule,
     LegacyRule,
     Version,
@@ -156,7 +158,17 @@ def _since(libvirt_name: str) -> str:
     return ".".join(map(str, max(since, element)))
 
 
-def libvirt_findings(domcaps: DomainCapabilities, libvirt_version: str | None = None) -> dict[str, tuple[Support, str]]:
+def _qemu_hides(version: Version, qemu_version: str | None) -> str | None:
+    """Why libvirt ``version``'s silence says nothing behind QEMU ``qemu_version`` (FACTS 7), or None."""
+    qemu = _version(qemu_version)
+    if qemu is None or qemu >= QEMU_REPORTS_HYPERV_SINCE or version >= LIBVIRT_NEEDS_QEMU_6_2_SINCE:
+        return None
+    return (f"QEMU {qemu_version} is older than {'.'.join(map(str, QEMU_REPORTS_HYPERV_SINCE))}, "
+            f"which may leave it out of libvirt's list: silence says nothing")
+
+
+def libvirt_findings(domcaps: DomainCapabilities, libvirt_version: str | None = None,
+                     qemu_version: str | None = None) -> dict[str, tuple[Support, str]]:
     """feature -> (what libvirt's domain capabilities say, why), UNKNOWN included.
 
     libvirt's meaning (shared/corpus/domcaps/FACTS.md 3, 6, 11, 12): every
@@ -169,11 +181,15 @@ def libvirt_findings(domcaps: DomainCapabilities, libvirt_version: str | None = 
     <hyperv> element says nothing at all. `spinlocks`/`vendor_id` are guest
     settings, never host features. Names outside the vocabulary are ignored: a
     label claims host support and we cannot know what an unknown name needs.
+    ``qemu_version`` ("X.Y.Z", virConnectGetVersion; None: not known, as for a
+    replay): behind a QEMU older than 6.1.0, libvirt before 11.2.0 may leave
+    supported names out (FACTS.md 7), so an unlisted name says nothing there.
     """
     listed = domcaps.hyperv
     if listed is None:
         return {}
     version, whose = _speaking_for(libvirt_version)
+    hidden_by_qemu = _qemu_hides(version, qemu_version)
     listed_names = set(listed)
     findings: dict[str, tuple[Support, str]] = {}
     for libvirt_name, feature in LIBVIRT_NAMES.items():
@@ -183,6 +199,8 @@ def libvirt_findings(domcaps: DomainCapabilities, libvirt_version: str | None = 
             findings[feature] = (Support.SUPPORTED, f"{libvirt_name!r} listed in <hyperv>")
         elif domcaps.hyperv_supported is False:
             findings[feature] = (Support.UNSUPPORTED, "<hyperv supported='no'/>")
+        elif hidden_by_qemu is not None:
+            findings[feature] = (Support.UNKNOWN, f"{libvirt_name!r} not listed, but {hidden_by_qemu}")
         elif domcaps_knows(libvirt_name, version):
             findings[feature] = (Support.UNSUPPORTED, f"{libvirt_name!r} not listed, and {whose} knows it")
         else:
@@ -235,7 +253,7 @@ def evidence_and_reasons(sources: Iterable[SourceResult]) -> tuple[Evidence, dic
             evidence.update(kvm_evidence(facts))
             reasons.update(kvm_reasons(facts))
         elif facts.domcaps is not None:
-            findings = libvirt_findings(facts.domcaps, facts.libvirt_version)
+            findings = libvirt_findings(facts.domcaps, facts.libvirt_version, facts.qemu_version)
             if findings:
                 evidence[LIBVIRT] = _said(findings)
                 reasons[LIBVIRT] = {feature: why for feature, (_, why) in findings.items()}
