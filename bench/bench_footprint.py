@@ -49,7 +49,9 @@ IMPORTS = [
     ("logging + argparse", "import logging, argparse"),
     ("kvminfo.errors + logsetup", "import kvminfo.errors, kvminfo.logsetup"),
     ("kvminfo_plugin.main (config, argparse, yaml)", "import kvminfo_plugin.main"),
-    ("kvminfo_plugin.runtime (everything)", "import kvminfo_plugin.main, kvminfo_plugin.runtime"),
+    ("kvminfo_plugin.runtime (all before Register)", "import kvminfo_plugin.main, kvminfo_plugin.runtime"),
+    ("kvminfo_plugin.exposition (after Register)", "import kvminfo_plugin.main, kvminfo_plugin.runtime, "
+                                                   "kvminfo_plugin.exposition"),
 ]
 IMPORT_PROBE = """
 import sys, time

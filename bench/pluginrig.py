@@ -1,5 +1,5 @@
 """Shared parts of the device plugin footprint benchmarks (bench_footprint.py,
-bench_allocation.py): the real `kvminfo device-plugin` process and the floor
+bench_allocation.py): the real device plugin process (`kvminfo-device-plugin`, as deployed) and the floor
 (bench/floor_plugin.py, a minimal plain-grpcio plugin) started side by side
 against one kubelet emulator, and the per-process figures read from /proc.
 
@@ -26,7 +26,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from kubelet_emulator import KubeletEmulator  # noqa: E402
 
-KVMINFO = REPO / ".venv" / "bin" / "kvminfo"
+# What the DaemonSet runs (deploy/device-plugin): `kvminfo device-plugin` without the CLI's entry point lookup.
+PLUGIN = REPO / ".venv" / "bin" / "kvminfo-device-plugin"
 FLOOR = REPO / "bench" / "floor_plugin.py"
 NULL_RDEV = os.stat("/dev/null").st_rdev
 
@@ -144,7 +145,7 @@ class Rig:
                      extra_config, "resources:"]  # the default health/socket poll (5 s), as deployed
             lines += [f"  - {{name: {n}, devices: [{self.node}], slots: {slots}}}" for n in names]
             config.write_text("\n".join(line for line in lines if line) + "\n")
-            argv = [str(KVMINFO), "device-plugin", "--config", str(config)]
+            argv = [str(PLUGIN), "--config", str(config)]
         else:
             argv = [sys.executable, str(FLOOR), str(self.plugin_dir), *(f"{n}={slots}" for n in names)]
         started = time.monotonic()

@@ -72,6 +72,8 @@ KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "images", "configMapG
 VERSION = next(line.split('"')[1] for line in (REPO / "pyproject.toml").read_text().splitlines()
                if line.startswith("version = "))
 IMAGE = f"localhost/kvminfo:{VERSION}"
+# The device plugin's own console script: `kvminfo device-plugin` without the CLI's entry point lookup.
+PLUGIN_SCRIPT = "kvminfo-device-plugin"
 
 
 # -- a small kustomize: what our kustomizations use (resources, images, a configMapGenerator of
@@ -284,6 +286,19 @@ def test_container_security(workload, workloads):
     assert spec.get("automountServiceAccountToken") is False or workload == "kvminfo-publish"
 
 
+def test_plugin_pods_run_the_plugins_installed_console_script():
+    """deploy/'s plugin containers run PLUGIN_SCRIPT; pip installs it into the image's
+    /opt/kvminfo/bin (on PATH) from pyproject.toml, as it did into this venv."""
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts[PLUGIN_SCRIPT] == "kvminfo_plugin.command:run"
+    done = subprocess.run([str(KVMINFO.with_name(PLUGIN_SCRIPT)), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: {PLUGIN_SCRIPT} "), done.stderr
+    done = subprocess.run([str(KVMINFO.with_name(PLUGIN_SCRIPT)), "--slots", "0"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1) and done.stderr.startswith(f"{PLUGIN_SCRIPT}: "), done.stderr
+
+
 def test_device_plugin_specifics(workloads, built):
     spec = workloads["kvminfo-device-plugin"]
     assert spec["priorityClassName"] == "system-node-critical"
@@ -299,7 +314,8 @@ def test_device_plugin_specifics(workloads, built):
     # config from the ConfigMap, loaded by the plugin's own loader
     (config_map,) = by_kind(built["device-plugin"], "ConfigMap")
     config = plugin_config.config_from_mapping(yaml.safe_load(config_map["data"]["device-plugin.yaml"]))
-    args = plugin_main.build_parser("kvminfo device-plugin").parse_args(container["args"][1:])
+    assert container["command"] == [PLUGIN_SCRIPT]
+    args = plugin_main.build_parser(PLUGIN_SCRIPT).parse_args(container["args"])
     mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
     assert Path(args.config).parent == Path(mount["mountPath"]) and Path(args.config).name in config_map["data"]
     config_volume = next(v for v in spec["volumes"] if v["name"] == "config")
@@ -584,8 +600,8 @@ def test_cdi_cleanup_removes_the_plugins_specs_as_its_pod_runs(workloads, built,
     (init,) = spec["initContainers"]
     (config_map,) = by_kind(built["cleanup"], "ConfigMap")
     assert config_map == by_kind(built["device-plugin"], "ConfigMap")[0]  # the same resources, so the same specs
-    args = plugin_main.build_parser("kvminfo device-plugin").parse_args(init["args"][1:])
-    assert init["args"][0] == "device-plugin" and args.remove_cdi_specs
+    args = plugin_main.build_parser(PLUGIN_SCRIPT).parse_args(init["args"])
+    assert init["command"] == [PLUGIN_SCRIPT] and args.remove_cdi_specs
     host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
     plugin_paths = {v["name"]: v["hostPath"]["path"] for v in plugin_spec["volumes"] if "hostPath" in v}
     assert host_paths == {"cdi": plugin_paths["cdi"]}
@@ -605,7 +621,7 @@ def test_cdi_cleanup_removes_the_plugins_specs_as_its_pod_runs(workloads, built,
         ours.write_bytes(plugin_cdi.encode(plugin_cdi.build_spec(resource)))
         (stage / "vendor.example-gpu.json").write_text('{"cdiVersion": "0.5.0", "kind": "vendor.example/gpu", "devices": []}')
         command = (f"cp {ours} {stage}/vendor.example-gpu.json {scratch}/ && "
-                   f"{KVMINFO} {' '.join(init['args'][:2])} {config} {' '.join(init['args'][3:])} && ls {scratch}")
+                   f"{KVMINFO.with_name(PLUGIN_SCRIPT)} {init['args'][0]} {config} {' '.join(init['args'][2:])} && ls {scratch}")
         done = as_the_pod_runs_it(spec, init, command, writable=(scratch,))
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[-1] == "vendor.example-gpu.json"  # ours gone, someone else's kept

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from kvminfo_plugin.cdi import qualified_name
 from kvminfo_plugin.config import DeviceGroup, ResourceConfig
 from kvminfo_plugin.v1beta1 import api_pb2 as api
 
@@ -64,6 +63,8 @@ class CdiPolicy:
     twice."""
 
     def __init__(self, resource: ResourceConfig) -> None:
+        from kvminfo_plugin.cdi import qualified_name  # the CDI module only for a CDI resource
+
         self._specs = DeviceSpecPolicy(resource)
         self._names = {g: qualified_name(resource, g) for g in resource.groups}
 

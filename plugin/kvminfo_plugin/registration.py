@@ -28,6 +28,7 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,7 +141,9 @@ class Supervisor:
 
     # ---- the loop -----------------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self, after_first_round: Callable[[], None] | None = None) -> None:
+        """``after_first_round`` is called once every resource has been served and
+        its first Register attempted (answered, refused or failed)."""
         self._watcher.start()
         try:
             while True:
@@ -151,6 +154,9 @@ class Supervisor:
                 if self._stop.is_set():
                     return
                 self._step(time.monotonic())
+                if after_first_round is not None:
+                    after_first_round()
+                    after_first_round = None
                 self._wake.wait(self._sleep_time(time.monotonic()))
         finally:
             self._watcher.stop()

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kvminfo_plugin.cdi import SpecKeeper
 from kvminfo_plugin.config import KUBEVIRT_RESOURCE, ConfigError, PluginConfig, ResourceConfig
 from kvminfo_plugin.health import HealthMonitor, PathHealth
 from kvminfo_plugin.metrics import MetricsServer, PluginMetrics
 from kvminfo_plugin.pool import DevicePool
 from kvminfo_plugin.registration import Supervisor
 from kvminfo_plugin.server import ResourceService, SocketServer
+
+if TYPE_CHECKING:
+    from kvminfo_plugin.cdi import SpecKeeper
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,11 @@ class PluginRuntime:
         self.servers = [SocketServer(s, config.plugin_dir / s.resource.socket_name) for s in self.services]
         self.supervisor = Supervisor(config.plugin_dir, self.servers, self.metrics, config.poll_interval_s)
         self.health = HealthMonitor(_paths_with_access(config), self._on_health_change, config.poll_interval_s)
-        self.cdi_specs = SpecKeeper(config.cdi_dir, config.resources, config.poll_interval_s, self._on_spec_state)
+        self.cdi_specs: SpecKeeper | None = None
+        if any(r.cdi for r in config.resources):
+            from kvminfo_plugin.cdi import SpecKeeper  # json and the atomic writer: only for CDI resources
+
+            self.cdi_specs = SpecKeeper(config.cdi_dir, config.resources, config.poll_interval_s, self._on_spec_state)
 
     def _supervisor_health(self) -> tuple[bool, str]:
         return self.supervisor.health()
@@ -70,7 +77,8 @@ class PluginRuntime:
                         health.path, "is back" if health.healthy and not starting else
                         "is healthy" if health.healthy else "is unhealthy", health.reason, pool.resource.name,
                         healthy, total)
-        self.cdi_specs.wake()  # a symlinked node may point elsewhere now
+        if self.cdi_specs is not None:
+            self.cdi_specs.wake()  # a symlinked node may point elsewhere now
 
     def _on_spec_state(self, resource: ResourceConfig, problem: str) -> None:
         for pool in self.pools:
@@ -85,13 +93,20 @@ class PluginRuntime:
         try:
             for health in self.health.current.values():
                 self._on_health_change(health, starting=True)
-            self.cdi_specs.start()
+            if self.cdi_specs is not None:
+                self.cdi_specs.start()
             if self.metrics_server is not None:
-                self.metrics_server.start()
+                # The kubelet needs only the gRPC servers and Register: /metrics and /healthz
+                # (and the import of prometheus-client) come after the first round of Registers.
+                self.metrics_server.start(deferred=True)
             self.health.start()
-            self.supervisor.run()
+            self.supervisor.run(after_first_round=self._after_first_round)
         finally:
             self._cleanup()
+
+    def _after_first_round(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.serve_now()
 
     def stop(self) -> None:
         """Safe from a signal handler and from any thread."""
@@ -105,7 +120,8 @@ class PluginRuntime:
             server.stop(SHUTDOWN_GRACE_S)
             if not server.remove_socket() and server.socket_path.exists():
                 left.append(server.socket_path.name)
-        self.cdi_specs.stop()
+        if self.cdi_specs is not None:
+            self.cdi_specs.stop()
         self.health.stop()
         if self.metrics_server is not None:
             self.metrics_server.stop()
