@@ -12,6 +12,7 @@ the NFD hook path never pays for ``importlib.metadata``.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -97,16 +98,23 @@ class _StdoutGuard:
     any other OSError inside a command is a bug and keeps its traceback.
     """
 
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream  # None: started with fd 1 closed (`cmd >&-`), where Python sets sys.stdout to None
+
+    def _open(self) -> TextIO:
+        if self._stream is None:
+            raise OutputError(OSError(errno.EBADF, "stdout is closed"))
+        return self._stream
 
     def write(self, text: str) -> int:
         try:
-            return self._stream.write(text)
+            return self._open().write(text)
         except OSError as err:
             raise OutputError(err) from err
 
     def flush(self) -> None:
+        if self._stream is None:  # nothing written, nothing to flush
+            return
         try:
             self._stream.flush()
         except OSError as err:
@@ -123,7 +131,7 @@ def _discard_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    except (OSError, ValueError):  # stdout without a file descriptor (e.g. under pytest's capture)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (pytest's capture), or closed
         pass
 
 

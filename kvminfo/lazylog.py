@@ -13,9 +13,11 @@ A ``LazyLogger`` is logging's Logger for those modules, with its calls
   ``logging.getLogger(name)``, with logging's own levels and handlers;
 - before that, a record below WARNING is dropped without importing logging
   (nothing has asked for more: ``-v`` and the long-running commands configure
-  logging first), and a WARNING or above imports logging, configures it as
-  every command does (kvminfo.logsetup.configure_logging: one line on stderr)
-  and is emitted there.
+  logging first), and a WARNING or above imports logging;
+- the first record handed to logging finds it configured as every command
+  configures it (kvminfo.logsetup.configure_logging: one line on stderr), or
+  configures it so, when nobody has (no handler on the root logger: logging
+  imported by a library or a .pth file but never set up).
 """
 
 from __future__ import annotations
@@ -42,14 +44,14 @@ class LazyLogger:
     def _real(self, level: int) -> logging.Logger | None:
         """The logging.Logger to hand a record of ``level`` to, or None to drop it without importing logging."""
         if self._logger is None:
-            if "logging" not in sys.modules:
-                if level < WARNING:
-                    return None
+            if "logging" not in sys.modules and level < WARNING:
+                return None
+            import logging
+
+            if not logging.getLogger().handlers:  # imported (by us, or a .pth, a library) but not configured
                 from kvminfo.logsetup import configure_logging
 
                 configure_logging()
-            import logging
-
             self._logger = logging.getLogger(self.name)
         return self._logger
 

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from typing import IO
 
 import pytest
 from conftest import REPO
@@ -67,9 +68,10 @@ def test_any_other_form_is_left_to_the_full_cli(argv):
     assert hook.hook_options(argv) is None
 
 
-def _run(argv: list[str], stdout: int | None = subprocess.PIPE, env: dict[str, str] | None = None):
+def _run(argv: list[str], stdout: int | IO[str] | None = subprocess.PIPE, env: dict[str, str] | None = None,
+         closed_stdout: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=60, cwd="/",
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **(env or {})}, preexec_fn=(lambda: os.close(1)) if closed_stdout else None)
 
 
 @pytest.mark.parametrize("extra", [[], ["--kubevirt-names"], ["--no-kvm"], ["--kvm-device", "/nonexistent/kvm"],
@@ -92,6 +94,14 @@ def test_hook_and_full_cli_agree_when_stdout_is_a_full_disk():
         full = _run([str(KVMINFO), "labels", "--family", "caps", "--no-libvirt"], stdout=full_disk)
     assert (hooked.returncode, hooked.stderr) == (full.returncode, full.stderr)
     assert full.returncode == 1 and full.stderr == "kvminfo labels: cannot write output: No space left on device\n"
+
+
+def test_hook_and_full_cli_agree_when_stdout_is_closed():
+    """Started with fd 1 closed (`hook >&-`): Python's sys.stdout is None; one line, exit 1."""
+    hooked = _run([str(CAPS_HOOK), "--no-libvirt"], stdout=None, closed_stdout=True)
+    full = _run([str(KVMINFO), "labels", "--family", "caps", "--no-libvirt"], stdout=None, closed_stdout=True)
+    assert (hooked.returncode, hooked.stderr) == (full.returncode, full.stderr)
+    assert full.returncode == 1 and full.stderr == "kvminfo labels: cannot write output: stdout is closed\n"
 
 
 @pytest.mark.parametrize("hv_cpuid_on", ["system", "vcpu", None])

@@ -96,6 +96,33 @@ def test_hook_run_through_a_symlink_in_a_hook_dir(tmp_path):
     assert "feature.node.kubernetes.io/kvm-info-usable=true" in done.stdout.splitlines()
 
 
+def test_hook_run_from_a_symlinked_hook_directory(tmp_path):
+    """The hook directory itself a symlink to nfd-hooks/: the checkout's venv is still found (by its
+    physical path; "<link>/../.venv" would be folded by Python to a directory without pyvenv.cfg)."""
+    (tmp_path / "hookdir").symlink_to(REPO / "nfd-hooks")
+    done = run(tmp_path / "hookdir" / "kvm-caps-info-nfd-plugin", env={"KVMINFO_HOOK_OPTIONS": "--no-libvirt"})
+    assert done.returncode == 0, done.stderr
+    assert "feature.node.kubernetes.io/kvm-info-usable=true" in done.stdout.splitlines()
+
+
+def test_a_kvminfo_folder_in_the_working_directory_is_not_imported(tmp_path):
+    (tmp_path / "kvminfo").mkdir()
+    (tmp_path / "kvminfo" / "__init__.py").write_text("raise ImportError('the working directory was imported')\n")
+    done = subprocess.run([str(CAPS_HOOK), "--no-libvirt"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={k: v for k, v in os.environ.items() if k != "KVMINFO_PYTHON"})
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "feature.node.kubernetes.io/kvm-info-usable=true" in done.stdout.splitlines()
+
+
+def test_options_from_the_environment_are_not_file_name_patterns(tmp_path):
+    (tmp_path / "--no-kvm").touch()  # a file a glob would turn "--no-kv*" into
+    done = subprocess.run([str(CAPS_HOOK)], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**{k: v for k, v in os.environ.items() if k != "KVMINFO_PYTHON"},
+                               "KVMINFO_HOOK_OPTIONS": "--no-libvirt --no-kv*"})
+    assert done.returncode == 2 and done.stdout == ""  # argparse refuses the word as it is
+    assert "--no-kv*" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
 def test_kvminfo_python_overrides_the_interpreter(tmp_path):
     marker = tmp_path / "used"
     shim = tmp_path / "python"

@@ -27,6 +27,13 @@ def test_nothing_below_warning_imports_logging_and_a_warning_reads_as_every_comm
     assert done.stderr == "kvminfo WARNING: kvm unavailable: gone\n"  # kvminfo.logsetup's format
 
 
+def test_logging_imported_but_never_configured_still_gets_the_commands_format():
+    """A library or a .pth file may import logging without setting it up: the warning keeps its prefix."""
+    done = _python("import logging\nfrom kvminfo.lazylog import get_logger\n"
+                   "get_logger('kvminfo.sources.kvm').warning('kvm error: %s', 'not a KVM device')\n")
+    assert done.returncode == 0 and done.stderr == "kvminfo WARNING: kvm error: not a KVM device\n"
+
+
 def test_once_logging_is_configured_every_level_goes_to_it_naming_the_caller(caplog):
     log = get_logger("kvminfo.test.lazylog")
     with caplog.at_level(logging.DEBUG, logger="kvminfo.test.lazylog"):
