@@ -9,7 +9,7 @@ the NFD hook path (--no-libvirt) never loads libvirt, xml, grpc or kubernetes.
 from __future__ import annotations
 
 from kvminfo.features.combine import combine
-from kvminfo.features.hyperv import evidence_from_sources, reasons_from_sources
+from kvminfo.features.hyperv import evidence_and_reasons
 from kvminfo.labels.render import render_labels
 from kvminfo.lazylog import get_logger
 from kvminfo.model import Report, SourceResult, Status
@@ -61,7 +61,8 @@ def collect(options: ProbeOptions) -> Report:
         source_labels.update(answered.labels(result))
         if (attrs := answered.attributes(result)) is not None:
             attributes[answered.name] = dict(attrs)
-    features = combine(evidence_from_sources(sources), reasons=reasons_from_sources(sources))
+    evidence, reasons = evidence_and_reasons(sources)
+    features = combine(evidence, reasons=reasons)
     families = None
     if set(options.families) - {"caps", "version"}:
         from kvminfo.features.families import family_facts  # not on the hook's path (--family caps)

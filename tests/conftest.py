@@ -15,10 +15,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 from hypothesis import settings
+
+if TYPE_CHECKING:
+    from apiserver_standin import ApiServerStandin
 
 # CI (which sets CI=true) replays the same generated examples every run, so a red
 # build means a regression, not an unlucky draw; local runs keep exploring.
@@ -167,6 +170,24 @@ def private_libvirtd() -> Iterator[PrivateLibvirtd]:
         if daemon is not None:
             daemon.kill()  # SIGTERM would take libvirtd ~1.5 s to shut down
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def standin() -> Iterator[ApiServerStandin]:
+    """A running API server stand-in (tests/apiserver_standin.py) for one test."""
+    from apiserver_standin import ApiServerStandin
+
+    server = ApiServerStandin().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def kubeconfig(standin: ApiServerStandin, tmp_path: Path) -> Path:
+    """A kubeconfig file that points at ``standin``."""
+    return standin.write_kubeconfig(tmp_path / "kubeconfig")
 
 
 @pytest.fixture

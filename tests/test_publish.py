@@ -42,20 +42,6 @@ OBJECT = f"kvminfo-{NODE}"
 
 
 @pytest.fixture
-def standin() -> Iterator[ApiServerStandin]:
-    server = ApiServerStandin().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def kubeconfig(standin: ApiServerStandin, tmp_path: Path) -> Path:
-    return standin.write_kubeconfig(tmp_path / "kubeconfig")
-
-
-@pytest.fixture
 def restore_signals() -> Iterator[None]:
     """In-process runs install SIGTERM/SIGINT handlers; give pytest its own back."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -14,31 +14,15 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from apiserver_standin import ApiServerStandin
 from conftest import KVMINFO
 from kvminfo.output.nodefeature_client import NodeFeatureStore, PublishError, load_api_client
 from kvminfo.output.nodefeature import owner_reference
 
 NODE, NS, DAEMONSET, POD = "node-3", "kvminfo", "kvminfo-publish", "kvminfo-publish-7xk2p"
 OBJECT = f"kvminfo-{NODE}"
-
-
-@pytest.fixture
-def standin() -> Iterator[ApiServerStandin]:
-    server = ApiServerStandin().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def kubeconfig(standin: ApiServerStandin, tmp_path: Path) -> Path:
-    return standin.write_kubeconfig(tmp_path / "kubeconfig")
 
 
 def publish(kubeconfig: Path, *extra: str, **env: str) -> subprocess.CompletedProcess:

@@ -20,6 +20,8 @@ from kvminfo.features.hyperv_tables import (
     LIBVIRT_DOMCAPS_HYPERV_SINCE,
     LIBVIRT_NAME_SINCE,
     LIBVIRT_NAMES,
+    LIBVIRT_NEEDS_QEMU_6_2_SINCE,
+    QEMU_REPORTS_HYPERV_SINCE,
     HvCpuidRule,
     LegacyRule,
     Version,
@@ -156,7 +158,17 @@ def _since(libvirt_name: str) -> str:
     return ".".join(map(str, max(since, element)))
 
 
-def libvirt_findings(domcaps: DomainCapabilities, libvirt_version: str | None = None) -> dict[str, tuple[Support, str]]:
+def _qemu_hides(version: Version, qemu_version: str | None) -> str | None:
+    """Why libvirt ``version``'s silence says nothing behind QEMU ``qemu_version`` (FACTS 7), or None."""
+    qemu = _version(qemu_version)
+    if qemu is None or qemu >= QEMU_REPORTS_HYPERV_SINCE or version >= LIBVIRT_NEEDS_QEMU_6_2_SINCE:
+        return None
+    return (f"QEMU {qemu_version} is older than {'.'.join(map(str, QEMU_REPORTS_HYPERV_SINCE))}, "
+            f"which may leave it out of libvirt's list: silence says nothing")
+
+
+def libvirt_findings(domcaps: DomainCapabilities, libvirt_version: str | None = None,
+                     qemu_version: str | None = None) -> dict[str, tuple[Support, str]]:
     """feature -> (what libvirt's domain capabilities say, why), UNKNOWN included.
 
     libvirt's meaning (shared/corpus/domcaps/FACTS.md 3, 6, 11, 12): every
@@ -169,11 +181,15 @@ def libvirt_findings(domcaps: DomainCapabilities, libvirt_version: str | None = 
     <hyperv> element says nothing at all. `spinlocks`/`vendor_id` are guest
     settings, never host features. Names outside the vocabulary are ignored: a
     label claims host support and we cannot know what an unknown name needs.
+    ``qemu_version`` ("X.Y.Z", virConnectGetVersion; None: not known, as for a
+    replay): behind a QEMU older than 6.1.0, libvirt before 11.2.0 may leave
+    supported names out (FACTS.md 7), so an unlisted name says nothing there.
     """
     listed = domcaps.hyperv
     if listed is None:
         return {}
     version, whose = _speaking_for(libvirt_version)
+    hidden_by_qemu = _qemu_hides(version, qemu_version)
     listed_names = set(listed)
     findings: dict[str, tuple[Support, str]] = {}
     for libvirt_name, feature in LIBVIRT_NAMES.items():
@@ -183,6 +199,8 @@ def libvirt_findings(domcaps: DomainCapabilities, libvirt_version: str | None = 
             findings[feature] = (Support.SUPPORTED, f"{libvirt_name!r} listed in <hyperv>")
         elif domcaps.hyperv_supported is False:
             findings[feature] = (Support.UNSUPPORTED, "<hyperv supported='no'/>")
+        elif hidden_by_qemu is not None:
+            findings[feature] = (Support.UNKNOWN, f"{libvirt_name!r} not listed, but {hidden_by_qemu}")
         elif domcaps_knows(libvirt_name, version):
             findings[feature] = (Support.UNSUPPORTED, f"{libvirt_name!r} not listed, and {whose} knows it")
         else:
@@ -198,12 +216,15 @@ def libvirt_findings(domcaps: DomainCapabilities, libvirt_version: str | None = 
     return findings
 
 
+def _said(findings: Mapping[str, tuple[Support, str]]) -> dict[str, Support]:
+    """libvirt_findings without the reasons and without UNKNOWN: what counts as evidence."""
+    return {feature: said for feature, (said, _) in findings.items() if said is not Support.UNKNOWN}
+
+
 def libvirt_evidence(domcaps: DomainCapabilities, libvirt_version: str | None = None) -> Evidence:
     """What libvirt says (libvirt_findings), without the reasons and without UNKNOWN."""
     findings = libvirt_findings(domcaps, libvirt_version)
-    if not findings:
-        return {}
-    return {LIBVIRT: {f: said for f, (said, _) in findings.items() if said is not Support.UNKNOWN}}  # named after its source
+    return {LIBVIRT: _said(findings)} if findings else {}  # named after its source
 
 
 def _hyperv_facts(sources: Iterable[SourceResult]) -> Iterator[KvmFacts | LibvirtFacts]:
@@ -221,25 +242,29 @@ def _hyperv_facts(sources: Iterable[SourceResult]) -> Iterator[KvmFacts | Libvir
                 yield source.facts
 
 
-def reasons_from_sources(sources: Iterable[SourceResult]) -> dict[str, dict[str, str]]:
-    """evidence -> feature -> why it said what it said (libvirt's silences included)."""
+def evidence_and_reasons(sources: Iterable[SourceResult]) -> tuple[Evidence, dict[str, dict[str, str]]]:
+    """(evidence -> feature -> what it said, evidence -> feature -> why) in one walk over the
+    answered sources (_hyperv_facts), libvirt's findings read once for both. Reasons cover
+    libvirt's silences too (UNKNOWN is left out of the evidence, not out of the reasons)."""
+    evidence: Evidence = {}
     reasons: dict[str, dict[str, str]] = {}
     for facts in _hyperv_facts(sources):
         if isinstance(facts, KvmFacts):
+            evidence.update(kvm_evidence(facts))
             reasons.update(kvm_reasons(facts))
         elif facts.domcaps is not None:
-            findings = libvirt_findings(facts.domcaps, facts.libvirt_version)
+            findings = libvirt_findings(facts.domcaps, facts.libvirt_version, facts.qemu_version)
             if findings:
+                evidence[LIBVIRT] = _said(findings)
                 reasons[LIBVIRT] = {feature: why for feature, (_, why) in findings.items()}
-    return reasons
+    return evidence, reasons
+
+
+def reasons_from_sources(sources: Iterable[SourceResult]) -> dict[str, dict[str, str]]:
+    """evidence -> feature -> why it said what it said (libvirt's silences included)."""
+    return evidence_and_reasons(sources)[1]
 
 
 def evidence_from_sources(sources: Iterable[SourceResult]) -> Evidence:
     """Only sources that answered (status ok) give evidence (see _hyperv_facts)."""
-    evidence: Evidence = {}
-    for facts in _hyperv_facts(sources):
-        if isinstance(facts, KvmFacts):
-            evidence.update(kvm_evidence(facts))
-        elif facts.domcaps is not None:
-            evidence.update(libvirt_evidence(facts.domcaps, facts.libvirt_version))
-    return evidence
+    return evidence_and_reasons(sources)[0]

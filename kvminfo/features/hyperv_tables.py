@@ -156,6 +156,12 @@ LIBVIRT_DEFAULTS_NAMES: dict[str, str] = {
 Version = tuple[int, int, int]
 LIBVIRT_DOMCAPS_HYPERV_SINCE: Version = (9, 0, 0)
 LIBVIRT_DEFAULTS_SINCE: Version = (11, 9, 0)
+# FACTS 7: libvirt's domcaps documentation warned that with QEMU older than 6.1.0
+# some supported enlightenments may be missing from <hyperv>'s list (QEMU did not
+# report them); the warning went when libvirt 11.2.0 made QEMU 6.2.0 its minimum.
+# So behind such a QEMU, libvirt's silence about a name says nothing.
+QEMU_REPORTS_HYPERV_SINCE: Version = (6, 1, 0)
+LIBVIRT_NEEDS_QEMU_6_2_SINCE: Version = (11, 2, 0)
 LIBVIRT_NAME_SINCE: dict[str, Version] = {
     "relaxed": (1, 0, 0),
     "vapic": (1, 1, 0),

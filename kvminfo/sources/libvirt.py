@@ -78,7 +78,7 @@ def ask_libvirt(uri: str, tsc: bool = False) -> SourceResult:
         return SourceResult(LIBVIRT, Status.UNAVAILABLE, f"libvirt at {uri}: libvirt-python not installed",
                             LibvirtFacts(uri=uri))
     _silence_default_error_handler(libvirt)
-    version = None
+    version = qemu_version = None
     started = time.monotonic()
     try:
         # Not openReadOnly: libvirt 9.0 refuses virConnectGetDomainCapabilities
@@ -87,8 +87,9 @@ def ask_libvirt(uri: str, tsc: bool = False) -> SourceResult:
         conn = libvirt.open(uri)
         try:
             version = _version_string(conn.getLibVersion())
-            log.debug("libvirt: %s is libvirt %s (connected in %.1f ms)", uri, version,
-                      (time.monotonic() - started) * 1000)
+            qemu_version = _hypervisor_version(conn, libvirt)
+            log.debug("libvirt: %s is libvirt %s, QEMU %s (connected in %.1f ms)", uri, version,
+                      qemu_version or "unknown", (time.monotonic() - started) * 1000)
             asked = time.monotonic()
             xml_text = conn.getDomainCapabilities(None, None, None, "kvm")
             log.debug("libvirt: domain capabilities (virttype kvm): %d bytes in %.1f ms", len(xml_text),
@@ -113,7 +114,7 @@ def ask_libvirt(uri: str, tsc: bool = False) -> SourceResult:
         return SourceResult(LIBVIRT, Status.ERROR, str(err), LibvirtFacts(uri=uri, libvirt_version=version))
     counter = _tsc_counter(host_caps, uri) if host_caps is not None else None
     return SourceResult(LIBVIRT, Status.OK, "", LibvirtFacts(uri=uri, libvirt_version=version, domcaps=domcaps,
-                                                            tsc_counter=counter))
+                                                            qemu_version=qemu_version, tsc_counter=counter))
 
 
 def _tsc_counter(host_caps: str, uri: str) -> dict[str, Any] | None:
@@ -136,6 +137,17 @@ def _silence_default_error_handler(libvirt: Any) -> None:
         if not _handler_installed:
             libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
             _handler_installed = True
+
+
+def _hypervisor_version(conn: Any, libvirt: Any) -> str | None:
+    """virConnectGetVersion: the hypervisor's (QEMU's) version, "X.Y.Z"; None when the driver
+    cannot say (it then answers 0 or fails). Only the Hyper-V rule for old QEMU needs it (FACTS.md 7)."""
+    try:
+        number = conn.getVersion()
+    except libvirt.libvirtError as err:
+        log.debug("libvirt: no hypervisor version: %s", one_line(err))
+        return None
+    return _version_string(number) if number > 0 else None
 
 
 def _version_string(number: int) -> str:
@@ -167,6 +179,8 @@ class LibvirtSource:
         assert isinstance(f, LibvirtFacts) and f.domcaps is not None
         caps = f.domcaps
         parts = [f"libvirt {f.libvirt_version}"] if f.libvirt_version else []
+        if f.qemu_version:
+            parts.append(f"QEMU {f.qemu_version}")
         parts.append(f"host-model {caps.host_model.model}" if caps.host_model and caps.host_model.model
                      else "no host-model")
         if caps.max_vcpus is not None:  # <vcpu max=...> is absent from some domain capabilities

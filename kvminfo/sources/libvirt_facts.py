@@ -55,7 +55,9 @@ class DomainCapabilities:
 @dataclass(frozen=True)
 class LibvirtFacts:
     """uri: the connection asked (None for a replay, then replayed_from: the file);
-    libvirt_version "9.0.0" (None for a replay); domcaps: None when there was no
+    libvirt_version "9.0.0" (None for a replay); qemu_version "7.2.0", the
+    hypervisor's version as the connection reports it (virConnectGetVersion; None
+    for a replay, or when it could not be had); domcaps: None when there was no
     usable answer. tsc_counter: host capabilities' <counter name='tsc'>
     ({frequency_hz, scaling}), asked only for the "tsc" label family; None when
     not asked, absent, or replayed."""
@@ -63,6 +65,7 @@ class LibvirtFacts:
     uri: str | None = None
     libvirt_version: str | None = None
     domcaps: DomainCapabilities | None = None
+    qemu_version: str | None = None
     replayed_from: str | None = None
     tsc_counter: dict[str, Any] | None = None
 
@@ -70,6 +73,8 @@ class LibvirtFacts:
         out: dict[str, Any] = {"uri": self.uri}
         if self.libvirt_version is not None or self.domcaps is not None:
             out["libvirt_version"] = self.libvirt_version
+        if self.qemu_version is not None:
+            out["qemu_version"] = self.qemu_version
         if self.domcaps is not None:
             out.update(self.domcaps.to_json())
         if self.replayed_from is not None:

@@ -1,0 +1,81 @@
+"""FACTS.md 7: behind a QEMU older than 6.1.0, libvirt (before 11.2.0) may leave supported
+Hyper-V enlightenments out of domcaps' <hyperv> list, so its silence says nothing there.
+
+The live libvirt reports its hypervisor's version (virConnectGetVersion); this machine's
+QEMU is newer than 6.1.0, so an older one is injected at the lowest layer only: the
+number libvirt-python's getVersion returns. Everything else is the real daemon's answer.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+
+import libvirt
+import pytest
+from conftest import REPO
+from kvm_fakes import HyperVKernel
+from kvminfo.collect import collect
+from kvminfo.features.hyperv import libvirt_findings
+from kvminfo.features.hyperv_tables import LIBVIRT_NAMES
+from kvminfo.model import Support
+from kvminfo.probe_options import ProbeOptions
+from kvminfo.sources import ioctl as kvm_ioctl
+from kvminfo.sources.domcaps import parse_domcaps
+from kvminfo.sources.libvirt import ask_libvirt
+
+RECORDING = REPO.parent / "shared" / "corpus" / "domcaps" / "libvirt-9.0.0" / "qemu_8.0.0-q35.x86_64.xml"  # has <hyperv supported='yes'>
+
+
+def _listed(path) -> set[str]:
+    """The <hyperv><enum name='features'> values, read with ElementTree (not kvminfo's parser)."""
+    root = ET.parse(path).getroot()
+    return {v.text for v in root.findall("./features/hyperv/enum[@name='features']/value")}
+
+
+def test_the_live_connection_reports_the_qemu_version_virsh_reports(libvirt_uri):
+    out = subprocess.run(["virsh", "-c", libvirt_uri, "version"], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    running = re.search(r"^Running hypervisor: QEMU (\d+\.\d+\.\d+)$", out, re.M)
+    assert running, out
+    result = ask_libvirt(libvirt_uri)
+    assert result.ok and result.facts.qemu_version == running.group(1)
+
+
+def test_behind_qemu_older_than_6_1_an_unlisted_name_says_nothing():
+    domcaps = parse_domcaps(RECORDING.read_text(), source=str(RECORDING))
+    listed = _listed(RECORDING)
+    assert listed  # the recording does list names
+    old = libvirt_findings(domcaps, "9.0.0", qemu_version="6.0.0")
+    new_enough = libvirt_findings(domcaps, "9.0.0", qemu_version="6.1.0")
+    for libvirt_name, feature in LIBVIRT_NAMES.items():
+        if feature is None:  # spinlocks, vendor_id: guest settings
+            continue
+        if libvirt_name in listed:
+            assert old[feature][0] is Support.SUPPORTED and new_enough[feature][0] is Support.SUPPORTED
+        else:
+            assert old[feature][0] is Support.UNKNOWN and "QEMU 6.0.0 is older than 6.1.0" in old[feature][1]
+    # From QEMU 6.1.0 on, or with no QEMU version (a replay), the rule changes nothing.
+    assert new_enough == libvirt_findings(domcaps, "9.0.0") == libvirt_findings(domcaps, "9.0.0", qemu_version=None)
+    assert any(said is Support.UNSUPPORTED for said, _ in new_enough.values())
+
+
+@pytest.mark.parametrize("qemu", [6_000_000, 7_002_000])
+def test_an_old_qemu_no_longer_vetoes_what_the_kernel_offers(monkeypatch, libvirt_uri, qemu):
+    """A Hyper-V capable kernel behind this host's real libvirtd: with its real QEMU (7.2)
+    libvirt's silence vetoes each enlightenment libvirt 9.0.0 knows; with QEMU 6.0 it does not."""
+    monkeypatch.setattr(kvm_ioctl, "ioctl", HyperVKernel())
+    monkeypatch.setattr(libvirt.virConnect, "getVersion", lambda self: qemu)
+    report = collect(ProbeOptions(libvirt_uri=libvirt_uri, families=("caps",)))
+    libvirt_result = report.source("libvirt")
+    assert libvirt_result is not None and libvirt_result.ok
+    listed = set(libvirt_result.facts.domcaps.hyperv)
+    synic = next(f for f in report.features if f.name == "synic")
+    assert "synic" not in listed  # this host's libvirt lists no enlightenment (no Hyper-V in its kernel)
+    if qemu < 6_001_000:
+        assert synic.support is Support.SUPPORTED and "libvirt" not in synic.said_by
+        assert "feature.node.kubernetes.io/kvm-info-cap-hyperv-synic" in report.labels
+    else:
+        assert synic.support is Support.UNSUPPORTED and synic.said_by["libvirt"] is Support.UNSUPPORTED
+        assert "feature.node.kubernetes.io/kvm-info-cap-hyperv-synic" not in report.labels
