@@ -11,12 +11,13 @@ out; the ListAndWatch handler and the pool threads are counted.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from plugin_harness import free_port, kubelet, running_plugin
+from plugin_harness import free_port, kubelet, make_char_device, running_plugin
 from test_plugin_kubelet import TEST_RESOURCE, device, device_settings  # noqa: F401 (fixtures; plugin_dir is in conftest.py)
 
 from kvminfo_plugin.dirwatch import DirectoryWatcher, DirEvent
@@ -73,3 +74,34 @@ def test_registered_plugin_with_metrics_has_no_idle_wakeups(plugin_dir: Path, de
         assert woken_while_idle(ours) == {}
         metrics_thread = named(("metrics-http",))[0]
     assert not metrics_thread.is_alive()
+
+
+def test_the_slow_poll_wakes_one_thread_for_sockets_and_nodes(plugin_dir: Path, device: Path) -> None:  # noqa: F811
+    """The sockets' and the nodes' slow re-checks share one wake-up per interval, the
+    supervisor's (the thread running the plugin); the health thread sleeps until inotify
+    reports something (it woke on its own timer too: two wake-ups per interval)."""
+    settings = {**device_settings(plugin_dir, device), "pollIntervalSeconds": 0.1}
+    with kubelet(plugin_dir) as k, running_plugin(settings):
+        k.wait_registered(TEST_RESOURCE)
+        time.sleep(0.2)
+        woken = woken_while_idle(named(("plugin-under-test", "health")))
+        assert "plugin-under-test" in woken, woken  # the poll runs: 7 intervals in IDLE_S
+        assert "health" not in woken and "health-inotify" not in woken, woken
+
+
+def test_the_slow_poll_still_sees_what_inotify_cannot(plugin_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A filesystem mounted over the node's directory (a remounted /dev) sends no inotify
+    event on the watched directory; the slow poll finds the node gone."""
+    directory = tmp_path / "dev"
+    directory.mkdir()
+    node = make_char_device(directory / "node")
+    settings = {**device_settings(plugin_dir, node), "pollIntervalSeconds": 0.2}
+    with kubelet(plugin_dir) as k, running_plugin(settings):
+        k.wait_registered(TEST_RESOURCE)
+        assert set(k.latest(TEST_RESOURCE).values()) == {"Healthy"}
+        subprocess.run(["mount", "-t", "tmpfs", "kvminfo-test", str(directory)], check=True)
+        try:
+            k.wait_health(TEST_RESOURCE, lambda d: set(d.values()) == {"Unhealthy"}, timeout_s=3.0)
+        finally:
+            subprocess.run(["umount", str(directory)], check=True)
+        k.wait_health(TEST_RESOURCE, lambda d: set(d.values()) == {"Healthy"}, timeout_s=3.0)

@@ -86,15 +86,20 @@ OnChange = Callable[[PathHealth], None]
 
 
 class HealthMonitor:
-    """Checks ``paths`` (path -> permissions) on every inotify event and every
-    ``poll_interval_s``; calls ``on_change`` for each path whose health flipped."""
+    """Checks ``paths`` (path -> permissions) on every inotify event and, when
+    ``poll_interval_s`` is given, every ``poll_interval_s`` in its own thread;
+    calls ``on_change`` for each path whose health flipped. With
+    ``poll_interval_s=None`` the thread waits for inotify only and the owner calls
+    ``check_all()`` on its own schedule (the device plugin's supervisor does, on
+    its own slow poll: one thread wakes per interval instead of two)."""
 
-    def __init__(self, paths: dict[str, str], on_change: OnChange, poll_interval_s: float) -> None:
+    def __init__(self, paths: dict[str, str], on_change: OnChange, poll_interval_s: float | None) -> None:
         self._paths = dict(paths)
         self._on_change = on_change
         self._poll_interval_s = poll_interval_s
         self._names = {os.path.basename(p) for p in self._paths}
         self._wake = threading.Event()
+        self._checking = threading.Lock()  # check_all from the inotify thread and the owner's poll
         self.current: dict[str, PathHealth] = {p: check_path(p, perm) for p, perm in self._paths.items()}
         self._watcher = DirectoryWatcher(sorted({os.path.dirname(p) for p in self._paths}), self._on_event, "health-inotify")
         self._worker = Worker("health", self._run, wake=self._wake.set)
@@ -115,14 +120,16 @@ class HealthMonitor:
 
     def _run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
-            self._wake.wait(self._poll_interval_s)
+            self._wake.wait(self._poll_interval_s)  # None: until an inotify event or stop
             self._wake.clear()
             if not stopping.is_set():
                 self.check_all()
 
     def check_all(self) -> None:
-        for path, permissions in self._paths.items():
-            now = check_path(path, permissions)
-            if now.healthy != self.current[path].healthy:
-                self.current[path] = now
-                self._on_change(now)
+        """Check every path now; safe from any thread (one check at a time)."""
+        with self._checking:
+            for path, permissions in self._paths.items():
+                now = check_path(path, permissions)
+                if now.healthy != self.current[path].healthy:
+                    self.current[path] = now
+                    self._on_change(now)

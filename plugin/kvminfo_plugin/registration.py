@@ -141,10 +141,14 @@ class Supervisor:
 
     # ---- the loop -----------------------------------------------------------------------
 
-    def run(self, after_first_round: Callable[[], None] | None = None) -> None:
+    def run(self, after_first_round: Callable[[], None] | None = None,
+            on_poll: Callable[[], None] | None = None) -> None:
         """``after_first_round`` is called once every resource has been served and
-        its first Register attempted (answered, refused or failed)."""
+        its first Register attempted (answered, refused or failed); ``on_poll`` every
+        poll interval from then on, in this thread (the health re-check rides on the
+        sockets' slow poll: one wake-up per interval for both)."""
         self._watcher.start()
+        next_poll = time.monotonic() + self._poll_interval_s
         try:
             while True:
                 # Clear, then look: stop() sets _stop before _wake, so a stop that lands
@@ -157,9 +161,21 @@ class Supervisor:
                 if after_first_round is not None:
                     after_first_round()
                     after_first_round = None
-                self._wake.wait(self._sleep_time(time.monotonic()))
+                now = time.monotonic()
+                if now >= next_poll:
+                    next_poll = now + self._poll_interval_s
+                    if on_poll is not None:
+                        self._call(on_poll)
+                self._wake.wait(self._sleep_time(time.monotonic(), next_poll))
         finally:
             self._watcher.stop()
+
+    @staticmethod
+    def _call(hook: Callable[[], None]) -> None:
+        try:
+            hook()
+        except Exception:  # a bug in a hook must not end serving and registering
+            log.exception("the slow poll's %s failed", getattr(hook, "__qualname__", hook))
 
     def _step(self, now: float) -> None:
         for name, state in self._states.items():
@@ -210,8 +226,8 @@ class Supervisor:
             if due:
                 self._register(name, state)
 
-    def _sleep_time(self, now: float) -> float:
-        waits = [self._poll_interval_s]
+    def _sleep_time(self, now: float, next_poll: float) -> float:
+        waits = [next_poll - now]
         with self._lock:
             for state in self._states.values():
                 if not state.server.serving:

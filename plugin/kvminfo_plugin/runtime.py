@@ -46,7 +46,8 @@ class PluginRuntime:
         self.services = [ResourceService(p, self._on_streams_changed) for p in self.pools]
         self.servers = [SocketServer(s, config.plugin_dir / s.resource.socket_name) for s in self.services]
         self.supervisor = Supervisor(config.plugin_dir, self.servers, self.metrics, config.poll_interval_s)
-        self.health = HealthMonitor(_paths_with_access(config), self._on_health_change, config.poll_interval_s)
+        # No timer of its own: the supervisor's slow poll runs the health re-check too.
+        self.health = HealthMonitor(_paths_with_access(config), self._on_health_change, None)
         self.cdi_specs: SpecKeeper | None = None
         if any(r.cdi for r in config.resources):
             from kvminfo_plugin.cdi import SpecKeeper  # json and the atomic writer: only for CDI resources
@@ -100,7 +101,7 @@ class PluginRuntime:
                 # (and the import of prometheus-client) come after the first round of Registers.
                 self.metrics_server.start(deferred=True)
             self.health.start()
-            self.supervisor.run(after_first_round=self._after_first_round)
+            self.supervisor.run(after_first_round=self._after_first_round, on_poll=self.health.check_all)
         finally:
             self._cleanup()
 
