@@ -5,8 +5,9 @@ is 1.5x `python -c pass` (bench/bench_hook.py). The standard library's
 dataclasses imports inspect (and with it ast, dis, tokenize): ~8.5 ms of a
 hook's ~11 ms budget here, and making each dataclass compiles its methods with
 exec. So the classes every hook run builds (kvminfo.model, the KVM facts, the
-Hyper-V tables, kvminfo.probe_options.ProbeOptions) use ``record`` instead.
-Modules off the hook's path keep dataclasses.
+Hyper-V tables, kvminfo.probe_options.ProbeOptions) use ``record`` instead,
+and so do the device plugin's (its start -> Register is budgeted too, README
+"Footprint"). Other modules keep dataclasses.
 
 ``@record`` gives a class exactly what kvminfo uses of ``@dataclass(frozen=True)``:
 ``__init__`` taking the annotated fields in order (positionally or by name;

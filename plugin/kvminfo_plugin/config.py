@@ -10,12 +10,12 @@ loop later.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kvminfo.errors import KvminfoError
 from kvminfo.k8snames import DNS_SUBDOMAIN_MAX, is_dns_subdomain, is_qualified_name
+from kvminfo.record import record
 
 DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 DEFAULT_CDI_DIR = Path("/var/run/cdi")
@@ -60,14 +60,14 @@ class ConfigError(KvminfoError):
         self.problem = problem
 
 
-@dataclass(frozen=True)
+@record
 class MountSpec:
     host_path: str
     container_path: str
     read_only: bool = True
 
 
-@dataclass(frozen=True)
+@record
 class DeviceGroup:
     """One unit of a resource: device nodes handed out together. ``name`` is the
     readable prefix of its slot IDs and its CDI device name."""
@@ -76,7 +76,7 @@ class DeviceGroup:
     paths: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record
 class ResourceConfig:
     name: str
     groups: tuple[DeviceGroup, ...]
@@ -107,7 +107,7 @@ class ResourceConfig:
         return "kvminfo-" + re.sub(r"[^A-Za-z0-9_.-]", "_", self.name) + ".sock"
 
 
-@dataclass(frozen=True)
+@record
 class PluginConfig:
     resources: tuple[ResourceConfig, ...]
     plugin_dir: Path = DEFAULT_PLUGIN_DIR
@@ -380,7 +380,7 @@ def max_slots_within_message(groups: tuple[DeviceGroup, ...]) -> int:
 # ---- flags: applied to the raw document ------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class FlagOverrides:
     """Flags given on the command line; None/empty means 'not given'."""
 
@@ -393,10 +393,13 @@ class FlagOverrides:
     cdi: bool | None = None
 
 
-@dataclass
+NO_FLAGS = FlagOverrides()
+
+
 class _Overlay:
-    document: Any
-    origin: dict[str, str] = field(default_factory=dict)  # field -> the flag that set it
+    def __init__(self, document: Any) -> None:
+        self.document = document
+        self.origin: dict[str, str] = {}  # field -> the flag that set it
 
     def flag_for(self, field_name: str) -> str | None:
         """The flag behind ``field_name`` or behind the nearest enclosing field."""
@@ -443,7 +446,7 @@ def _overlay(raw: Any, flags: FlagOverrides) -> _Overlay:
     return overlay
 
 
-def config_from_mapping(raw: Any, flags: FlagOverrides = FlagOverrides(), source: str = "") -> PluginConfig:
+def config_from_mapping(raw: Any, flags: FlagOverrides = NO_FLAGS, source: str = "") -> PluginConfig:
     """The config file's content (already parsed; ``{}`` for no file) and the flags -> PluginConfig.
 
     Raises ConfigError naming the flag for a value that came from a flag, else
@@ -491,5 +494,5 @@ def read_config_file(path: Path) -> Any:
     return {} if raw is None else raw
 
 
-def load_config_file(path: Path, flags: FlagOverrides = FlagOverrides()) -> PluginConfig:
+def load_config_file(path: Path, flags: FlagOverrides = NO_FLAGS) -> PluginConfig:
     return config_from_mapping(read_config_file(path), flags, source=str(path))

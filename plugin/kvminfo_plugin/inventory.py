@@ -7,12 +7,11 @@ all the group's slots turn Unhealthy together. Pure: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from kvminfo.record import record
 from kvminfo_plugin.config import DeviceGroup, ResourceConfig, slot_id
 
 
-@dataclass(frozen=True)
+@record
 class Inventory:
     """The slots of one resource: ID -> group, in advertising order."""
 

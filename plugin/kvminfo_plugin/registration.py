@@ -29,12 +29,12 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from kvminfo.errors import KvminfoError
+from kvminfo.record import record
 from kvminfo_plugin.dirwatch import Change, DirectoryWatcher, DirEvent
 from kvminfo_plugin.logs import FailureLog, errno_text
 from kvminfo_plugin.metrics import PluginMetrics
@@ -58,23 +58,25 @@ SERVE_BACKOFF_FIRST_S = 1.0
 STREAM_GRACE_S = 0.25
 
 
-@dataclass
 class _ResourceState:
-    server: SocketServer
-    needs_register: bool = True
-    next_attempt: float = 0.0
-    backoff_s: float = BACKOFF_FIRST_S
-    stream_lost_at: float | None = None
-    registered_at: float | None = None
-    last_error: str = field(default="not registered yet")
-    serve_retry_at: float = 0.0
-    serve_backoff_s: float = SERVE_BACKOFF_FIRST_S
-    superseded: bool = False  # another process's socket sits at our path
-    register_log: FailureLog = field(default_factory=FailureLog)
-    serve_log: FailureLog = field(default_factory=FailureLog)
+    """One resource's place in the serve/register loop (guarded by the Supervisor's lock)."""
+
+    def __init__(self, server: SocketServer) -> None:
+        self.server = server
+        self.needs_register = True
+        self.next_attempt = 0.0
+        self.backoff_s = BACKOFF_FIRST_S
+        self.stream_lost_at: float | None = None
+        self.registered_at: float | None = None
+        self.last_error = "not registered yet"
+        self.serve_retry_at = 0.0
+        self.serve_backoff_s = SERVE_BACKOFF_FIRST_S
+        self.superseded = False  # another process's socket sits at our path
+        self.register_log = FailureLog()
+        self.serve_log = FailureLog()
 
 
-@dataclass(frozen=True)
+@record
 class Refusal:
     """Why a Register did not succeed. ``permanent``: the kubelet refused the request
     itself and will refuse it every time (retrying cannot help)."""
