@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.request
 
-from pluginrig import REPO, Rig, cpu_ns, drive, load_average, median, rss_mib, threads, wakeups
+from pluginrig import REPO, Rig, cpu_ns, drive, load_average, median, per_thread, rss_mib, threads, wakeups
 
 from kvminfo_plugin.v1beta1 import api_pb2 as api
 
@@ -48,7 +48,7 @@ IMPORTS = [
                                                   "entry_points(group='kvminfo.commands')"),
     ("logging + argparse", "import logging, argparse"),
     ("kvminfo.errors + logsetup", "import kvminfo.errors, kvminfo.logsetup"),
-    ("kvminfo_plugin.main (config, argparse, yaml)", "import kvminfo_plugin.main"),
+    ("kvminfo_plugin.main (config, argparse; yaml only with a file)", "import kvminfo_plugin.main"),
     ("kvminfo_plugin.runtime (all before Register)", "import kvminfo_plugin.main, kvminfo_plugin.runtime"),
     ("kvminfo_plugin.exposition (after Register)", "import kvminfo_plugin.main, kvminfo_plugin.runtime, "
                                                    "kvminfo_plugin.exposition"),
@@ -85,22 +85,32 @@ def import_costs(rounds: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def idle(rig: Rig, seconds: float, metrics_port: int) -> list[tuple[str, float, float, float, int]]:
-    """[(what, CPU ms per minute, wakeups/s, RSS MiB, threads)] over the same window."""
+ThreadRow = tuple[str, int, float, float]  # (name, thread ID, CPU ms per minute, wakeups/s)
+
+
+def idle(rig: Rig, seconds: float, metrics_port: int) -> tuple[list[tuple[str, float, float, float, int]],
+                                                                 dict[str, list[ThreadRow]]]:
+    """[(what, CPU ms per minute, wakeups/s, RSS MiB, threads)] over the same window,
+    and each process's threads that ran in it."""
     procs = [("kvminfo, metrics on", rig.start("kvminfo", 1000, metrics_port=metrics_port)),
              ("kvminfo, metrics off", rig.start("kvminfo", 1000)),
              ("floor", rig.start("floor", 1000))]
     try:
         time.sleep(3)  # start-up work and the first stream are done
-        before = [(cpu_ns(p.pid), wakeups(p.pid)) for _, p in procs]
+        before = [(cpu_ns(p.pid), wakeups(p.pid), per_thread(p.pid)) for _, p in procs]
         started = time.monotonic()
         time.sleep(seconds)
         took = time.monotonic() - started
-        after = [(cpu_ns(p.pid), wakeups(p.pid)) for _, p in procs]
+        after = [(cpu_ns(p.pid), wakeups(p.pid), per_thread(p.pid)) for _, p in procs]
         rows = []
-        for (what, p), (c0, w0), (c1, w1) in zip(procs, before, after):
+        by_thread: dict[str, list[ThreadRow]] = {}
+        for (what, p), (c0, w0, t0), (c1, w1, t1) in zip(procs, before, after, strict=True):
             rows.append((what, (c1 - c0) / 1e6 * 60 / took, (w1 - w0) / took, rss_mib(p.pid), threads(p.pid)))
-        return rows
+            by_thread[what] = sorted(((name, tid, (ran - t0.get(tid, (name, 0, 0))[1]) / 1e6 * 60 / took,
+                                       (sw - t0.get(tid, (name, 0, 0))[2]) / took)
+                                      for tid, (name, ran, sw) in t1.items()
+                                      if ran != t0.get(tid, (name, 0, 0))[1]), key=lambda r: -r[2])
+        return rows, by_thread
     finally:
         for _, p in procs:
             p.terminate()
@@ -164,7 +174,7 @@ def main() -> int:
     try:
         costs = import_costs(3 if args.quick else 7)
         timings = start_exit(rig, args.rounds)
-        idle_rows = idle(rig, args.idle_seconds, free_port())
+        idle_rows, idle_threads = idle(rig, args.idle_seconds, free_port())
         rss_rows = rss_burst(rig, burst, free_port())
     finally:
         rig.close()
@@ -190,6 +200,12 @@ def main() -> int:
     print(f"| RSS after start (metrics on) | {k[1]:.1f} MiB (floor {k[1] - f[1]:+.1f}) | {f[1]:.1f} MiB |")
     print(f"| RSS after {burst:,} Allocates (16 callers) | {k[2]:.1f} MiB (floor {k[2] - f[2]:+.1f}) | {f[2]:.1f} MiB |")
     print(f"| RSS after 1,000 /metrics scrapes (4 at once) | {k[3]:.1f} MiB | |")
+    print("\nIdle threads that ran (grpcio's C++ threads carry their own names; Python threads, grpcio's "
+          "completion-queue poller among them, the process's):\n")
+    print("| process | thread: CPU ms per minute, wakeups/s |")
+    print("|---|---|")
+    for what, rows in idle_threads.items():
+        print(f"| {what} | " + "; ".join(f"{name} {tid}: {cpu:.1f}, {wake:.2f}" for name, tid, cpu, wake in rows) + " |")
     print("\nImports on top of the floor's (grpc + v1beta1), fresh interpreter each, median:\n")
     print("| import | RSS added | time |")
     print("|---|---|---|")
