@@ -6,8 +6,9 @@ a fresh process on every node every minute, so its start is the hook's cost.
 hook's usual form (``hook_options``: ``--family caps --no-libvirt``, optionally
 ``--kubevirt-names``, ``--kvm-device PATH``, ``--no-kvm``) it builds the
 ProbeOptions itself and runs the same collect() and the same output as
-`kvminfo labels`, without importing argparse, logging or dataclasses (nor
-anything that imports them: kvminfo.lazylog, kvminfo.record). Anything else
+`kvminfo labels`, without importing argparse, logging or dataclasses
+(kvminfo.probe_options, kvminfo.lazylog and kvminfo.record are what let the
+modules on this path do without them). Anything else
 (``-h``, ``-v``, another family, libvirt, an abbreviation, ``--opt=value``
 forms it does not know) goes to the full CLI, kvminfo.cli, unchanged, so
 every error message and every option stays argparse's.

@@ -16,8 +16,10 @@ A ``LazyLogger`` is logging's Logger for those modules, with its calls
   logging first), and a WARNING or above imports logging;
 - the first record handed to logging finds it configured as every command
   configures it (kvminfo.logsetup.configure_logging: one line on stderr), or
-  configures it so, when nobody has (no handler on the root logger: logging
-  imported by a library or a .pth file but never set up).
+  configures it so when no handler would show the logger's records
+  (``Logger.hasHandlers()``: logging imported by a library or a .pth file but
+  never set up). A program that gave the ``kvminfo`` logger (or root) a
+  handler of its own keeps it, and its logging stays as it set it.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class LazyLogger:
                 return None
             import logging
 
-            if not logging.getLogger().handlers:  # imported (by us, or a .pth, a library) but not configured
+            if not logging.getLogger(self.name).hasHandlers():  # nothing would show the record (logging's own walk)
                 from kvminfo.logsetup import configure_logging
 
                 configure_logging()

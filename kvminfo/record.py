@@ -13,9 +13,11 @@ and so do the device plugin's (its start -> Register is budgeted too, README
 ``__init__`` taking the annotated fields in order (positionally or by name;
 class-level values are defaults; ``field(default_factory=f)`` makes a fresh
 default per instance), ``==`` and ``hash`` by field values (same class only),
-``repr``, and immutability (assignment raises ``FrozenInstanceError``, an
-AttributeError as in dataclasses). ``replace(obj, **changes)`` is
-``dataclasses.replace``. Inheritance is not supported (no record inherits).
+``repr`` (all three over the declared fields only), and immutability
+(assignment raises ``FrozenInstanceError``, an AttributeError as in
+dataclasses). ``replace(obj, **changes)`` is ``dataclasses.replace``. A record
+cannot inherit from another record (TypeError at class creation: its fields
+would be lost); no record does.
 
 For mypy, ``record``, ``field`` and ``replace`` *are* dataclasses'
 (``dataclass(frozen=True)``), so every field, constructor call and replace is
@@ -57,6 +59,9 @@ else:
 
     def record(cls):
         """Make ``cls`` a frozen value class of its annotated fields (see the module docstring)."""
+        inherited = [base.__name__ for base in cls.__mro__[1:] if hasattr(base, "__record_fields__")]
+        if inherited:  # its fields would be silently lost: refuse, as the module docstring says
+            raise TypeError(f"{cls.__name__}: a record cannot inherit from a record ({inherited[0]})")
         names = tuple(cls.__dict__.get("__annotations__", {}))
         defaults = {name: cls.__dict__[name] for name in names if name in cls.__dict__}
         first_default = next((i for i, name in enumerate(names) if name in defaults), len(names))
@@ -85,16 +90,19 @@ else:
                     values[name] = default.make() if isinstance(default, _Factory) else default
             object.__setattr__(self, "__dict__", {name: values[name] for name in names})
 
+        def values(self):  # the declared fields only, as dataclasses compare, hash and show them
+            return tuple(getattr(self, name) for name in names)
+
         def __eq__(self, other):
             if other.__class__ is not self.__class__:
                 return NotImplemented
-            return self.__dict__ == other.__dict__
+            return values(self) == values(other)
 
         def __hash__(self):
-            return hash(tuple(self.__dict__.values()))
+            return hash(values(self))
 
         def __repr__(self):
-            return f"{qualname}({', '.join(f'{n}={v!r}' for n, v in self.__dict__.items())})"
+            return f"{qualname}({', '.join(f'{n}={v!r}' for n, v in zip(names, values(self), strict=True))})"
 
         cls.__init__ = __init__
         cls.__eq__ = __eq__
@@ -110,7 +118,7 @@ else:
         unknown = [name for name in changes if name not in obj.__record_fields__]
         if unknown:
             raise TypeError(f"{type(obj).__name__} has no field {unknown[0]!r}")
-        return type(obj)(**{**obj.__dict__, **changes})
+        return type(obj)(**{**{name: getattr(obj, name) for name in obj.__record_fields__}, **changes})
 
 
 __all__ = ["FrozenInstanceError", "field", "record", "replace"]

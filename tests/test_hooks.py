@@ -8,12 +8,16 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 from kvminfo.labels.nfd import check_label
 from kvminfo.sources.kernel_whitelist import read_kernel_version, read_os_id
 
 CAPS_HOOK = REPO / "nfd-hooks" / "kvm-caps-info-nfd-plugin"
 VERSION_HOOK = REPO / "nfd-hooks" / "kvm-version-info-nfd-plugin"
+# pyenv's Pythons older than 3.11 (the development machines have them; a fresh one may not).
+OLD_PYTHONS = sorted(Path("/root/.pyenv/versions").glob("3.1[0]*/bin/python")) + sorted(
+    Path("/root/.pyenv/versions").glob("3.[89].*/bin/python"))
 HEAVY_MODULES = ("libvirt", "grpc", "kubernetes", "xml", "google.protobuf", "yaml")
 
 
@@ -112,6 +116,26 @@ def test_a_kvminfo_folder_in_the_working_directory_is_not_imported(tmp_path):
                           env={k: v for k, v in os.environ.items() if k != "KVMINFO_PYTHON"})
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert "feature.node.kubernetes.io/kvm-info-usable=true" in done.stdout.splitlines()
+
+
+def test_a_relative_hook_path_ignores_cdpath(tmp_path):
+    """dash's cd searches $CDPATH for a relative directory and prints where it went: the checkout
+    must be found next to the script all the same, and stdout must hold labels only."""
+    (tmp_path / "nfd-hooks").mkdir()
+    done = subprocess.run(["nfd-hooks/kvm-caps-info-nfd-plugin", "--no-libvirt"], capture_output=True, text=True,
+                          timeout=60, cwd=REPO, env={**{k: v for k, v in os.environ.items() if k != "KVMINFO_PYTHON"},
+                                                     "CDPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    labels_of(done.stdout)  # every line a label
+    assert "feature.node.kubernetes.io/kvm-info-usable=true" in done.stdout.splitlines()
+
+
+@pytest.mark.skipif(not OLD_PYTHONS, reason="no Python older than 3.11 on this machine (pyenv)")
+def test_a_python_older_than_3_11_without_kvminfo_fails_in_one_line():
+    """The wrapper passes no option such a Python refuses (3.11's -P): it gets as far as saying what is wrong."""
+    done = run(CAPS_HOOK, "--no-libvirt", env={"KVMINFO_PYTHON": str(OLD_PYTHONS[0])})
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "kvminfo is not importable" in done.stderr
 
 
 def test_options_from_the_environment_are_not_file_name_patterns(tmp_path):

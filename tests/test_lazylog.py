@@ -57,3 +57,19 @@ def test_exc_info_reaches_logging(caplog):
             log.error("failed", exc_info=True)
     (rec,) = caplog.records
     assert rec.exc_info is not None and rec.exc_info[0] is ValueError
+
+
+def test_a_program_with_its_own_handler_on_kvminfo_keeps_its_logging():
+    """An embedding program that handles the kvminfo logger itself (root left bare): each warning
+    once, through its handler, and nothing of kvminfo's configuration is added to root."""
+    done = _python(
+        "import logging, sys\n"
+        "handler = logging.StreamHandler(sys.stderr); handler.setFormatter(logging.Formatter('APP %(name)s: %(message)s'))\n"
+        "logging.getLogger('kvminfo').addHandler(handler)\n"
+        "from kvminfo.lazylog import get_logger\n"
+        "get_logger('kvminfo.collect').warning('kvm unavailable: %s', 'gone')\n"
+        "logging.getLogger('myapp').warning('the app speaks')\n"
+        "print(len(logging.getLogger().handlers))\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "0\n"  # root was left as the program set it
+    assert done.stderr == "APP kvminfo.collect: kvm unavailable: gone\nthe app speaks\n"  # logging's last resort for myapp

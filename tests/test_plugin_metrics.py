@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.client
 import socket
+import sys
+import time
 
 from plugin_harness import free_port
 from prometheus_client.parser import text_string_to_metric_families
@@ -82,3 +84,25 @@ def test_http_answers_scrapes_probes_and_nothing_else() -> None:
         server.stop()
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0  # closed on stop
+
+
+def test_a_broken_http_half_says_so_once_and_closes_the_port(monkeypatch, caplog) -> None:
+    """If the deferred HTTP half cannot start (a broken install), the port must not stay open with
+    nobody answering (liveness probes would hang); one error line, then connections are refused."""
+    monkeypatch.setitem(sys.modules, "kvminfo_plugin.exposition", None)  # its import now raises ImportError
+    port = free_port()
+    server = MetricsServer(filled(), lambda: (True, "ok"), "127.0.0.1", port).start()
+    try:
+        deadline = time.monotonic() + 10
+        refused = False
+        while not refused and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                time.sleep(0.05)
+            except ConnectionRefusedError:
+                refused = True
+        assert refused
+    finally:
+        server.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and f"cannot be served on 127.0.0.1:{port}" in errors[0] and "kvminfo_plugin.exposition" in errors[0]

@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO
 from kvm_fakes import HyperVKernel
 from kvminfo.collect import collect
-from kvminfo.features.hyperv import libvirt_findings
+from kvminfo.features.hyperv import libvirt_evidence, libvirt_findings
 from kvminfo.features.hyperv_tables import LIBVIRT_NAMES
 from kvminfo.model import Support
 from kvminfo.probe_options import ProbeOptions
@@ -56,6 +56,9 @@ def test_behind_qemu_older_than_6_1_an_unlisted_name_says_nothing():
             assert old[feature][0] is Support.SUPPORTED and new_enough[feature][0] is Support.SUPPORTED
         else:
             assert old[feature][0] is Support.UNKNOWN and "QEMU 6.0.0 is older than 6.1.0" in old[feature][1]
+    # The evidence (what combine() weighs) drops the silences: only what libvirt lists stays.
+    assert libvirt_evidence(domcaps, "9.0.0", "6.0.0")["libvirt"] == {
+        feature: Support.SUPPORTED for name, feature in LIBVIRT_NAMES.items() if feature and name in listed}
     # From QEMU 6.1.0 on, or with no QEMU version (a replay), the rule changes nothing.
     assert new_enough == libvirt_findings(domcaps, "9.0.0") == libvirt_findings(domcaps, "9.0.0", qemu_version=None)
     assert any(said is Support.UNSUPPORTED for said, _ in new_enough.values())

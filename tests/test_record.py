@@ -100,3 +100,18 @@ def test_the_hook_path_classes_are_records_usable_as_dict_keys():
     assert rec.replace(options, use_libvirt=False) != options
     result = SourceResult("kvm", Status.OK)
     assert result.reason == "" and result.facts is None and result.elapsed_ms == 0.0 and result.ok
+
+
+def test_a_record_inheriting_from_a_record_is_refused_at_once():
+    """Its parent's fields would be lost without a word (dataclasses would keep them): refuse."""
+    with pytest.raises(TypeError, match="cannot inherit"):
+        @rec.record
+        class Child(R):
+            extra: int = 0
+
+
+def test_equality_hash_and_repr_see_the_declared_fields_only():
+    r = R("a", 1, ())
+    object.__setattr__(r, "cache", "something computed later")  # e.g. what functools.cached_property stores
+    assert r == R("a", 1, ()) and hash(r) == hash(R("a", 1, ())) and "cache" not in repr(r)
+    assert "cache" not in vars(rec.replace(r, count=2))

@@ -221,9 +221,10 @@ def _said(findings: Mapping[str, tuple[Support, str]]) -> dict[str, Support]:
     return {feature: said for feature, (said, _) in findings.items() if said is not Support.UNKNOWN}
 
 
-def libvirt_evidence(domcaps: DomainCapabilities, libvirt_version: str | None = None) -> Evidence:
+def libvirt_evidence(domcaps: DomainCapabilities, libvirt_version: str | None = None,
+                     qemu_version: str | None = None) -> Evidence:
     """What libvirt says (libvirt_findings), without the reasons and without UNKNOWN."""
-    findings = libvirt_findings(domcaps, libvirt_version)
+    findings = libvirt_findings(domcaps, libvirt_version, qemu_version)
     return {LIBVIRT: _said(findings)} if findings else {}  # named after its source
 
 

@@ -179,9 +179,15 @@ class MetricsServer:
         self._go.wait(START_DEFER_MAX_S)
         if stopping.is_set():
             return
-        from kvminfo_plugin.exposition import http_server
+        try:
+            from kvminfo_plugin.exposition import http_server
 
-        server = http_server(self._socket, self._metrics.registry, self._health)
+            server = http_server(self._socket, self._metrics.registry, self._health)
+        except Exception as err:  # a broken install: say it once; a closed port fails the probes at once
+            log.error("metrics and /healthz cannot be served on %s:%d: %s: %s; closing the port",
+                      self.address, self.port, type(err).__name__, err)
+            self._socket.close()
+            return
         try:
             with selectors.DefaultSelector() as selector:
                 selector.register(self._socket, selectors.EVENT_READ)
