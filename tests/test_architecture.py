@@ -12,17 +12,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _imported(path: Path, members: bool = False) -> set[str]:
+    """The absolute module names ``path`` imports, at the top or inside a function; with
+    ``members`` also each ``from M import x`` as "M.x" (x may be a submodule)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            if members:
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
 def _imports(package_dir: Path) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-    for path in package_dir.rglob("*.py"):
-        names: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module)
-        found[str(path.relative_to(REPO))] = names
-    return found
+    return {str(path.relative_to(REPO)): _imported(path) for path in package_dir.rglob("*.py")}
 
 
 def test_kvminfo_never_imports_the_plugin():
@@ -48,13 +53,7 @@ def _kvminfo_graph() -> dict[str, set[str]]:
     modules = {_module_name(p): p for p in (REPO / "kvminfo").rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
-        edges: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                edges.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                edges.add(node.module)
-                edges.update(f"{node.module}.{alias.name}" for alias in node.names)
+        edges = _imported(path, members=True)
         graph[name] = {e for e in edges if e in modules and e != name and not modules[e].name == "__init__.py"}
     return graph
 

@@ -21,10 +21,12 @@ OLD_PYTHONS = sorted(Path("/root/.pyenv/versions").glob("3.1[0]*/bin/python")) +
 HEAVY_MODULES = ("libvirt", "grpc", "kubernetes", "xml", "google.protobuf", "yaml")
 
 
-def run(hook: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run(hook: Path | str, *args: str, env: dict[str, str] | None = None,
+        cwd: Path | str = "/") -> subprocess.CompletedProcess:
+    """The hook as NFD starts it (no KVMINFO_PYTHON of this shell's), from ``cwd``, plus ``env``."""
     environ = {k: v for k, v in os.environ.items() if k != "KVMINFO_PYTHON"}
     return subprocess.run([str(hook), *args], capture_output=True, text=True, timeout=60,
-                          env={**environ, **(env or {})}, cwd="/")
+                          env={**environ, **(env or {})}, cwd=cwd)
 
 
 def labels_of(stdout: str) -> dict[str, str]:
@@ -112,8 +114,7 @@ def test_hook_run_from_a_symlinked_hook_directory(tmp_path):
 def test_a_kvminfo_folder_in_the_working_directory_is_not_imported(tmp_path):
     (tmp_path / "kvminfo").mkdir()
     (tmp_path / "kvminfo" / "__init__.py").write_text("raise ImportError('the working directory was imported')\n")
-    done = subprocess.run([str(CAPS_HOOK), "--no-libvirt"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                          env={k: v for k, v in os.environ.items() if k != "KVMINFO_PYTHON"})
+    done = run(CAPS_HOOK, "--no-libvirt", cwd=tmp_path)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert "feature.node.kubernetes.io/kvm-info-usable=true" in done.stdout.splitlines()
 
@@ -122,9 +123,7 @@ def test_a_relative_hook_path_ignores_cdpath(tmp_path):
     """dash's cd searches $CDPATH for a relative directory and prints where it went: the checkout
     must be found next to the script all the same, and stdout must hold labels only."""
     (tmp_path / "nfd-hooks").mkdir()
-    done = subprocess.run(["nfd-hooks/kvm-caps-info-nfd-plugin", "--no-libvirt"], capture_output=True, text=True,
-                          timeout=60, cwd=REPO, env={**{k: v for k, v in os.environ.items() if k != "KVMINFO_PYTHON"},
-                                                     "CDPATH": str(tmp_path)})
+    done = run("nfd-hooks/kvm-caps-info-nfd-plugin", "--no-libvirt", env={"CDPATH": str(tmp_path)}, cwd=REPO)
     assert done.returncode == 0, done.stderr
     labels_of(done.stdout)  # every line a label
     assert "feature.node.kubernetes.io/kvm-info-usable=true" in done.stdout.splitlines()
@@ -140,9 +139,7 @@ def test_a_python_older_than_3_11_without_kvminfo_fails_in_one_line():
 
 def test_options_from_the_environment_are_not_file_name_patterns(tmp_path):
     (tmp_path / "--no-kvm").touch()  # a file a glob would turn "--no-kv*" into
-    done = subprocess.run([str(CAPS_HOOK)], capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                          env={**{k: v for k, v in os.environ.items() if k != "KVMINFO_PYTHON"},
-                               "KVMINFO_HOOK_OPTIONS": "--no-libvirt --no-kv*"})
+    done = run(CAPS_HOOK, env={"KVMINFO_HOOK_OPTIONS": "--no-libvirt --no-kv*"}, cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""  # argparse refuses the word as it is
     assert "--no-kv*" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 

@@ -114,27 +114,33 @@ def _spec(cdi_dir: Path, name: str) -> dict[str, object]:
     return json.loads((cdi_dir / name).read_text())
 
 
+NET_SPEC = "test.kvminfo.io-vhost-net.json"  # the CDI spec file the plugin writes for NET (<vendor>-<class>.json)
+
+
+def net_cdi_settings(plugin_dir: Path, cdi_dir: Path, nodes: tuple[Path, Path], **extra: object) -> dict[str, object]:
+    """Plugin settings serving NET (both nodes, one group) with CDI specs in ``cdi_dir``, plus ``extra`` fields."""
+    return {"pluginDir": str(plugin_dir), "cdiDir": str(cdi_dir), **extra,
+            "resources": [{"name": NET, "devices": [str(n) for n in nodes], "cdi": True}]}
+
 def test_case2_the_cdi_spec_outlives_the_plugin(plugin_dir: Path, nodes: tuple[Path, Path], tmp_path: Path) -> None:
     cdi_dir = tmp_path / "cdi"
-    settings = {"pluginDir": str(plugin_dir), "cdiDir": str(cdi_dir),
-                "resources": [{"name": NET, "devices": [str(n) for n in nodes], "cdi": True}]}
+    settings = net_cdi_settings(plugin_dir, cdi_dir, nodes)
     with kubelet(plugin_dir) as k, running_plugin(settings):
         k.wait_registered(NET)
-        written = (cdi_dir / "test.kvminfo.io-vhost-net.json").read_bytes()
+        written = (cdi_dir / NET_SPEC).read_bytes()
     # A container of an admitted pod restarting now (plugin down) must still resolve its CDI name.
-    assert (cdi_dir / "test.kvminfo.io-vhost-net.json").read_bytes() == written
+    assert (cdi_dir / NET_SPEC).read_bytes() == written
     spec = json.loads(written)
     assert cdi_rules.problems(spec) == [] and cdi_rules.host_node_problems(spec) == []
     with kubelet(plugin_dir) as k, running_plugin(settings):  # the next instance takes it over as is
         k.wait_registered(NET)
-        assert (cdi_dir / "test.kvminfo.io-vhost-net.json").read_bytes() == written
+        assert (cdi_dir / NET_SPEC).read_bytes() == written
 
 
 def test_case3_a_removed_cdi_spec_is_written_again(plugin_dir: Path, nodes: tuple[Path, Path], tmp_path: Path) -> None:
     cdi_dir = tmp_path / "run" / "cdi"
-    spec_file = cdi_dir / "test.kvminfo.io-vhost-net.json"
-    settings = {"pluginDir": str(plugin_dir), "cdiDir": str(cdi_dir), "pollIntervalSeconds": 60,
-                "resources": [{"name": NET, "devices": [str(n) for n in nodes], "cdi": True}]}
+    spec_file = cdi_dir / NET_SPEC
+    settings = net_cdi_settings(plugin_dir, cdi_dir, nodes, pollIntervalSeconds=60)
     with kubelet(plugin_dir) as k, running_plugin(settings):
         k.wait_registered(NET)
         written = spec_file.read_bytes()
@@ -154,9 +160,8 @@ def test_case3_restored_within_one_poll_without_inotify(plugin_dir: Path, nodes:
 
     monkeypatch.setattr(cdi.SpecKeeper, "_on_event", lambda self, event: None)  # as if inotify missed it
     cdi_dir = tmp_path / "cdi"
-    spec_file = cdi_dir / "test.kvminfo.io-vhost-net.json"
-    settings = {"pluginDir": str(plugin_dir), "cdiDir": str(cdi_dir), "pollIntervalSeconds": 0.5,
-                "resources": [{"name": NET, "devices": [str(n) for n in nodes], "cdi": True}]}
+    spec_file = cdi_dir / NET_SPEC
+    settings = net_cdi_settings(plugin_dir, cdi_dir, nodes, pollIntervalSeconds=0.5)
     with kubelet(plugin_dir) as k, running_plugin(settings):
         k.wait_registered(NET)
         spec_file.unlink()
@@ -167,9 +172,8 @@ def test_case3_slots_are_unhealthy_while_the_spec_cannot_be_written(plugin_dir: 
                                                                    tmp_path: Path) -> None:
     """CDI names the runtime cannot resolve must not be handed out as if all were well."""
     cdi_dir = tmp_path / "cdi"
-    spec_file = cdi_dir / "test.kvminfo.io-vhost-net.json"
-    settings = {"pluginDir": str(plugin_dir), "cdiDir": str(cdi_dir), "pollIntervalSeconds": 60,
-                "resources": [{"name": NET, "devices": [str(n) for n in nodes], "cdi": True}]}
+    spec_file = cdi_dir / NET_SPEC
+    settings = net_cdi_settings(plugin_dir, cdi_dir, nodes, pollIntervalSeconds=60)
     with kubelet(plugin_dir) as k, running_plugin(settings):
         k.wait_registered(NET)
         while not spec_file.is_dir():  # a directory where the spec goes: it cannot be written (EISDIR)
