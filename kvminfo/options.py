@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from kvminfo.features.hyperv_tables import parse_version
 from kvminfo.labels import DEFAULT_FAMILIES, FAMILIES
 from kvminfo.probe_options import (
     DEFAULT_KVM_PATH,
@@ -36,10 +37,10 @@ def libvirt_deadline(text: str) -> float:
 
 def libvirt_version(text: str) -> str:
     """argparse type for --libvirt-version: libvirt's release form MAJOR.MINOR.MICRO."""
-    parts = text.split(".")
-    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
+    version = parse_version(text)
+    if version is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a libvirt version such as 9.0.0")
-    return ".".join(str(int(p)) for p in parts)
+    return ".".join(map(str, version))
 
 
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,6 +26,7 @@ from kvminfo.features.hyperv_tables import (
     LegacyRule,
     Version,
     domcaps_knows,
+    parse_version,
 )
 from kvminfo.model import SourceResult, Support
 from kvminfo.sources.facts import LIBVIRT, KvmFacts
@@ -130,14 +131,6 @@ def kvm_reasons(facts: KvmFacts) -> dict[str, dict[str, str]]:
     return reasons
 
 
-def _version(text: str | None) -> Version | None:
-    """'9.0.0' -> (9, 0, 0); None for anything else."""
-    parts = text.split(".") if text is not None else []
-    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
-        return None
-    return (int(parts[0]), int(parts[1]), int(parts[2]))
-
-
 def _speaking_for(libvirt_version: str | None) -> tuple[Version, str]:
     """(the libvirt version whose vocabulary silence speaks for, how we know it).
 
@@ -145,7 +138,7 @@ def _speaking_for(libvirt_version: str | None) -> tuple[Version, str]:
     file carries none, so unless the operator named one (--libvirt-version),
     silence speaks only for the oldest <hyperv> vocabulary (libvirt 9.0.0's).
     """
-    version = _version(libvirt_version)
+    version = parse_version(libvirt_version)
     if version is not None:
         return version, f"libvirt {libvirt_version}"
     oldest = ".".join(map(str, LIBVIRT_DOMCAPS_HYPERV_SINCE))
@@ -160,7 +153,7 @@ def _since(libvirt_name: str) -> str:
 
 def _qemu_hides(version: Version, qemu_version: str | None) -> str | None:
     """Why libvirt ``version``'s silence says nothing behind QEMU ``qemu_version`` (FACTS 7), or None."""
-    qemu = _version(qemu_version)
+    qemu = parse_version(qemu_version)
     if qemu is None or qemu >= QEMU_REPORTS_HYPERV_SINCE or version >= LIBVIRT_NEEDS_QEMU_6_2_SINCE:
         return None
     return (f"QEMU {qemu_version} is older than {'.'.join(map(str, QEMU_REPORTS_HYPERV_SINCE))}, "

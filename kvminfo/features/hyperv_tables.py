@@ -197,6 +197,15 @@ def domcaps_knows(libvirt_name: str, version: Version) -> bool:
     return version >= max(since, element)
 
 
+def parse_version(text: str | None) -> Version | None:
+    """A libvirt or QEMU release "MAJOR.MINOR.MICRO" ('9.0.0' -> (9, 0, 0), each part 1-6
+    ASCII digits); None for anything else."""
+    parts = text.split(".") if text is not None else []
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
+        return None
+    return (int(parts[0]), int(parts[1]), int(parts[2]))
+
+
 # Every feature any evidence can speak about, in a stable order for reports.
 ALL_FEATURES: tuple[str, ...] = tuple(dict.fromkeys(
     [*LEGACY_NAMES, *HV_CPUID_TABLE, *(n for n in LIBVIRT_NAMES.values() if n), *LIBVIRT_DEFAULTS_NAMES.values()]))
