@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import stat
@@ -53,8 +55,9 @@ from kvminfo_plugin import main as plugin_main
 
 DEPLOY = REPO / "deploy"
 TOP = "."  # deploy/kustomization.yaml: the whole thing in one step
-PARTS = [TOP, "device-plugin", "nfd", "nfd/hooks", "nodefeature", "examples", "cleanup"]
-TOP_PARTS = ["device-plugin", "nfd"]  # what the top-level installs
+PARTS = [TOP, "namespace", "kvm-nodes", "device-plugin", "nfd", "nfd/hooks", "nodefeature", "examples", "cleanup"]
+TOP_PARTS = ["namespace", "kvm-nodes", "device-plugin", "nfd"]  # what the top-level installs
+LABELLERS = ["kvminfo-features-file", "kvminfo-hook-relay", "kvminfo-publish"]
 NAMESPACE = "kvminfo"
 KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]  # oldest we claim .. newest shipped
 KVM_RESOURCE = plugin_config.DEFAULT_RESOURCE
@@ -66,9 +69,10 @@ ALLOWED = {
     "kvminfo-publish": (set(), False),
     "kvm-vm-example": (set(), False),
     "kvm-check": (set(), False),
-    "kvminfo-cdi-cleanup": ({"/var/run/cdi"}, True),
+    "kvminfo-cleanup": ({"/var/run/cdi", "/etc/kubernetes/node-feature-discovery/features.d",
+                         "/etc/kubernetes/node-feature-discovery/source.d"}, True),
 }
-KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "images", "configMapGenerator"}
+KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "images", "configMapGenerator", "components", "namePrefix"}
 VERSION = next(line.split('"')[1] for line in (REPO / "pyproject.toml").read_text().splitlines()
                if line.startswith("version = "))
 IMAGE = f"localhost/kvminfo:{VERSION}"
@@ -76,10 +80,28 @@ IMAGE = f"localhost/kvminfo:{VERSION}"
 PLUGIN_SCRIPT = "kvminfo-device-plugin"
 
 
-# -- a small kustomize: what our kustomizations use (resources, images, a configMapGenerator of
-# files with a fixed name), anything else is refused; cross-checked against kubectl kustomize ----
+# -- a small kustomize: what our kustomizations use (resources, components holding images, a
+# configMapGenerator of files with kustomize's name hash, namePrefix, and the ConfigMap references of
+# pod volumes following the generated names), anything else is refused; cross-checked against
+# kubectl kustomize ----------------------------------------------------------------------------------
 
-def resolve(directory: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+def kustomize_hash(data: dict[str, str]) -> str:
+    """kustomize's ConfigMap name suffix (api/hasher: the JSON of kind, name and data, as Go's
+    encoding/json writes it, sha256, the first 10 hex digits with 0 1 3 a e spelled g h k m t so
+    that no word forms). The name hashed is empty: what kustomize v5 hashes (cross-checked against
+    kubectl kustomize by test_kustomization_resolves_like_kubectl)."""
+    encoded = json.dumps({"data": data, "kind": "ConfigMap", "name": ""}, sort_keys=True, separators=(",", ":"),
+                         ensure_ascii=False)
+    encoded = encoded.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")  # Go's HTML escaping
+    return hashlib.sha256(encoded.encode()).hexdigest()[:10].translate(str.maketrans("013ae", "ghkmt"))
+
+
+def resolve(directory: Path) -> list[dict[str, Any]]:
+    return _resolve(directory, ())[0]
+
+
+def _resolve(directory: Path, seen: tuple[Path, ...]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The objects, and {ConfigMap name as written: name as generated} for references above."""
     directory = directory.resolve()
     assert directory not in seen, f"kustomization cycle: {' -> '.join(map(str, seen + (directory,)))}"
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
@@ -87,28 +109,51 @@ def resolve(directory: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]
     assert not unsupported, f"{directory}: the test resolver does not implement {sorted(unsupported)}"
     assert kustomization["kind"] == "Kustomization"
     objects: list[dict[str, Any]] = []
-    for entry in kustomization["resources"]:
+    renamed: dict[str, str] = {}
+    for entry in kustomization.get("resources", []):
         target = directory / entry
         assert target.exists(), f"{directory}/kustomization.yaml: resource {entry} does not exist"
         if target.is_dir():
-            objects += resolve(target, seen + (directory,))
+            below, names = _resolve(target, seen + (directory,))
+            objects += below
+            renamed.update(names)
         else:
             objects += [doc for doc in yaml.safe_load_all(target.read_text()) if doc is not None]
     for generator in kustomization.get("configMapGenerator", []):
         assert set(generator) <= {"name", "namespace", "files", "options"}, generator
         options = generator.get("options", {})
-        assert options.get("disableNameSuffixHash") is True, "the resolver does not compute name hashes"
-        metadata = {"name": generator["name"], **({"namespace": generator["namespace"]} if "namespace" in generator
-                                                 else {}), **({"labels": options["labels"]} if "labels" in options
-                                                              else {})}
-        data = {Path(f).name: (directory / f).read_text() for f in generator["files"]}
+        assert set(options) <= {"disableNameSuffixHash", "labels"}, options
+        data = {}
+        for entry in generator["files"]:
+            key, _, file = entry.rpartition("=")
+            data[key or Path(file).name] = (directory / file).read_text()
+        name = generator["name"]
+        if not options.get("disableNameSuffixHash"):
+            renamed[name] = name = f"{name}-{kustomize_hash(data)}"
+        metadata = {"name": name, **({"namespace": generator["namespace"]} if "namespace" in generator else {}),
+                    **({"labels": options["labels"]} if "labels" in options else {})}
         objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
+    for component in kustomization.get("components", []):
+        spec = yaml.safe_load((directory / component / "kustomization.yaml").read_text())
+        assert spec["kind"] == "Component" and set(spec) <= {"apiVersion", "kind", "images"}, component
+        for rule in spec.get("images", []):
+            set_image(objects, rule)
+    if prefix := kustomization.get("namePrefix"):
+        assert {o["kind"] for o in objects} == {"ConfigMap"}, "the resolver prefixes ConfigMaps only"
+        current = {new: old for old, new in renamed.items()}
+        for obj in objects:
+            old = current.get(obj["metadata"]["name"], obj["metadata"]["name"])
+            renamed[old] = obj["metadata"]["name"] = prefix + obj["metadata"]["name"]
+    for _, spec in pod_templates(objects):  # kustomize's nameReference for the field we use
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume and volume["configMap"]["name"] in renamed:
+                volume["configMap"]["name"] = renamed[volume["configMap"]["name"]]
     ids = [object_id(o) for o in objects]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     assert not duplicates, f"{directory}: the same object twice: {duplicates}"
     for rule in kustomization.get("images", []):
         set_image(objects, rule)
-    return objects
+    return objects, renamed
 
 
 def set_image(objects: list[dict[str, Any]], rule: dict[str, str]) -> None:
@@ -175,52 +220,117 @@ def test_kustomization_resolves_like_kubectl(part, built):
     assert theirs == sorted(built[part], key=object_id)
 
 
-def test_top_level_installs_the_parts_with_one_namespace(built):
-    """deploy/: device-plugin and nfd as they are, the Namespace once (kustomize refuses it twice)."""
-    top = built[TOP]
-    assert [object_id(o) for o in by_kind(top, "Namespace")] == [("Namespace", "", NAMESPACE)]
+def test_top_level_installs_its_parts_as_they_are(built):
+    """deploy/: namespace, kvm-nodes, device-plugin and nfd, each exactly as applied alone."""
+    assert [object_id(o) for o in by_kind(built[TOP], "Namespace")] == [("Namespace", "", NAMESPACE)]
     union = {object_id(o): o for part in TOP_PARTS for o in built[part]}
-    assert {object_id(o): o for o in top} == union
+    assert {object_id(o): o for o in built[TOP]} == union
 
 
-def test_parts_cannot_simply_be_combined(tmp_path):
-    """Why the top level lists files: two parts side by side declare the Namespace twice."""
-    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(
-        {"kind": "Kustomization", "resources": [str(DEPLOY / part) for part in TOP_PARTS]}))
-    with pytest.raises(AssertionError, match="the same object twice"):
-        resolve(tmp_path)
+def test_each_part_deletes_only_itself(built):
+    """Issue 19, 3: `kubectl delete -k deploy/<part>` deletes what the part renders, so no part may
+    render an object another part renders (the Namespace above all: it took every other part with
+    it). The namespace is its own part; the other parts only name it."""
+    parts = [p for p in PARTS if p != TOP]
+    owners: dict[tuple[str, str, str], str] = {}
+    for part in parts:
+        for key in map(object_id, built[part]):
+            assert key not in owners, f"{key} is in both deploy/{owners[key]} and deploy/{part}"
+            owners[key] = part
+    assert [object_id(o) for o in built["namespace"]] == [("Namespace", "", NAMESPACE)]
+    assert all(by_kind(built[part], "Namespace") == [] for part in parts if part != "namespace")
 
 
-def test_images_name_a_registry_and_are_retargeted_in_one_place(built, tmp_path):
+def test_parts_side_by_side_resolve(tmp_path):
+    """Any overlay may list any parts together (no object twice); kubectl agrees where it exists."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    parts = [p for p in PARTS if p != TOP]
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+         "resources": [os.path.relpath(DEPLOY / part, overlay) for part in parts]}))
+    ours = resolve(overlay)
+    assert len(ours) == sum(len(resolve(DEPLOY / part)) for part in parts)
+    if shutil.which("kubectl"):
+        done = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert sorted(map(object_id, (d for d in yaml.safe_load_all(done.stdout) if d))) == sorted(map(object_id, ours))
+
+
+def rendered(directory: Path) -> list[list[dict[str, Any]]]:
+    """The objects of a kustomization by our resolver and, where kubectl exists, by kustomize itself."""
+    renderings = [resolve(directory)]
+    if shutil.which("kubectl"):
+        done = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        renderings.append([d for d in yaml.safe_load_all(done.stdout) if d])
+    return renderings
+
+
+def images_of(objects: list[dict[str, Any]]) -> set[str]:
+    return {c["image"] for _, spec in pod_templates(objects) for c in all_containers(spec)}
+
+
+@pytest.fixture
+def deploy_copy(tmp_path) -> Path:
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy)
+    return copy
+
+
+def test_images_name_a_registry_and_are_retargeted_in_one_place(built, deploy_copy, tmp_path):
     """No image may silently resolve to Docker Hub's library: each names its registry
-    (localhost/ = imported into the node's runtime, never pulled), and the top level's
-    images: entry, or an overlay's, moves every kvminfo container at once."""
+    (localhost/ = imported into the node's runtime, never pulled). Issue 19, 12: the one
+    images: entry (deploy/image, a component every part includes) moves every part, each
+    applied alone as well as the top level; an overlay's images: entry still moves them all."""
     for part, objects in built.items():
         for name, spec in pod_templates(objects):
             for container in all_containers(spec):
                 registry = container["image"].split("/")[0]
                 assert "/" in container["image"] and (registry == "localhost" or "." in registry), (part, name)
                 assert container["imagePullPolicy"] == "IfNotPresent", (part, name)
-    (rule,) = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["images"]
+    component = deploy_copy / "image" / "kustomization.yaml"
+    (rule,) = yaml.safe_load(component.read_text())["images"]
     assert rule == {"name": IMAGE.split(":")[0], "newName": IMAGE.split(":")[0], "newTag": VERSION}
+    component.write_text(yaml.safe_dump({**yaml.safe_load(component.read_text()),
+                                         "images": [{**rule, "newName": "registry.example/kvminfo",
+                                                     "newTag": "9.9.9"}]}))
+    for part in PARTS:
+        if images_of(built[part]):
+            for objects in rendered(deploy_copy / part):
+                assert images_of(objects) == {"registry.example/kvminfo:9.9.9"}, part
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": [os.path.relpath(DEPLOY, overlay)],
         "images": [{"name": "localhost/kvminfo", "newName": "registry.example/kvminfo", "newTag": "9.9.9"}]}))
-    renderings = [resolve(overlay)]
-    if shutil.which("kubectl"):
-        done = subprocess.run(["kubectl", "kustomize", str(overlay)],
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        renderings.append([d for d in yaml.safe_load_all(done.stdout) if d])
-    for objects in renderings:
-        images = {c["image"] for _, spec in pod_templates(objects) for c in all_containers(spec)}
-        assert images == {"registry.example/kvminfo:9.9.9"}
+    for objects in rendered(overlay):
+        assert images_of(objects) == {"registry.example/kvminfo:9.9.9"}
+
+
+@pytest.mark.parametrize("part, workload, file", [
+    ("device-plugin", "kvminfo-device-plugin", "device-plugin/config/device-plugin.yaml"),
+    ("nfd/hooks", "kvminfo-hook-relay", "nfd/hooks/relay-hook.sh"),
+])
+def test_a_config_change_rolls_the_daemonset(part, workload, file, built, deploy_copy):
+    """Issue 19, 4: a DaemonSet whose ConfigMap changed must get a new pod template (kustomize's
+    hash suffix in the ConfigMap's name), or its running pods keep the old config until restarted."""
+    def template(objects: list[dict[str, Any]]) -> dict[str, Any]:
+        (daemonset,) = [o for o in by_kind(objects, "DaemonSet") if o["metadata"]["name"] == workload]
+        return daemonset["spec"]["template"]
+
+    before = template(built[part])
+    (deploy_copy / file).write_text((deploy_copy / file).read_text() + "# changed by an operator\n")
+    for objects in rendered(deploy_copy / part):
+        after = template(objects)
+        assert after != before
+        (config_map,) = by_kind(objects, "ConfigMap")
+        assert {v["configMap"]["name"] for v in after["spec"]["volumes"] if "configMap" in v} == \
+            {config_map["metadata"]["name"]}
 
 
 def test_resolver_refuses_what_it_does_not_implement(tmp_path):
-    (tmp_path / "kustomization.yaml").write_text("kind: Kustomization\nresources: []\nnamePrefix: x-\n")
+    (tmp_path / "kustomization.yaml").write_text("kind: Kustomization\nresources: []\nnameSuffix: -x\n")
     with pytest.raises(AssertionError, match="does not implement"):
         resolve(tmp_path)
 
@@ -230,9 +340,10 @@ def test_resolver_refuses_what_it_does_not_implement(tmp_path):
 def test_every_builtin_object_validates_strictly(part, version, built):
     checked = 0
     for obj in built[part]:
-        if obj["apiVersion"].startswith("nfd.k8s-sigs.io/"):
-            continue  # a CRD kind: checked against NFD's schema below
-        kubernetes_validate.validate(obj, version, strict=True)
+        if obj["apiVersion"].startswith("nfd.k8s-sigs.io/"):  # a CRD kind: NFD's schema (tests/fixtures/nfd/)
+            assert obj["kind"] == "NodeFeatureRule" and list(rule_validator().iter_errors(obj)) == [], obj
+        else:
+            kubernetes_validate.validate(obj, version, strict=True)
         checked += 1
     assert checked > 0
 
@@ -245,14 +356,13 @@ def test_strict_validation_catches_a_typo(built):
 
 
 def test_namespaced_objects_are_in_the_kvminfo_namespace(built):
-    for part in ("device-plugin", "nfd", "nfd/hooks", "nodefeature", "cleanup"):
+    for part in ("namespace", "kvm-nodes", "device-plugin", "nfd", "nfd/hooks", "nodefeature", "cleanup"):
         for obj in built[part]:
             kind, namespace, _ = object_id(obj)
             if kind in ("Namespace", "NodeFeatureRule"):  # cluster scoped
                 assert namespace == "", obj
             else:
                 assert namespace == NAMESPACE, obj
-        assert by_kind(built[part], "Namespace")[0]["metadata"]["name"] == NAMESPACE
 
 
 # -- security settings, asserted -------------------------------------------------------------------
@@ -594,17 +704,20 @@ def test_rule_schema_catches_a_bad_operator(built):
 
 
 def test_cdi_cleanup_removes_the_plugins_specs_as_its_pod_runs(workloads, built, tmp_path):
-    """deploy/cleanup: the plugin's own ConfigMap and CDI dir, the plugin's own --remove-cdi-specs,
+    """deploy/cleanup: the plugin's own config and CDI dir, the plugin's own --remove-cdi-specs,
     run with the init container's identity against a spec the plugin wrote (CDI mode)."""
-    plugin_spec, spec = workloads["kvminfo-device-plugin"], workloads["kvminfo-cdi-cleanup"]
-    (init,) = spec["initContainers"]
+    plugin_spec, spec = workloads["kvminfo-device-plugin"], workloads["kvminfo-cleanup"]
+    init = init_container(spec, "remove-cdi-specs")
     (config_map,) = by_kind(built["cleanup"], "ConfigMap")
-    assert config_map == by_kind(built["device-plugin"], "ConfigMap")[0]  # the same resources, so the same specs
+    (plugin_map,) = by_kind(built["device-plugin"], "ConfigMap")
+    assert config_map["data"] == plugin_map["data"]  # the same resources, so the same specs
+    # its own copy: deleting deploy/cleanup must not delete the running plugin's ConfigMap
+    assert config_map["metadata"]["name"] != plugin_map["metadata"]["name"]
     args = plugin_main.build_parser(PLUGIN_SCRIPT).parse_args(init["args"])
     assert init["command"] == [PLUGIN_SCRIPT] and args.remove_cdi_specs
     host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
     plugin_paths = {v["name"]: v["hostPath"]["path"] for v in plugin_spec["volumes"] if "hostPath" in v}
-    assert host_paths == {"cdi": plugin_paths["cdi"]}
+    assert host_paths["cdi"] == plugin_paths["cdi"]
     document = yaml.safe_load(config_map["data"]["device-plugin.yaml"])
     assert {m["mountPath"] for m in init["volumeMounts"]} == {str(Path(args.config).parent), document["cdiDir"]}
     # CDI mode as an operator would switch it on, the spec written by the plugin's own code
@@ -629,6 +742,71 @@ def test_cdi_cleanup_removes_the_plugins_specs_as_its_pod_runs(workloads, built,
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def init_container(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [c for c in spec["initContainers"] if c["name"] == name]
+    return found
+
+
+def host_mounts(spec: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+    """mountPath -> hostPath of a container's hostPath volumes."""
+    paths = {v["name"]: v["hostPath"]["path"] for v in spec.get("volumes", []) if "hostPath" in v}
+    return {m["mountPath"]: paths[m["name"]] for m in container.get("volumeMounts", []) if m["name"] in paths}
+
+
+def test_cleanup_removes_the_labellers_host_files_and_nothing_else(workloads, built):
+    """Issue 19, 13: the cleanup's init containers, with their own args, remove the feature file
+    nfd/'s writer wrote and the relay hook and data nfd/hooks/ installed, each at the host path
+    those pods use; a vendor's feature file and hook beside them stay, and so does a file of
+    someone else's at our path. A second run finds nothing and says so; both exit 0."""
+    spec = workloads["kvminfo-cleanup"]
+    remove_file, remove_hook = init_container(spec, "remove-feature-file"), init_container(spec, "remove-relay-hook")
+    (writer,) = workloads["kvminfo-features-file"]["containers"]
+    relay_spec = workloads["kvminfo-hook-relay"]
+    (relay_writer,) = relay_spec["containers"]
+    assert host_mounts(spec, remove_file) == host_mounts(workloads["kvminfo-features-file"], writer)
+    assert host_mounts(spec, remove_hook) == host_mounts(relay_spec, relay_writer)
+    root = Path(tempfile.mkdtemp(prefix="kvminfo-uninstall."))
+    try:
+        def here(args: list[str]) -> list[str]:
+            out = [a.replace("/etc/kubernetes/node-feature-discovery", str(root)) for a in args]
+            if "--interval" in out:
+                del out[out.index("--interval"):out.index("--interval") + 2]
+            return out
+
+        def run(args: list[str]) -> subprocess.CompletedProcess:
+            return subprocess.run([str(KVMINFO), *here(args)], capture_output=True, text=True, timeout=60)
+
+        (root / "features.d").mkdir()
+        (root / "source.d").mkdir()
+        assert run(writer["args"]).returncode == 0
+        (config_map,) = by_kind(built["nfd/hooks"], "ConfigMap")
+        hook = root / "hook"
+        hook.mkdir()
+        (hook / "kvminfo").write_text(config_map["data"]["kvminfo"])
+        install = init_container(relay_spec, "install-hook")
+        script = install["args"][0].replace(SOURCE_D, str(root / "source.d")).replace("/hook/", f"{hook}/")
+        assert subprocess.run(install["command"] + [script], timeout=30).returncode == 0
+        assert run(relay_writer["args"]).returncode == 0
+        (root / "features.d" / "vendor-x").write_text("vendor.example/x=1\n")
+        (root / "source.d" / "vendor-hook").write_text("#!/bin/sh\necho vendor.example/y=1\n")
+        assert sorted(p.name for p in (root / "source.d").iterdir()) == ["kvminfo", "kvminfo.d", "vendor-hook"]
+
+        for container in (remove_file, remove_hook):
+            done = run(container["args"])
+            assert done.returncode == 0 and done.stderr == "", done.stderr
+            assert done.stdout and all(line.endswith(": removed") for line in done.stdout.splitlines()), done.stdout
+        assert sorted(p.name for p in (root / "features.d").iterdir()) == ["vendor-x"]
+        assert sorted(p.name for p in (root / "source.d").iterdir()) == ["vendor-hook"]
+        again = run(remove_hook["args"])
+        assert again.returncode == 0 and "not present" in again.stdout
+        (root / "features.d" / "kvminfo").write_text("vendor.example/z=1\n")  # someone else's, at our path
+        kept = run(remove_file["args"])
+        assert kept.returncode == 0 and "left in place: not written by kvminfo" in kept.stdout
+        assert (root / "features.d" / "kvminfo").read_text() == "vendor.example/z=1\n"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_example_pods_select_on_labels_kvminfo_produces(workloads):
