@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -654,15 +655,95 @@ def expression_matches(expression: dict[str, Any], present: bool, value: str | N
     raise AssertionError(f"operator {op} not evaluated by this test")
 
 
-def rule_matches(rule: dict[str, Any], features: dict[str, Any]) -> bool:
+def terms_match(terms: list[dict[str, Any]], features: dict[str, Any]) -> bool:
+    """NFD's matchFeatures: a logical AND over the terms, each an AND over its expressions."""
     sets = {**features.get("flags", {}), **features.get("attributes", {})}
-    for term in rule["matchFeatures"]:
-        elements = sets.get(term["feature"], {}).get("elements", {})
+    for term in terms:
+        if term["feature"] not in sets:
+            return False  # NFD: "feature ... not available", an error: no label either
+        elements = sets[term["feature"]].get("elements", {})
         for name, expression in term["matchExpressions"].items():
             value = elements.get(name)
             if not expression_matches(expression, name in elements, value if isinstance(value, str) else None):
                 return False
     return True
+
+
+def rule_matches(rule: dict[str, Any], features: dict[str, Any]) -> bool:
+    """NFD's rule: matchFeatures (if any) and, if given, any one of matchAny's matchFeatures
+    (customization-guide.md, "matchFeatures", "matchAny")."""
+    return terms_match(rule.get("matchFeatures", []), features) and (
+        "matchAny" not in rule or any(terms_match(m["matchFeatures"], features) for m in rule["matchAny"]))
+
+
+def nfd_kernel_features(modules: list[str], kconfig: dict[str, str]) -> dict[str, Any]:
+    """What nfd-worker's kernel source publishes: kernel.loadedmodule (flags: the names in
+    /proc/modules) and kernel.config (attributes: CONFIG_X=v as X: v, "y" or "m" kept as is)."""
+    return {"flags": {"kernel.loadedmodule": {"elements": {m: {} for m in modules}}},
+            "attributes": {"kernel.config": {"elements": kconfig}}}
+
+
+def this_hosts_kernel_features() -> dict[str, Any]:
+    """This machine as nfd-worker's kernel source reads it: /proc/modules (none on a kernel
+    without loadable modules), the kernel config from /proc/config.gz, else /boot/config-<release>."""
+    modules_file = Path("/proc/modules")
+    modules = [line.split()[0] for line in modules_file.read_text().splitlines() if line.strip()] \
+        if modules_file.exists() else []
+    kconfig: dict[str, str] = {}
+    text = ""
+    if Path("/proc/config.gz").exists():
+        text = gzip.decompress(Path("/proc/config.gz").read_bytes()).decode(errors="replace")
+    elif (boot := Path(f"/boot/config-{os.uname().release}")).exists():
+        text = boot.read_text(errors="replace")
+    if text:
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.startswith("CONFIG_"):
+                kconfig[key.removeprefix("CONFIG_")] = value
+    return nfd_kernel_features(modules, kconfig)
+
+
+KVM_NODE_CASES = {  # node -> (loaded modules, kernel config, can it have /dev/kvm?)
+    "Intel host": (["kvm_intel", "kvm", "irqbypass"], {"KVM": "m", "KVM_INTEL": "m"}, True),
+    "AMD host": (["kvm_amd", "kvm", "ccp"], {"KVM": "m", "KVM_AMD": "m"}, True),
+    "arm64, KVM built in": (["nvme"], {"KVM": "y"}, True),
+    "x86, KVM and its vendor part built in": ([], {"KVM": "y", "KVM_INTEL": "y"}, True),
+    "VT-x off: kvm loaded, kvm_intel refused": (["kvm", "irqbypass"], {"KVM": "m", "KVM_INTEL": "m"}, False),
+    "a VM without nesting": (["virtio_net"], {"KVM": "m", "KVM_INTEL": "m"}, False),
+    "no KVM in the kernel": (["e1000e"], {}, False),
+}
+
+
+def test_labellers_run_only_where_kvm_can_be(built, workloads):
+    """Issue 19, 2: each labeller requests devices.kvminfo.io/kvm, so on a node without /dev/kvm
+    its pod stayed Pending; they now select the label kvm-nodes' NodeFeatureRule gives, from NFD's
+    own raw features, and only where KVM can be. The device plugin needs no NFD: every node."""
+    (rule_object,) = by_kind(built["kvm-nodes"], "NodeFeatureRule")
+    assert list(rule_validator().iter_errors(rule_object)) == []
+    assert by_kind(built[TOP], "NodeFeatureRule") == [rule_object]
+    (rule,) = rule_object["spec"]["rules"]
+    ((key, value),) = rule["labels"].items()
+    assert key.startswith("feature.node.kubernetes.io/")  # NFD's own namespace: no -extra-label-ns needed
+    for name in LABELLERS:
+        assert workloads[name]["nodeSelector"] == {"kubernetes.io/os": "linux", key: value}, name
+    assert key not in workloads["kvminfo-device-plugin"]["nodeSelector"]
+    verdicts = {node: rule_matches(rule, nfd_kernel_features(modules, kconfig))
+                for node, (modules, kconfig, _) in KVM_NODE_CASES.items()}
+    assert verdicts == {node: expected for node, (_, _, expected) in KVM_NODE_CASES.items()}
+
+
+def test_kvm_node_rule_agrees_with_this_host():
+    """This machine, read as nfd-worker reads it: the rule matches exactly when a kvm_intel/kvm_amd
+    module is loaded or KVM is built in, and wherever /dev/kvm exists."""
+    rule = yaml.safe_load((DEPLOY / "kvm-nodes" / "nodefeaturerule.yaml").read_text())["spec"]["rules"][0]
+    features = this_hosts_kernel_features()
+    matched = rule_matches(rule, features)
+    loaded = features["flags"]["kernel.loadedmodule"]["elements"]
+    built_in = features["attributes"]["kernel.config"]["elements"].get("KVM") == "y"
+    assert matched == ("kvm_intel" in loaded or "kvm_amd" in loaded or built_in)
+    if Path("/dev/kvm").exists() and os.path.exists(f"/sys/dev/char/{os.major(os.stat('/dev/kvm').st_rdev)}:"
+                                                     f"{os.minor(os.stat('/dev/kvm').st_rdev)}"):
+        assert matched, "this host has a working /dev/kvm but the rule would not select it"
 
 
 @pytest.fixture(scope="module")
