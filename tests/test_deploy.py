@@ -477,12 +477,82 @@ def test_publisher_identity_and_rbac(workloads, built):
     (binding,) = by_kind(objects, "RoleBinding")
     assert spec["serviceAccountName"] == account["metadata"]["name"]
     assert role["rules"] == [{"apiGroups": ["nfd.k8s-sigs.io"], "resources": ["nodefeatures"],
-                              "verbs": ["get", "create", "update"]},
+                              "verbs": ["get", "create", "update", "delete"]},  # delete: owner refs
                              {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]  # its own pod's owner
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
                                     "namespace": NAMESPACE}]
+
+
+def publish_once(kubeconfig: Path, node: str, pod: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("NODE_NAME", "POD_NAMESPACE", "POD_NAME", "KUBERNETES_SERVICE_HOST", "KUBECONFIG")}
+    return subprocess.run([str(KVMINFO), "publish", "--kubeconfig", str(kubeconfig), "--node-name", node,
+                           "--namespace", NAMESPACE, "--pod-name", pod, "--no-libvirt", "--retries", "0"],
+                          capture_output=True, text=True, timeout=60, env=clean)
+
+
+def role_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (role,) = by_kind(objects, "Role")
+    return role["rules"]
+
+
+@pytest.mark.parametrize("admission", [False, True])
+def test_publisher_role_suffices_under_owner_reference_admission(built, tmp_path, admission):
+    """Issue 19, 5: with the shipped Role as the API server's RBAC, with and without the
+    OwnerReferencesPermissionEnforcement admission plugin, the publisher creates its NodeFeature
+    with the owner reference to its DaemonSet and, after the DaemonSet is re-created (orphaning
+    the object: a new uid), updates the reference."""
+    from apiserver_standin import ApiServerStandin
+
+    server = ApiServerStandin(role=role_rules(built["nodefeature"]), owner_reference_admission=admission).start()
+    try:
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        first = server.add_daemonset_pod(NAMESPACE, "kvminfo-publish", "kvminfo-publish-a1")
+        done = publish_once(kubeconfig, "node-5", "kvminfo-publish-a1")
+        assert done.returncode == 0, done.stderr
+        stored = server.get_object(NAMESPACE, "kvminfo-node-5")
+        assert stored["metadata"]["ownerReferences"][0]["uid"] == first["metadata"]["ownerReferences"][0]["uid"]
+        del server.others[("apps/v1", "DaemonSet", NAMESPACE, "kvminfo-publish")]  # --cascade=orphan, re-created
+        second = server.add_daemonset_pod(NAMESPACE, "kvminfo-publish", "kvminfo-publish-b2")
+        done = publish_once(kubeconfig, "node-5", "kvminfo-publish-b2")
+        assert done.returncode == 0, done.stderr
+        stored = server.get_object(NAMESPACE, "kvminfo-node-5")
+        assert stored["metadata"]["ownerReferences"][0]["uid"] == second["metadata"]["ownerReferences"][0]["uid"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("missing, said", [
+    ("delete", "owner-reference admission (OwnerReferencesPermissionEnforcement) requires 'delete' on nodefeatures"),
+    ("update", "RBAC does not allow 'update' on nodefeatures (API group nfd.k8s-sigs.io)"),
+    ("create", "RBAC does not allow 'create' on nodefeatures (API group nfd.k8s-sigs.io)"),
+])
+def test_a_403_names_the_verb_really_missing(built, tmp_path, missing, said):
+    """The Role without one verb, under owner-reference admission: the one-line error names that
+    verb (read from the API server's Status message), never verbs the Role grants."""
+    from apiserver_standin import ApiServerStandin
+
+    rules = [dict(rule, verbs=[v for v in rule["verbs"] if v != missing]) if "nodefeatures" in rule["resources"]
+             else rule for rule in role_rules(built["nodefeature"])]
+    server = ApiServerStandin(role=rules, owner_reference_admission=True).start()
+    try:
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        server.add_daemonset_pod(NAMESPACE, "kvminfo-publish", "kvminfo-publish-a1")
+        if missing == "update":  # an object to update: someone made it before, without an owner
+            server.put_object(NAMESPACE, {"apiVersion": "nfd.k8s-sigs.io/v1alpha1", "kind": "NodeFeature",
+                                          "metadata": {"name": "kvminfo-node-5", "labels": {
+                                              "nfd.node.kubernetes.io/node-name": "node-5"}},
+                                          "spec": {"labels": {}}})
+        done = publish_once(kubeconfig, "node-5", "kvminfo-publish-a1")
+        assert done.returncode == 1
+        (line,) = [line for line in done.stderr.splitlines() if "403 Forbidden" in line]
+        assert said in line, line
+        granted = {"get", "create", "update", "delete"} - {missing}
+        assert not any(f"'{verb}'" in line for verb in granted), line
+    finally:
+        server.stop()
 
 
 def test_images_are_what_make_image_builds(workloads):

@@ -79,5 +79,5 @@ def remove_relay_hook(hook: Path) -> list[str]:
     except FileNotFoundError:
         pass
     except OSError as err:
-        lines.append(f"{data}: left in place: {err.strerror.lower()}")
+        lines.append(f"{data}: left in place: {(err.strerror or str(err)).lower()}")
     return lines
