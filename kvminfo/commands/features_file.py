@@ -53,7 +53,6 @@ option takes the same syntax."""
 
 EXAMPLES = """\
 examples:
-  kvminfo features-file -o /etc/kubernetes/node-feature-discovery/features.d/kvminfo
   kvminfo features-file -o /etc/kubernetes/node-feature-discovery/features.d/kvminfo --interval 10m
   kvminfo features-file -o /etc/kubernetes/node-feature-discovery/features.d/kvminfo --remove"""
 
