@@ -457,7 +457,7 @@ def cpu_cores(quantity: str) -> float:
     return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
-def test_readiness_probe_waits_for_the_plugins_start(workloads, tmp_path):
+def test_readiness_probe_waits_for_the_plugins_start(workloads):
     """Issue 19, 14: probed at once, every start logged a failed readiness probe (connection
     refused: the port is bound a moment after exec). initialDelaySeconds must cover the CPU the
     plugin spends from exec to an answering /healthz, at the container's CPU limit, twice over
@@ -468,6 +468,7 @@ def test_readiness_probe_waits_for_the_plugins_start(workloads, tmp_path):
     (container,) = workloads["kvminfo-device-plugin"]["containers"]
     delay = container["readinessProbe"].get("initialDelaySeconds", 0)
     limit = cpu_cores(container["resources"]["limits"]["cpu"])
+    tmp_path = Path(tempfile.mkdtemp(prefix="kvminfo-rp."))  # short: a unix socket path has a length limit
     (tmp_path / "plugins").mkdir()
     kubelet = KubeletEmulator(tmp_path / "plugins").start()
     with contextlib.closing(socket.socket()) as probe_port:
@@ -475,7 +476,7 @@ def test_readiness_probe_waits_for_the_plugins_start(workloads, tmp_path):
         port = probe_port.getsockname()[1]
     process = subprocess.Popen([str(KVMINFO.with_name(PLUGIN_SCRIPT)), "--plugin-dir", str(tmp_path / "plugins"),
                                 "--cdi-dir", str(tmp_path / "cdi"), "--metrics-port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -484,14 +485,17 @@ def test_readiness_probe_waits_for_the_plugins_start(workloads, tmp_path):
                     assert answer.status == 200
                 break
             except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline and process.poll() is None, "the plugin never answered /healthz"
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    pytest.fail(f"the plugin never answered /healthz: {process.communicate()[1]}")
                 time.sleep(0.01)
         fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, all threads
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        process.communicate(timeout=30)
         kubelet.stop()
+        shutil.rmtree(tmp_path, ignore_errors=True)
     assert 2 * cpu_s / limit <= delay, f"{cpu_s:.2f} s of CPU at {limit} cores needs more than {delay} s"
 
 
