@@ -598,7 +598,7 @@ def run_example(runner: Runner, host: Path, plugin: Plugin, report: dict[str, An
 
 def run_cleanup(runner: Runner, host: Path, report: dict[str, Any], cdi: bool) -> None:
     """deploy/cleanup's init container after the plugin is gone: the CDI specs go (CDI mode) or nothing."""
-    pod = pod_of(render("cleanup"), "kvminfo-cdi-cleanup", host, False)
+    pod = pod_of(render("cleanup"), "kvminfo-cleanup", host, False)
     if cdi:
         (config_map,) = pod.config_maps.values()
         document = yaml.safe_load(config_map["device-plugin.yaml"])
@@ -606,7 +606,7 @@ def run_cleanup(runner: Runner, host: Path, report: dict[str, Any], cdi: bool) -
             resource["cdi"] = True
         config_map["device-plugin.yaml"] = yaml.safe_dump(document)
     specs = sorted(p.name for p in pod.host_path(CDI_DIR).glob("*.json"))
-    (init,) = pod.spec["initContainers"]
+    (init,) = [c for c in pod.spec["initContainers"] if c["name"] == "remove-cdi-specs"]
     started = runner.start(pod, init)
     code = runner.wait(started)
     left = sorted(p.name for p in pod.host_path(CDI_DIR).glob("*.json"))

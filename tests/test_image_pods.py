@@ -31,7 +31,7 @@ import image_pods  # noqa: E402
 BASE = json.loads((FIXTURES / "containerd" / "ctr-1.6.20-seccomp-read-only.spec.json").read_text())
 DAEMONSETS = [("device-plugin", "kvminfo-device-plugin"), ("nfd", "kvminfo-features-file"),
               ("nfd/hooks", "kvminfo-hook-relay"), ("nodefeature", "kvminfo-publish"),
-              ("cleanup", "kvminfo-cdi-cleanup")]
+              ("cleanup", "kvminfo-cleanup")]
 
 
 def ctr(tmp_path: Path) -> image_pods.Ctr:

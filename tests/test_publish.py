@@ -315,7 +315,7 @@ def test_in_cluster_untrusted_certificate_is_refused(service_account, tmp_path, 
 
 ERRORS = [
     (401, "401 Unauthorized", "credentials"),
-    (403, "403 Forbidden", "RBAC must allow get, create and update on nodefeatures in 'kvminfo'"),
+    (403, "403 Forbidden", "deploy/nodefeature's Role grants get, create, update and delete on nodefeatures in 'kvminfo'"),
     (500, "API server error 500", "injected 500"),
     (503, "API server error 503", "injected 503"),
 ]

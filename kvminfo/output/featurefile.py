@@ -24,8 +24,9 @@ from kvminfo.labels.lines import format_label_lines
 
 MAX_BYTES = 65536  # NFD's MaxFeatureFileSize: a file larger than this is skipped
 EXPIRY_DIRECTIVE = "# +expiry-time="
+HEADER_MARK = "# Written by kvminfo "  # how uninstall (output/uninstall.py) knows a file is ours
 HEADER = (
-    f"# Written by kvminfo {__version__} (kvminfo features-file). Do not edit: it is rewritten.\n"
+    f"{HEADER_MARK}{__version__} (kvminfo features-file). Do not edit: it is rewritten.\n"
     "# Node Feature Discovery labels, key=value, keys fully qualified (feature.node.kubernetes.io/...).\n"
 )
 
