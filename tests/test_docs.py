@@ -10,7 +10,8 @@ Every fenced block on those pages carries a marker on the line before it,
   sev-snp-host.xml, ...), HOME is there, NFD's directories
   (/etc/kubernetes/node-feature-discovery) are mapped into it, and an API
   server stand-in answers behind ~/.kube/config and $KUBECONFIG with
-  NODE_NAME/POD_NAMESPACE set as the downward API sets them. A one-shot
+  NODE_NAME/POD_NAMESPACE set as the downward API sets them ($(hostname)
+  is that node's name too). A one-shot
   command must exit 0 and do what it says (a feature file written, a
   NodeFeature created); one with --interval runs until it did that, then
   SIGTERM must end it with status 0. ``kubectl apply|delete -k DIR`` renders
@@ -50,7 +51,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -232,7 +232,7 @@ class Sandbox:
         """The shell expansions the pages use: $(hostname), ~/, the NFD directories."""
         expanded = []
         for word in argv:
-            word = word.replace("$(hostname)", socket.gethostname())
+            word = word.replace("$(hostname)", NODE)  # the sandbox's node: real host names differ between machines
             if word.startswith("~/"):
                 word = str(self.root) + word[1:]
             expanded.append(self.path(word))
