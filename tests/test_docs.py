@@ -290,14 +290,16 @@ def run_kvminfo(box: Sandbox, argv: list[str], where: str) -> subprocess.Complet
     program = KVMINFO if argv[0] == "kvminfo" else KVMINFO.with_name(argv[0])
     command = argv[1] if len(argv) > 1 else ""
     output = _option_value(argv, "--output", "-o")
+    requests_before = len(box.standin.seen)
 
     def done_its_job() -> bool:
         if command == "features-file":
             return output is not None and Path(output).is_file()
-        if command == "publish":
+        if command == "publish":  # this run asked the API server, and the object is there
             node = _option_value(argv, "--node-name") or NODE
             namespace = _option_value(argv, "--namespace") or NAMESPACE
-            return box.standin.get_object(namespace, f"kvminfo-{node}") is not None
+            return (len(box.standin.seen) > requests_before
+                    and box.standin.get_object(namespace, f"kvminfo-{node}") is not None)
         return True
 
     if output is not None:
