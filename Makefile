@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-# The suite needs root (see README "Set-up"): stop in one line before installing anything.
+# The suite needs root (see docs/dev/setup.md): stop in one line before installing anything.
 ROOT_GOALS := $(filter test soak,$(MAKECMDGOALS))
 ifneq ($(ROOT_GOALS),)
 ifneq ($(shell id -u),0)
@@ -58,7 +58,7 @@ lint: install
 
 # Fault and abuse suite (soak/, never collected by `make test`): the short variant of
 # every scenario; LONG=1 runs the counts of issue 5. Results: soak/results/<variant>.json,
-# printed as the README table (`$(PY) -m soak.report --readme README.md` updates it).
+# printed as the table of docs/dev/soak.md (`$(PY) -m soak.report --readme` updates it there).
 SOAK_VARIANT := $(if $(LONG),long,short)
 soak: install libvirt-up
 	KVMINFO_REQUIRE_REAL=1 KVMINFO_SOAK_LONG=$(if $(LONG),1,0) $(PY) -m pytest -q --timeout=1200 soak
@@ -71,7 +71,7 @@ proto: install
 		--grpc_python_out=plugin/kvminfo_plugin/v1beta1 plugin/kvminfo_plugin/v1beta1/api.proto
 	sed -i 's/^import api_pb2 as api__pb2$$/from . import api_pb2 as api__pb2/' plugin/kvminfo_plugin/v1beta1/api_pb2_grpc.py
 
-# Every benchmark; figures go into README.md by hand.
+# Every benchmark; figures go into docs/dev/performance.md by hand.
 bench: install libvirt-up
 	$(PY) bench/bench_hook.py
 	$(PY) bench/bench_libvirt_featurefile.py
@@ -88,8 +88,8 @@ bench-publish: install
 
 # The image every manifest in deploy/ runs, built from ./Dockerfile with buildah
 # (no Docker engine needed), imported into a containerd of its own and each
-# DaemonSet container run there as its pod runs it (scripts/image.sh; README,
-# "The image"). PYTHON_IMAGE: the base; by default a Debian root made here with
+# DaemonSet container run there as its pod runs it (scripts/image.sh;
+# docs/dev/image.md). PYTHON_IMAGE: the base; by default a Debian root made here with
 # debootstrap, e.g. PYTHON_IMAGE=python:3.11-slim-bookworm pulls the official one.
 IMAGE ?= localhost/kvminfo:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image: install

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from cli_run import one_line, run
 from conftest import REPO
 
@@ -148,12 +147,12 @@ def test_an_output_in_proc_fails_like_the_other_output_errors() -> None:
 def test_publish_help_lists_every_published_feature_set(libvirt_uri: str) -> None:
     from kvminfo.collect import collect
     from kvminfo.labels import FAMILIES
-    from kvminfo.probe_options import ProbeOptions, options_for_families
     from kvminfo.output.nodefeature import features_from_report
+    from kvminfo.probe_options import ProbeOptions, options_for_families
 
     helped = run("publish", "--help").stdout
-    # the README's comparison table lists the raw features (its "raw features for NodeFeatureRules" row)
-    row = next(line for line in (REPO / "README.md").read_text().splitlines()
+    # docs/install.md's comparison of the feeds lists the raw features (its "raw features for NodeFeatureRules" row)
+    row = next(line for line in (REPO / "docs" / "install.md").read_text().splitlines()
                if line.startswith("| raw features for NodeFeatureRules"))
     documented = {word.strip("`,;") for word in row.split() if word.startswith("`kvminfo.")}
     assert len(documented) >= 7, row

@@ -45,7 +45,7 @@ import pytest
 import yaml
 from apiserver_standin import strict
 from conftest import FIXTURES, KVMINFO, REPO, require_real
-from kvm_fakes import HyperVKernel
+from kvm_fakes import KVM_HYPERV_CAPS, HyperVKernel
 from other_user import reach_script, unreadable_checkout
 
 from kvminfo.collect import collect
@@ -75,6 +75,7 @@ ALLOWED = {
     "kvminfo-publish": (set(), False),
     "kvm-vm-example": (set(), False),
     "kvm-check": (set(), False),
+    "kvm-windows-guest": (set(), False),
     "kvminfo-cleanup": ({"/var/run/cdi", "/etc/kubernetes/node-feature-discovery/features.d",
                          "/etc/kubernetes/node-feature-discovery/source.d"}, True),
 }
@@ -868,8 +869,13 @@ def test_kvm_node_rule_agrees_with_this_host():
 @pytest.fixture(scope="module")
 def hyperv_host_features() -> dict[str, Any]:
     """spec.features of a NodeFeature from a real probe of /dev/kvm with a Hyper-V kernel injected."""
+    return nodefeature_spec_with(HyperVKernel())
+
+
+def nodefeature_spec_with(kernel: HyperVKernel) -> dict[str, Any]:
+    """The NodeFeature spec of a real probe of /dev/kvm with ``kernel`` answering at the ioctl layer."""
     real = kvm_ioctl.ioctl
-    kvm_ioctl.ioctl = HyperVKernel()
+    kvm_ioctl.ioctl = kernel
     try:
         report = collect(ProbeOptions(use_libvirt=False))
     finally:
@@ -1023,6 +1029,37 @@ def test_example_pods_select_on_labels_kvminfo_produces(workloads):
         (container,) = spec["containers"]
         assert container["resources"]["limits"][KVM_RESOURCE] == "1"
         assert not [v for v in spec.get("volumes", []) if "persistentVolumeClaim" in v or "hostPath" in v]
+
+
+
+def _required_labels(spec: dict[str, Any]) -> dict[str, list[str]]:
+    (term,) = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert all(e["operator"] == "In" for e in term["matchExpressions"]), term
+    return {e["key"]: e["values"] for e in term["matchExpressions"]}
+
+
+def test_windows_guest_pod_selects_the_hyperv_labels_kvminfo_writes(workloads, built, hyperv_host_features):
+    """deploy/examples/windows-guest-pod.yaml (docs/vm-pods.md): its affinity names labels kvminfo
+    really writes on a Hyper-V capable kernel (injected at the ioctl layer, the real /dev/kvm
+    otherwise), the same enlightenments as the NodeFeatureRule's windows-guest-ready rule, and a
+    kernel without Hyper-V emulation (KVM_CAP_HYPERV 0) never gets the pod."""
+    spec = workloads["kvm-windows-guest"]
+    wanted = _required_labels(spec)
+    cap = "feature.node.kubernetes.io/kvm-info-cap-hyperv-"
+    hyperv = {key.removeprefix(cap) for key in wanted if key.startswith(cap)}
+    assert hyperv == {"relaxed", "vapic", "vpindex", "synic", "synictimer", "time"}, hyperv
+    assert all(hyperv_host_features["labels"].get(key) in values for key, values in wanted.items()), wanted
+    (rule,) = [r for o in by_kind(built["nodefeature"], "NodeFeatureRule") for r in o["spec"]["rules"]
+               if r["name"] == "kvminfo-windows-guest-ready"]
+    (term,) = [t for t in rule["matchFeatures"] if t["feature"] == "kvminfo.hyperv"]
+    assert set(term["matchExpressions"]) == hyperv
+    without = nodefeature_spec_with(HyperVKernel(caps={**KVM_HYPERV_CAPS, "KVM_CAP_HYPERV": 0}))["labels"]
+    assert without.get("feature.node.kubernetes.io/kvm-info-usable") == "true"
+    assert not any(without.get(key) in values for key, values in wanted.items() if key.startswith(cap)), without
+    # the container is the VM example's own, so test_example_vm_pod_boots_its_guest_as_the_pod_runs_it runs it
+    assert spec["containers"] == workloads["kvm-vm-example"]["containers"]
+    assert spec["volumes"] == workloads["kvm-vm-example"]["volumes"]
+    assert spec["securityContext"] == workloads["kvm-vm-example"]["securityContext"]
 
 
 @contextlib.contextmanager
