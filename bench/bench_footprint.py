@@ -34,10 +34,10 @@ import urllib.request
 
 from pluginrig import REPO, Rig, cpu_ns, drive, load_average, median, per_thread, rss_mib, threads, wakeups
 
-from kvminfo_plugin.v1beta1 import api_pb2 as api
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
 
 # (label, statement) measured on top of the floor's own imports.
-FLOOR_IMPORTS = "import grpc; from kvminfo_plugin.v1beta1 import api_pb2, api_pb2_grpc"
+FLOOR_IMPORTS = "import grpc; from kvminfo_plugin.kubelet.v1beta1 import api_pb2, api_pb2_grpc"
 IMPORTS = [
     ("yaml", "import yaml"),
     ("prometheus_client", "import prometheus_client"),

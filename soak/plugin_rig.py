@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-
 from plugin_harness import make_char_device
+
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2_grpc as api_grpc
 from soak.harness import KVMINFO
-from kvminfo_plugin.v1beta1 import api_pb2 as api
-from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
 
 KVM_RESOURCE = "devices.kvminfo.io/kvm"  # the real /dev/kvm
 FLAP_RESOURCE = "soak.kvminfo.io/flap"  # a mknod'd char device the scenarios remove and restore

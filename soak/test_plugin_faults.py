@@ -16,11 +16,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from plugin_harness import kubelet, make_char_device, running_plugin
+
+from kvminfo_plugin.kubelet import registration
 from soak.harness import Stopwatch, scaled, scaled_s
 from soak.plugin_rig import FLAP_RESOURCE, KVM_RESOURCE, Caller, Layout, PluginProcess, wait_until
-from kvminfo_plugin import registration
 
 FAMILY = "Device plugin"
 RESOURCES = (KVM_RESOURCE, FLAP_RESOURCE)

@@ -20,7 +20,7 @@ from pathlib import Path
 from plugin_harness import free_port, kubelet, make_char_device, running_plugin
 from test_plugin_kubelet import TEST_RESOURCE, device, device_settings  # noqa: F401 (fixtures; plugin_dir is in conftest.py)
 
-from kvminfo_plugin.dirwatch import DirectoryWatcher, DirEvent
+from kvminfo_plugin.devices.dirwatch import DirectoryWatcher, DirEvent
 
 IDLE_S = 0.7  # longer than the old metrics poll (0.5 s) and 7 old inotify timeouts
 

@@ -18,14 +18,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import cdi_rules
 import grpc
 import pytest
+from kubelet_emulator import kubelet_refusal
 from plugin_harness import free_port, kubelet, make_char_device, running_plugin
 
-import cdi_rules
-from kubelet_emulator import kubelet_refusal
-from kvminfo_plugin.v1beta1 import api_pb2 as api
-from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2_grpc as api_grpc
 
 TEST_RESOURCE = "test.kvminfo.io/node"
 

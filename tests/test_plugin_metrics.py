@@ -13,7 +13,7 @@ import time
 from plugin_harness import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from kvminfo_plugin.metrics import CONTENT_TYPE, MetricsServer, PluginMetrics
+from kvminfo_plugin.telemetry.metrics import CONTENT_TYPE, MetricsServer, PluginMetrics
 
 HOSTILE = 'a\\b"c\nd'  # every character the format escapes in a label value
 

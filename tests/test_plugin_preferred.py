@@ -18,9 +18,10 @@ import pytest
 from plugin_harness import kubelet, running_plugin
 from test_plugin_kubelet import TEST_RESOURCE, device, device_settings  # noqa: F401 (fixtures; plugin_dir is in conftest.py)
 
-from kvminfo_plugin import memtrim, server
-from kvminfo_plugin.allocation import preferred
-from kvminfo_plugin.v1beta1 import api_pb2 as api
+from kvminfo_plugin import memtrim
+from kvminfo_plugin.devices.allocation import preferred
+from kvminfo_plugin.kubelet import server
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
 
 
 class Reader:

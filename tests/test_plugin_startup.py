@@ -44,7 +44,7 @@ sys.argv = sys.argv[1:]
 import runpy
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
-WATCHED = ("prometheus_client", "wsgiref", "importlib.metadata", "yaml", "kvminfo_plugin.cdi", "dataclasses")
+WATCHED = ("prometheus_client", "wsgiref", "importlib.metadata", "yaml", "kvminfo_plugin.devices.cdi", "dataclasses")
 
 
 def _imports_while_registering(script: Path, *args: str) -> tuple[float, dict[str, float], str]:
@@ -88,7 +88,7 @@ def test_metrics_libraries_are_imported_after_register_and_miss_no_count() -> No
         assert module in imports and imports[module] > registered_at, (module, imports, registered_at)
     # the plugin's value classes are kvminfo.record's: dataclasses (inspect, exec per class) is not on the way
     assert imports.get("dataclasses", registered_at + 1) > registered_at, imports
-    assert "yaml" not in imports and "kvminfo_plugin.cdi" not in imports, imports  # flags only, no CDI
+    assert "yaml" not in imports and "kvminfo_plugin.devices.cdi" not in imports, imports  # flags only, no CDI
     # counted before the HTTP server existed
     assert f'kvminfo_plugin_registrations_total{{resource="{RESOURCE}",result="ok"}} 1.0' in text
     assert f'kvminfo_plugin_devices{{health="Healthy",resource="{RESOURCE}"}}' in text
@@ -100,7 +100,7 @@ def test_console_script_never_reads_entry_points() -> None:
         pytest.fail(f"{script} is not installed (pyproject.toml [project.scripts]; run make install)")
     registered_at, imports, text = _imports_while_registering(script)
     assert "importlib.metadata" not in imports, imports
-    assert "yaml" not in imports and "kvminfo_plugin.cdi" not in imports, imports
+    assert "yaml" not in imports and "kvminfo_plugin.devices.cdi" not in imports, imports
     assert imports["prometheus_client"] > registered_at
     assert f'kvminfo_plugin_registrations_total{{resource="{RESOURCE}",result="ok"}} 1.0' in text
 
@@ -109,4 +109,4 @@ def test_a_config_file_and_a_cdi_resource_import_what_they_need(tmp_path: Path) 
     config = tmp_path / "plugin.yaml"
     config.write_text(f"cdiDir: {tmp_path}\n")
     _, imports, _ = _imports_while_registering(KVMINFO.with_name("kvminfo-device-plugin"), "--config", str(config), "--cdi")
-    assert "yaml" in imports and "kvminfo_plugin.cdi" in imports, imports
+    assert "yaml" in imports and "kvminfo_plugin.devices.cdi" in imports, imports

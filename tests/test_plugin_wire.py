@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from google.protobuf.descriptor import FieldDescriptor as F
 
-from kvminfo_plugin.v1beta1 import api_pb2
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2
 
 STRING, BOOL, INT64, INT32, MESSAGE = F.TYPE_STRING, F.TYPE_BOOL, F.TYPE_INT64, F.TYPE_INT32, F.TYPE_MESSAGE
 ONE, MANY = "optional", "repeated"

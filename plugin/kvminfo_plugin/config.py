@@ -94,7 +94,7 @@ class ResourceConfig:
 
     @property
     def allocation(self) -> str:
-        """The key of the Allocate policy (kvminfo_plugin.allocation.POLICIES) this resource uses."""
+        """The key of the Allocate policy (kvminfo_plugin.devices.allocation.POLICIES) this resource uses."""
         return "cdi" if self.cdi else "deviceSpec"
 
     @property

@@ -7,7 +7,7 @@ elsewhere: a ``collect()`` yielding CounterMetricFamily/GaugeMetricFamily) and
 writes the text exposition format 0.0.4 (prometheus.io/docs/instrumenting/
 exposition_formats). Its WSGI app is served by wsgiref's server, one thread per
 request (prometheus-client's ThreadingWSGIServer), on the socket
-``kvminfo_plugin.metrics`` bound at start. Importing this module costs the
+``kvminfo_plugin.telemetry.metrics`` bound at start. Importing this module costs the
 plugin ~3 MiB and ~20 ms (README "Footprint"): it is imported only after the
 first round of Register calls.
 
@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from kvminfo_plugin.metrics import Family, HealthCheck
+from kvminfo_plugin.telemetry.metrics import Family, HealthCheck
 
 StartResponse = Callable[..., Any]
 

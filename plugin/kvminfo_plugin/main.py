@@ -28,7 +28,7 @@ from kvminfo_plugin.config import (
     load_config_file,
     named_by_origin,
 )
-from kvminfo_plugin.logs import add_timestamps, quiet_grpc_core
+from kvminfo_plugin.telemetry.logs import add_timestamps, quiet_grpc_core
 
 if TYPE_CHECKING:
     from kvminfo_plugin.runtime import PluginRuntime
@@ -160,7 +160,7 @@ def _serve(args: argparse.Namespace) -> bool:
     """Run the plugin until stopped; False when there was nothing to serve (--remove-cdi-specs)."""
     config = config_from_args(args)
     if args.remove_cdi_specs:
-        from kvminfo_plugin.cdi import remove_specs
+        from kvminfo_plugin.devices.cdi import remove_specs
 
         for line in remove_specs(config.cdi_dir, config.resources) or [f"no resource has CDI on; nothing in {config.cdi_dir}"]:
             print(line)

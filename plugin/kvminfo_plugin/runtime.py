@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kvminfo_plugin.config import KUBEVIRT_RESOURCE, ConfigError, PluginConfig, ResourceConfig
-from kvminfo_plugin.health import HealthMonitor, PathHealth
-from kvminfo_plugin.metrics import MetricsServer, PluginMetrics
-from kvminfo_plugin.pool import DevicePool
-from kvminfo_plugin.registration import Supervisor
-from kvminfo_plugin.server import ResourceService, SocketServer
+from kvminfo_plugin.devices.health import HealthMonitor, PathHealth
+from kvminfo_plugin.devices.pool import DevicePool
+from kvminfo_plugin.kubelet.registration import Supervisor
+from kvminfo_plugin.kubelet.server import ResourceService, SocketServer
+from kvminfo_plugin.telemetry.metrics import MetricsServer, PluginMetrics
 
 if TYPE_CHECKING:
-    from kvminfo_plugin.cdi import SpecKeeper
+    from kvminfo_plugin.devices.cdi import SpecKeeper
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class PluginRuntime:
         self.health = HealthMonitor(_paths_with_access(config), self._on_health_change, None)
         self.cdi_specs: SpecKeeper | None = None
         if any(r.cdi for r in config.resources):
-            from kvminfo_plugin.cdi import SpecKeeper  # json and the atomic writer: only for CDI resources
+            from kvminfo_plugin.devices.cdi import SpecKeeper  # json and the atomic writer: only for CDI resources
 
             self.cdi_specs = SpecKeeper(config.cdi_dir, config.resources, config.poll_interval_s, self._on_spec_state)
 

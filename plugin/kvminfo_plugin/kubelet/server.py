@@ -1,5 +1,5 @@
 """The DevicePlugin gRPC service for one resource, and its unix-socket server.
-Only gRPC here: what to answer is decided by kvminfo_plugin.pool."""
+Only gRPC here: what to answer is decided by kvminfo_plugin.devices.pool."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import grpc
 
 from kvminfo.errors import KvminfoError
 from kvminfo.fsutil import unlink_if_exists
-from kvminfo_plugin.logs import errno_text
+from kvminfo_plugin.devices.pool import DevicePool, Refused
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2_grpc as api_grpc
 from kvminfo_plugin.memtrim import release_free_memory
-from kvminfo_plugin.pool import DevicePool, Refused
-from kvminfo_plugin.v1beta1 import api_pb2 as api
-from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
+from kvminfo_plugin.telemetry.logs import errno_text
 
 log = logging.getLogger(__name__)
 

@@ -35,12 +35,12 @@ import grpc
 
 from kvminfo.errors import KvminfoError
 from kvminfo.record import record
-from kvminfo_plugin.dirwatch import Change, DirectoryWatcher, DirEvent
-from kvminfo_plugin.logs import FailureLog, errno_text
-from kvminfo_plugin.metrics import PluginMetrics
-from kvminfo_plugin.server import SocketServer, plugin_options
-from kvminfo_plugin.v1beta1 import api_pb2 as api
-from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
+from kvminfo_plugin.devices.dirwatch import Change, DirectoryWatcher, DirEvent
+from kvminfo_plugin.kubelet.server import SocketServer, plugin_options
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2_grpc as api_grpc
+from kvminfo_plugin.telemetry.logs import FailureLog, errno_text
+from kvminfo_plugin.telemetry.metrics import PluginMetrics
 
 log = logging.getLogger(__name__)
 
