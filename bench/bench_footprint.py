@@ -49,9 +49,7 @@ IMPORTS = [
     ("logging + argparse", "import logging, argparse"),
     ("kvminfo.errors + logsetup", "import kvminfo.errors, kvminfo.logsetup"),
     ("kvminfo_plugin.main (config, argparse; yaml only with a file)", "import kvminfo_plugin.main"),
-    ("kvminfo_plugin.runtime (all before Register)", "import kvminfo_plugin.main, kvminfo_plugin.runtime"),
-    ("kvminfo_plugin.exposition (after Register)", "import kvminfo_plugin.main, kvminfo_plugin.runtime, "
-                                                   "kvminfo_plugin.exposition"),
+    ("kvminfo_plugin.runtime (everything, metrics included)", "import kvminfo_plugin.main, kvminfo_plugin.runtime"),
 ]
 IMPORT_PROBE = """
 import sys, time

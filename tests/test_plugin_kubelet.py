@@ -22,25 +22,10 @@ import cdi_rules
 import grpc
 import pytest
 from kubelet_emulator import kubelet_refusal
-from plugin_harness import free_port, kubelet, make_char_device, running_plugin
+from plugin_harness import TEST_RESOURCE, device_settings, free_port, kubelet, make_char_device, running_plugin
 
 from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
 from kvminfo_plugin.kubelet.v1beta1 import api_pb2_grpc as api_grpc
-
-TEST_RESOURCE = "test.kvminfo.io/node"
-
-
-def device_settings(plugin_dir: Path, device: Path, **resource: object) -> dict[str, object]:
-    return {"pluginDir": str(plugin_dir), "pollIntervalSeconds": 60,
-            "resources": [{"name": TEST_RESOURCE, "devices": [str(device)], "slots": 4, **resource}]}
-
-
-
-@pytest.fixture
-def device(tmp_path: Path) -> Path:
-    devdir = tmp_path / "dev"
-    devdir.mkdir()
-    return make_char_device(devdir / "testdev")
 
 
 def test_registration_and_options(plugin_dir: Path, device: Path) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from kvminfo_plugin.config import DeviceGroup, ResourceConfig
+from kvminfo_plugin.devices.cdi import qualified_name
 from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
 
 
@@ -63,7 +64,6 @@ class CdiPolicy:
     twice."""
 
     def __init__(self, resource: ResourceConfig) -> None:
-        from kvminfo_plugin.devices.cdi import qualified_name  # the CDI module only for a CDI resource
 
         self._specs = DeviceSpecPolicy(resource)
         self._names = {g: qualified_name(resource, g) for g in resource.groups}

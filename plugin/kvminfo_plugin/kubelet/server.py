@@ -19,7 +19,6 @@ from kvminfo.fsutil import unlink_if_exists
 from kvminfo_plugin.devices.pool import DevicePool, Refused
 from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
 from kvminfo_plugin.kubelet.v1beta1 import api_pb2_grpc as api_grpc
-from kvminfo_plugin.memtrim import release_free_memory
 from kvminfo_plugin.telemetry.logs import errno_text
 
 log = logging.getLogger(__name__)
@@ -29,10 +28,6 @@ log = logging.getLogger(__name__)
 # with 16 callers: 8 threads gave ~40% more Allocates/s and a lower p99 than 32,
 # because fewer threads fight over the GIL (bench/bench_plugin.py).
 MAX_WORKERS = 8
-# A GetPreferredAllocation listing this many IDs or more is followed by malloc_trim
-# (kvminfo_plugin.memtrim): its parsed request is MBs of heap glibc would keep. Not
-# lower: at 10,000 IDs the trim added ~0.4 ms to the next call's p50 to give back ~2 MiB.
-LARGE_REQUEST_IDS = 50_000
 
 # (resource, streams still open, the process is stopping)
 OnStreamsChanged = Callable[[str, int, bool], None]
@@ -88,8 +83,6 @@ class ResourceService(api_grpc.DevicePluginServicer):
     def GetPreferredAllocation(self, request: api.PreferredAllocationRequest,
                                context: grpc.ServicerContext) -> api.PreferredAllocationResponse:
         response = api.PreferredAllocationResponse()
-        if sum(len(c.available_deviceIDs) for c in request.container_requests) >= LARGE_REQUEST_IDS:
-            context.add_callback(release_free_memory)  # runs once the call is over and the request freed
         for container in request.container_requests:
             try:
                 # The repeated field itself, not a list of it: only the IDs reached become str.
