@@ -9,6 +9,8 @@ import os
 import socket
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,15 @@ def kubelet(plugin_dir: Path) -> Iterator[KubeletEmulator]:
 def plugin_process(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([str(KVMINFO), "device-plugin", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """GET http://127.0.0.1:port/path: (status, body), an error status too."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
 
 
 def free_port() -> int:

@@ -14,25 +14,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from plugin_harness import KVMINFO, free_port, kubelet, make_char_device
+from plugin_harness import KVMINFO, free_port, http_get, kubelet, make_char_device
 from prometheus_client.parser import text_string_to_metric_families
 
 RESOURCE = "startup.kvminfo.io/node"
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
 
 
 def answered(port: int, path: str, timeout_s: float = 30.0) -> tuple[int, str]:
@@ -40,7 +30,7 @@ def answered(port: int, path: str, timeout_s: float = 30.0) -> tuple[int, str]:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return get(port, path)
+            return http_get(port, path)
         except OSError:
             if time.monotonic() > deadline:
                 raise
@@ -83,14 +73,14 @@ def registers_and_counts(argv: list[str]) -> None:
         # served from start: before any kubelet, /healthz says why not and the gauge is 0
         status, why = answered(port, "/healthz")
         assert status == 503 and RESOURCE in why, why
-        assert samples(get(port, "/metrics")[1])[("kvminfo_plugin_registered", (("resource", RESOURCE),))] == 0.0
+        assert samples(http_get(port, "/metrics")[1])[("kvminfo_plugin_registered", (("resource", RESOURCE),))] == 0.0
         with kubelet(plugin_dir) as k:
             k.wait_registered(RESOURCE, timeout_s=30)
             deadline = time.monotonic() + 10
-            while (status := get(port, "/healthz")[0]) != 200 and time.monotonic() < deadline:
+            while (status := http_get(port, "/healthz")[0]) != 200 and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert status == 200
-            seen = samples(get(port, "/metrics")[1])
+            seen = samples(http_get(port, "/metrics")[1])
             assert seen[("kvminfo_plugin_registrations_total", (("resource", RESOURCE), ("result", "ok")))] == 1.0
             assert seen[("kvminfo_plugin_registered", (("resource", RESOURCE),))] == 1.0
             assert seen[("kvminfo_plugin_devices", (("health", "Healthy"), ("resource", RESOURCE)))] == 1000.0

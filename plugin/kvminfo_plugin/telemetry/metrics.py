@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
-import selectors
 import socket
 import socketserver
-import threading
 from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -27,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Info, disable_c
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from kvminfo_plugin.config import ConfigError
-from kvminfo_plugin.worker import Worker
+from kvminfo_plugin.worker import ReadableWorker
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +79,10 @@ class MetricsServer:
     """GET /healthz (200 ok / 503 reason) and GET /metrics (and any other path).
 
     The port is bound and listening from construction. ``start()`` starts one
-    thread which sleeps in select(2) on the listening socket and an eventfd,
-    with no timeout (no idle wake-ups; ``stop()`` ends it at once), and hands
-    each readable moment to the server's ``handle_request()``, which accepts and
-    answers the connection in a thread of its own (a slow client holds up only
-    itself)."""
+    thread which sleeps until the listening socket is readable (no idle
+    wake-ups; ``stop()`` ends it at once) and hands each readable moment to the
+    server's ``handle_request()``, which accepts and answers the connection in a
+    thread of its own (a slow client holds up only itself)."""
 
     def __init__(self, metrics: PluginMetrics, health: HealthCheck, address: str, port: int) -> None:
         """Binds and listens now, or raises a ConfigError naming the field to blame:
@@ -98,8 +94,7 @@ class MetricsServer:
         # Non-blocking accept: a client that connects and resets before accept() cannot
         # hang the loop (handle_request then returns at once).
         self._server.socket.settimeout(0)
-        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self._worker = Worker("metrics-http", self._serve, wake=lambda: os.eventfd_write(self._stop_fd, 1))
+        self._worker = ReadableWorker("metrics-http", self._server.fileno(), self._server.handle_request)
 
     def start(self) -> MetricsServer:
         self._worker.start()
@@ -109,16 +104,6 @@ class MetricsServer:
     def stop(self) -> None:
         self._worker.stop()
         self._server.server_close()
-        os.close(self._stop_fd)
-
-    def _serve(self, stopping: threading.Event) -> None:
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._server.socket, selectors.EVENT_READ)
-            selector.register(self._stop_fd, selectors.EVENT_READ)
-            while not stopping.is_set():
-                for key, _ in selector.select():  # blocks: no timeout
-                    if key.fileobj is self._server.socket and not stopping.is_set():
-                        self._server.handle_request()  # accepts; ThreadingMixIn answers in a thread
 
 
 class _QuietHandler(WSGIRequestHandler):
