@@ -48,7 +48,7 @@ IMPORTS = [
                                                   "entry_points(group='kvminfo.commands')"),
     ("logging + argparse", "import logging, argparse"),
     ("kvminfo.errors + logsetup", "import kvminfo.errors, kvminfo.logsetup"),
-    ("kvminfo_plugin.main (config, argparse; yaml only with a file)", "import kvminfo_plugin.main"),
+    ("kvminfo_plugin.main (config, argparse, yaml, CDI)", "import kvminfo_plugin.main"),
     ("kvminfo_plugin.runtime (everything, metrics included)", "import kvminfo_plugin.main, kvminfo_plugin.runtime"),
 ]
 IMPORT_PROBE = """

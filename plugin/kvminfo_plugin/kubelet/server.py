@@ -24,9 +24,8 @@ from kvminfo_plugin.telemetry.logs import errno_text
 log = logging.getLogger(__name__)
 
 # Threads for the ListAndWatch stream(s) (one per kubelet, two briefly across a
-# restart) plus concurrent Allocates; more calls queue in gRPC. Measured on 2 cores
-# with 16 callers: 8 threads gave ~40% more Allocates/s and a lower p99 than 32,
-# because fewer threads fight over the GIL (bench/bench_plugin.py).
+# restart) plus concurrent Allocates; more calls queue in gRPC. Fewer threads fight
+# less over the GIL: 8 gave more Allocates/s and a lower p99 than 32 (bench/bench_plugin.py).
 MAX_WORKERS = 8
 
 # (resource, streams still open, the process is stopping)
