@@ -64,12 +64,12 @@ soak: install libvirt-up
 	KVMINFO_REQUIRE_REAL=1 KVMINFO_SOAK_LONG=$(if $(LONG),1,0) $(PY) -m pytest -q --timeout=1200 soak
 	$(PY) -m soak.report --variant $(SOAK_VARIANT)
 
-# Regenerate the device plugin's protobuf/gRPC modules from plugin/kvminfo_plugin/v1beta1/api.proto.
+# Regenerate the device plugin's protobuf/gRPC modules from plugin/kvminfo_plugin/kubelet/v1beta1/api.proto.
 # protoc writes `import api_pb2`; rewrite it to the package-relative import.
 proto: install
-	$(PY) -m grpc_tools.protoc -Iplugin/kvminfo_plugin/v1beta1 --python_out=plugin/kvminfo_plugin/v1beta1 --pyi_out=plugin/kvminfo_plugin/v1beta1 \
-		--grpc_python_out=plugin/kvminfo_plugin/v1beta1 plugin/kvminfo_plugin/v1beta1/api.proto
-	sed -i 's/^import api_pb2 as api__pb2$$/from . import api_pb2 as api__pb2/' plugin/kvminfo_plugin/v1beta1/api_pb2_grpc.py
+	$(PY) -m grpc_tools.protoc -Iplugin/kvminfo_plugin/kubelet/v1beta1 --python_out=plugin/kvminfo_plugin/kubelet/v1beta1 --pyi_out=plugin/kvminfo_plugin/kubelet/v1beta1 \
+		--grpc_python_out=plugin/kvminfo_plugin/kubelet/v1beta1 plugin/kvminfo_plugin/kubelet/v1beta1/api.proto
+	sed -i 's/^import api_pb2 as api__pb2$$/from . import api_pb2 as api__pb2/' plugin/kvminfo_plugin/kubelet/v1beta1/api_pb2_grpc.py
 
 # Every benchmark; figures go into docs/dev/performance.md by hand.
 bench: install libvirt-up

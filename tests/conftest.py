@@ -13,9 +13,10 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
@@ -198,3 +199,13 @@ def plugin_dir() -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix="kvminfo-dp-"))
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def device(tmp_path: Path) -> Path:
+    """A real character device node (a clone of /dev/null) in a directory of its own."""
+    devdir = tmp_path / "dev"
+    devdir.mkdir()
+    node = devdir / "testdev"
+    os.mknod(node, 0o600 | 0o020000, os.stat("/dev/null").st_rdev)  # S_IFCHR
+    return node

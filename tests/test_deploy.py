@@ -55,7 +55,7 @@ from kvminfo.output.featurefile import render_feature_file
 from kvminfo.output.nodefeature import build_nodefeature
 from kvminfo.probe_options import ProbeOptions
 from kvminfo.sources import ioctl as kvm_ioctl
-from kvminfo_plugin import cdi as plugin_cdi
+from kvminfo_plugin.devices import cdi as plugin_cdi
 from kvminfo_plugin import config as plugin_config
 from kvminfo_plugin import main as plugin_main
 
@@ -740,7 +740,7 @@ def test_device_plugin_sees_kvm_healthy_inside_its_pod(workloads, tmp_path):
     spec = workloads["kvminfo-device-plugin"]
     (container,) = spec["containers"]
     probe = tmp_path / "probe.py"  # the pod runs as root: tmp_path is readable
-    probe.write_text("from kvminfo_plugin.health import check_path\n"
+    probe.write_text("from kvminfo_plugin.devices.health import check_path\n"
                      "health = check_path('/dev/kvm')\nprint(health.healthy, health.reason)\n")
     done = as_the_pod_runs_it(spec, container, f"{sys.executable} {probe}")
     assert done.returncode == 0, done.stderr

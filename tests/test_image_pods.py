@@ -21,9 +21,9 @@ import yaml
 from conftest import FIXTURES, REPO
 from test_deploy import DEPLOY, resolve
 
-from kvminfo_plugin import allocation as plugin_allocation
-from kvminfo_plugin import cdi as plugin_cdi
 from kvminfo_plugin import config as plugin_config
+from kvminfo_plugin.devices import allocation as plugin_allocation
+from kvminfo_plugin.devices import cdi as plugin_cdi
 
 sys.path.insert(0, str(REPO / "scripts"))
 import image_pods  # noqa: E402

@@ -6,11 +6,10 @@
   ``SUMMARY: str`` (one line for ``kvminfo --help``) and
   ``main(argv: list[str], prog: str) -> int``.
 - ``kvminfo-device-plugin`` (pyproject.toml ``[project.scripts]``, what the
-  DaemonSet runs): the same command, reached without the dispatcher's entry point
-  lookup, which imports importlib.metadata (~0.9 MiB and ~8-15 ms on the way to
-  Register, README "Footprint").
+  DaemonSet runs): the same command under its own name.
 
-This module stays import-light: the plugin itself is imported only when the command runs.
+``kvminfo --help`` imports this module to list the command: the plugin itself is
+imported only when the command runs.
 """
 
 from __future__ import annotations

@@ -9,9 +9,12 @@ loop later.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from kvminfo.errors import KvminfoError
 from kvminfo.k8snames import DNS_SUBDOMAIN_MAX, is_dns_subdomain, is_qualified_name
@@ -94,7 +97,7 @@ class ResourceConfig:
 
     @property
     def allocation(self) -> str:
-        """The key of the Allocate policy (kvminfo_plugin.allocation.POLICIES) this resource uses."""
+        """The key of the Allocate policy (kvminfo_plugin.devices.allocation.POLICIES) this resource uses."""
         return "cdi" if self.cdi else "deviceSpec"
 
     @property
@@ -122,8 +125,6 @@ def path_slug(path: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", path).strip("-") or "root"
     budget = MAX_DEVICE_ID - 7  # room for "-" + 5 digits + margin
     if len(slug) > budget:  # keep IDs within 63 chars, unique, and ending in the node's own name
-        import hashlib  # only for such long paths: hashlib is ~0.7 MiB of RSS
-
         digest = hashlib.sha256(path.encode()).hexdigest()[:8]
         slug = f"{digest}-{slug[-(budget - 9):].lstrip('-')}"
     return slug
@@ -474,8 +475,6 @@ def named_by_origin(err: ConfigError, flags: FlagOverrides, source: str = "") ->
 
 def read_config_file(path: Path) -> Any:
     """The YAML document in ``path`` ({} when empty); a KvminfoError naming the file if unreadable."""
-    import yaml  # only with a config file: PyYAML is ~0.9 MiB and ~11 ms of a flags-only start
-
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:

@@ -1,13 +1,10 @@
-"""The plugin's log: one readable line per state change, with a time stamp, errno
-names in OS errors, no gRPC core lines, and repeated failures rate-limited."""
+"""The plugin's log helpers: errno names in OS errors, no gRPC core lines, and
+repeated failures rate-limited (the log set-up itself is kvminfo.logsetup's)."""
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
-
-from kvminfo.logsetup import timestamped_formatter
 
 # gRPC core (C++, absl logging) writes its own lines to stderr, e.g.
 # "E1129 18:55:34.183139 5285 add_port.cc:83] Failed to add port ...": the same
@@ -23,14 +20,6 @@ def quiet_grpc_core(environ: dict[str, str] | os._Environ[str] = os.environ) -> 
     """Silence gRPC core's own stderr lines unless the operator asked for them."""
     for key, value in GRPC_QUIET.items():
         environ.setdefault(key, value)
-
-
-def add_timestamps() -> None:
-    """Give every handler of the root logger an RFC 3339 UTC time stamp: outside a
-    container (systemd, a terminal) nothing else adds one."""
-    formatter = timestamped_formatter()
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(formatter)
 
 
 def errno_text(err: OSError) -> str:

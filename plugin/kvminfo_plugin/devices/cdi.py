@@ -26,8 +26,8 @@ from typing import Any
 from kvminfo.errors import KvminfoError
 from kvminfo.output.atomic import write_atomic
 from kvminfo_plugin.config import DeviceGroup, ResourceConfig
-from kvminfo_plugin.dirwatch import Change, DirectoryWatcher, DirEvent
-from kvminfo_plugin.logs import FailureLog, errno_text
+from kvminfo_plugin.devices.dirwatch import Change, DirectoryWatcher, DirEvent
+from kvminfo_plugin.telemetry.logs import FailureLog, errno_text
 from kvminfo_plugin.worker import Worker
 
 log = logging.getLogger(__name__)

@@ -34,13 +34,14 @@ from pathlib import Path
 import grpc
 
 from kvminfo.errors import KvminfoError
+from kvminfo.output.backoff import backoff_delay_s
 from kvminfo.record import record
-from kvminfo_plugin.dirwatch import Change, DirectoryWatcher, DirEvent
-from kvminfo_plugin.logs import FailureLog, errno_text
-from kvminfo_plugin.metrics import PluginMetrics
-from kvminfo_plugin.server import SocketServer, plugin_options
-from kvminfo_plugin.v1beta1 import api_pb2 as api
-from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
+from kvminfo_plugin.devices.dirwatch import Change, DirectoryWatcher, DirEvent
+from kvminfo_plugin.kubelet.server import SocketServer, plugin_options
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2_grpc as api_grpc
+from kvminfo_plugin.telemetry.logs import FailureLog, errno_text
+from kvminfo_plugin.telemetry.metrics import PluginMetrics
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,12 @@ class _ResourceState:
         self.server = server
         self.needs_register = True
         self.next_attempt = 0.0
-        self.backoff_s = BACKOFF_FIRST_S
+        self.register_failures = 0  # since the last success or reset: the backoff's retry number
         self.stream_lost_at: float | None = None
         self.registered_at: float | None = None
         self.last_error = "not registered yet"
         self.serve_retry_at = 0.0
-        self.serve_backoff_s = SERVE_BACKOFF_FIRST_S
+        self.serve_failures = 0
         self.superseded = False  # another process's socket sits at our path
         self.register_log = FailureLog()
         self.serve_log = FailureLog()
@@ -111,11 +112,11 @@ class Supervisor:
         with self._lock:
             if event.change is Change.RESCAN:  # the plugin dir itself went away or came back: serve again now
                 for state in self._states.values():
-                    state.serve_retry_at, state.serve_backoff_s = 0.0, SERVE_BACKOFF_FIRST_S
+                    state.serve_retry_at, state.serve_failures = 0.0, 0
             elif event.name == KUBELET_SOCKET and event.change is Change.APPEARED:
                 log.info("kubelet.sock appeared in %s; registering", self.plugin_dir)
                 for state in self._states.values():
-                    state.needs_register, state.next_attempt, state.backoff_s = True, 0.0, BACKOFF_FIRST_S
+                    state.needs_register, state.next_attempt, state.register_failures = True, 0.0, 0
             elif event.name in self._socket_names and event.change is Change.VANISHED:
                 pass  # the loop checks whether it is really gone: our own serve() deletes it too
             else:
@@ -143,11 +144,8 @@ class Supervisor:
 
     # ---- the loop -----------------------------------------------------------------------
 
-    def run(self, after_first_round: Callable[[], None] | None = None,
-            on_poll: Callable[[], None] | None = None) -> None:
-        """``after_first_round`` is called once every resource has been served and
-        its first Register attempted (answered, refused or failed); ``on_poll`` every
-        poll interval from then on, in this thread (the health re-check rides on the
+    def run(self, on_poll: Callable[[], None] | None = None) -> None:
+        """``on_poll`` is called every poll interval, in this thread (the health re-check rides on the
         sockets' slow poll: one wake-up per interval for both)."""
         self._watcher.start()
         next_poll = time.monotonic() + self._poll_interval_s
@@ -160,9 +158,6 @@ class Supervisor:
                 if self._stop.is_set():
                     return
                 self._step(time.monotonic())
-                if after_first_round is not None:
-                    after_first_round()
-                    after_first_round = None
                 now = time.monotonic()
                 if now >= next_poll:
                     next_poll = now + self._poll_interval_s
@@ -202,9 +197,9 @@ class Supervisor:
                     if state.registered_at is None and self.plugin_dir.is_dir():
                         raise  # the directory is there and still refuses us: an operator error, one line
                     with self._lock:  # e.g. the plugin dir was removed: its return wakes us
-                        retry_in = state.serve_backoff_s
+                        state.serve_failures += 1
+                        retry_in = backoff_delay_s(state.serve_failures, SERVE_BACKOFF_FIRST_S, BACKOFF_MAX_S)
                         state.serve_retry_at = now + retry_in
-                        state.serve_backoff_s = min(retry_in * 2, BACKOFF_MAX_S)
                         state.stream_lost_at = None  # serving again registers anyway
                     suffix = state.serve_log.failed(str(err), now)
                     if suffix is not None:
@@ -214,8 +209,8 @@ class Supervisor:
                 state.serve_log.succeeded()
                 log.info("serving %s on %s", name, server.socket_path)
                 with self._lock:
-                    state.needs_register, state.next_attempt, state.backoff_s = True, 0.0, BACKOFF_FIRST_S
-                    state.serve_retry_at, state.serve_backoff_s = 0.0, SERVE_BACKOFF_FIRST_S
+                    state.needs_register, state.next_attempt, state.register_failures = True, 0.0, 0
+                    state.serve_retry_at, state.serve_failures = 0.0, 0
             with self._lock:
                 lost = state.stream_lost_at
                 if lost is not None and server.service.open_streams > 0:
@@ -247,14 +242,15 @@ class Supervisor:
             return
         with self._lock:
             if refusal is None:
-                state.needs_register, state.backoff_s = False, BACKOFF_FIRST_S
+                state.needs_register, state.register_failures = False, 0
                 state.registered_at, state.last_error = time.monotonic(), ""
                 if state.stream_lost_at is not None and state.stream_lost_at < started:
                     state.stream_lost_at = None  # lost before this Register: it opened a new stream
             else:
-                state.next_attempt = time.monotonic() + state.backoff_s
+                state.register_failures += 1
+                retry_in = backoff_delay_s(state.register_failures, BACKOFF_FIRST_S, BACKOFF_MAX_S)
+                state.next_attempt = time.monotonic() + retry_in
                 state.last_error = refusal.reason
-                retry_in, state.backoff_s = state.backoff_s, min(state.backoff_s * 2, BACKOFF_MAX_S)
         if refusal is None:
             self._metrics.registrations.labels(name, "ok").inc()
             failures = state.register_log.succeeded()

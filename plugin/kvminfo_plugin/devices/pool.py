@@ -1,6 +1,6 @@
 """One resource's devices as the kubelet sees them: slots, their health, the
 current ListAndWatch list, GetPreferredAllocation and Allocate decisions, and
-the metrics of all that. No gRPC here: kvminfo_plugin.server adapts it.
+the metrics of all that. No gRPC here: kvminfo_plugin.kubelet.server adapts it.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 
 from kvminfo.record import record
-from kvminfo_plugin.allocation import ResponseCache, policy_for, preferred
 from kvminfo_plugin.config import DeviceGroup, ResourceConfig
-from kvminfo_plugin.inventory import Inventory
-from kvminfo_plugin.metrics import PluginMetrics
-from kvminfo_plugin.v1beta1 import api_pb2 as api
+from kvminfo_plugin.devices.allocation import ResponseCache, policy_for, preferred
+from kvminfo_plugin.devices.inventory import Inventory
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
+from kvminfo_plugin.telemetry.metrics import PluginMetrics
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ A policy turns the groups of one container into a ContainerAllocateResponse.
 The resource's config picks it (``ResourceConfig.allocation``, a key of
 ``POLICIES``): ``deviceSpec`` sends DeviceSpecs, mounts and env; ``cdi`` sends
 the fully qualified CDI names as well (the runtime reads the spec written by
-kvminfo_plugin.cdi). A resource with its own Allocate
+kvminfo_plugin.devices.cdi). A resource with its own Allocate
 behaviour is one class with this shape plus one line in ``POLICIES`` and the
 config value that selects it.
 
@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from kvminfo_plugin.config import DeviceGroup, ResourceConfig
-from kvminfo_plugin.v1beta1 import api_pb2 as api
+from kvminfo_plugin.devices.cdi import qualified_name
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
 
 
 class AllocatePolicy(Protocol):
@@ -63,7 +64,6 @@ class CdiPolicy:
     twice."""
 
     def __init__(self, resource: ResourceConfig) -> None:
-        from kvminfo_plugin.cdi import qualified_name  # the CDI module only for a CDI resource
 
         self._specs = DeviceSpecPolicy(resource)
         self._names = {g: qualified_name(resource, g) for g in resource.groups}

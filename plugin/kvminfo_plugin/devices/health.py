@@ -30,8 +30,8 @@ import threading
 from collections.abc import Callable
 
 from kvminfo.record import record
-from kvminfo_plugin.dirwatch import Change, DirectoryWatcher, DirEvent
-from kvminfo_plugin.logs import errno_text
+from kvminfo_plugin.devices.dirwatch import Change, DirectoryWatcher, DirEvent
+from kvminfo_plugin.telemetry.logs import errno_text
 from kvminfo_plugin.worker import Worker
 
 log = logging.getLogger(__name__)

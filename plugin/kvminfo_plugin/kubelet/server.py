@@ -1,5 +1,5 @@
 """The DevicePlugin gRPC service for one resource, and its unix-socket server.
-Only gRPC here: what to answer is decided by kvminfo_plugin.pool."""
+Only gRPC here: what to answer is decided by kvminfo_plugin.devices.pool."""
 
 from __future__ import annotations
 
@@ -16,23 +16,17 @@ import grpc
 
 from kvminfo.errors import KvminfoError
 from kvminfo.fsutil import unlink_if_exists
-from kvminfo_plugin.logs import errno_text
-from kvminfo_plugin.memtrim import release_free_memory
-from kvminfo_plugin.pool import DevicePool, Refused
-from kvminfo_plugin.v1beta1 import api_pb2 as api
-from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
+from kvminfo_plugin.devices.pool import DevicePool, Refused
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2_grpc as api_grpc
+from kvminfo_plugin.telemetry.logs import errno_text
 
 log = logging.getLogger(__name__)
 
 # Threads for the ListAndWatch stream(s) (one per kubelet, two briefly across a
-# restart) plus concurrent Allocates; more calls queue in gRPC. Measured on 2 cores
-# with 16 callers: 8 threads gave ~40% more Allocates/s and a lower p99 than 32,
-# because fewer threads fight over the GIL (bench/bench_plugin.py).
+# restart) plus concurrent Allocates; more calls queue in gRPC. Fewer threads fight
+# less over the GIL: 8 gave more Allocates/s and a lower p99 than 32 (bench/bench_plugin.py).
 MAX_WORKERS = 8
-# A GetPreferredAllocation listing this many IDs or more is followed by malloc_trim
-# (kvminfo_plugin.memtrim): its parsed request is MBs of heap glibc would keep. Not
-# lower: at 10,000 IDs the trim added ~0.4 ms to the next call's p50 to give back ~2 MiB.
-LARGE_REQUEST_IDS = 50_000
 
 # (resource, streams still open, the process is stopping)
 OnStreamsChanged = Callable[[str, int, bool], None]
@@ -88,8 +82,6 @@ class ResourceService(api_grpc.DevicePluginServicer):
     def GetPreferredAllocation(self, request: api.PreferredAllocationRequest,
                                context: grpc.ServicerContext) -> api.PreferredAllocationResponse:
         response = api.PreferredAllocationResponse()
-        if sum(len(c.available_deviceIDs) for c in request.container_requests) >= LARGE_REQUEST_IDS:
-            context.add_callback(release_free_memory)  # runs once the call is over and the request freed
         for container in request.container_requests:
             try:
                 # The repeated field itself, not a list of it: only the IDs reached become str.

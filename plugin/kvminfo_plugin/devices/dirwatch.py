@@ -17,15 +17,13 @@ import enum
 import errno
 import logging
 import os
-import select
-import threading
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
 from inotify_simple import INotify, flags
 
 from kvminfo.record import record
-from kvminfo_plugin.worker import Worker
+from kvminfo_plugin.worker import ReadableWorker
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +83,11 @@ class DirectoryWatcher:
         self._inotify = INotify()
         self._mask = WATCH_MASK | (flags.CLOSE_WRITE if contents else 0)
         self._wanted = list(dict.fromkeys(directories))
+        self._wanted_set = set(self._wanted)
         self._path_of: dict[int, str] = {}  # watch descriptor -> a wanted directory or a stand-in ancestor
         self._sync()
         self._on_event = on_event
-        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self._poller = select.poll()
-        self._poller.register(self._inotify.fileno(), select.POLLIN)
-        self._poller.register(self._stop_fd, select.POLLIN)
-        self._worker = Worker(name, self._run, wake=lambda: os.eventfd_write(self._stop_fd, 1))
+        self._worker = ReadableWorker(name, self._inotify.fileno(), self._read_events)
 
     def start(self) -> DirectoryWatcher:
         self._worker.start()
@@ -101,26 +96,20 @@ class DirectoryWatcher:
     def stop(self) -> None:
         self._worker.stop()
         self._inotify.close()
-        os.close(self._stop_fd)
 
-    def _run(self, stopping: threading.Event) -> None:
-        wanted = set(self._wanted)
-        inotify_fd = self._inotify.fileno()
-        while not stopping.is_set():
-            if not any(fd == inotify_fd for fd, _ in self._poller.poll()):  # blocks: no timeout
-                continue  # the eventfd: stop() was called
-            for event in self._inotify.read(timeout=0):  # what is queued now; never blocks
-                path = self._path_of.get(event.wd)
-                if path is None:
-                    continue  # a watch already dropped (its IGNORED comes after DELETE_SELF)
-                if path in wanted:
-                    self._notify(DirEvent(path, event.name, classify(event.name, event.mask)))
-                if event.mask & _WATCH_LOST:
-                    self._drop(event.wd)
-                if event.mask & _WATCH_LOST or (event.mask & flags.ISDIR and event.mask & _DIR_CHANGED):
-                    for directory in self._sync():
-                        log.info("%s is back; watching it again", directory)
-                        self._notify(DirEvent(directory, "", Change.RESCAN))  # entries made before the watch
+    def _read_events(self) -> None:
+        for event in self._inotify.read(timeout=0):  # what is queued now; never blocks
+            path = self._path_of.get(event.wd)
+            if path is None:
+                continue  # a watch already dropped (its IGNORED comes after DELETE_SELF)
+            if path in self._wanted_set:
+                self._notify(DirEvent(path, event.name, classify(event.name, event.mask)))
+            if event.mask & _WATCH_LOST:
+                self._drop(event.wd)
+            if event.mask & _WATCH_LOST or (event.mask & flags.ISDIR and event.mask & _DIR_CHANGED):
+                for directory in self._sync():
+                    log.info("%s is back; watching it again", directory)
+                    self._notify(DirEvent(directory, "", Change.RESCAN))  # entries made before the watch
 
     def _notify(self, event: DirEvent) -> None:
         try:
