@@ -159,12 +159,29 @@ def shipped() -> Shipped:
             found.pod_labels.append(obj["spec"]["template"]["metadata"].get("labels", {}))
         elif obj["kind"] == "Pod":
             found.pod_labels.append(meta.get("labels", {}))
-        for value in obj.get("data", {}).values() if obj["kind"] == "ConfigMap" else ():
-            document = yaml.safe_load(value) if value.lstrip().startswith(("resources:", "version:", "pluginDir:")) else None
-            if isinstance(document, dict) and "resources" in document:  # the device plugin's config
-                found.resources |= {r.name for r in plugin_config.config_from_mapping(document).resources}
+    for document in plugin_configs(objects):
+        found.resources |= {r.name for r in plugin_config.config_from_mapping(document).resources}
     assert found.resources, "the device plugin's ConfigMap was not found in deploy/"
     return found
+
+
+def plugin_configs(objects: list[dict[str, Any]]) -> Iterator[Any]:
+    """The config file each shipped device plugin reads: its ``--config PATH``, in the ConfigMap
+    volume mounted at PATH's directory (by its generated name), under PATH's file name."""
+    config_maps = {(o["metadata"].get("namespace"), o["metadata"]["name"]): o.get("data", {})
+                   for o in objects if o["kind"] == "ConfigMap"}
+    for obj in objects:
+        if obj["kind"] != "DaemonSet":
+            continue
+        spec = obj["spec"]["template"]["spec"]
+        volumes = {v["name"]: v["configMap"]["name"] for v in spec.get("volumes", []) if "configMap" in v}
+        for container in all_containers(spec):
+            path = _option_value(container.get("command", []) + container.get("args", []), "--config")
+            if path is None or "device-plugin" not in " ".join(container.get("command", []) + container.get("args", [])):
+                continue
+            (volume,) = [m["name"] for m in container.get("volumeMounts", []) if m["mountPath"] == str(Path(path).parent)]
+            data = config_maps[(obj["metadata"].get("namespace"), volumes[volume])]
+            yield yaml.safe_load(data[Path(path).name])
 
 
 def _help(*command: str) -> str:
