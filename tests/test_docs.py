@@ -17,8 +17,11 @@ Every fenced block on those pages carries a marker on the line before it,
   SIGTERM must end it with status 0. ``kubectl apply|delete -k DIR`` renders
   DIR with tests/test_deploy.py's kustomize; every other kubectl command may
   name only objects the rendered deploy/ has (namespace, ds/NAME, pods,
-  label selectors, -L labels kvminfo writes, the device plugin's resource),
-  and ``exec ... -- CMD`` checks CMD in turn. ``docker|podman build|push``:
+  label selectors, -L labels kvminfo writes, the device plugin's resource as
+  its config file in the plugin's generated ConfigMap says), a NodeFeature
+  only as publish names it (kvminfo-NODE); ``label`` sets only a namespace
+  label deploy/ sets or a node label a shipped pod selects on; and
+  ``exec ... -- CMD`` checks CMD in turn. ``docker|podman build|push``:
   the Dockerfile is there and the tag is the project's version;
   ``kustomize edit set image OLD=NEW``: OLD is the kustomization's images
   entry; ``rm -f PATH``: a file a shipped DaemonSet writes. Any other program
@@ -374,16 +377,22 @@ def check_kubectl(argv: list[str], box: Sandbox, shipped: Shipped, labels: set[s
     if verb in ("apply", "delete") and "-k" in args:
         check_render(_option_value(args, "-k") or "", box, where)
         return
-    assert verb in ("get", "wait", "logs", "rollout", "exec", "describe", "label"), f"{where}: no checker for kubectl {verb}"
-    kinds = {"ds": "DaemonSet", "daemonset": "DaemonSet", "pod": "Pod", "pods": "Pod", "namespace": "Namespace"}
+    assert verb in ("get", "wait", "logs", "rollout", "exec", "describe", "label", "delete"), \
+        f"{where}: no checker for kubectl {verb}"
+    kinds = {"ds": "DaemonSet", "daemonset": "DaemonSet", "pod": "Pod", "pods": "Pod", "namespace": "Namespace",
+             "nodefeature": "NodeFeature", "nodefeatures": "NodeFeature"}
     objects = words[2:] if verb == "rollout" else words[1:]
-    if verb in ("get", "describe", "label") and objects and objects[0] in kinds and len(objects) > 1:
+    if verb in ("get", "describe", "label", "delete") and objects and objects[0] in kinds and len(objects) > 1:
         objects = [f"{objects[0]}/{name}" for name in objects[1:] if "=" not in name]
     if verb == "logs" and objects and "/" not in objects[0]:
         objects = [f"pod/{objects[0]}"]
+    if verb == "delete":
+        assert all("/" in word for word in objects), f"{where}: kubectl delete names no object"
     for word in objects:
         kind, _, name = word.partition("/")
-        if kind in kinds and name and not _placeholder(name):
+        if kinds.get(kind) == "NodeFeature":  # made at run time by `kvminfo publish`: kvminfo-<node>
+            assert not name or re.fullmatch(r"kvminfo-[A-Z]+", name), f"{where}: {word}: publish names its object kvminfo-NODE"
+        elif kind in kinds and name and not _placeholder(name):
             assert shipped.has(kinds[kind], name), f"{where}: {word} is not in deploy/"
     for label in [v for i, v in enumerate(args) if i > 0 and args[i - 1] == "-L"]:
         assert label.removeprefix("feature.node.kubernetes.io/") in labels, f"{where}: -L {label}: kvminfo writes no such label"
@@ -393,9 +402,17 @@ def check_kubectl(argv: list[str], box: Sandbox, shipped: Shipped, labels: set[s
     for escaped in re.findall(r"devices\\\.[\w\\.]+/[\w-]+", " ".join(args)):
         assert escaped.replace("\\", "") in shipped.resources, f"{where}: {escaped} is not a resource the plugin serves"
     if verb == "label":
-        namespace_object = next(o for o in shipped.objects if o["kind"] == "Namespace")
-        for pair in [w for w in words if "=" in w]:
-            assert pair.split("=", 1)[0] in namespace_object["metadata"]["labels"], f"{where}: {pair}: not a label deploy/ sets"
+        pairs = [w.split("=", 1) for w in words[2:] if "=" in w]
+        assert pairs, f"{where}: kubectl label without a key=value"
+        if words[1] in ("node", "nodes"):  # a label the shipped DaemonSets select nodes by
+            selectors = [spec.get("nodeSelector", {}) for _, spec in pod_templates(shipped.objects)]
+            for key, value in pairs:
+                assert any(s.get(key) == value for s in selectors), f"{where}: {key}={value}: no shipped pod selects on it"
+        else:
+            assert words[1] == "namespace", f"{where}: no checker for kubectl label {words[1]}"
+            namespace_object = next(o for o in shipped.objects if o["kind"] == "Namespace")
+            for key, _ in pairs:
+                assert key in namespace_object["metadata"]["labels"], f"{where}: {key}: not a label deploy/ sets"
 
 
 def check_command(argv: list[str], box: Sandbox, shipped: Shipped, labels: set[str], where: str) -> None:
