@@ -8,6 +8,8 @@ TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy n
 if TYPE_CHECKING:
     from typing import Any
 
+    from kvminfo.sources.hostcaps import HostCapabilities
+
 
 @dataclass(frozen=True)
 class HostModel:
@@ -60,7 +62,11 @@ class LibvirtFacts:
     for a replay, or when it could not be had); domcaps: None when there was no
     usable answer. tsc_counter: host capabilities' <counter name='tsc'>
     ({frequency_hz, scaling}), asked only for the "tsc" label family; None when
-    not asked, absent, or replayed."""
+    not asked, absent, or replayed. host_capabilities: the parsed host capabilities
+    (kvminfo.sources.hostcaps; None when not asked, unusable, or not replayed); domcaps_flags: the
+    virConnectGetDomainCapabilities flags asked with (0 for a replay); cpu_features: the
+    host-model's baseline features (kvminfo.sources.cpu_baseline), None when not had, then
+    cpu_features_missing says why when it was tried."""
 
     uri: str | None = None
     libvirt_version: str | None = None
@@ -68,6 +74,10 @@ class LibvirtFacts:
     qemu_version: str | None = None
     replayed_from: str | None = None
     tsc_counter: dict[str, Any] | None = None
+    host_capabilities: HostCapabilities | None = None
+    domcaps_flags: int = 0
+    cpu_features: tuple[str, ...] | None = None
+    cpu_features_missing: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"uri": self.uri}
@@ -81,4 +91,12 @@ class LibvirtFacts:
             out["replayed_from"] = self.replayed_from
         if self.tsc_counter is not None:
             out["tsc_counter"] = dict(self.tsc_counter)
+        if self.host_capabilities is not None:
+            out["host_capabilities"] = self.host_capabilities.to_json()
+        if self.domcaps is not None:
+            out["domcaps_flags"] = self.domcaps_flags
+        if self.cpu_features is not None:
+            out["cpu_features"] = list(self.cpu_features)
+        if self.cpu_features_missing is not None:
+            out["cpu_features_missing"] = self.cpu_features_missing
         return out
