@@ -81,7 +81,8 @@ def _source_summary(source: SourceResult) -> str:
 def _family_detail(name: str, fam: FamilyFacts) -> str:
     if name == "tsc" and fam.tsc is not None:
         scalable = {True: "scalable", False: "not scalable", None: "scaling unknown"}[fam.tsc.get("scalable")]
-        return f"{fam.tsc['frequency_hz']} Hz, {scalable} (said by {fam.tsc.get('said_by')})"
+        return (f"{fam.tsc['frequency_hz']} Hz, {scalable} (said by {fam.tsc.get('said_by')}; invariant: "
+                f"{fam.tsc.get('invariant')})")
     if name == "cpu-models" and fam.host_model_obsolete:
         return f"host model {fam.host_model} is on the obsolete list"
     return ""

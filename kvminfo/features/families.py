@@ -59,7 +59,8 @@ def family_facts(sources: Iterable[SourceResult], obsolete: frozenset[str] | Non
     tsc = tsc_info(lv_facts.tsc_counter if lv_facts is not None else None,
                    kvm_facts.tsc_khz if kvm_facts is not None else None, caps,
                    host_caps_answered=host_caps is not None,
-                   invariant=kvm_facts.invariant_tsc if kvm_facts is not None else None)
+                   invariant=kvm_facts.invariant_tsc if kvm_facts is not None else None,
+                   invariant_said=kvm_facts.invariant_tsc_said if kvm_facts is not None else None)
     max_vcpus = (caps or {}).get("KVM_CAP_MAX_VCPUS") or (caps or {}).get("KVM_CAP_NR_VCPUS") or None
     if domcaps is None:
         why = _why_not(libvirt, LIBVIRT)

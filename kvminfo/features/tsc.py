@@ -33,9 +33,9 @@ if TYPE_CHECKING:
 
 def tsc_info(libvirt_counter: Mapping[str, Any] | None, kvm_tsc_khz: int | None,
              kvm_caps: Mapping[str, int] | None, host_caps_answered: bool = False,
-             invariant: bool | None = None) -> dict[str, Any] | None:
-    """{frequency_hz:int, scalable:bool|None, said_by:"libvirt"|"kvm"} or None when no stable TSC
-    frequency is known.
+             invariant: bool | None = None, invariant_said: str | None = None) -> dict[str, Any] | None:
+    """{frequency_hz:int, scalable:bool|None, said_by:"libvirt"|"kvm", invariant: why the TSC is
+    trusted to be invariant} or None when no stable TSC frequency is known.
 
     ``host_caps_answered``: libvirt's host capabilities were had (live or replayed): then their
     counter (``libvirt_counter``, None when absent) is the answer. Otherwise KVM's rate stands in,
@@ -49,7 +49,9 @@ def tsc_info(libvirt_counter: Mapping[str, Any] | None, kvm_tsc_khz: int | None,
             return None
         scalable = libvirt_counter.get("scaling")
         return {"frequency_hz": libvirt_counter["frequency_hz"],
-                "scalable": kvm_scalable if scalable is None else scalable, "said_by": LIBVIRT}
+                "scalable": kvm_scalable if scalable is None else scalable, "said_by": LIBVIRT,
+                "invariant": "libvirt writes the counter only for an invariant TSC"}
     if kvm_tsc_khz and invariant:
-        return {"frequency_hz": kvm_tsc_khz * 1000, "scalable": kvm_scalable, "said_by": KVM}
+        return {"frequency_hz": kvm_tsc_khz * 1000, "scalable": kvm_scalable, "said_by": KVM,
+                "invariant": invariant_said or "the host TSC is invariant"}
     return None

@@ -1,6 +1,6 @@
 """Parse libvirt's host capabilities (`virsh capabilities`, virConnectGetCapabilities) into raw facts.
 
-Pure: text in, HostCapabilities out; I/O lives in kvminfo.sources.libvirt. A document that is
+Pure: text in, HostCapabilities (kvminfo/sources/libvirt_facts.py) out; I/O lives in kvminfo.sources.libvirt. A document that is
 not host capabilities raises HostcapsError; the caller decides whose fault that is (the
 operator's replay file, or a libvirt answering garbage). Meaning of each element
 (libvirt docs/formatcaps.rst; ../shared/corpus/hostcaps/README.md):
@@ -18,36 +18,16 @@ operator's replay file, or a libvirt answering garbage). Meaning of each element
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 
 from kvminfo.errors import ParseError
 from kvminfo.sources.domcaps_families import host_tsc_counter
-
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
-if TYPE_CHECKING:
-    from typing import Any
+from kvminfo.sources.libvirt_facts import HostCapabilities
 
 ROOT_TAG = "capabilities"
 
 
 class HostcapsError(ParseError):
     """Not a host capabilities document; the message names where it came from."""
-
-
-@dataclass(frozen=True, slots=True)
-class HostCapabilities:
-    """arch: <host><cpu><arch>; tsc_counter: {frequency_hz, scaling} or None (no invariant TSC,
-    or the hypervisor could not say); machine_types: every <machine> name a KVM guest of the host's
-    architecture can use, in document order, aliases (canonical=) and deprecated ones included,
-    () when no guest offers KVM for it."""
-
-    arch: str | None = None
-    tsc_counter: dict[str, Any] | None = None
-    machine_types: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"arch": self.arch, "tsc_counter": None if self.tsc_counter is None else dict(self.tsc_counter),
-                "machine_types": list(self.machine_types)}
 
 
 def _names(nodes: list[ET.Element]) -> list[str]:

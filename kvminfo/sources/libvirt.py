@@ -22,8 +22,8 @@ from kvminfo.probe_options import DEFAULT_LIBVIRT_URI, ProbeOptions
 from kvminfo.sources import cpu_baseline
 from kvminfo.sources.domcaps import DomcapsError, parse_domcaps
 from kvminfo.sources.facts import LIBVIRT
-from kvminfo.sources.hostcaps import HostCapabilities, HostcapsError, parse_hostcaps
-from kvminfo.sources.libvirt_facts import LibvirtFacts
+from kvminfo.sources.hostcaps import HostcapsError, parse_hostcaps
+from kvminfo.sources.libvirt_facts import HostCapabilities, LibvirtFacts
 from kvminfo.sources.operator_file import read_operator_file
 from kvminfo.sources.runner import run_source
 

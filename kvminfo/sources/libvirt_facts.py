@@ -8,8 +8,6 @@ TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy n
 if TYPE_CHECKING:
     from typing import Any
 
-    from kvminfo.sources.hostcaps import HostCapabilities
-
 
 @dataclass(frozen=True)
 class HostModel:
@@ -52,6 +50,22 @@ class DomainCapabilities:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class HostCapabilities:
+    """arch: <host><cpu><arch>; tsc_counter: {frequency_hz, scaling} or None (no invariant TSC,
+    or the hypervisor could not say); machine_types: every <machine> name a KVM guest of the host's
+    architecture can use, in document order, aliases (canonical=) and deprecated ones included,
+    () when no guest offers KVM for it."""
+
+    arch: str | None = None
+    tsc_counter: dict[str, Any] | None = None
+    machine_types: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"arch": self.arch, "tsc_counter": None if self.tsc_counter is None else dict(self.tsc_counter),
+                "machine_types": list(self.machine_types)}
 
 
 @dataclass(frozen=True)
