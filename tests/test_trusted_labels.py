@@ -534,3 +534,22 @@ def test_each_libvirt_is_asked_with_the_flags_it_knows(monkeypatch: pytest.Monke
     assert ("baseline", 1) in conn.asked  # VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES (virsh --features)
     assert result.facts.domcaps_flags == label_flags
     assert set(result.facts.cpu_features) == kubevirt_cpu_features(conn.baseline, "x86_64")
+
+
+def test_the_nfd_hook_prints_the_new_families() -> None:
+    """The hook (nfd-hooks/kvm-caps-info-nfd-plugin) with options naming the new families goes the
+    full CLI's way and prints them as hook lines; here over replays, so the expectation is the files'."""
+    hostcaps = HOSTCAPS / "this-machine-libvirt-9.0.0-intel.xml"
+    domcaps, baseline = DOMCAPS_FIXTURES / "virt-manager-kvm-x86_64-latest.xml", KUBEVIRT / "supported_features.xml"
+    options = (f"--no-kvm --domcaps-xml {domcaps} --hostcaps-xml {hostcaps} --cpu-baseline-xml {baseline} "
+               "--family machine-types --family cpu-features")
+    environ = {k: v for k, v in os.environ.items() if k != "KVMINFO_PYTHON"}
+    run = subprocess.run([str(REPO / "nfd-hooks" / "kvm-caps-info-nfd-plugin")], capture_output=True, text=True,
+                         timeout=60, env={**environ, "KVMINFO_HOOK_OPTIONS": options}, cwd="/")
+    assert run.returncode == 0, run.stderr
+    lines = dict(line.split("=", 1) for line in run.stdout.splitlines())
+    assert {k.removeprefix(f"{P}kvm-info-machine-type-") for k in lines if "machine-type-" in k} == \
+        expected_machine_types(ET.parse(hostcaps).getroot())
+    assert {k.removeprefix(f"{P}kvm-info-cpu-feature-") for k in lines if "cpu-feature-" in k} == \
+        kubevirt_cpu_features(baseline.read_text(), "x86_64")
+    assert f"{P}kvm-info-cpu-vendor" in lines  # the caps family the hook always asks for
