@@ -84,8 +84,7 @@ def family_facts(sources: Iterable[SourceResult], obsolete: frozenset[str] | Non
     if not machine_types:
         absent["machine-types"] = (
             _why_not(libvirt, LIBVIRT) if lv_facts is None else
-            ("no host capabilities (a replay without --hostcaps-xml, or libvirt's answer was unusable)"
-             if host_caps is None else
+            (_no_host_caps(lv_facts) if host_caps is None else
              f"no <guest> of host architecture {host_caps.arch or '(unknown)'} offers <domain type='kvm'>"))
     if max_vcpus is None:
         absent["limits"] = _why_not(kvm, KVM) if kvm_facts is None else "KVM reports no vCPU limit"
@@ -103,8 +102,7 @@ def _tsc_absent(libvirt: SourceResult | None, lv_facts: LibvirtFacts | None, kvm
     if lv_facts is not None and lv_facts.host_capabilities is not None:
         return ("libvirt's host capabilities have no <counter name='tsc'>: libvirt reports a TSC frequency only "
                 "for an invariant TSC (src/cpu/cpu_x86.c), so there is none to trust here")
-    from_libvirt = (_why_not(libvirt, LIBVIRT) if lv_facts is None else
-                    "no host capabilities (a replay without --hostcaps-xml, or libvirt's answer was unusable)")
+    from_libvirt = _why_not(libvirt, LIBVIRT) if lv_facts is None else _no_host_caps(lv_facts)
     if kvm_facts is None:
         from_kvm = _why_not(kvm, KVM)
     elif kvm_facts.invariant_tsc is False:
@@ -114,3 +112,9 @@ def _tsc_absent(libvirt: SourceResult | None, lv_facts: LibvirtFacts | None, kvm
     else:
         from_kvm = kvm_facts.tsc_missing or "not asked"
     return f"no TSC frequency: libvirt: {from_libvirt}; KVM: {from_kvm}"
+
+
+def _no_host_caps(lv_facts: LibvirtFacts) -> str:
+    if lv_facts.replayed_from is not None:
+        return "no host capabilities: a replay without --hostcaps-xml"
+    return "no host capabilities: not asked (no family needs them), or not valid XML (see the warning)"
