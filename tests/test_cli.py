@@ -62,7 +62,7 @@ def test_probe_text_against_real_kvm_and_libvirt(libvirt_uri):
     assert any(line.split()[:3] == ["base", "unsupported", "kvm-caps=unsupported"] for line in lines)
     labels_at = lines.index("labels:")
     assert "  feature.node.kubernetes.io/kvm-info-usable=true" in lines[labels_at:]
-    assert not [line for line in lines[labels_at:] if "hyperv" in line]
+    assert not [line for line in lines[labels_at:] if "cap-hyperv-" in line or "hyperv.node" in line]
 
 
 def test_probe_json_has_api_version_sources_features_provenance(libvirt_uri):
@@ -82,7 +82,7 @@ def test_probe_json_has_api_version_sources_features_provenance(libvirt_uri):
     assert "libvirt" not in features["xmm-input"]["said_by"]
     assert features["xmm-input"]["reasons"]["libvirt"] == (
         "'xmm_input' not listed, but it is newer (10.7.0) than libvirt 9.0.0: silence says nothing")
-    assert not [k for k in report["labels"] if "hyperv" in k]
+    assert not [k for k in report["labels"] if "cap-hyperv-" in k or k.startswith("hyperv.node")]
 
 
 def test_labels_real_node(libvirt_uri):
@@ -114,7 +114,7 @@ def test_real_kvm_saying_no_outvotes_a_replayed_yes():
     # KVM_CAP_HYPERV is 0 here: no Hyper-V emulation, so kvm also outvotes features its table lacks
     relaxed = next(f for f in report["features"] if f["name"] == "relaxed")
     assert relaxed["support"] == "unsupported" and relaxed["said_by"]["libvirt"] == "supported"
-    assert not [k for k in report["labels"] if "hyperv" in k]
+    assert not [k for k in report["labels"] if "cap-hyperv-" in k or k.startswith("hyperv.node")]
 
 
 def test_injected_hyperv_kernel_through_the_cli(monkeypatch, capsys):

@@ -98,11 +98,10 @@ def expected_confidential(root: ET.Element) -> dict[str, str]:
             out["sev-es"] = "true"
     ls = feats.find("launchSecurity")
     sectypes = [v.text for v in ls.iter("value")] if ls is not None and ls.get("supported") == "yes" else []
-    if "sev-snp" in sectypes:
+    if "sev-snp" in sectypes and "sev-es" in out:  # SNP guests need SEV-ES (KubeVirt's rule, issue 20)
         out["sev-snp"] = "true"
     tdx = feats.find("tdx")
-    if (tdx is not None and tdx.get("supported") == "yes") or \
-            ("tdx" in sectypes and (tdx is None or tdx.get("supported") != "no")):
+    if tdx is not None and tdx.get("supported") == "yes":  # only <tdx>, as KubeVirt (issue 20)
         out["tdx"] = "true"
     sgx = feats.find("sgx")
     if sgx is not None and sgx.get("supported") == "yes":
@@ -252,15 +251,19 @@ def test_outside_names_are_sanitized_or_dropped_with_a_warning() -> None:
     assert len(warnings) == 3
 
 
-def test_tsc_prefers_libvirt_and_falls_back_to_kvm() -> None:
+def test_tsc_prefers_libvirt_and_falls_back_to_kvm_only_when_invariant() -> None:
     caps = {"KVM_CAP_TSC_CONTROL": 0}
-    from_libvirt = tsc_info({"frequency_hz": 2596134000, "scaling": False}, None, caps)
+    from_libvirt = tsc_info({"frequency_hz": 2596134000, "scaling": False}, None, caps, host_caps_answered=True)
     assert families.tsc_labels(from_libvirt) == {f"{P}kvm-info-tsc-frequency": "2596134000",
                                                  f"{P}kvm-info-tsc-scalable": "false"}
-    from_kvm = tsc_info(None, 2596134, {"KVM_CAP_TSC_CONTROL": 1})
+    from_kvm = tsc_info(None, 2596134, {"KVM_CAP_TSC_CONTROL": 1}, invariant=True)
     assert families.tsc_labels(from_kvm) == {f"{P}kvm-info-tsc-frequency": "2596134000",
                                              f"{P}kvm-info-tsc-scalable": "true"}
     assert tsc_info(None, None, caps) is None
+    # issue 20: no frequency without invariant TSC, and libvirt's silence is not filled in by KVM
+    assert tsc_info(None, 2596134, caps, invariant=False) is None
+    assert tsc_info(None, 2596134, caps, invariant=None) is None
+    assert tsc_info(None, 2596134, caps, host_caps_answered=True, invariant=True) is None
 
 
 def kvm_tsc_khz_and_control() -> tuple[int, int]:

@@ -55,6 +55,11 @@ def test_namespaces_and_default_prefix():
     assert not is_denied_namespace("feature.node.kubernetes.io")
     assert is_denied_namespace("kubernetes.io") and is_denied_namespace("sub.k8s.kubernetes.io")
     assert not is_denied_namespace("notkubernetes.io")
+    # NFD v0.19 validate.go: sub-namespaces of the two allowed ones pass (FeatureLabelSubNsSuffix)
+    assert not is_denied_namespace("kvm.feature.node.kubernetes.io")
+    assert not is_denied_namespace("vendor.profile.node.kubernetes.io")
+    assert is_denied_namespace("node.kubernetes.io") and is_denied_namespace("xfeature.node.kubernetes.io")
+    check_label("kvm.feature.node.kubernetes.io/usable", "true")
     assert full_key("kvm-info-usable") == "feature.node.kubernetes.io/kvm-info-usable"
     assert full_key("hyperv.node.kubevirt.io/ipi") == "hyperv.node.kubevirt.io/ipi"
 
