@@ -62,7 +62,7 @@ class Scenario:
 class Stopwatch:
     """``with Stopwatch() as sw: ...``; then ``sw.elapsed`` in seconds (monotonic clock)."""
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self.started = time.monotonic()
         self.elapsed = 0.0
         return self
