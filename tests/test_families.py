@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, require_real
+from conftest import CORPUS as SHARED_CORPUS
+from conftest import require_real
 from kvminfo.features.confidential import confidential_verdicts
 from kvminfo.features.cpu_models import offered_models, parse_obsolete_list
 from kvminfo.features.tsc import tsc_info
@@ -28,7 +29,7 @@ from kvminfo.model import Support
 from kvminfo.sources.domcaps_families import family_facts, host_tsc_counter
 from kvminfo.sources.kvm_params import parse_bool_param, read_confidential_params
 
-CORPUS = REPO.parent / "shared" / "corpus" / "domcaps"
+CORPUS = SHARED_CORPUS / "domcaps"
 P = "feature.node.kubernetes.io/"
 
 # KubeVirt's DefaultObsoleteCPUModels, written out from its source
@@ -52,6 +53,7 @@ RECORDINGS = kvm_recordings()
 IDS = [f"{p.parent.name}/{p.name}" for p in RECORDINGS]
 
 
+@pytest.mark.corpus("domcaps")
 def test_corpus_is_there() -> None:
     """The conformance tests below need the shared corpus (CI and every development machine have it)."""
     assert len(RECORDINGS) > 200, f"{CORPUS}: expected the KVM recordings of four libvirt versions"
@@ -116,6 +118,7 @@ def expected_confidential(root: ET.Element) -> dict[str, str]:
 
 # --- conformance over the corpus -----------------------------------------------------------------
 
+@pytest.mark.corpus("domcaps")
 @pytest.mark.parametrize("path", RECORDINGS, ids=IDS)
 def test_cpu_model_labels_follow_libvirt(path: Path) -> None:
     root = ET.parse(path).getroot()
@@ -129,6 +132,7 @@ def test_cpu_model_labels_follow_libvirt(path: Path) -> None:
         check_label(key, value)
 
 
+@pytest.mark.corpus("domcaps")
 @pytest.mark.parametrize("path", RECORDINGS, ids=IDS)
 def test_host_model_required_feature_labels_follow_libvirt(path: Path) -> None:
     root = ET.parse(path).getroot()
@@ -140,6 +144,7 @@ def test_host_model_required_feature_labels_follow_libvirt(path: Path) -> None:
         check_label(key, value)
 
 
+@pytest.mark.corpus("domcaps")
 @pytest.mark.parametrize("path", RECORDINGS, ids=IDS)
 def test_confidential_labels_follow_libvirt(path: Path) -> None:
     root = ET.parse(path).getroot()
@@ -161,6 +166,7 @@ def verdicts_by_name(root: ET.Element, params: dict[str, bool | None] | None = N
     return {v.name: (v.support.value, v.reason) for v in confidential_verdicts(conf, params or {})}
 
 
+@pytest.mark.corpus("domcaps")
 def test_amd_sev_recording_offers_sev_es_and_snp() -> None:
     got = verdicts_by_name(corpus_file("003b573108d8__qemu_10.0.0-q35.x86_64+amdsev.xml"))
     assert {k: s for k, (s, _) in got.items()} == {"sev": "supported", "sev-es": "supported",
@@ -168,6 +174,7 @@ def test_amd_sev_recording_offers_sev_es_and_snp() -> None:
                                                    "sgx": "unsupported"}
 
 
+@pytest.mark.corpus("domcaps")
 def test_libvirt_before_10_5_cannot_say_snp_so_it_is_unknown() -> None:
     """libvirt 9.0 rendering an SEV host: <sev supported='yes'> but no <launchSecurity> element."""
     got = verdicts_by_name(ET.parse(CORPUS / "libvirt-9.0.0" / "qemu_6.0.0-q35.x86_64.xml").getroot())
@@ -175,12 +182,14 @@ def test_libvirt_before_10_5_cannot_say_snp_so_it_is_unknown() -> None:
     assert got["sev-snp"] == ("unknown", "libvirt has no <launchSecurity> element (libvirt < 10.5)")
 
 
+@pytest.mark.corpus("domcaps")
 def test_libvirt_7_sev_without_max_es_guests_leaves_sev_es_unknown() -> None:
     got = verdicts_by_name(ET.parse(CORPUS / "libvirt-7.0.0" / "qemu_2.12.0-q35.x86_64.xml").getroot())
     assert got["sev"][0] == "supported"
     assert got["sev-es"][0] == "unknown"
 
 
+@pytest.mark.corpus("domcaps")
 @pytest.mark.parametrize("param, label", [("sev", "sev"), ("sev_es", "sev-es"), ("sev_snp", "sev-snp")])
 def test_kvm_amd_parameter_n_vetoes_what_libvirt_offers(tmp_path: Path, param: str, label: str) -> None:
     """A kernel that switched SEV(-ES/-SNP) off (kvm_amd.<param>=N) wins over libvirt's cached answer."""
@@ -197,6 +206,7 @@ def test_kvm_amd_parameter_n_vetoes_what_libvirt_offers(tmp_path: Path, param: s
     assert f"{P}kvm-info-{label}" not in families.confidential_labels(confidential_verdicts(conf, params), None)
 
 
+@pytest.mark.corpus("domcaps")
 def test_kvm_intel_tdx_n_vetoes_tdx(tmp_path: Path) -> None:
     (tmp_path / "kvm_intel" / "parameters").mkdir(parents=True)
     (tmp_path / "kvm_intel" / "parameters" / "tdx").write_text("N\n")
@@ -219,6 +229,7 @@ def test_module_parameter_spellings(text: str, value: bool | None) -> None:
     assert parse_bool_param(text) is value
 
 
+@pytest.mark.corpus("domcaps")
 def test_sgx_epc_size_from_the_tdx_recording_is_in_bytes() -> None:
     root = corpus_file("0a825f910bb8__qemu_10.1.0-q35.x86_64+inteltdx.xml")
     conf = family_facts(root)["confidential"]
@@ -226,6 +237,7 @@ def test_sgx_epc_size_from_the_tdx_recording_is_in_bytes() -> None:
     assert labels[f"{P}kvm-info-sgx-epc-bytes"] == str(500732 * 1024)
 
 
+@pytest.mark.corpus("domcaps")
 def test_deprecated_models_are_left_out_with_the_reason() -> None:
     """libvirt 9.0 / QEMU 5.2: two models carry deprecated='yes' (found by the test's own reading)."""
     root = ET.parse(CORPUS / "libvirt-9.0.0" / "qemu_5.2.0-q35.x86_64.xml").getroot()
@@ -237,6 +249,7 @@ def test_deprecated_models_are_left_out_with_the_reason() -> None:
         assert left_out[name] == "deprecated by libvirt"
 
 
+@pytest.mark.corpus("domcaps")
 def test_operator_obsolete_list_replaces_the_default() -> None:
     root = corpus_file("003b573108d8__qemu_10.0.0-q35.x86_64+amdsev.xml")
     obsolete = parse_obsolete_list("EPYC-Genoa, EPYC-Genoa-v1  # too new for our fleet\nqemu64\n")
