@@ -15,6 +15,7 @@ import pytest
 
 from conftest import KVM_CAP_HYPERV, kvm_check_extension, require_real
 from kvm_fakes import HyperVKernel, intel_hv_cpuid
+from kvminfo.labels.render import render_labels
 from kvminfo.model import Status
 from kvminfo.probe_options import ProbeOptions
 from kvminfo.collect import collect
@@ -244,3 +245,30 @@ def test_nested_on_becomes_a_label(tmp_path, monkeypatch):
     (tmp_path / "nested").write_text("1\n")
     monkeypatch.setattr(kvm_source, "NESTED_PARAM_PATHS", (str(tmp_path / "nested"),))
     assert collect(kvm_only()).labels.get("feature.node.kubernetes.io/kvm-info-nested") == "true"
+
+
+# x86 vendor_id strings (CPUID leaf 0) and the names kvminfo labels them with.
+VENDOR_NAMES = {"AuthenticAMD": "AMD", "GenuineIntel": "Intel"}
+
+
+def _vendor_id(cpuinfo: str) -> str | None:
+    return next((line.partition(":")[2].strip() for line in cpuinfo.splitlines()
+                 if line.partition(":")[0].strip() == "vendor_id"), None)
+
+
+@pytest.mark.parametrize("vendor_id", sorted(VENDOR_NAMES))
+def test_either_vendor_reaches_the_cpu_vendor_label(tmp_path, vendor_id):
+    """The real /dev/kvm with /proc/cpuinfo injected at its reader: an Intel and an AMD host label alike,
+    whichever vendor this machine has (issue 17: the recordings are from AMD, CI may run on Intel)."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor_id}\nmodel name\t: injected\n")
+    labels = render_labels([probe_kvm(KVM, cpuinfo_path=str(cpuinfo))], [])[0]
+    assert labels["feature.node.kubernetes.io/kvm-info-cpu-vendor"] == VENDOR_NAMES[vendor_id]
+    assert labels["feature.node.kubernetes.io/kvm-info-usable"] == "true"
+
+
+def test_the_live_cpu_vendor_label_is_what_proc_cpuinfo_says():
+    raw = _vendor_id(Path("/proc/cpuinfo").read_text())
+    if raw not in VENDOR_NAMES:
+        pytest.skip(f"/proc/cpuinfo vendor_id {raw!r}: not an AMD or Intel x86 host")
+    assert collect(kvm_only()).labels["feature.node.kubernetes.io/kvm-info-cpu-vendor"] == VENDOR_NAMES[raw]
