@@ -48,10 +48,11 @@ import uuid
 import subprocess
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timezone, UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 import jsonschema
@@ -225,7 +226,7 @@ class ApiServerStandin:
         host, port = self._server.server_address[:2]
         return host, port
 
-    def start(self) -> "ApiServerStandin":
+    def start(self) -> ApiServerStandin:
         self._thread.start()
         return self
 
@@ -462,7 +463,7 @@ class ApiServerStandin:
         meta["namespace"] = namespace
         if created:
             meta.update(uid=f"uid-{self._next_rv}", generation=1,
-                        creationTimestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                        creationTimestamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         else:
             assert previous is not None
             old = previous["metadata"]

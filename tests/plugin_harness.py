@@ -10,7 +10,8 @@ import socket
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import cdi_rules
 from kubelet_emulator import KubeletEmulator

@@ -27,9 +27,10 @@ import stat
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import jsonschema
 import kubernetes_validate
@@ -727,12 +728,12 @@ def test_relay_hook_prints_what_the_writer_wrote(hook_dir):
 
 
 def test_relay_hook_refuses_expired_data(hook_dir):
-    expired = datetime.now(timezone.utc) - timedelta(seconds=5)
+    expired = datetime.now(UTC) - timedelta(seconds=5)
     (hook_dir / "kvminfo.d" / "labels").write_bytes(render_feature_file({"feature.node.kubernetes.io/kvm-info-usable": "true"}, expired))
     done = run_hook(hook_dir)
     assert done.returncode == 0 and done.stdout == ""
     assert "expired at" in done.stderr and len(done.stderr.splitlines()) == 1
-    fresh = datetime.now(timezone.utc) + timedelta(minutes=5)
+    fresh = datetime.now(UTC) + timedelta(minutes=5)
     (hook_dir / "kvminfo.d" / "labels").write_bytes(render_feature_file({"feature.node.kubernetes.io/kvm-info-usable": "true"}, fresh))
     assert run_hook(hook_dir).stdout == "feature.node.kubernetes.io/kvm-info-usable=true\n"
 

@@ -14,7 +14,7 @@ import tempfile
 import termios
 import time
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import cdi_rules
 import pytest

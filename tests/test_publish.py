@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -94,7 +94,8 @@ def report(labels: dict[str, str], supported: tuple[str, ...] = (), libvirt_ok: 
 # -- the pure object ------------------------------------------------------------------------------
 
 def test_nodefeature_body_shape_and_schema():
-    body = build_nodefeature(report({"feature.node.kubernetes.io/kvm-info-usable": "true"}, ("synic", "vpindex"), libvirt_ok=True), NODE, NS)
+    body = build_nodefeature(report({"feature.node.kubernetes.io/kvm-info-usable": "true"}, ("synic", "vpindex"), libvirt_ok=True),
+                             NODE, NS)
     assert body["apiVersion"] == "nfd.k8s-sigs.io/v1alpha1" and body["kind"] == "NodeFeature"
     assert body["metadata"] == {"name": OBJECT, "namespace": NS, "labels": {NODE_NAME_LABEL: NODE}}
     assert body["spec"]["labels"] == {"feature.node.kubernetes.io/kvm-info-usable": "true"}
@@ -135,7 +136,8 @@ def test_change_reason_compares_only_what_we_own():
     assert change_reason(stored, desired) is None  # server-added metadata and others' labels do not count
     assert stored["metadata"]["resourceVersion"] == "7" and stored["metadata"]["labels"]["team"] == "virt"
     assert stored["metadata"]["annotations"] == {"a": "b"}
-    more = build_nodefeature(report({"feature.node.kubernetes.io/kvm-info-usable": "true", "feature.node.kubernetes.io/kvm-info-nested": "true"}, ("synic",)), NODE, NS)
+    more = build_nodefeature(report({"feature.node.kubernetes.io/kvm-info-usable": "true",
+                                     "feature.node.kubernetes.io/kvm-info-nested": "true"}, ("synic",)), NODE, NS)
     assert change_reason(stored, more) == "labels changed (+feature.node.kubernetes.io/kvm-info-nested)"
     fewer_flags = build_nodefeature(report({"feature.node.kubernetes.io/kvm-info-usable": "true"}), NODE, NS)
     assert change_reason(stored, fewer_flags) == "features changed"
@@ -540,7 +542,8 @@ def test_interval_loop_survives_api_errors_and_catches_up(standin, kubeconfig):
 
 def test_hook_path_never_imports_kubernetes():
     code = ("import sys; from kvminfo.cli import main; main(['labels', '--no-libvirt']); "
-            "print('LOADED:' + ','.join(m for m in ('kubernetes', 'kvminfo.output.nodefeature', 'kvminfo.output.nodefeature_client') if m in sys.modules))")
+            "print('LOADED:' + ','.join(m for m in ('kubernetes', 'kvminfo.output.nodefeature', "
+            "'kvminfo.output.nodefeature_client') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "LOADED:"

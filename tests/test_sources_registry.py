@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timezone, UTC
 
 import pytest
 
@@ -47,7 +47,7 @@ def test_an_added_source_reaches_the_report_and_every_output(with_kernel_release
     assert report.labels["feature.node.kubernetes.io/kvm-info-usable"] == "true"  # the built-in sources are untouched
 
     # feature file
-    text = render_feature_file(report.labels, datetime.now(timezone.utc)).decode()
+    text = render_feature_file(report.labels, datetime.now(UTC)).decode()
     assert parse_feature_file(text).labels[kernel_release_source.LABEL] == RELEASE
     # NodeFeature: its label and its attribute set kvminfo.<name>
     body = build_nodefeature(report, "node-1", "kvminfo")
