@@ -55,9 +55,9 @@ from kvminfo.output.featurefile import render_feature_file
 from kvminfo.output.nodefeature import build_nodefeature
 from kvminfo.probe_options import ProbeOptions
 from kvminfo.sources import ioctl as kvm_ioctl
-from kvminfo_plugin.devices import cdi as plugin_cdi
 from kvminfo_plugin import config as plugin_config
 from kvminfo_plugin import main as plugin_main
+from kvminfo_plugin.devices import cdi as plugin_cdi
 
 DEPLOY = REPO / "deploy"
 TOP = "."  # deploy/kustomization.yaml: the whole thing in one step
