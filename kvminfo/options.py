@@ -62,6 +62,12 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     libvirt_or_replay.add_argument("--domcaps-xml", metavar="FILE",
                                    help="replay a recorded `virsh domcapabilities` output instead of asking libvirt "
                                         "(at most 4 MiB)")
+    g.add_argument("--hostcaps-xml", metavar="FILE",
+                   help="with --domcaps-xml: replay a recorded `virsh capabilities` output too (TSC counter, "
+                        "machine types); without it a replay has no tsc or machine-types labels")
+    g.add_argument("--cpu-baseline-xml", metavar="FILE",
+                   help="with --domcaps-xml: replay a recorded `virsh hypervisor-cpu-baseline --features` output "
+                        "over its host-model (the cpu-features family); without it a replay has no cpu-features")
     g.add_argument("--libvirt-version", type=libvirt_version, metavar="X.Y.Z",
                    help="with --domcaps-xml: the libvirt release that wrote the file (`virsh version`), so that "
                         "its silence about a Hyper-V name it knows means unsupported; without it, silence "
@@ -87,6 +93,11 @@ def probe_options_from_args(args: argparse.Namespace) -> ProbeOptions:
         from kvminfo.errors import KvminfoError
 
         raise KvminfoError("--libvirt-version describes a --domcaps-xml replay; a live libvirt reports its own")
+    for given, option in ((args.hostcaps_xml, "--hostcaps-xml"), (args.cpu_baseline_xml, "--cpu-baseline-xml")):
+        if given is not None and args.domcaps_xml is None:
+            from kvminfo.errors import KvminfoError
+
+            raise KvminfoError(f"{option} replays with --domcaps-xml; a live libvirt is asked for it")
     return ProbeOptions(
         kvm_path=args.kvm_device,
         use_kvm=not args.no_kvm,
@@ -95,6 +106,8 @@ def probe_options_from_args(args: argparse.Namespace) -> ProbeOptions:
         libvirt_deadline_s=args.libvirt_timeout,
         domcaps_xml=args.domcaps_xml,
         replay_libvirt_version=args.libvirt_version,
+        hostcaps_xml=args.hostcaps_xml,
+        cpu_baseline_xml=args.cpu_baseline_xml,
         whitelist_config=args.whitelist_config,
         kubevirt_names=args.kubevirt_names,
         families=families_from_args(args),

@@ -38,6 +38,8 @@ class ProbeOptions:
     libvirt_deadline_s: float = DEFAULT_LIBVIRT_DEADLINE_S
     domcaps_xml: str | None = None  # replay a recorded `virsh domcapabilities`
     replay_libvirt_version: str | None = None  # "X.Y.Z" of the libvirt that wrote domcaps_xml
+    hostcaps_xml: str | None = None  # with domcaps_xml: replay a recorded `virsh capabilities`
+    cpu_baseline_xml: str | None = None  # with domcaps_xml: replay `virsh hypervisor-cpu-baseline --features`
     whitelist_config: str | None = None  # kernel whitelist (kvm-version-info) JSON
     kubevirt_names: bool = False  # hyperv.node.kubevirt.io/<name> instead of kvm-info-cap-hyperv-<name>
     families: tuple[str, ...] = DEFAULT_FAMILIES  # label families to render (kvminfo/labels/__init__.py)

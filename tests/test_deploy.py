@@ -55,9 +55,9 @@ from kvminfo.output.featurefile import render_feature_file
 from kvminfo.output.nodefeature import build_nodefeature
 from kvminfo.probe_options import ProbeOptions
 from kvminfo.sources import ioctl as kvm_ioctl
-from kvminfo_plugin.devices import cdi as plugin_cdi
 from kvminfo_plugin import config as plugin_config
 from kvminfo_plugin import main as plugin_main
+from kvminfo_plugin.devices import cdi as plugin_cdi
 
 DEPLOY = REPO / "deploy"
 TOP = "."  # deploy/kustomization.yaml: the whole thing in one step
@@ -890,7 +890,8 @@ def test_nodefeaturerule_sample_is_valid_and_matches_published_features(built, h
     for rule in rules:
         for term in rule["matchFeatures"]:
             assert term["feature"] in ("kvminfo.hyperv", "kvminfo.kvm", "kvminfo.libvirt", "kvminfo.cpu_models",
-                                       "kvminfo.host_model_features", "kvminfo.confidential", "kvminfo.tsc"), term
+                                       "kvminfo.cpu_features", "kvminfo.host_model_features",
+                                       "kvminfo.machine_types", "kvminfo.confidential", "kvminfo.tsc"), term
             for expression in term["matchExpressions"].values():
                 if expression["op"] in VALUE_COUNT:
                     assert len(expression.get("value", [])) == VALUE_COUNT[expression["op"]], rule["name"]
@@ -908,6 +909,21 @@ def test_rule_schema_catches_a_bad_operator(built):
     broken = yaml.safe_load(yaml.safe_dump(rule_object))
     broken["spec"]["rules"][0]["matchFeatures"][0]["matchExpressions"]["usable"]["op"] = "Equals"
     assert list(rule_validator().iter_errors(broken))
+
+
+def test_rule_schema_is_nfd_v0_19s(built):
+    """NFD v0.19's CRD accepts Ge, Le, GeLe and the matcher's `type` ('version'); a rule using them
+    on the TSC frequency and the libvirt version is valid (and an unknown type field name is not)."""
+    (rule_object,) = by_kind(built["nodefeature"], "NodeFeatureRule")
+    newer = yaml.safe_load(yaml.safe_dump(rule_object))
+    newer["spec"]["rules"][0]["matchFeatures"] = [
+        {"feature": "kvminfo.tsc", "matchExpressions": {"frequency_hz": {"op": "Ge", "value": ["2000000000"]}}},
+        {"feature": "kvminfo.libvirt", "matchExpressions": {
+            "version": {"op": "GeLe", "value": ["9.0.0", "12.5.0"], "type": "version"}}},
+        {"feature": "kvminfo.kvm", "matchExpressions": {"max_vcpus": {"op": "Le", "value": ["4096"]}}}]
+    assert list(rule_validator().iter_errors(newer)) == []
+    newer["spec"]["rules"][0]["matchFeatures"][1]["matchExpressions"]["version"]["kind"] = "version"
+    assert list(rule_validator().iter_errors(newer))
 
 
 def test_cdi_cleanup_removes_the_plugins_specs_as_its_pod_runs(workloads, built, tmp_path):

@@ -18,6 +18,7 @@ from typing import IO
 import pytest
 from conftest import REPO
 from kvm_fakes import HyperVKernel
+
 from kvminfo import cli, hook
 from kvminfo.commands.labels import build_parser
 from kvminfo.options import probe_options_from_args

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+
 from kvminfo.labels.nfd import check_label
 from kvminfo.sources.kernel_whitelist import read_kernel_version, read_os_id
 

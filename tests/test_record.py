@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from kvminfo import record as rec
 from kvminfo.model import SourceResult, Status
 from kvminfo.probe_options import ProbeOptions

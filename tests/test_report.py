@@ -6,8 +6,8 @@ import threading
 import time
 
 import pytest
-
 from conftest import DOMCAPS_FIXTURES
+
 from kvminfo import collect as report
 from kvminfo.errors import KvminfoError
 from kvminfo.model import Status

@@ -65,6 +65,10 @@ class KvmFacts:
     # name -> True/False, None when the module does not say; None when not read.
     tsc_khz: int | None = None
     tsc_missing: str | None = None
+    # invariant_tsc: whether the host TSC is invariant ("tsc"; kvm.read_invariant_tsc), None when
+    # not read or nobody could say; invariant_tsc_said: what said so.
+    invariant_tsc: bool | None = None
+    invariant_tsc_said: str | None = None
     module_params: dict[str, bool | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -79,5 +83,6 @@ class KvmFacts:
                 "hv_cpuid": None if self.hv_cpuid is None else [dict(e) for e in self.hv_cpuid],
                 "hv_cpuid_via": self.hv_cpuid_via, "hv_cpuid_missing": self.hv_cpuid_missing,
                 "nested": self.nested, "cpu_vendor": self.cpu_vendor, "tsc_khz": self.tsc_khz,
-                "tsc_missing": self.tsc_missing,
+                "tsc_missing": self.tsc_missing, "invariant_tsc": self.invariant_tsc,
+                "invariant_tsc_said": self.invariant_tsc_said,
                 "module_params": None if self.module_params is None else dict(self.module_params)}
