@@ -21,6 +21,7 @@ from kvminfo.probe_options import DEFAULT_LIBVIRT_URI, ProbeOptions
 from kvminfo.sources.domcaps import DomcapsError, parse_domcaps
 from kvminfo.sources.domcaps_families import host_tsc_counter
 from kvminfo.sources.facts import LIBVIRT
+from kvminfo.sources.libvirt_embed import prepare_connection
 from kvminfo.sources.libvirt_facts import LibvirtFacts
 from kvminfo.sources.operator_file import read_operator_file
 from kvminfo.sources.runner import run_source
@@ -78,6 +79,9 @@ def ask_libvirt(uri: str, tsc: bool = False) -> SourceResult:
         return SourceResult(LIBVIRT, Status.UNAVAILABLE, f"libvirt at {uri}: libvirt-python not installed",
                             LibvirtFacts(uri=uri))
     _silence_default_error_handler(libvirt)
+    problem = prepare_connection(libvirt, uri)  # qemu:///embed?root=DIR: the event loop and DIR's set-up
+    if problem is not None:
+        return SourceResult(LIBVIRT, Status.UNAVAILABLE, f"libvirt at {uri}: {problem}", LibvirtFacts(uri=uri))
     version = qemu_version = None
     started = time.monotonic()
     try:
