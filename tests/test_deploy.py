@@ -829,6 +829,8 @@ def test_dockerfile_is_multi_stage_non_root_and_copies_the_packages():
     plugin_user = [rest for keyword, rest in instructions[stages[1]:stages[2]] if keyword == "USER"]
     assert plugin_user and plugin_user[-1].split(":")[0] not in ("0", "root")
     assert ("ENTRYPOINT", '["kvminfo"]') in runtime
+    # the default image: tini as PID 1 reaps what libvirt daemonizes (its QEMU probe)
+    assert [rest for keyword, rest in instructions[stages[2]:] if keyword == "ENTRYPOINT"] == ['["tini", "--", "kvminfo"]']
     assert not [rest for keyword, rest in runtime if keyword == "RUN" and ("gcc" in rest or "-dev " in rest)]
     runs = " ".join(rest for keyword, rest in runtime if keyword == "RUN")
     # a user record for the pods' uid, and what the embedded libvirt needs (Debian's QEMU user)

@@ -29,6 +29,9 @@ from kvminfo_plugin import config as plugin_config
 sys.path.insert(0, str(REPO / "scripts"))
 import image_pods  # noqa: E402
 
+# The default image's ENTRYPOINT, its last in the Dockerfile (tini reaps libvirt's daemonized QEMU probe).
+ENTRYPOINT = json.loads([line for line in (REPO / "Dockerfile").read_text().splitlines()
+                         if line.startswith("ENTRYPOINT ")][-1].removeprefix("ENTRYPOINT "))
 BASE = json.loads((FIXTURES / "containerd" / "ctr-1.6.20-seccomp-read-only.spec.json").read_text())
 DAEMONSETS = [("device-plugin", "kvminfo-device-plugin"), ("nfd", "kvminfo-features-file"),
               ("nfd/hooks", "kvminfo-hook-relay"), ("nodefeature", "kvminfo-publish"),
@@ -37,7 +40,7 @@ DAEMONSETS = [("device-plugin", "kvminfo-device-plugin"), ("nfd", "kvminfo-featu
 
 def ctr(tmp_path: Path) -> image_pods.Ctr:
     runner = image_pods.Ctr("unused.sock", "localhost/kvminfo:0.1.0", tmp_path)
-    runner._base, runner._entrypoint = BASE, ["kvminfo"]  # the image's ENTRYPOINT (Dockerfile)
+    runner._base, runner._entrypoint = BASE, ENTRYPOINT
     return runner
 
 
@@ -70,7 +73,7 @@ def test_every_container_gets_its_pods_security_context(part, workload, tmp_path
         assert process["noNewPrivileges"] is True and spec["root"]["readonly"] is True
         assert spec["linux"]["seccomp"] == BASE["linux"]["seccomp"]  # RuntimeDefault: containerd's profile
         expected_args = container["command"] + container.get("args", []) if "command" in container \
-            else ["kvminfo", *container["args"]]
+            else [*ENTRYPOINT, *container["args"]]
         assert process["args"] == expected_args
         binds = {m["destination"]: m for m in spec["mounts"] if m["type"] == "bind"}
         volumes = {v["name"]: v for v in the_pod.spec.get("volumes", [])}
