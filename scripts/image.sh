@@ -5,7 +5,9 @@
 #   scripts/image.sh deps     Debian packages: debootstrap buildah podman containerd runc (as root)
 #   scripts/image.sh base     debootstrap a minimal Debian root with python3 + python3-venv and
 #                             `podman import` it as $BASE_IMAGE (no registry pull needed)
-#   scripts/image.sh build    buildah bud --build-arg PYTHON_IMAGE=$PYTHON_IMAGE -t $IMAGE
+#   scripts/image.sh build    buildah bud --build-arg PYTHON_IMAGE=$PYTHON_IMAGE --build-arg KVMINFO_COMMIT=$COMMIT:
+#                             the default target as $IMAGE, --target plugin as $PLUGIN_IMAGE; sizes
+#                             in $WORK/image-size-bytes, $WORK/plugin-image-size-bytes
 #   scripts/image.sh import   podman save (docker-archive) | ctr -n k8s.io images import, into a
 #                             containerd of our own (own root, state and socket under $WORK)
 #   scripts/image.sh run [--cdi]  scripts/image_pods.py: each DaemonSet container under runc via ctr
