@@ -88,9 +88,11 @@ bench-publish: install
 	$(PY) bench/bench_publish.py
 
 # The image every manifest in deploy/ runs, built from ./Dockerfile with buildah
-# (no Docker engine needed), imported into a containerd of its own and each
-# DaemonSet container run there as its pod runs it (scripts/image.sh;
-# docs/dev/image.md). PYTHON_IMAGE: the base; by default a Debian root made here with
+# (no Docker engine or registry needed; elsewhere `docker build .` builds the
+# same), plus its plugin-only target, imported into a containerd of its own and
+# each DaemonSet container run there under runc as its pod runs it, the
+# labellers asking the image's own libvirt (scripts/image.sh; docs/dev/image.md).
+# PYTHON_IMAGE: the base; by default a Debian root made here with
 # debootstrap, e.g. PYTHON_IMAGE=python:3.11-slim-bookworm pulls the official one.
 IMAGE ?= localhost/kvminfo:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image: install

@@ -41,7 +41,7 @@ commands:
 
 options:
   -h, --help  show this help and exit
-  --version   print kvminfo's version and exit
+  --version   print kvminfo's version and the commit it was built from, and exit
 
 Run `kvminfo <command> --help` for a command's options and examples.
 """
@@ -185,9 +185,9 @@ def _dispatch(argv: list[str], prog: str) -> int:
     if argv[0] == "--version":
         if argv[1:]:
             return usage_error("kvminfo", f"--version takes no arguments, got {' '.join(argv[1:])!r}")
-        from kvminfo import __version__
+        from kvminfo.common.version import version_line
 
-        print(f"kvminfo {__version__}")
+        print(version_line("kvminfo"))
         return 0
     name, rest = argv[0], argv[1:]
     if name.startswith("-"):  # an option before any command: options belong to a command

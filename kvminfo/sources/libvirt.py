@@ -23,6 +23,7 @@ from kvminfo.sources import cpu_baseline
 from kvminfo.sources.domcaps import DomcapsError, parse_domcaps
 from kvminfo.sources.facts import LIBVIRT
 from kvminfo.sources.hostcaps import HostcapsError, parse_hostcaps
+from kvminfo.sources.libvirt_embed import prepare_connection
 from kvminfo.sources.libvirt_facts import HostCapabilities, LibvirtFacts
 from kvminfo.sources.operator_file import read_operator_file
 from kvminfo.sources.runner import run_source
@@ -110,6 +111,9 @@ def ask_libvirt(uri: str, host_caps: bool = False, cpu_features: bool = False) -
         return SourceResult(LIBVIRT, Status.UNAVAILABLE, f"libvirt at {uri}: libvirt-python not installed",
                             LibvirtFacts(uri=uri))
     _silence_default_error_handler(libvirt)
+    problem = prepare_connection(libvirt, uri)  # qemu:///embed?root=DIR: the event loop and DIR's set-up
+    if problem is not None:
+        return SourceResult(LIBVIRT, Status.UNAVAILABLE, f"libvirt at {uri}: {problem}", LibvirtFacts(uri=uri))
     version = qemu_version = None
     started = time.monotonic()
     try:

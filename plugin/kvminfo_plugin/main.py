@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kvminfo.argparsing import command_parser
+from kvminfo.common.version import VersionAction
 from kvminfo.logsetup import configure_logging
 from kvminfo.threads import start_daemon
 from kvminfo_plugin.config import (
@@ -91,6 +92,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="uninstall step: remove the CDI specs of the configured CDI resources (only files "
                              "holding a spec of that resource's kind), print one line per file, exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action=VersionAction)
     return parser
 
 
