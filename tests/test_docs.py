@@ -8,7 +8,8 @@ Every fenced block on those pages carries a marker on the line before it,
   ``kvminfo-device-plugin`` run for real in a sandbox per page: its working
   directory holds the inputs the page states (``INPUTS``: recorded.xml,
   sev-snp-host.xml, ...), HOME is there, NFD's directories
-  (/etc/kubernetes/node-feature-discovery) are mapped into it, and an API
+  (/etc/kubernetes/node-feature-discovery) and the labellers' libvirt cache
+  volume (/var/cache/kvminfo) are mapped into it, and an API
   server stand-in answers behind ~/.kube/config and $KUBECONFIG with
   NODE_NAME/POD_NAMESPACE set as the downward API sets them ($(hostname)
   is that node's name too). A one-shot
@@ -75,6 +76,7 @@ from kvminfo_plugin import config as plugin_config
 
 PAGES = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md")])
 NFD_DIR = "/etc/kubernetes/node-feature-discovery"
+LIBVIRT_CACHE = "/var/cache/kvminfo"  # the labellers' libvirt-cache volume (their embedded libvirt's root)
 VERSION = next(line.split('"')[1] for line in (REPO / "pyproject.toml").read_text().splitlines()
                if line.startswith("version = "))
 # The inputs the pages state, by the name they use (each page says what the file is).
@@ -238,10 +240,11 @@ class Sandbox:
     cwd: str = "."  # a `cd DIR` of the current line (repository-relative), as in a subshell
 
     def path(self, text: str) -> str:
-        return text.replace(NFD_DIR, str(self.root / "nfd"))
+        return text.replace(NFD_DIR, str(self.root / "nfd")).replace(LIBVIRT_CACHE, str(self.root / "cache"))
 
     def unpath(self, text: str) -> str:
-        return text.replace(str(self.root / "nfd"), NFD_DIR).replace(str(self.root) + "/", "")
+        return (text.replace(str(self.root / "nfd"), NFD_DIR).replace(str(self.root / "cache"), LIBVIRT_CACHE)
+                .replace(str(self.root) + "/", ""))
 
     def env(self) -> dict[str, str]:
         environ = {k: v for k, v in os.environ.items() if k not in POD_ENVIRONMENT}
@@ -268,6 +271,7 @@ def sandbox(standin: ApiServerStandin) -> Iterator[Sandbox]:
             (root / name).write_text(source if isinstance(source, str) else source.read_text())
         for directory in ("features.d", "source.d"):
             (root / "nfd" / directory).mkdir(parents=True)
+        (root / "cache").mkdir()  # an emptyDir: there, and empty
         (root / ".kube").mkdir()
         standin.write_kubeconfig(root / ".kube" / "config")
         (root / "deploy").symlink_to(DEPLOY)  # for overlays: ../deploy
