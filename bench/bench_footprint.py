@@ -47,7 +47,7 @@ IMPORTS = [
     ("importlib.metadata, kvminfo.commands read", "from importlib.metadata import entry_points; "
                                                   "entry_points(group='kvminfo.commands')"),
     ("logging + argparse", "import logging, argparse"),
-    ("kvminfo.errors + logsetup", "import kvminfo.errors, kvminfo.logsetup"),
+    ("kvminfo.common.errors + logsetup", "import kvminfo.common.errors, kvminfo.common.logsetup"),
     ("kvminfo_plugin.main (config, argparse; yaml only with a file)", "import kvminfo_plugin.main"),
     ("kvminfo_plugin.runtime (all before Register)", "import kvminfo_plugin.main, kvminfo_plugin.runtime"),
     ("kvminfo_plugin.exposition (after Register)", "import kvminfo_plugin.main, kvminfo_plugin.runtime, "

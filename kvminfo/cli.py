@@ -12,15 +12,11 @@ the NFD hook path never pays for ``importlib.metadata``.
 
 from __future__ import annotations
 
-import errno
 import importlib
-import os
 import sys
 
-TYPE_CHECKING = False  # importing typing costs the NFD hook's start; annotations only need it for mypy
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any, TextIO
+from kvminfo.common.argparsing import usage_error
+from kvminfo.common.guard import run_guarded
 
 # name -> (module, one-line summary shown by `kvminfo --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -87,90 +83,10 @@ def _usage() -> str:
     return USAGE.format(commands=lines)
 
 
-class OutputError(Exception):
-    """Writing to stdout failed (a full disk, `| head` gone): the output is lost, not a bug."""
-
-
-class _StdoutGuard:
-    """Stands in for sys.stdout and tags its write errors as OutputError.
-
-    Only a failure of stdout itself becomes the one-line "cannot write output";
-    any other OSError inside a command is a bug and keeps its traceback.
-    """
-
-    def __init__(self, stream: TextIO | None) -> None:
-        self._stream = stream  # None: started with fd 1 closed (`cmd >&-`), where Python sets sys.stdout to None
-
-    def _open(self) -> TextIO:
-        if self._stream is None:
-            raise OutputError(OSError(errno.EBADF, "stdout is closed"))
-        return self._stream
-
-    def write(self, text: str) -> int:
-        try:
-            return self._open().write(text)
-        except OSError as err:
-            raise OutputError(err) from err
-
-    def flush(self) -> None:
-        if self._stream is None:  # nothing written, nothing to flush
-            return
-        try:
-            self._stream.flush()
-        except OSError as err:
-            raise OutputError(err) from err
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-def _discard_stdout() -> None:
-    """Point fd 1 at /dev/null so the interpreter's last flush of the unwritten rest
-    does not print "Exception ignored ... BrokenPipeError" (as Python's signal docs advise)."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (pytest's capture), or closed
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     prog = f"kvminfo {argv[0]}" if argv and not argv[0].startswith("-") and argv[0] != "help" else "kvminfo"
     return run_guarded(prog, lambda: _dispatch(argv, prog))
-
-
-def run_guarded(prog: str, command: Callable[[], int]) -> int:
-    """Run ``command`` (returning an exit status) as every kvminfo command runs: a failed
-    write to stdout -> "<prog>: cannot write output: ..." and 1; the operator's input or
-    environment (KvminfoError, ParseError) -> "<prog>: <message>" and its exit code; Ctrl-C -> 130.
-    Never a traceback for those. The NFD hook's entry point (kvminfo.hook) runs its fast path here too."""
-    from kvminfo.errors import KvminfoError, ParseError
-
-    stdout = sys.stdout
-    sys.stdout = _StdoutGuard(stdout)
-    try:
-        try:
-            status = command()
-        except SystemExit:  # argparse after --help or a usage error: flush what it printed, too
-            sys.stdout.flush()
-            raise
-        except (KvminfoError, ParseError) as err:  # the operator's input or environment: one line, never a traceback
-            sys.stdout.flush()
-            print(f"{prog}: {err}", file=sys.stderr)
-            return err.exit_code
-        except KeyboardInterrupt:
-            return 130
-        sys.stdout.flush()  # a buffered write fails here, not in the interpreter's exit
-        return status
-    except OutputError as err:
-        cause = err.args[0]
-        _discard_stdout()
-        print(f"{prog}: cannot write output: {cause.strerror or cause}", file=sys.stderr)
-        return 1
-    finally:
-        sys.stdout = stdout
 
 
 def _dispatch(argv: list[str], prog: str) -> int:
@@ -180,8 +96,6 @@ def _dispatch(argv: list[str], prog: str) -> int:
     if argv[0] in ("-h", "--help", "help"):
         print(_usage(), end="")
         return 0
-    from kvminfo.argparsing import usage_error
-
     if argv[0] == "--version":
         if argv[1:]:
             return usage_error("kvminfo", f"--version takes no arguments, got {' '.join(argv[1:])!r}")

@@ -19,10 +19,10 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -31,7 +31,8 @@ from soak.harness import REPO, RESULTS_DIR, VARIANT, Scenario, world_writable
 sys.path.insert(1, str(REPO / "tests"))
 # Re-exported so pytest registers the private libvirtd fixture for the soak tests as well.
 from conftest import private_libvirtd  # noqa: E402,F401
-from kvminfo.output.atomic import write_atomic  # noqa: E402
+
+from kvminfo.common.atomic import write_atomic  # noqa: E402
 
 _scenarios: list[Scenario] = []
 _OWNED = pytest.StashKey[list]()
@@ -66,7 +67,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         and not session.config.option.markexpr
     document = {
         "variant": VARIANT,
-        "finished": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "finished": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "host": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
         "scenarios": [asdict(s) for s in _scenarios],
     }

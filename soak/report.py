@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kvminfo.errors import KvminfoError
-from kvminfo.output.atomic import write_atomic
+from kvminfo.common.atomic import write_atomic
+from kvminfo.common.errors import KvminfoError
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -8,16 +8,15 @@ import json
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
-
 from conftest import DOMCAPS_FIXTURES, KVMINFO
 from kvm_fakes import HyperVKernel
+
 from kvminfo import cli
-from kvminfo.labels.nfd import check_label
-from kvminfo.probe_options import ProbeOptions
 from kvminfo.collect import collect
+from kvminfo.labels.nfd import check_label
+from kvminfo.model import ProbeOptions
 from kvminfo.sources import ioctl as kvm_ioctl
 
 HYPERV_HOST_XML = DOMCAPS_FIXTURES / "virt-manager-kvm-x86_64-latest.xml"
@@ -98,7 +97,8 @@ def test_replayed_hyperv_host_without_kvm_gives_libvirts_features():
     done = run("labels", "--no-kvm", "--domcaps-xml", str(HYPERV_HOST_XML))
     assert done.returncode == 0, done.stderr
     labels = label_lines(done.stdout)
-    hyperv = {k.removeprefix("feature.node.kubernetes.io/kvm-info-cap-hyperv-") for k in labels if k.startswith("feature.node.kubernetes.io/kvm-info-cap-hyperv-")}
+    prefix = "feature.node.kubernetes.io/kvm-info-cap-hyperv-"
+    hyperv = {k.removeprefix(prefix) for k in labels if k.startswith(prefix)}
     assert hyperv == {"relaxed", "vapic", "vpindex", "runtime", "synic", "synictimer", "reset", "frequencies",
                       "reenlightenment", "tlbflush", "ipi", "evmcs", "avic"}  # not spinlocks/vendor_id
     assert labels["feature.node.kubernetes.io/kvm-info-host-model"] == "Skylake-Client-IBRS"
@@ -121,7 +121,8 @@ def test_injected_hyperv_kernel_through_the_cli(monkeypatch, capsys):
     monkeypatch.setattr(kvm_ioctl, "ioctl", HyperVKernel())
     assert cli.main(["labels", "--no-libvirt"]) == 0
     labels = label_lines(capsys.readouterr().out)
-    assert labels["feature.node.kubernetes.io/kvm-info-cap-hyperv-synictimer"] == "true" and labels["feature.node.kubernetes.io/kvm-info-cap-hyperv-evmcs"] == "true"
+    assert labels["feature.node.kubernetes.io/kvm-info-cap-hyperv-synictimer"] == "true"
+    assert labels["feature.node.kubernetes.io/kvm-info-cap-hyperv-evmcs"] == "true"
     assert cli.main(["labels", "--no-libvirt", "--kubevirt-names"]) == 0
     labels = label_lines(capsys.readouterr().out)
     assert labels["hyperv.node.kubevirt.io/synictimer"] == "true"

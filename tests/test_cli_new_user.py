@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from cli_run import one_line, run
 from conftest import REPO
 
@@ -147,8 +146,9 @@ def test_an_output_in_proc_fails_like_the_other_output_errors() -> None:
 
 def test_publish_help_lists_every_published_feature_set(libvirt_uri: str) -> None:
     from kvminfo.collect import collect
+    from kvminfo.commands.options import options_for_families
     from kvminfo.labels import FAMILIES
-    from kvminfo.probe_options import ProbeOptions, options_for_families
+    from kvminfo.model import ProbeOptions
     from kvminfo.output.nodefeature import features_from_report
 
     helped = run("publish", "--help").stdout

@@ -27,25 +27,26 @@ import stat
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from apiserver_standin import strict
 from conftest import FIXTURES, KVMINFO, REPO, require_real
 from kvm_fakes import HyperVKernel
 from other_user import reach_script, unreadable_checkout
+
+from kvminfo.collect import collect
 from kvminfo.commands import features_file as features_file_command
 from kvminfo.commands import publish as publish_command
-from kvminfo.probe_options import ProbeOptions
+from kvminfo.model import ProbeOptions
 from kvminfo.output.featurefile import render_feature_file
 from kvminfo.output.nodefeature import build_nodefeature
-from kvminfo.collect import collect
 from kvminfo.sources import ioctl as kvm_ioctl
 from kvminfo_plugin import cdi as plugin_cdi
 from kvminfo_plugin import config as plugin_config
@@ -727,12 +728,12 @@ def test_relay_hook_prints_what_the_writer_wrote(hook_dir):
 
 
 def test_relay_hook_refuses_expired_data(hook_dir):
-    expired = datetime.now(timezone.utc) - timedelta(seconds=5)
+    expired = datetime.now(UTC) - timedelta(seconds=5)
     (hook_dir / "kvminfo.d" / "labels").write_bytes(render_feature_file({"feature.node.kubernetes.io/kvm-info-usable": "true"}, expired))
     done = run_hook(hook_dir)
     assert done.returncode == 0 and done.stdout == ""
     assert "expired at" in done.stderr and len(done.stderr.splitlines()) == 1
-    fresh = datetime.now(timezone.utc) + timedelta(minutes=5)
+    fresh = datetime.now(UTC) + timedelta(minutes=5)
     (hook_dir / "kvminfo.d" / "labels").write_bytes(render_feature_file({"feature.node.kubernetes.io/kvm-info-usable": "true"}, fresh))
     assert run_hook(hook_dir).stdout == "feature.node.kubernetes.io/kvm-info-usable=true\n"
 

@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import require_real
 from kvm_fakes import HyperVKernel, intel_hv_cpuid
-from kvminfo.model import Status
-from kvminfo.probe_options import ProbeOptions
+
 from kvminfo.collect import collect
+from kvminfo.model import ProbeOptions, Status
 from kvminfo.sources import ioctl as kvm_ioctl
 from kvminfo.sources.kvm import probe_kvm, read_cpu_vendor, read_nested
 
@@ -38,7 +37,8 @@ def kvm_only(**kw) -> ProbeOptions:
 
 
 def hyperv_labels(labels) -> set[str]:
-    return {k.removeprefix("feature.node.kubernetes.io/kvm-info-cap-hyperv-") for k in labels if k.startswith("feature.node.kubernetes.io/kvm-info-cap-hyperv-")}
+    prefix = "feature.node.kubernetes.io/kvm-info-cap-hyperv-"
+    return {k.removeprefix(prefix) for k in labels if k.startswith(prefix)}
 
 
 @pytest.fixture

@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 from functools import partial
 
-from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect, probe_deadline_s
-from kvminfo.durations import format_duration
-from kvminfo.logsetup import configure_logging
-from kvminfo.options import add_probe_arguments, probe_options_from_args
+from kvminfo.commands.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.common.argparsing import command_parser
+from kvminfo.common.durations import format_duration
+from kvminfo.common.logsetup import configure_logging
+from kvminfo.common.stopping import StopOnSignal
 from kvminfo.output import periodic
 from kvminfo.output.featurefile_writer import DEFAULT_EXPIRY_S, FeatureFileOutput, check_output_path, schedule_from_args
-from kvminfo.probe_options import options_for_families
-from kvminfo.stopping import StopOnSignal
 
 DESCRIPTION = """\
 Probe this node and write its Node Feature Discovery labels to an NFD feature

@@ -12,17 +12,16 @@ import argparse
 import os
 from functools import partial
 
-from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect
-from kvminfo.durations import format_duration, parse_duration
-from kvminfo.errors import KvminfoError
-from kvminfo.logsetup import configure_logging
-from kvminfo.options import add_probe_arguments, probe_options_from_args
+from kvminfo.commands.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.common.argparsing import command_parser
+from kvminfo.common.backoff import MAX_BACKOFF_S, backoff_total_s
+from kvminfo.common.durations import format_duration, parse_duration
+from kvminfo.common.errors import KvminfoError
+from kvminfo.common.logsetup import configure_logging
+from kvminfo.common.stopping import StopOnSignal
 from kvminfo.output import periodic
-from kvminfo.output.backoff import MAX_BACKOFF_S, backoff_total_s
 from kvminfo.output.nodefeature import check_namespace, check_node_name, object_name, published_features_text
-from kvminfo.probe_options import options_for_families
-from kvminfo.stopping import StopOnSignal
 
 DEFAULT_RETRIES = 5
 MAX_RETRIES = 100

@@ -8,6 +8,8 @@ about; kvminfo.features.combine merges them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kvminfo.features.hyperv_tables import (
     ALL_FEATURES,
     CAPS_TABLE,
@@ -31,7 +33,6 @@ from kvminfo.features.hyperv_tables import (
 from kvminfo.model import SourceResult, Support
 from kvminfo.sources.facts import LIBVIRT, KvmFacts
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
 

@@ -18,12 +18,13 @@ the same node label, so consumers of the old unprefixed form see no change.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kvminfo.labels import FAMILIES as ALL_FAMILIES
 from kvminfo.labels.nfd import DEFAULT_PREFIX, LabelError, check_label, full_key, sanitize_value
 from kvminfo.model import FeatureVerdict, SourceResult, Status, Support
 from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT, KvmFacts
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 

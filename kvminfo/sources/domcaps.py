@@ -17,7 +17,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from kvminfo.errors import ParseError
+from kvminfo.common.errors import ParseError
 from kvminfo.sources.domcaps_families import family_facts
 from kvminfo.sources.libvirt_facts import DomainCapabilities, HostModel
 

@@ -16,9 +16,9 @@ the import cost); the others are dataclasses.
 
 from __future__ import annotations
 
-from kvminfo.record import field, record
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any, TypedDict
 
@@ -37,7 +37,7 @@ LIBVIRT = "libvirt"
 KERNEL_WHITELIST = "kernel-whitelist"
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class KvmFacts:
     """What /dev/kvm (ioctls) and the host files said.
 
@@ -58,7 +58,7 @@ class KvmFacts:
     hv_cpuid: list[HvCpuidEntry] | None = None
     hv_cpuid_via: str | None = None
     hv_cpuid_missing: str | None = None
-    # Read only when a label family needs them (kvminfo.probe_options.ProbeOptions.families):
+    # Read only when a label family needs them (kvminfo.model.ProbeOptions.families):
     # tsc_khz: KVM_GET_TSC_KHZ on a throwaway VM ("tsc"), None when not read or refused
     # (tsc_missing then says why when it was tried);
     # module_params: kvm_amd sev/sev_es/sev_snp, kvm_intel tdx ("confidential"),

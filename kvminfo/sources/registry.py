@@ -9,13 +9,14 @@ Source so that deciding costs no import.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from kvminfo.probe_options import ProbeOptions
+    from kvminfo.model import ProbeOptions
     from kvminfo.sources.base import Source
 
 

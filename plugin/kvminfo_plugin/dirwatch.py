@@ -20,11 +20,11 @@ import os
 import select
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from inotify_simple import INotify, flags
 
-from kvminfo.record import record
 from kvminfo_plugin.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Change(enum.Enum):
     RESCAN = "rescan"  # the directory itself changed, went away or came back: anything in it may have
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class DirEvent:
     directory: str  # one of the directories asked for
     name: str  # the entry; "" for RESCAN

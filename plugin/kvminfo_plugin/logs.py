@@ -7,7 +7,7 @@ import errno
 import logging
 import os
 
-from kvminfo.logsetup import timestamped_formatter
+from kvminfo.common.logsetup import timestamped_formatter
 
 # gRPC core (C++, absl logging) writes its own lines to stderr, e.g.
 # "E1129 18:55:34.183139 5285 add_port.cc:83] Failed to add port ...": the same

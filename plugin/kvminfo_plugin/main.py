@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvminfo.argparsing import command_parser
-from kvminfo.logsetup import configure_logging
-from kvminfo.threads import start_daemon
+from kvminfo.common.argparsing import command_parser
+from kvminfo.common.logsetup import configure_logging
+from kvminfo.common.threads import start_daemon
 from kvminfo_plugin.batchlog import batch_stream_handlers
 from kvminfo_plugin.config import (
     DEFAULT_CDI_DIR,

@@ -29,12 +29,12 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-from kvminfo.errors import KvminfoError
-from kvminfo.record import record
+from kvminfo.common.errors import KvminfoError
 from kvminfo_plugin.dirwatch import Change, DirectoryWatcher, DirEvent
 from kvminfo_plugin.logs import FailureLog, errno_text
 from kvminfo_plugin.metrics import PluginMetrics
@@ -76,7 +76,7 @@ class _ResourceState:
         self.serve_log = FailureLog()
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """Why a Register did not succeed. ``permanent``: the kubelet refused the request
     itself and will refuse it every time (retrying cannot help)."""

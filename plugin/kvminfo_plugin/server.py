@@ -14,8 +14,8 @@ from pathlib import Path
 
 import grpc
 
-from kvminfo.errors import KvminfoError
-from kvminfo.fsutil import unlink_if_exists
+from kvminfo.common.errors import KvminfoError
+from kvminfo.common.fsutil import unlink_if_exists
 from kvminfo_plugin.logs import errno_text
 from kvminfo_plugin.memtrim import release_free_memory
 from kvminfo_plugin.pool import DevicePool, Refused

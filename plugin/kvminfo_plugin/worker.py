@@ -1,13 +1,13 @@
 """One background thread with a stop event: the start/stop boilerplate of the
 health monitor, the inotify watchers, the CDI spec keeper and the metrics
-server, written once on top of kvminfo.threads."""
+server, written once on top of kvminfo.common.threads."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 
-from kvminfo.threads import start_daemon, stop_thread
+from kvminfo.common.threads import start_daemon, stop_thread
 
 
 class Worker:
