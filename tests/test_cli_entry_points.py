@@ -2,7 +2,7 @@
 through the kvminfo.commands entry point group (PyPA entry points specification:
 an ``entry_points.txt`` INI file in the distribution's ``.dist-info``), read with
 importlib.metadata. The group is read only for a name that is not built in and
-for --help: the NFD hook path never imports importlib.metadata."""
+for --help."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from kvminfo.collect import collect, probe_deadline_s
 from kvminfo.commands.options import add_probe_arguments, options_for_families, probe_options_from_args
 from kvminfo.common.argparsing import command_parser
 from kvminfo.common.durations import format_duration
-from kvminfo.common.logsetup import configure_logging
+from kvminfo.common.logsetup import OUTPUT_LOGGER, configure_logging
 from kvminfo.common.stopping import StopOnSignal
 from kvminfo.output import periodic
 from kvminfo.output.featurefile_writer import DEFAULT_EXPIRY_S, FeatureFileOutput, check_output_path, schedule_from_args
@@ -69,7 +69,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 def main(argv: list[str], prog: str = "kvminfo features-file") -> int:
     args = build_parser(prog).parse_args(argv)
     stop = StopOnSignal()  # first, as in publish: a stop signal from here on is a stop, never a kill
-    configure_logging(args.verbose, output_lines=True)  # the write/skip lines are this command's output
+    configure_logging(args.verbose, timestamps=True, info_loggers=(OUTPUT_LOGGER,))  # the write/skip lines: its output
     # Every label family `kvminfo labels` prints, with the same default whitelist lookup.
     options = options_for_families(probe_options_from_args(args))
     schedule = schedule_from_args(args.expiry, args.interval, probe_deadline_s(options))

@@ -1,16 +1,19 @@
-"""Logging for the commands: one line per event on stderr, quiet unless something happened."""
+"""The one log set-up of every command and the device plugin: one line per event on stderr,
+quiet unless something happened. Libraries only take loggers (logging.getLogger(__name__));
+a process's main() calls configure_logging once."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from collections.abc import Iterable
 
 # The outputs (kvminfo.output.*) log what they wrote or left alone at INFO.
 OUTPUT_LOGGER = "kvminfo.output"
 
 FORMAT = "kvminfo %(levelname)s: %(message)s"
-# The long-running writers (features-file, publish, the device plugin) stamp each line with
+# The long-running processes (features-file, publish, the device plugin) stamp each line with
 # RFC 3339 UTC time: outside a container (systemd, a terminal, a sidecar's log file) nothing else does.
 TIMESTAMPED_FORMAT = "%(asctime)s.%(msecs)03dZ " + FORMAT
 TIMESTAMP_DATE = "%Y-%m-%dT%H:%M:%S"
@@ -23,14 +26,16 @@ def timestamped_formatter() -> logging.Formatter:
     return formatter
 
 
-def configure_logging(verbose: bool = False, output_lines: bool = False) -> None:
-    """WARNING and up on stderr (DEBUG with ``verbose``); ``output_lines``: also the
-    outputs' INFO lines (what was written and why), a writer command's own output,
-    each line time-stamped as the device plugin's are."""
+def configure_logging(verbose: bool = False, *, timestamps: bool = False, info_loggers: Iterable[str] = ()) -> None:
+    """WARNING and up on stderr (DEBUG with ``verbose``). ``timestamps``: each line starts with
+    its RFC 3339 UTC time (a long-running process). ``info_loggers``: loggers whose INFO lines
+    are the process's own output (what a writer wrote and why, the plugin's registrations),
+    shown without ``verbose`` too."""
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose else logging.WARNING, format=FORMAT)
-    if output_lines:
+    if timestamps:
         formatter = timestamped_formatter()
         for handler in logging.getLogger().handlers:
             handler.setFormatter(formatter)
-        if not verbose:
-            logging.getLogger(OUTPUT_LOGGER).setLevel(logging.INFO)
+    if not verbose:
+        for name in info_loggers:
+            logging.getLogger(name).setLevel(logging.INFO)

@@ -253,13 +253,3 @@ def evidence_and_reasons(sources: Iterable[SourceResult]) -> tuple[Evidence, dic
                 evidence[LIBVIRT] = _said(findings)
                 reasons[LIBVIRT] = {feature: why for feature, (_, why) in findings.items()}
     return evidence, reasons
-
-
-def reasons_from_sources(sources: Iterable[SourceResult]) -> dict[str, dict[str, str]]:
-    """evidence -> feature -> why it said what it said (libvirt's silences included)."""
-    return evidence_and_reasons(sources)[1]
-
-
-def evidence_from_sources(sources: Iterable[SourceResult]) -> Evidence:
-    """Only sources that answered (status ok) give evidence (see _hyperv_facts)."""
-    return evidence_and_reasons(sources)[0]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kvminfo.labels import FAMILIES as ALL_FAMILIES
+from kvminfo.labels import FAMILIES
 from kvminfo.labels.nfd import DEFAULT_PREFIX, LabelError, check_label, full_key, sanitize_value
 from kvminfo.model import FeatureVerdict, SourceResult, Status, Support
 from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT, KvmFacts
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
     from kvminfo.features.family_facts import FamilyFacts
 
-FAMILIES = ALL_FAMILIES  # every family; the default set is kvminfo.labels.DEFAULT_FAMILIES
 NS = f"{DEFAULT_PREFIX}/"
 CAP_PREFIX = f"{NS}kvm-info-cap-hyperv-"
 KUBEVIRT_HYPERV_PREFIX = "hyperv.node.kubevirt.io/"

@@ -8,10 +8,8 @@ shape `kvminfo probe --json` prints (the same keys as before typing).
 The source names below are the only spelling of each name: compare against
 these constants, never against a bare string. Each source's facts live in
 their own module (KvmFacts here, on every path; libvirt_facts, whitelist_facts)
-so that the NFD hook path does not pay for the classes of sources it does not
-run: a rule imports those lazily, once a result of that source is in hand.
-KvmFacts, on the hook's path, is a kvminfo.record (a frozen dataclass without
-the import cost); the others are dataclasses.
+with the source that fills them: a rule imports those lazily, once a result
+of that source is in hand.
 """
 
 from __future__ import annotations
