@@ -1,13 +1,12 @@
 """`kvminfo` console script: a thin dispatcher to one module per subcommand.
 
-Subcommand modules are imported only when chosen, so the NFD hook path
-(`kvminfo labels --no-libvirt`) never pays for grpc, kubernetes or libvirt.
+Subcommand modules are imported only when chosen: `kvminfo labels` (the NFD
+hooks) runs where grpc or the kubernetes client are not installed.
 Each module provides ``main(argv: list[str], prog: str) -> int``.
 
 Commands that live outside ``kvminfo/`` (the device plugin) register through the
 ``kvminfo.commands`` entry point group: a module with ``SUMMARY`` and ``main``.
-The group is read only for a name that is not built in and for ``--help``, so
-the NFD hook path never pays for ``importlib.metadata``.
+The group is read only for a name that is not built in and for ``--help``.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from kvminfo import __version__
 from kvminfo.common.argparsing import usage_error
 from kvminfo.common.guard import run_guarded
 
@@ -49,12 +49,7 @@ ENTRY_POINT_GROUP = "kvminfo.commands"
 def _registered() -> dict[str, str]:
     """Commands registered by other packages: name -> module (entry point group
     kvminfo.commands, read with importlib.metadata, the standard library's reader
-    of installed distributions' entry points; built-in names cannot be replaced).
-
-    Called only for a name that is not built in and for ``--help``: importing
-    importlib.metadata (email, zipfile, csv) costs ~2 MiB of RSS and ~15 ms, which
-    the NFD hook path never pays. The device plugin's process does pay it
-    (README "Performance": kept over a hand-written reader of entry_points.txt)."""
+    of installed distributions' entry points; built-in names cannot be replaced)."""
     from importlib.metadata import entry_points
 
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in COMMANDS}
@@ -99,8 +94,6 @@ def _dispatch(argv: list[str], prog: str) -> int:
     if argv[0] == "--version":
         if argv[1:]:
             return usage_error("kvminfo", f"--version takes no arguments, got {' '.join(argv[1:])!r}")
-        from kvminfo import __version__
-
         print(f"kvminfo {__version__}")
         return 0
     name, rest = argv[0], argv[1:]

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from kvminfo.features.combine import combine
+from kvminfo.features.families import family_facts
 from kvminfo.features.hyperv import evidence_and_reasons
 from kvminfo.labels.render import render_labels
 from kvminfo.model import ProbeOptions, Report, SourceResult, Status
@@ -65,8 +66,6 @@ def collect(options: ProbeOptions) -> Report:
     features = combine(evidence, reasons=reasons)
     families = None
     if set(options.families) - {"caps", "version"}:
-        from kvminfo.features.families import family_facts  # not on the hook's path (--family caps)
-
         families = family_facts(sources, options.obsolete_cpu_models)
     labels, warnings = render_labels(sources, features, options.kubevirt_names, options.families,
                                      source_labels=source_labels, family_facts=families)

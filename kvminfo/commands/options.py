@@ -12,10 +12,12 @@ from dataclasses import replace
 
 from kvminfo.common.durations import DurationError, format_duration, parse_duration
 from kvminfo.common.errors import KvminfoError
+from kvminfo.features.cpu_models import parse_obsolete_list
 from kvminfo.features.hyperv_tables import parse_version
 from kvminfo.labels import DEFAULT_FAMILIES, FAMILIES, FAMILY_SOURCES
 from kvminfo.model import DEFAULT_KVM_PATH, DEFAULT_LIBVIRT_DEADLINE_S, DEFAULT_LIBVIRT_URI, ProbeOptions
 from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT
+from kvminfo.sources.operator_file import read_operator_file
 
 # Thread.join overflows on inf/1e308 and takes nan or -1 as "do not wait"; an
 # hour already outlasts any libvirt that is going to answer at all.
@@ -115,9 +117,6 @@ def families_from_args(args: argparse.Namespace) -> tuple[str, ...]:
 def _obsolete_list(path: str | None) -> frozenset[str] | None:
     if path is None:
         return None
-    from kvminfo.features.cpu_models import parse_obsolete_list
-    from kvminfo.sources.operator_file import read_operator_file
-
     return parse_obsolete_list(read_operator_file(path, "obsolete CPU model list"))
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kvminfo.labels import FAMILIES
+from kvminfo.labels.families import family_labels
 from kvminfo.labels.nfd import DEFAULT_PREFIX, LabelError, check_label, full_key, sanitize_value
 from kvminfo.model import FeatureVerdict, SourceResult, Status, Support
 from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT, KvmFacts
@@ -112,8 +113,6 @@ def render_labels(sources: Iterable[SourceResult], verdicts: Iterable[FeatureVer
     if "version" in wanted:
         candidates.update(version_labels(by_name))
     if family_facts is not None:
-        from kvminfo.labels.families import family_labels  # not on the hook's path (--family caps)
-
         candidates.update(family_labels(family_facts, wanted, warnings))
     candidates = {full_key(key): value for key, value in candidates.items()}  # one qualified form everywhere
     labels: dict[str, str] = {}

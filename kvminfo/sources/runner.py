@@ -17,6 +17,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from kvminfo.common.durations import format_duration
 from kvminfo.common.errors import KvminfoError, ParseError
 from kvminfo.common.threads import start_daemon
 from kvminfo.model import SourceResult, Status
@@ -77,8 +78,6 @@ class _Run:
         if self.operator_error is not None:
             raise self.operator_error
         if self.result is None:
-            from kvminfo.common.durations import format_duration  # only when a source times out
-
             reason = f"{self.source.describe(self.options)} did not answer within {format_duration(self.deadline_s)}"
             log.warning("%s; reporting it as timed out, the other sources still count", reason)
             return SourceResult(self.source.name, Status.TIMEOUT, reason, elapsed_ms=self.deadline_s * 1000)
