@@ -35,9 +35,9 @@ import urllib3  # noqa: E402
 from apiserver_standin import TOKEN, ApiServerStandin  # noqa: E402
 
 from kvminfo.collect import collect  # noqa: E402
+from kvminfo.model import ProbeOptions  # noqa: E402
 from kvminfo.output.nodefeature import build_nodefeature  # noqa: E402
 from kvminfo.output.nodefeature_client import NodeFeatureStore, load_api_client, publish_once  # noqa: E402
-from kvminfo.probe_options import ProbeOptions  # noqa: E402
 
 KVMINFO = REPO / ".venv" / "bin" / "kvminfo"
 NODE, NS = "bench-node", "kvminfo"

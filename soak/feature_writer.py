@@ -16,8 +16,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kvminfo.common.stopping import StopOnSignal
 from kvminfo.output.featurefile_writer import write_feature_file
-from kvminfo.stopping import StopOnSignal
 
 LABEL_SETS: tuple[dict[str, str], ...] = (
     {"kvm-info-usable": "true"},

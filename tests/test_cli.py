@@ -17,7 +17,7 @@ from kvm_fakes import HyperVKernel
 from kvminfo import cli
 from kvminfo.collect import collect
 from kvminfo.labels.nfd import check_label
-from kvminfo.probe_options import ProbeOptions
+from kvminfo.model import ProbeOptions
 from kvminfo.sources import ioctl as kvm_ioctl
 
 HYPERV_HOST_XML = DOMCAPS_FIXTURES / "virt-manager-kvm-x86_64-latest.xml"

@@ -146,9 +146,10 @@ def test_an_output_in_proc_fails_like_the_other_output_errors() -> None:
 
 def test_publish_help_lists_every_published_feature_set(libvirt_uri: str) -> None:
     from kvminfo.collect import collect
+    from kvminfo.commands.options import options_for_families
     from kvminfo.labels import FAMILIES
+    from kvminfo.model import ProbeOptions
     from kvminfo.output.nodefeature import features_from_report
-    from kvminfo.probe_options import ProbeOptions, options_for_families
 
     helped = run("publish", "--help").stdout
     # docs/install.md's comparison of the feeds lists the raw features (its "raw features for NodeFeatureRules" row)

@@ -51,9 +51,9 @@ from other_user import reach_script, unreadable_checkout
 from kvminfo.collect import collect
 from kvminfo.commands import features_file as features_file_command
 from kvminfo.commands import publish as publish_command
+from kvminfo.model import ProbeOptions
 from kvminfo.output.featurefile import render_feature_file
 from kvminfo.output.nodefeature import build_nodefeature
-from kvminfo.probe_options import ProbeOptions
 from kvminfo.sources import ioctl as kvm_ioctl
 from kvminfo.sources.libvirt_embed import embedded_root
 from kvminfo_plugin import config as plugin_config

@@ -23,13 +23,13 @@ from other_user import as_user, unreadable_checkout
 from signal_ready import wait_until_catching
 
 from kvminfo.collect import probe_deadline_s
-from kvminfo.durations import DurationError, format_duration, parse_duration
-from kvminfo.errors import KvminfoError
+from kvminfo.common.atomic import temp_path_for, write_atomic
+from kvminfo.common.durations import DurationError, format_duration, parse_duration
+from kvminfo.common.errors import KvminfoError
 from kvminfo.labels.nfd import check_label
-from kvminfo.output.atomic import temp_path_for, write_atomic
+from kvminfo.model import ProbeOptions
 from kvminfo.output.featurefile import MAX_BYTES, FeatureFile, parse_feature_file, render_feature_file
 from kvminfo.output.featurefile_writer import Schedule, rewrite_reason, schedule_from_args
-from kvminfo.probe_options import ProbeOptions
 from kvminfo.sources.base import LOCAL_SOURCE_DEADLINE_S
 
 THIS_HOST_KVM = DOMCAPS_FIXTURES / "this-host-kvm.xml"

@@ -10,9 +10,8 @@ import pytest
 from conftest import FIXTURES, KVMINFO
 
 from kvminfo.collect import collect
-from kvminfo.errors import KvminfoError
-from kvminfo.model import Status
-from kvminfo.probe_options import ProbeOptions
+from kvminfo.common.errors import KvminfoError
+from kvminfo.model import ProbeOptions, Status
 from kvminfo.sources.kernel_whitelist import (
     kernel_version_key,
     probe_kernel_whitelist,

@@ -17,8 +17,7 @@ from kvm_fakes import HyperVKernel, intel_hv_cpuid
 
 from kvminfo.collect import collect
 from kvminfo.labels.render import render_labels
-from kvminfo.model import Status
-from kvminfo.probe_options import ProbeOptions
+from kvminfo.model import ProbeOptions, Status
 from kvminfo.sources import ioctl as kvm_ioctl
 from kvminfo.sources.kvm import probe_kvm, read_cpu_vendor, read_nested
 
@@ -233,6 +232,8 @@ def test_nested_and_vendor_readers(tmp_path):
     assert read_nested((str(tmp_path / "absent"), str(tmp_path / "nested"))) is True
     assert read_nested((str(tmp_path / "off"),)) is False
     assert read_nested((str(tmp_path / "absent"),)) is None
+    (tmp_path / "odd").write_text("maybe\n")  # a bool parameter prints Y or N (an int one 1 or 0): not one
+    assert read_nested((str(tmp_path / "odd"),)) is None
     (tmp_path / "cpuinfo").write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n")
     assert read_cpu_vendor(str(tmp_path / "cpuinfo")) == "Intel"
     (tmp_path / "cpuinfo").write_text("processor\t: 0\n")

@@ -18,8 +18,7 @@ from kvm_fakes import HyperVKernel
 from kvminfo.collect import collect
 from kvminfo.features.hyperv import libvirt_evidence, libvirt_findings
 from kvminfo.features.hyperv_tables import LIBVIRT_NAMES
-from kvminfo.model import Support
-from kvminfo.probe_options import ProbeOptions
+from kvminfo.model import ProbeOptions, Support
 from kvminfo.sources import ioctl as kvm_ioctl
 from kvminfo.sources.domcaps import parse_domcaps
 from kvminfo.sources.libvirt import ask_libvirt

@@ -13,11 +13,10 @@ import pytest
 
 from kvminfo import cli
 from kvminfo.collect import collect, probe_deadline_s
-from kvminfo.model import Status
+from kvminfo.model import ProbeOptions, Status
 from kvminfo.output.base import StdoutLines
 from kvminfo.output.featurefile import parse_feature_file, render_feature_file
 from kvminfo.output.nodefeature import build_nodefeature
-from kvminfo.probe_options import ProbeOptions
 from kvminfo.sources import registry
 from kvminfo.sources.base import LOCAL_SOURCE_DEADLINE_S
 from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT

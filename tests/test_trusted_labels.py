@@ -25,7 +25,7 @@ from kvminfo.collect import collect
 from kvminfo.features.confidential import confidential_verdicts
 from kvminfo.labels import families
 from kvminfo.labels.nfd import check_label
-from kvminfo.probe_options import ProbeOptions
+from kvminfo.model import ProbeOptions
 from kvminfo.sources import cpu_baseline
 from kvminfo.sources import ioctl as ioctl_mod
 from kvminfo.sources import libvirt as libvirt_source
@@ -358,7 +358,7 @@ def test_a_vendor_needing_sanitizing_warns_once_per_process(tmp_path: Path) -> N
     root.find("cpu/mode[@name='host-model']/vendor").text = "Zhaoxin CentaurHauls"
     path = tmp_path / "zhaoxin.xml"
     path.write_text(ET.tostring(root, encoding="unicode"))
-    code = ("import json, sys\nfrom kvminfo.collect import collect\nfrom kvminfo.probe_options import ProbeOptions\n"
+    code = ("import json, sys\nfrom kvminfo.collect import collect\nfrom kvminfo.model import ProbeOptions\n"
             f"o = ProbeOptions(use_kvm=False, domcaps_xml={str(path)!r}, families=('caps',))\n"
             "print(json.dumps([[dict(r.labels), list(r.warnings)] for r in (collect(o), collect(o), collect(o))]))\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)

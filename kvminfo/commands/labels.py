@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 
-from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect
-from kvminfo.logsetup import configure_logging
-from kvminfo.options import add_probe_arguments, probe_options_from_args
+from kvminfo.commands.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.common.argparsing import command_parser
+from kvminfo.common.logsetup import configure_logging
 from kvminfo.output.base import StdoutLines
-from kvminfo.probe_options import options_for_families
 
 DESCRIPTION = """\
 Probe this node and print its Node Feature Discovery labels as key=value

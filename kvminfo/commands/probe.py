@@ -7,15 +7,14 @@ import json
 import sys
 from typing import Any
 
-from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect
+from kvminfo.commands.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.common.argparsing import command_parser
+from kvminfo.common.logsetup import configure_logging
 from kvminfo.features.families import left_out_text
 from kvminfo.features.family_facts import FamilyFacts
 from kvminfo.labels import FAMILIES
-from kvminfo.logsetup import configure_logging
 from kvminfo.model import Report, SourceResult, Status
-from kvminfo.options import add_probe_arguments, probe_options_from_args
-from kvminfo.probe_options import options_for_families
 from kvminfo.sources import registry
 from kvminfo.sources.facts import KVM, KvmFacts
 

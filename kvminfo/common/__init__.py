@@ -1,1 +1,1 @@
-"""Pieces every kvminfo process shares."""
+"""Generic helpers shared by the labeller (kvminfo) and the device plugin (kvminfo_plugin)."""

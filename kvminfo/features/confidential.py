@@ -25,11 +25,11 @@ Rules and their sources:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from kvminfo.features.family_facts import Verdict
 from kvminfo.model import Support
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
 

@@ -1,16 +1,16 @@
 """Plain data of the label families beyond Hyper-V: a confidential-computing Verdict and the
 FamilyFacts that one collect() computes (kvminfo.features.families.family_facts) and the labels,
-the NodeFeature and `kvminfo probe` read. Kept out of kvminfo.model so that the NFD hook's path
-(--family caps), which never needs them, does not pay for defining them."""
+the NodeFeature and `kvminfo probe` read. They belong to the family rules (kvminfo/features/),
+not to the layers' shared model."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kvminfo.model import Support
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
 

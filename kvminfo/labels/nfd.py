@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from kvminfo.k8snames import DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, QUALIFIED_NAME, QUALIFIED_NAME_MAX
+from kvminfo.common.k8snames import DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, QUALIFIED_NAME, QUALIFIED_NAME_MAX
 
 DEFAULT_PREFIX = "feature.node.kubernetes.io"
 ALLOWED_KUBERNETES_NAMESPACES = frozenset({"feature.node.kubernetes.io", "profile.node.kubernetes.io"})

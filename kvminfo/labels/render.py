@@ -18,19 +18,20 @@ the same node label, so consumers of the old unprefixed form see no change.
 
 from __future__ import annotations
 
-from kvminfo.labels import FAMILIES as ALL_FAMILIES
+from typing import TYPE_CHECKING
+
+from kvminfo.labels import FAMILIES
+from kvminfo.labels.families import family_labels
 from kvminfo.labels.nfd import DEFAULT_PREFIX, LabelError, check_label, full_key, sanitize_value
 from kvminfo.model import FeatureVerdict, SourceResult, Status, Support
 from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT, KvmFacts
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from typing import Any
 
     from kvminfo.features.family_facts import FamilyFacts
 
-FAMILIES = ALL_FAMILIES  # every family; the default set is kvminfo.labels.DEFAULT_FAMILIES
 NS = f"{DEFAULT_PREFIX}/"
 CAP_PREFIX = f"{NS}kvm-info-cap-hyperv-"
 KUBEVIRT_HYPERV_PREFIX = "hyperv.node.kubevirt.io/"
@@ -137,8 +138,6 @@ def render_labels(sources: Iterable[SourceResult], verdicts: Iterable[FeatureVer
     if "version" in wanted:
         candidates.update(version_labels(by_name))
     if family_facts is not None:
-        from kvminfo.labels.families import family_labels  # not on the hook's path (--family caps)
-
         candidates.update(family_labels(family_facts, wanted, warnings))
     candidates = {full_key(key): value for key, value in candidates.items()}  # one qualified form everywhere
     labels: dict[str, str] = {}

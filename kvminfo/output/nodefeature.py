@@ -32,9 +32,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kvminfo.errors import ParseError
+from kvminfo.common.errors import ParseError
+from kvminfo.common.k8snames import DNS_SUBDOMAIN_MAX, is_dns_label, is_dns_subdomain
 from kvminfo.features.family_facts import FamilyFacts
-from kvminfo.k8snames import DNS_SUBDOMAIN_MAX, is_dns_label, is_dns_subdomain
 from kvminfo.model import Report, Support
 from kvminfo.output.base import labels_changed
 from kvminfo.sources.facts import KVM, LIBVIRT

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from kvminfo.errors import ParseError
+from kvminfo.common.errors import ParseError
 
 # Architectures whose libvirt CPU driver has a hypervisor baseline (KubeVirt: amd64.go and s390x.go
 # hasHostSupportedFeatures; node-labeller.sh: "hypervisor-cpu-baseline command only works on x86

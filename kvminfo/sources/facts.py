@@ -8,17 +8,15 @@ shape `kvminfo probe --json` prints (the same keys as before typing).
 The source names below are the only spelling of each name: compare against
 these constants, never against a bare string. Each source's facts live in
 their own module (KvmFacts here, on every path; libvirt_facts, whitelist_facts)
-so that the NFD hook path does not pay for the classes of sources it does not
-run: a rule imports those lazily, once a result of that source is in hand.
-KvmFacts, on the hook's path, is a kvminfo.record (a frozen dataclass without
-the import cost); the others are dataclasses.
+with the source that fills them: a rule imports those lazily, once a result
+of that source is in hand.
 """
 
 from __future__ import annotations
 
-from kvminfo.record import field, record
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any, TypedDict
 
@@ -37,7 +35,7 @@ LIBVIRT = "libvirt"
 KERNEL_WHITELIST = "kernel-whitelist"
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class KvmFacts:
     """What /dev/kvm (ioctls) and the host files said.
 
@@ -58,7 +56,7 @@ class KvmFacts:
     hv_cpuid: list[HvCpuidEntry] | None = None
     hv_cpuid_via: str | None = None
     hv_cpuid_missing: str | None = None
-    # Read only when a label family needs them (kvminfo.probe_options.ProbeOptions.families):
+    # Read only when a label family needs them (kvminfo.model.ProbeOptions.families):
     # tsc_khz: KVM_GET_TSC_KHZ on a throwaway VM ("tsc"), None when not read or refused
     # (tsc_missing then says why when it was tried);
     # module_params: kvm_amd sev/sev_es/sev_snp, kvm_intel tdx ("confidential"),

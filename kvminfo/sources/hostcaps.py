@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from kvminfo.errors import ParseError
+from kvminfo.common.errors import ParseError
 from kvminfo.sources.domcaps_families import host_tsc_counter
 from kvminfo.sources.libvirt_facts import HostCapabilities
 

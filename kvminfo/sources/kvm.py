@@ -7,23 +7,24 @@ SourceResult with a one-line reason; nothing here raises to the caller.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import struct
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from kvminfo.lazylog import get_logger
 from kvminfo.model import SourceResult, Status
-from kvminfo.record import replace
 from kvminfo.sources import ioctl as _kvm  # reached as _kvm.ioctl so tests can replace it
 from kvminfo.sources.base import LocalSource
 from kvminfo.sources.facts import KVM, KvmFacts
+from kvminfo.sources.kvm_params import read_bool_param, read_confidential_params
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
-    from kvminfo.probe_options import ProbeOptions
+    from kvminfo.model import ProbeOptions
     from kvminfo.sources.facts import HvCpuidEntry
 
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 NESTED_PARAM_PATHS = (
     "/sys/module/kvm_intel/parameters/nested",
@@ -225,14 +226,11 @@ def probe_hv_cpuid(fd: int, caps: dict[str, int]) -> tuple[list[HvCpuidEntry] | 
 
 
 def read_nested(paths: tuple[str, ...] | None = None) -> bool | None:
-    """kvm_intel/kvm_amd `nested` parameter: Y/1 -> True, N/0 -> False, no module -> None."""
+    """kvm_intel/kvm_amd `nested` parameter: Y/1 -> True, N/0 -> False, no module (or neither) -> None."""
     for path in NESTED_PARAM_PATHS if paths is None else paths:
-        try:
-            with open(path, encoding="ascii", errors="replace") as f:
-                value = f.read().strip()
-        except OSError:
-            continue
-        return value in ("Y", "y", "1")
+        value = read_bool_param(path)
+        if value is not None:
+            return value
     return None
 
 
@@ -291,9 +289,7 @@ def probe_kvm(path: str, nested_paths: tuple[str, ...] | None = None,
     the label families asked for; "tsc" adds KVM_GET_TSC_KHZ (a throwaway VM, ~1 ms), "confidential"
     the kvm_amd/kvm_intel parameters. The NFD hook (--family caps) pays for neither."""
     params = None
-    if "confidential" in families:  # imported here: the hook path (--family caps) never loads it
-        from kvminfo.sources.kvm_params import read_confidential_params
-
+    if "confidential" in families:
         params = read_confidential_params()
     host = KvmFacts(nested=read_nested(nested_paths), cpu_vendor=read_cpu_vendor(cpuinfo_path),
                     module_params=params)

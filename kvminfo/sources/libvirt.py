@@ -15,10 +15,10 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from kvminfo.errors import KvminfoError, one_line
-from kvminfo.model import SourceResult, Status
-from kvminfo.probe_options import DEFAULT_LIBVIRT_URI, ProbeOptions
+from kvminfo.common.errors import KvminfoError, one_line
+from kvminfo.model import DEFAULT_LIBVIRT_URI, ProbeOptions, SourceResult, Status
 from kvminfo.sources import cpu_baseline
 from kvminfo.sources.domcaps import DomcapsError, parse_domcaps
 from kvminfo.sources.facts import LIBVIRT
@@ -28,7 +28,6 @@ from kvminfo.sources.libvirt_facts import HostCapabilities, LibvirtFacts
 from kvminfo.sources.operator_file import read_operator_file
 from kvminfo.sources.runner import run_source
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
 

@@ -30,21 +30,18 @@ qemuStateInitialize and src/qemu/qemu_conf.c virQEMUDriverConfigNew):
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from kvminfo.errors import KvminfoError
-from kvminfo.lazylog import get_logger
-from kvminfo.output.atomic import write_atomic
-from kvminfo.threads import start_daemon
+from kvminfo.common.atomic import write_atomic
+from kvminfo.common.errors import KvminfoError
+from kvminfo.common.threads import start_daemon
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 # What a root process's embedded driver needs to run QEMU as the owner of /dev/kvm.
 ROOT_QEMU_CONF = ('# Written by kvminfo for its embedded libvirt: QEMU runs as root, who owns /dev/kvm.\n'

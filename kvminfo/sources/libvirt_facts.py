@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
 
@@ -26,7 +26,7 @@ class DomainCapabilities:
     unknown); hyperv_supported likewise (None = absent); hyperv_defaults:
     libvirt >= 11.9 <defaults> children, tag -> int | str | bool ({} otherwise);
     host_model: None unless host-model is supported; custom_models: usable='yes'
-    names in document order; sev/sgx/tdx: <features><NAME supported='yes'>.
+    names in document order, each once; sev/sgx/tdx: <features><NAME supported='yes'>.
     cpu_models, host_model_required_features, confidential: the label families'
     raw facts, shapes in kvminfo/sources/domcaps_families.py (None: not offered).
     """

@@ -28,8 +28,8 @@ import os
 import stat
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from kvminfo.record import record
 from kvminfo_plugin.devices.dirwatch import Change, DirectoryWatcher, DirEvent
 from kvminfo_plugin.telemetry.logs import errno_text
 from kvminfo_plugin.worker import Worker
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 SYS_DEV_CHAR = "/sys/dev/char"
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class PathHealth:
     path: str
     healthy: bool
