@@ -231,7 +231,7 @@ def test_case5_a_symlinked_node_is_resolved_in_the_cdi_spec(plugin_dir: Path, no
         spec = _spec(cdi_dir, "test.kvminfo.io-serial.json")
         assert cdi_rules.problems(spec) == [] and cdi_rules.host_node_problems(spec) == []
         [node] = spec["devices"][0]["containerEdits"]["deviceNodes"]  # type: ignore[index]
-        assert node == {"path": str(link), "hostPath": str(nodes[0]), "permissions": "rw"}
+        assert node == {"path": str(link), "hostPath": str(nodes[0]), "fileMode": 0o666, "permissions": "rw"}
         link.unlink()  # udev re-enumerated: the name now points at another node
         link.symlink_to("../../tun")
         wait_until(lambda: _spec(cdi_dir, "test.kvminfo.io-serial.json")["devices"][0]["containerEdits"]  # type: ignore[index]

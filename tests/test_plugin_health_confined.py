@@ -15,16 +15,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
+import runc_container
 from conftest import require_real
-
-REPO = Path(__file__).resolve().parent.parent
 
 PROBE = """
 import errno, json, os, sys
@@ -54,24 +50,8 @@ def _registered() -> tuple[set[int], set[int]]:
     return majors, minors
 
 
-def _runc_bundle(bundle: Path, args: list[str]) -> None:
-    subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True, capture_output=True, timeout=30)
-    spec = json.loads((bundle / "config.json").read_text())
-    (bundle / "rootfs").mkdir()
-    spec["root"] = {"path": "rootfs", "readonly": True}
-    # The host's / read-only underneath runc's own /proc, /dev, /sys mounts.
-    spec["mounts"].insert(0, {"destination": "/", "type": "bind", "source": "/", "options": ["rbind", "ro"]})
-    spec["process"].update(terminal=False, args=args, cwd="/",
-                           env=["PATH=/usr/bin:/bin", f"PYTHONPATH={REPO / 'plugin'}:{REPO}"])
-    (bundle / "config.json").write_text(json.dumps(spec))
-
-
 def test_a_node_without_a_driver_is_unhealthy_inside_a_confined_pod(tmp_path: Path) -> None:
-    if os.geteuid() != 0 or shutil.which("runc") is None:
-        require_real("needs root and runc (apt-get install runc) to run the check in a container")
-        pytest.skip("needs root and runc")
-    if not Path("/sys/fs/cgroup/devices/devices.deny").exists() and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
-        pytest.skip("no device cgroup to confine the container with")
+    runc_container.require_runc()
     majors, minors = _registered()
     assert 10 in majors  # the misc major
     free_misc = [m for m in (238, 232, *range(243, 255)) if m not in minors]  # 243-254: reserved for local use
@@ -89,14 +69,8 @@ def test_a_node_without_a_driver_is_unhealthy_inside_a_confined_pod(tmp_path: Pa
     expected["pty"] = True
     os.chmod(tmp_path, 0o755)
     bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    _runc_bundle(bundle, [sys.executable, "-c", PROBE, *(str(p) for p in sorted(nodes.iterdir()))])
-    container = f"kvminfo-health-{uuid.uuid4().hex[:8]}"
-    try:
-        done = subprocess.run(["runc", "run", "--bundle", str(bundle), container], capture_output=True, text=True,
-                              timeout=60)
-    finally:
-        subprocess.run(["runc", "delete", "--force", container], capture_output=True, timeout=30)
+    done = runc_container.run(bundle, runc_container.default_spec(
+        bundle, [sys.executable, "-c", PROBE, *(str(p) for p in sorted(nodes.iterdir()))]))
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     # The premise: inside the container the device cgroup refuses every node it was not given.
