@@ -16,9 +16,10 @@ $(error make $(firstword $(ROOT_GOALS)) needs root: the suite opens /dev/kvm rea
 endif
 endif
 
-# ruff and mypy run on both packages (make lint, run by make test); mypy is
-# --strict for kvminfo/ (pyproject.toml [[tool.mypy.overrides]]).
-LINT_PATHS := kvminfo plugin/kvminfo_plugin
+# make lint (run by make test): ruff over the whole repository (tests, soak, bench and scripts
+# too, with the same rules: issue 18); mypy on both packages, --strict for kvminfo/
+# (pyproject.toml [[tool.mypy.overrides]]).
+MYPY_PATHS := kvminfo plugin/kvminfo_plugin
 
 .PHONY: lint run test install system-deps libvirt-up libvirt-down bench soak proto bench-plugin bench-featurefile bench-publish image clean
 
@@ -53,8 +54,8 @@ test: install libvirt-up lint
 
 # ruff and mypy (settings in pyproject.toml), installed with the test extras.
 lint: install
-	$(VENV)/bin/ruff check $(LINT_PATHS)
-	$(VENV)/bin/mypy $(LINT_PATHS)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy $(MYPY_PATHS)
 
 # Fault and abuse suite (soak/, never collected by `make test`): the short variant of
 # every scenario; LONG=1 runs the counts of issue 5. Results: soak/results/<variant>.json,
@@ -87,9 +88,11 @@ bench-publish: install
 	$(PY) bench/bench_publish.py
 
 # The image every manifest in deploy/ runs, built from ./Dockerfile with buildah
-# (no Docker engine needed), imported into a containerd of its own and each
-# DaemonSet container run there as its pod runs it (scripts/image.sh;
-# docs/dev/image.md). PYTHON_IMAGE: the base; by default a Debian root made here with
+# (no Docker engine or registry needed; elsewhere `docker build .` builds the
+# same), plus its plugin-only target, imported into a containerd of its own and
+# each DaemonSet container run there under runc as its pod runs it, the
+# labellers asking the image's own libvirt (scripts/image.sh; docs/dev/image.md).
+# PYTHON_IMAGE: the base; by default a Debian root made here with
 # debootstrap, e.g. PYTHON_IMAGE=python:3.11-slim-bookworm pulls the official one.
 IMAGE ?= localhost/kvminfo:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image: install

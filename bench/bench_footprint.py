@@ -47,7 +47,7 @@ IMPORTS = [
     ("importlib.metadata, kvminfo.commands read", "from importlib.metadata import entry_points; "
                                                   "entry_points(group='kvminfo.commands')"),
     ("logging + argparse", "import logging, argparse"),
-    ("kvminfo.errors + logsetup", "import kvminfo.errors, kvminfo.logsetup"),
+    ("kvminfo.common.errors + logsetup", "import kvminfo.common.errors, kvminfo.common.logsetup"),
     ("kvminfo_plugin.main (config, argparse, yaml, CDI)", "import kvminfo_plugin.main"),
     ("kvminfo_plugin.runtime (everything, metrics included)", "import kvminfo_plugin.main, kvminfo_plugin.runtime"),
 ]

@@ -158,7 +158,9 @@ inside() {
 
 status=0
 shared_dir=""
-[ -d "$here/../shared" ] && shared_dir=$(cd "$here/../shared" && pwd)
+# pwd -P: ../shared may be a symlink (it is on the development machines), and cp -a would copy the
+# link itself, dangling inside the root, so the corpus tests skipped there
+[ -d "$here/../shared" ] && shared_dir=$(cd "$here/../shared" && pwd -P)
 for suite in "${suites[@]}"; do
   tarball=$CACHE/$suite-$arch-minbase.tgz
   if [ ! -s "$tarball" ]; then

@@ -32,7 +32,7 @@ sys.path.insert(1, str(REPO / "tests"))
 # Re-exported so pytest registers the private libvirtd fixture for the soak tests as well.
 from conftest import private_libvirtd  # noqa: E402,F401
 
-from kvminfo.output.atomic import write_atomic  # noqa: E402
+from kvminfo.common.atomic import write_atomic  # noqa: E402
 
 _scenarios: list[Scenario] = []
 _OWNED = pytest.StashKey[list]()

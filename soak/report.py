@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kvminfo.errors import KvminfoError
-from kvminfo.output.atomic import write_atomic
+from kvminfo.common.atomic import write_atomic
+from kvminfo.common.errors import KvminfoError
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SOAK_PAGE = Path(__file__).resolve().parent.parent / "docs" / "dev" / "soak.md"  # where the tables live

@@ -135,7 +135,8 @@ def test_device_flaps(layout: Layout, scenario) -> None:
                 changed = time.monotonic()
                 make_char_device(layout.flap_device) if healthy else layout.flap_device.unlink()
                 try:
-                    k.wait_health(FLAP_RESOURCE, lambda d, want=want: set(d.values()) == {want}, timeout_s=TRANSITION_WITHIN_S)
+                    k.wait_health(FLAP_RESOURCE, lambda d, want=want: set(d.values()) == {want},
+                                  timeout_s=TRANSITION_WITHIN_S)
                     latency = endpoint.updates[seen][0] - changed
                 except (AssertionError, IndexError) as err:
                     flaps.record(False, time.monotonic() - changed, f"flap {i} -> {want}: {err}")

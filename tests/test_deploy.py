@@ -51,13 +51,14 @@ from other_user import reach_script, unreadable_checkout
 from kvminfo.collect import collect
 from kvminfo.commands import features_file as features_file_command
 from kvminfo.commands import publish as publish_command
+from kvminfo.model import ProbeOptions
 from kvminfo.output.featurefile import render_feature_file
 from kvminfo.output.nodefeature import build_nodefeature
-from kvminfo.probe_options import ProbeOptions
 from kvminfo.sources import ioctl as kvm_ioctl
-from kvminfo_plugin.devices import cdi as plugin_cdi
+from kvminfo.sources.libvirt_embed import embedded_root
 from kvminfo_plugin import config as plugin_config
 from kvminfo_plugin import main as plugin_main
+from kvminfo_plugin.devices import cdi as plugin_cdi
 
 DEPLOY = REPO / "deploy"
 TOP = "."  # deploy/kustomization.yaml: the whole thing in one step
@@ -79,6 +80,9 @@ ALLOWED = {
     "kvminfo-cleanup": ({"/var/run/cdi", "/etc/kubernetes/node-feature-discovery/features.d",
                          "/etc/kubernetes/node-feature-discovery/source.d"}, True),
 }
+# libvirt src/qemu/qemu_process.c qemuProcessQMPLaunch (DAC_OVERRIDE for the probe) and
+# src/util/virutil.c virSetUIDGIDWithCaps (setregid/setgroups, setreuid, the bounding set).
+LIBVIRT_AS_ROOT_CAPS = ["DAC_OVERRIDE", "SETGID", "SETUID", "SETPCAP"]
 KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "images", "configMapGenerator", "components", "namePrefix"}
 VERSION = next(line.split('"')[1] for line in (REPO / "pyproject.toml").read_text().splitlines()
                if line.startswith("version = "))
@@ -386,10 +390,14 @@ def test_container_security(workload, workloads):
         assert sc["privileged"] is False, where
         assert sc["allowPrivilegeEscalation"] is False, where
         assert sc["readOnlyRootFilesystem"] is True, where
-        assert sc["capabilities"] == {"drop": ["ALL"]}, where  # drop ALL, add none
+        uid = sc.get("runAsUser", pod_security.get("runAsUser"))
+        # drop ALL, add none; except a root container asking the embedded libvirt, whose
+        # privileged QEMU driver starts its QEMU probe with these (the manifest says why)
+        embedded_as_root = uid == 0 and any(a.startswith("qemu:///embed") for a in container.get("args", []))
+        assert sc["capabilities"] == ({"drop": ["ALL"], "add": LIBVIRT_AS_ROOT_CAPS} if embedded_as_root
+                                      else {"drop": ["ALL"]}), where
         seccomp = sc.get("seccompProfile") or pod_security.get("seccompProfile")
         assert seccomp == {"type": "RuntimeDefault"}, where
-        uid = sc.get("runAsUser", pod_security.get("runAsUser"))
         non_root = sc.get("runAsNonRoot", pod_security.get("runAsNonRoot"))
         if may_be_root and uid == 0:
             assert non_root is False, where  # root, said out loud, with a reason in the manifest
@@ -515,6 +523,13 @@ def test_labellers_args_parse_and_get_kvm_from_the_plugin(workload, command, wor
     if subcommand == "features-file":
         mount = container["volumeMounts"][0]["mountPath"]
         assert Path(args.output).parent.is_relative_to(mount)
+    # libvirt in the pod: the embedded driver's root on a volume of the pod's own (writable
+    # under the read-only root, its QEMU probe cached across container restarts)
+    root = embedded_root(args.libvirt_uri)
+    assert root is not None, args.libvirt_uri
+    volumes = {v["name"]: v for v in workloads[workload].get("volumes", [])}
+    (cache,) = [m for m in container["volumeMounts"] if Path(root).is_relative_to(m["mountPath"])]
+    assert "emptyDir" in volumes[cache["name"]] and not cache.get("readOnly")
 
 
 def test_publisher_identity_and_rbac(workloads, built):
@@ -890,7 +905,8 @@ def test_nodefeaturerule_sample_is_valid_and_matches_published_features(built, h
     for rule in rules:
         for term in rule["matchFeatures"]:
             assert term["feature"] in ("kvminfo.hyperv", "kvminfo.kvm", "kvminfo.libvirt", "kvminfo.cpu_models",
-                                       "kvminfo.host_model_features", "kvminfo.confidential", "kvminfo.tsc"), term
+                                       "kvminfo.cpu_features", "kvminfo.host_model_features",
+                                       "kvminfo.machine_types", "kvminfo.confidential", "kvminfo.tsc"), term
             for expression in term["matchExpressions"].values():
                 if expression["op"] in VALUE_COUNT:
                     assert len(expression.get("value", [])) == VALUE_COUNT[expression["op"]], rule["name"]
@@ -908,6 +924,21 @@ def test_rule_schema_catches_a_bad_operator(built):
     broken = yaml.safe_load(yaml.safe_dump(rule_object))
     broken["spec"]["rules"][0]["matchFeatures"][0]["matchExpressions"]["usable"]["op"] = "Equals"
     assert list(rule_validator().iter_errors(broken))
+
+
+def test_rule_schema_is_nfd_v0_19s(built):
+    """NFD v0.19's CRD accepts Ge, Le, GeLe and the matcher's `type` ('version'); a rule using them
+    on the TSC frequency and the libvirt version is valid (and an unknown type field name is not)."""
+    (rule_object,) = by_kind(built["nodefeature"], "NodeFeatureRule")
+    newer = yaml.safe_load(yaml.safe_dump(rule_object))
+    newer["spec"]["rules"][0]["matchFeatures"] = [
+        {"feature": "kvminfo.tsc", "matchExpressions": {"frequency_hz": {"op": "Ge", "value": ["2000000000"]}}},
+        {"feature": "kvminfo.libvirt", "matchExpressions": {
+            "version": {"op": "GeLe", "value": ["9.0.0", "12.5.0"], "type": "version"}}},
+        {"feature": "kvminfo.kvm", "matchExpressions": {"max_vcpus": {"op": "Le", "value": ["4096"]}}}]
+    assert list(rule_validator().iter_errors(newer)) == []
+    newer["spec"]["rules"][0]["matchFeatures"][1]["matchExpressions"]["version"]["kind"] = "version"
+    assert list(rule_validator().iter_errors(newer))
 
 
 def test_cdi_cleanup_removes_the_plugins_specs_as_its_pod_runs(workloads, built, tmp_path):
@@ -1220,13 +1251,23 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_dockerfile_is_multi_stage_non_root_and_copies_the_packages():
     instructions = dockerfile_instructions()
     stages = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
-    assert len(stages) == 2 and " AS build" in instructions[stages[0]][1]
-    final = instructions[stages[1]:]
-    assert ("COPY", "--from=build /opt/kvminfo /opt/kvminfo") in final
-    user = [rest for keyword, rest in final if keyword == "USER"]
-    assert user and user[-1].split(":")[0] not in ("0", "root")
-    assert ("ENTRYPOINT", '["kvminfo"]') in final
-    assert not [rest for keyword, rest in final if keyword == "RUN" and ("gcc" in rest or "-dev" in rest)]
+    # build (compilers), plugin (the venv only), full (the default: the last stage, with libvirt and QEMU)
+    assert len(stages) == 3 and " AS build" in instructions[stages[0]][1]
+    assert instructions[stages[1]][1].endswith(" AS plugin") and instructions[stages[2]][1] == "plugin AS full"
+    runtime = instructions[stages[1]:]
+    assert ("COPY", "--from=build /opt/kvminfo /opt/kvminfo") in runtime
+    user = [rest for keyword, rest in runtime if keyword == "USER"]
+    assert user and user[-1].split(":")[0] not in ("0", "root")  # the default image's user
+    plugin_user = [rest for keyword, rest in instructions[stages[1]:stages[2]] if keyword == "USER"]
+    assert plugin_user and plugin_user[-1].split(":")[0] not in ("0", "root")
+    assert ("ENTRYPOINT", '["kvminfo"]') in runtime
+    # the default image: tini as PID 1 reaps what libvirt daemonizes (its QEMU probe)
+    assert [rest for keyword, rest in instructions[stages[2]:] if keyword == "ENTRYPOINT"] == ['["tini", "--", "kvminfo"]']
+    assert not [rest for keyword, rest in runtime if keyword == "RUN" and ("gcc" in rest or "-dev " in rest)]
+    runs = " ".join(rest for keyword, rest in runtime if keyword == "RUN")
+    # a user record for the pods' uid, and what the embedded libvirt needs (Debian's QEMU user)
+    assert "useradd --uid 65532" in runs and "useradd --system --gid libvirt-qemu" in runs
+    assert "libvirt-daemon-driver-qemu" in runs and "qemu-system-x86" in runs and "--no-install-recommends" in runs
     # bytecode that stays valid whatever a COPY does to mtimes (the root is read-only: no rewrite)
     build_runs = " ".join(rest for keyword, rest in instructions[:stages[1]] if keyword == "RUN")
     assert "compileall" in build_runs and "--invalidation-mode unchecked-hash /opt/kvminfo" in build_runs

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kvminfo.errors import KvminfoError
+from kvminfo.common.errors import KvminfoError
 from kvminfo_plugin.config import FlagOverrides, config_from_mapping, load_config_file, path_slug
 from kvminfo_plugin.devices.health import check_path
 from kvminfo_plugin.devices.inventory import Inventory

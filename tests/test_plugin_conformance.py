@@ -21,7 +21,7 @@ import cdi_rules
 import pytest
 from plugin_harness import kubelet, make_char_device, running_plugin
 
-from kvminfo.errors import KvminfoError
+from kvminfo.common.errors import KvminfoError
 from kvminfo_plugin.config import config_from_mapping
 from kvminfo_plugin.devices.inventory import Inventory
 from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api

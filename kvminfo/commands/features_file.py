@@ -11,16 +11,15 @@ import argparse
 from functools import partial
 from pathlib import Path
 
-from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect, probe_deadline_s
-from kvminfo.durations import format_duration
-from kvminfo.logsetup import configure_logging
-from kvminfo.options import add_probe_arguments, probe_options_from_args
+from kvminfo.commands.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.common.argparsing import command_parser
+from kvminfo.common.durations import format_duration
+from kvminfo.common.logsetup import OUTPUT_LOGGER, configure_logging
+from kvminfo.common.stopping import StopOnSignal
 from kvminfo.output import periodic
 from kvminfo.output.featurefile_writer import DEFAULT_EXPIRY_S, FeatureFileOutput, check_output_path, schedule_from_args
 from kvminfo.output.uninstall import remove_feature_file, remove_relay_hook
-from kvminfo.probe_options import options_for_families
-from kvminfo.stopping import StopOnSignal
 
 DESCRIPTION = """\
 Probe this node and write its Node Feature Discovery labels to an NFD feature
@@ -90,7 +89,7 @@ def main(argv: list[str], prog: str = "kvminfo features-file") -> int:
     if args.remove:
         return _remove(args.output, args.relay_hook)
     stop = StopOnSignal()  # first, as in publish: a stop signal from here on is a stop, never a kill
-    configure_logging(args.verbose, output_lines=True)  # the write/skip lines are this command's output
+    configure_logging(args.verbose, timestamps=True, info_loggers=(OUTPUT_LOGGER,))  # the write/skip lines: its output
     # Every label family `kvminfo labels` prints, with the same default whitelist lookup.
     options = options_for_families(probe_options_from_args(args))
     schedule = schedule_from_args(args.expiry, args.interval, probe_deadline_s(options))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kvminfo import __version__
-from kvminfo.errors import KvminfoError
+from kvminfo.common.errors import KvminfoError
 from kvminfo.labels.lines import format_label_lines
 
 MAX_BYTES = 65536  # NFD's MaxFeatureFileSize: a file larger than this is skipped

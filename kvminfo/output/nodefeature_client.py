@@ -27,10 +27,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError as TransportError
 
-from kvminfo.durations import format_duration
-from kvminfo.errors import KvminfoError, one_line
+from kvminfo.common.backoff import backoff_delay_s
+from kvminfo.common.durations import format_duration
+from kvminfo.common.errors import KvminfoError, one_line
 from kvminfo.model import Report
-from kvminfo.output.backoff import backoff_delay_s
 from kvminfo.output.nodefeature import (
     API_GROUP,
     API_VERSION,

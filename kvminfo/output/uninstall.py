@@ -18,7 +18,7 @@ import os
 import stat
 from pathlib import Path
 
-from kvminfo.errors import KvminfoError
+from kvminfo.common.errors import KvminfoError
 from kvminfo.output.featurefile import HEADER_MARK
 
 RELAY_HOOK_MARKER = "kvminfo-hook-relay: this hook is kvminfo's"  # a comment line of relay-hook.sh

@@ -29,6 +29,6 @@ def main(argv: list[str], prog: str) -> int:
 def run() -> int:
     """The ``kvminfo-device-plugin`` console script: the command under the CLI's own
     guard (one line and an exit status for a bad config or environment, never a traceback)."""
-    from kvminfo.cli import run_guarded
+    from kvminfo.common.guard import run_guarded
 
     return run_guarded(SCRIPT, lambda: main(sys.argv[1:], SCRIPT))

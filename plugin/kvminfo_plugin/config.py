@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kvminfo.errors import KvminfoError
-from kvminfo.k8snames import DNS_SUBDOMAIN_MAX, is_dns_subdomain, is_qualified_name
-from kvminfo.record import record
+from kvminfo.common.errors import KvminfoError
+from kvminfo.common.k8snames import DNS_SUBDOMAIN_MAX, is_dns_subdomain, is_qualified_name
 
 DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 DEFAULT_CDI_DIR = Path("/var/run/cdi")
@@ -69,14 +69,14 @@ class ConfigError(KvminfoError):
         self.problem = problem
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class MountSpec:
     host_path: str
     container_path: str
     read_only: bool = True
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class DeviceGroup:
     """One unit of a resource: device nodes handed out together. ``name`` is the
     readable prefix of its slot IDs and its CDI device name."""
@@ -85,7 +85,7 @@ class DeviceGroup:
     paths: tuple[str, ...]
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class ResourceConfig:
     name: str
     groups: tuple[DeviceGroup, ...]
@@ -117,7 +117,7 @@ class ResourceConfig:
         return "kvminfo-" + re.sub(r"[^A-Za-z0-9_.-]", "_", self.name) + ".sock"
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class PluginConfig:
     resources: tuple[ResourceConfig, ...]
     plugin_dir: Path = DEFAULT_PLUGIN_DIR
@@ -408,7 +408,7 @@ def max_slots_within_message(groups: tuple[DeviceGroup, ...]) -> int:
 # ---- flags: applied to the raw document ------------------------------------------------
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class FlagOverrides:
     """Flags given on the command line; None/empty means 'not given'."""
 

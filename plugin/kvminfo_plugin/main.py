@@ -8,9 +8,10 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvminfo.argparsing import command_parser
-from kvminfo.logsetup import configure_logging
-from kvminfo.threads import start_daemon
+from kvminfo.common.argparsing import command_parser
+from kvminfo.common.logsetup import configure_logging
+from kvminfo.common.threads import start_daemon
+from kvminfo.common.version import VersionAction
 from kvminfo_plugin.config import (
     DEFAULT_CDI_DIR,
     DEFAULT_DEVICE,
@@ -91,6 +92,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="uninstall step: remove the CDI specs of the configured CDI resources (only files "
                              "holding a spec of that resource's kind), print one line per file, exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action=VersionAction)
     return parser
 
 
@@ -118,10 +120,10 @@ def main(argv: list[str], prog: str = "kvminfo device-plugin") -> int:
     # pending until the signal thread takes them.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     quiet_grpc_core()  # before anything imports grpc
-    configure_logging(args.verbose, output_lines=True)  # time-stamped lines, as the other long-running writers'
-    # One line per registration, health change and allocation is the contract,
-    # so this package logs at INFO even when the rest of kvminfo is quiet.
-    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # Time-stamped lines, as the other long-running processes'. One line per registration,
+    # health change and allocation is the contract, so this package logs at INFO even
+    # when the rest of kvminfo is quiet.
+    configure_logging(args.verbose, timestamps=True, info_loggers=("kvminfo_plugin",))
     _serve(args)
     return 0
 

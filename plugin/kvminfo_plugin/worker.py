@@ -1,6 +1,6 @@
 """One background thread with a stop event: the start/stop boilerplate of the
 health monitor, the inotify watchers, the CDI spec keeper and the metrics
-server, written once on top of kvminfo.threads; and the thread that sleeps
+server, written once on top of kvminfo.common.threads; and the thread that sleeps
 until a file descriptor is readable (the inotify watchers, the metrics server)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import select
 import threading
 from collections.abc import Callable
 
-from kvminfo.threads import start_daemon, stop_thread
+from kvminfo.common.threads import start_daemon, stop_thread
 
 
 class Worker:

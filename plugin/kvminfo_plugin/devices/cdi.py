@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kvminfo.errors import KvminfoError
-from kvminfo.output.atomic import write_atomic
+from kvminfo.common.atomic import write_atomic
+from kvminfo.common.errors import KvminfoError
 from kvminfo_plugin.config import DeviceGroup, ResourceConfig
 from kvminfo_plugin.devices.dirwatch import Change, DirectoryWatcher, DirEvent
 from kvminfo_plugin.telemetry.logs import FailureLog, errno_text

@@ -18,11 +18,11 @@ import errno
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from inotify_simple import INotify, flags
 
-from kvminfo.record import record
 from kvminfo_plugin.worker import ReadableWorker
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class Change(enum.Enum):
     RESCAN = "rescan"  # the directory itself changed, went away or came back: anything in it may have
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class DirEvent:
     directory: str  # one of the directories asked for
     name: str  # the entry; "" for RESCAN

@@ -43,8 +43,8 @@ import os
 import stat
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from kvminfo.record import record
 from kvminfo_plugin.devices.dirwatch import Change, DirectoryWatcher, DirEvent
 from kvminfo_plugin.telemetry.logs import errno_text
 from kvminfo_plugin.worker import Worker
@@ -57,7 +57,7 @@ PROC_MISC = "/proc/misc"
 MISC_MAJOR = 10  # Documentation/admin-guide/devices.txt: "10 char  Non-serial mice, misc features"
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class PathHealth:
     path: str
     healthy: bool

@@ -7,11 +7,12 @@ all the group's slots turn Unhealthy together. Pure: no I/O.
 
 from __future__ import annotations
 
-from kvminfo.record import record
+from dataclasses import dataclass
+
 from kvminfo_plugin.config import DeviceGroup, ResourceConfig, slot_id
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Inventory:
     """The slots of one resource: ID -> group, in advertising order."""
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
-from kvminfo.record import record
 from kvminfo_plugin.config import DeviceGroup, ResourceConfig
 from kvminfo_plugin.devices.allocation import ResponseCache, policy_for, preferred
 from kvminfo_plugin.devices.inventory import Inventory
@@ -32,7 +32,7 @@ class Refused(Exception):
         self.kind = kind
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Listing:
     version: int
     response: api.ListAndWatchResponse

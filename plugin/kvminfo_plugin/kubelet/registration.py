@@ -37,13 +37,13 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-from kvminfo.errors import KvminfoError
-from kvminfo.output.backoff import backoff_delay_s
-from kvminfo.record import record
+from kvminfo.common.backoff import backoff_delay_s
+from kvminfo.common.errors import KvminfoError
 from kvminfo_plugin.devices.dirwatch import Change, DirectoryWatcher, DirEvent
 from kvminfo_plugin.kubelet.server import SocketServer, plugin_options
 from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
@@ -88,7 +88,7 @@ class _ResourceState:
         self.serve_log = FailureLog()
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """Why a Register did not succeed. ``permanent``: the kubelet refused the request
     itself and will refuse it every time (retrying cannot help)."""

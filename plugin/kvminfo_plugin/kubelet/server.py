@@ -15,8 +15,8 @@ from pathlib import Path
 
 import grpc
 
-from kvminfo.errors import KvminfoError
-from kvminfo.fsutil import unlink_if_exists
+from kvminfo.common.errors import KvminfoError
+from kvminfo.common.fsutil import unlink_if_exists
 from kvminfo_plugin.devices.pool import DevicePool, Refused
 from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
 from kvminfo_plugin.kubelet.v1beta1 import api_pb2_grpc as api_grpc

@@ -1,5 +1,5 @@
 """The plugin's log helpers: errno names in OS errors, no gRPC core lines, and
-repeated failures rate-limited (the log set-up itself is kvminfo.logsetup's)."""
+repeated failures rate-limited (the log set-up itself is kvminfo.common.logsetup's)."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ import os
 import stat
 from pathlib import Path
 
-from kvminfo.errors import KvminfoError
-from kvminfo.fsutil import unlink_if_exists
+from kvminfo.common.errors import KvminfoError
+from kvminfo.common.fsutil import unlink_if_exists
 
 
 def temp_path_for(path: Path) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from kvminfo.errors import ParseError
+from kvminfo.common.errors import ParseError
 
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _NUMBER = r"\d+(?:\.\d+)?"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # typing costs the NFD hook's start; annotations only need it for mypy
 if TYPE_CHECKING:
     from typing import NoReturn
 

@@ -1,32 +1,38 @@
-"""The probe options on the command line (argparse): `probe`, `labels`, `features-file`, `publish`.
-
-ProbeOptions itself, its defaults and options_for_families live in
-kvminfo.probe_options, which the NFD hook's light entry point (kvminfo.hook)
-uses without argparse.
+"""The probe options on the command line (argparse) of `probe`, `labels`, `features-file` and
+`publish` (and so of the NFD hooks, which run `kvminfo labels`), and the families they choose
+(options_for_families).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+from dataclasses import replace
 
+from kvminfo.common.durations import DurationError, format_duration, parse_duration
+from kvminfo.common.errors import KvminfoError
+from kvminfo.features.cpu_models import parse_obsolete_list
 from kvminfo.features.hyperv_tables import parse_version
-from kvminfo.labels import DEFAULT_FAMILIES, FAMILIES
-from kvminfo.probe_options import (
-    DEFAULT_KVM_PATH,
-    DEFAULT_LIBVIRT_DEADLINE_S,
-    DEFAULT_LIBVIRT_URI,
-    LIBVIRT_DEADLINE_EXAMPLES,
-    MAX_LIBVIRT_DEADLINE_S,
-    ProbeOptions,
-)
+from kvminfo.labels import DEFAULT_FAMILIES, FAMILIES, FAMILY_SOURCES
+from kvminfo.model import DEFAULT_KVM_PATH, DEFAULT_LIBVIRT_DEADLINE_S, DEFAULT_LIBVIRT_URI, ProbeOptions
+from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT
+from kvminfo.sources.operator_file import read_operator_file
+
+# Thread.join overflows on inf/1e308 and takes nan or -1 as "do not wait"; an
+# hour already outlasts any libvirt that is going to answer at all.
+MAX_LIBVIRT_DEADLINE_S = 3600.0
+# Examples in --libvirt-timeout's messages: each within (0, MAX_LIBVIRT_DEADLINE_S] (tests check).
+LIBVIRT_DEADLINE_EXAMPLES = "e.g. 30 (seconds), 2.5s, 10m, 1h"
+# Where kvm-version-info-nfd-plugin read its config; used when no --whitelist-config is given.
+DEFAULT_WHITELIST_CONFIG = "/etc/kubernetes/node-feature-discovery/source.d/conf/kvm-version-info.json"
+
+log = logging.getLogger(__name__)
 
 
 def libvirt_deadline(text: str) -> float:
-    """argparse type for --libvirt-timeout: a duration (kvminfo.durations: "10", "2.5s",
-    "1m"), above zero, at most an hour. Imported here: the NFD hook path without
-    --libvirt-timeout never loads kvminfo.durations."""
-    from kvminfo.durations import DurationError, format_duration, parse_duration
-
+    """argparse type for --libvirt-timeout: a duration (kvminfo.common.durations: "10", "2.5s",
+    "1m"), above zero, at most an hour."""
     try:
         return float(parse_duration(text, "--libvirt-timeout", maximum_s=MAX_LIBVIRT_DEADLINE_S))
     except DurationError:
@@ -62,6 +68,12 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     libvirt_or_replay.add_argument("--domcaps-xml", metavar="FILE",
                                    help="replay a recorded `virsh domcapabilities` output instead of asking libvirt "
                                         "(at most 4 MiB)")
+    g.add_argument("--hostcaps-xml", metavar="FILE",
+                   help="with --domcaps-xml: replay a recorded `virsh capabilities` output too (TSC counter, "
+                        "machine types); without it a replay has no tsc or machine-types labels")
+    g.add_argument("--cpu-baseline-xml", metavar="FILE",
+                   help="with --domcaps-xml: replay a recorded `virsh hypervisor-cpu-baseline --features` output "
+                        "over its host-model (the cpu-features family); without it a replay has no cpu-features")
     g.add_argument("--libvirt-version", type=libvirt_version, metavar="X.Y.Z",
                    help="with --domcaps-xml: the libvirt release that wrote the file (`virsh version`), so that "
                         "its silence about a Hyper-V name it knows means unsupported; without it, silence "
@@ -84,9 +96,10 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def probe_options_from_args(args: argparse.Namespace) -> ProbeOptions:
     if args.libvirt_version is not None and args.domcaps_xml is None:
-        from kvminfo.errors import KvminfoError
-
         raise KvminfoError("--libvirt-version describes a --domcaps-xml replay; a live libvirt reports its own")
+    for given, option in ((args.hostcaps_xml, "--hostcaps-xml"), (args.cpu_baseline_xml, "--cpu-baseline-xml")):
+        if given is not None and args.domcaps_xml is None:
+            raise KvminfoError(f"{option} replays with --domcaps-xml; a live libvirt is asked for it")
     return ProbeOptions(
         kvm_path=args.kvm_device,
         use_kvm=not args.no_kvm,
@@ -95,6 +108,8 @@ def probe_options_from_args(args: argparse.Namespace) -> ProbeOptions:
         libvirt_deadline_s=args.libvirt_timeout,
         domcaps_xml=args.domcaps_xml,
         replay_libvirt_version=args.libvirt_version,
+        hostcaps_xml=args.hostcaps_xml,
+        cpu_baseline_xml=args.cpu_baseline_xml,
         whitelist_config=args.whitelist_config,
         kubevirt_names=args.kubevirt_names,
         families=families_from_args(args),
@@ -113,9 +128,31 @@ def families_from_args(args: argparse.Namespace) -> tuple[str, ...]:
 def _obsolete_list(path: str | None) -> frozenset[str] | None:
     if path is None:
         return None
-    from kvminfo.features.cpu_models import parse_obsolete_list
-    from kvminfo.sources.operator_file import read_operator_file
-
     return parse_obsolete_list(read_operator_file(path, "obsolete CPU model list"))
 
 
+def options_for_families(options: ProbeOptions, families: list[str] | tuple[str, ...] | None = None,
+                         default_whitelist: str = DEFAULT_WHITELIST_CONFIG) -> ProbeOptions:
+    """Render ``families`` (default: options.families) and switch off the sources none of them uses
+    (kvminfo.labels.FAMILY_SOURCES)."""
+    families = tuple(f for f in FAMILIES if f in (options.families if families is None else families))
+    options = replace(options, families=families)
+    needed = {source for family in families for source in FAMILY_SOURCES[family]}
+    unneeded = set(options.unneeded_sources)
+    if KVM not in needed and options.use_kvm:
+        options = replace(options, use_kvm=False)
+        unneeded.add(KVM)
+    if LIBVIRT not in needed and options.use_libvirt:
+        options = replace(options, use_libvirt=False)
+        unneeded.add(LIBVIRT)
+    if "version" not in families:
+        if options.whitelist_config is not None:
+            unneeded.add(KERNEL_WHITELIST)
+        options = replace(options, whitelist_config=None)
+    elif options.whitelist_config is None:
+        if os.path.exists(default_whitelist):
+            options = replace(options, whitelist_config=default_whitelist)
+        elif set(families) == {"version"}:
+            log.warning("no kernel whitelist: %s does not exist and no --whitelist-config was given; "
+                        "no kvm-info-version labels", default_whitelist)
+    return replace(options, unneeded_sources=frozenset(unneeded))
