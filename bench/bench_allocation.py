@@ -100,7 +100,7 @@ def allocate(rig: Rig, quick: bool, slot_counts: list[int], resource_counts: lis
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run, figures not for the README)")
+    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run, figures not for docs/dev/performance.md)")
     parser.add_argument("--part", choices=("preferred", "allocate", "both"), default="both")
     parser.add_argument("--preferred-slots", type=int, nargs="+", default=[10, 1_000, 10_000, 100_000],
                         help="GetPreferredAllocation: slot counts")

@@ -7,7 +7,7 @@ Measures: start -> Register; re-registration after a kubelet restart; health
 propagation (device node removed -> Unhealthy on the stream); Allocate latency
 and throughput with 1 and 16 concurrent callers beside a bare grpcio unary
 call (the floor; both driven by a grpc.aio client in its own process); RSS after start and after 100,000 Allocate calls.
-Prints a markdown table for the README.
+Prints a markdown table for docs/dev/performance.md.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run, figures not for the README)")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run, figures not for docs/dev/performance.md)")
     args = parser.parse_args()
     rounds = 3 if args.quick else 10
     calls = 300 if args.quick else 3000

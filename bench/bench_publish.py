@@ -12,7 +12,7 @@ Measures:
   what importing and setting up the `kubernetes` client costs per start;
 - RSS of the `--interval` process after its first round and after 20 more
   (a leak per round would show).
-Prints a markdown table for the README.
+Prints a markdown table for docs/dev/performance.md.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ Every fenced block on those pages carries a marker on the line before it,
   ``kvminfo-device-plugin`` run for real in a sandbox per page: its working
   directory holds the inputs the page states (``INPUTS``: recorded.xml,
   sev-snp-host.xml, ...), HOME is there, NFD's directories
-  (/etc/kubernetes/node-feature-discovery) are mapped into it, and an API
+  (/etc/kubernetes/node-feature-discovery) and the labellers' libvirt cache
+  volume (/var/cache/kvminfo) are mapped into it, and an API
   server stand-in answers behind ~/.kube/config and $KUBECONFIG with
   NODE_NAME/POD_NAMESPACE set as the downward API sets them ($(hostname)
   is that node's name too). A one-shot
@@ -17,8 +18,11 @@ Every fenced block on those pages carries a marker on the line before it,
   SIGTERM must end it with status 0. ``kubectl apply|delete -k DIR`` renders
   DIR with tests/test_deploy.py's kustomize; every other kubectl command may
   name only objects the rendered deploy/ has (namespace, ds/NAME, pods,
-  label selectors, -L labels kvminfo writes, the device plugin's resource),
-  and ``exec ... -- CMD`` checks CMD in turn. ``docker|podman build|push``:
+  label selectors, -L labels kvminfo writes, the device plugin's resource as
+  its config file in the plugin's generated ConfigMap says), a NodeFeature
+  only as publish names it (kvminfo-NODE); ``label`` sets only a namespace
+  label deploy/ sets or a node label a shipped pod selects on; and
+  ``exec ... -- CMD`` checks CMD in turn. ``docker|podman build|push``:
   the Dockerfile is there and the tag is the project's version;
   ``kustomize edit set image OLD=NEW``: OLD is the kustomization's images
   entry; ``rm -f PATH``: a file a shipped DaemonSet writes. Any other program
@@ -72,6 +76,7 @@ from kvminfo_plugin import config as plugin_config
 
 PAGES = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md")])
 NFD_DIR = "/etc/kubernetes/node-feature-discovery"
+LIBVIRT_CACHE = "/var/cache/kvminfo"  # the labellers' libvirt-cache volume (their embedded libvirt's root)
 VERSION = next(line.split('"')[1] for line in (REPO / "pyproject.toml").read_text().splitlines()
                if line.startswith("version = "))
 # The inputs the pages state, by the name they use (each page says what the file is).
@@ -159,12 +164,29 @@ def shipped() -> Shipped:
             found.pod_labels.append(obj["spec"]["template"]["metadata"].get("labels", {}))
         elif obj["kind"] == "Pod":
             found.pod_labels.append(meta.get("labels", {}))
-        for value in obj.get("data", {}).values() if obj["kind"] == "ConfigMap" else ():
-            document = yaml.safe_load(value) if value.lstrip().startswith(("resources:", "version:", "pluginDir:")) else None
-            if isinstance(document, dict) and "resources" in document:  # the device plugin's config
-                found.resources |= {r.name for r in plugin_config.config_from_mapping(document).resources}
+    for document in plugin_configs(objects):
+        found.resources |= {r.name for r in plugin_config.config_from_mapping(document).resources}
     assert found.resources, "the device plugin's ConfigMap was not found in deploy/"
     return found
+
+
+def plugin_configs(objects: list[dict[str, Any]]) -> Iterator[Any]:
+    """The config file each shipped device plugin reads: its ``--config PATH``, in the ConfigMap
+    volume mounted at PATH's directory (by its generated name), under PATH's file name."""
+    config_maps = {(o["metadata"].get("namespace"), o["metadata"]["name"]): o.get("data", {})
+                   for o in objects if o["kind"] == "ConfigMap"}
+    for obj in objects:
+        if obj["kind"] != "DaemonSet":
+            continue
+        spec = obj["spec"]["template"]["spec"]
+        volumes = {v["name"]: v["configMap"]["name"] for v in spec.get("volumes", []) if "configMap" in v}
+        for container in all_containers(spec):
+            path = _option_value(container.get("command", []) + container.get("args", []), "--config")
+            if path is None or "device-plugin" not in " ".join(container.get("command", []) + container.get("args", [])):
+                continue
+            (volume,) = [m["name"] for m in container.get("volumeMounts", []) if m["mountPath"] == str(Path(path).parent)]
+            data = config_maps[(obj["metadata"].get("namespace"), volumes[volume])]
+            yield yaml.safe_load(data[Path(path).name])
 
 
 def _help(*command: str) -> str:
@@ -218,10 +240,11 @@ class Sandbox:
     cwd: str = "."  # a `cd DIR` of the current line (repository-relative), as in a subshell
 
     def path(self, text: str) -> str:
-        return text.replace(NFD_DIR, str(self.root / "nfd"))
+        return text.replace(NFD_DIR, str(self.root / "nfd")).replace(LIBVIRT_CACHE, str(self.root / "cache"))
 
     def unpath(self, text: str) -> str:
-        return text.replace(str(self.root / "nfd"), NFD_DIR).replace(str(self.root) + "/", "")
+        return (text.replace(str(self.root / "nfd"), NFD_DIR).replace(str(self.root / "cache"), LIBVIRT_CACHE)
+                .replace(str(self.root) + "/", ""))
 
     def env(self) -> dict[str, str]:
         environ = {k: v for k, v in os.environ.items() if k not in POD_ENVIRONMENT}
@@ -248,6 +271,7 @@ def sandbox(standin: ApiServerStandin) -> Iterator[Sandbox]:
             (root / name).write_text(source if isinstance(source, str) else source.read_text())
         for directory in ("features.d", "source.d"):
             (root / "nfd" / directory).mkdir(parents=True)
+        (root / "cache").mkdir()  # an emptyDir: there, and empty
         (root / ".kube").mkdir()
         standin.write_kubeconfig(root / ".kube" / "config")
         (root / "deploy").symlink_to(DEPLOY)  # for overlays: ../deploy
@@ -357,16 +381,22 @@ def check_kubectl(argv: list[str], box: Sandbox, shipped: Shipped, labels: set[s
     if verb in ("apply", "delete") and "-k" in args:
         check_render(_option_value(args, "-k") or "", box, where)
         return
-    assert verb in ("get", "wait", "logs", "rollout", "exec", "describe", "label"), f"{where}: no checker for kubectl {verb}"
-    kinds = {"ds": "DaemonSet", "daemonset": "DaemonSet", "pod": "Pod", "pods": "Pod", "namespace": "Namespace"}
+    assert verb in ("get", "wait", "logs", "rollout", "exec", "describe", "label", "delete"), \
+        f"{where}: no checker for kubectl {verb}"
+    kinds = {"ds": "DaemonSet", "daemonset": "DaemonSet", "pod": "Pod", "pods": "Pod", "namespace": "Namespace",
+             "nodefeature": "NodeFeature", "nodefeatures": "NodeFeature"}
     objects = words[2:] if verb == "rollout" else words[1:]
-    if verb in ("get", "describe", "label") and objects and objects[0] in kinds and len(objects) > 1:
+    if verb in ("get", "describe", "label", "delete") and objects and objects[0] in kinds and len(objects) > 1:
         objects = [f"{objects[0]}/{name}" for name in objects[1:] if "=" not in name]
     if verb == "logs" and objects and "/" not in objects[0]:
         objects = [f"pod/{objects[0]}"]
+    if verb == "delete":
+        assert all("/" in word for word in objects), f"{where}: kubectl delete names no object"
     for word in objects:
         kind, _, name = word.partition("/")
-        if kind in kinds and name and not _placeholder(name):
+        if kinds.get(kind) == "NodeFeature":  # made at run time by `kvminfo publish`: kvminfo-<node>
+            assert not name or re.fullmatch(r"kvminfo-[A-Z]+", name), f"{where}: {word}: publish names its object kvminfo-NODE"
+        elif kind in kinds and name and not _placeholder(name):
             assert shipped.has(kinds[kind], name), f"{where}: {word} is not in deploy/"
     for label in [v for i, v in enumerate(args) if i > 0 and args[i - 1] == "-L"]:
         assert label.removeprefix("feature.node.kubernetes.io/") in labels, f"{where}: -L {label}: kvminfo writes no such label"
@@ -376,9 +406,17 @@ def check_kubectl(argv: list[str], box: Sandbox, shipped: Shipped, labels: set[s
     for escaped in re.findall(r"devices\\\.[\w\\.]+/[\w-]+", " ".join(args)):
         assert escaped.replace("\\", "") in shipped.resources, f"{where}: {escaped} is not a resource the plugin serves"
     if verb == "label":
-        namespace_object = next(o for o in shipped.objects if o["kind"] == "Namespace")
-        for pair in [w for w in words if "=" in w]:
-            assert pair.split("=", 1)[0] in namespace_object["metadata"]["labels"], f"{where}: {pair}: not a label deploy/ sets"
+        pairs = [w.split("=", 1) for w in words[2:] if "=" in w]
+        assert pairs, f"{where}: kubectl label without a key=value"
+        if words[1] in ("node", "nodes"):  # a label the shipped DaemonSets select nodes by
+            selectors = [spec.get("nodeSelector", {}) for _, spec in pod_templates(shipped.objects)]
+            for key, value in pairs:
+                assert any(s.get(key) == value for s in selectors), f"{where}: {key}={value}: no shipped pod selects on it"
+        else:
+            assert words[1] == "namespace", f"{where}: no checker for kubectl label {words[1]}"
+            namespace_object = next(o for o in shipped.objects if o["kind"] == "Namespace")
+            for key, _ in pairs:
+                assert key in namespace_object["metadata"]["labels"], f"{where}: {key}: not a label deploy/ sets"
 
 
 def check_command(argv: list[str], box: Sandbox, shipped: Shipped, labels: set[str], where: str) -> None:

@@ -1,5 +1,5 @@
 """scripts/image_pods.py's pod -> OCI runtime spec translation, which `make image`
-uses to run every DaemonSet container under containerd (README, "The image").
+uses to run every DaemonSet container under containerd (docs/dev/image.md).
 
 The base is the spec containerd 1.6.20 really generated for the image
 (tests/fixtures/containerd/); the pods are deploy/'s, resolved; the

@@ -1,5 +1,5 @@
 """The Allocate seam (kvminfo_plugin.devices.allocation): the policies a resource's config
-selects, and a new policy plugged in the way the README's layout section says."""
+selects, and a new policy plugged in the way docs/dev/layout.md says."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class GroupEnvPolicy:
 
 def test_a_resource_with_its_own_allocate_behaviour_plugs_in(plugin_dir: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    # The two touches the README names besides the new class: one line in POLICIES,
+    # The two touches docs/dev/layout.md names besides the new class: one line in POLICIES,
     # and the config rule that selects it (here: this resource's name).
     monkeypatch.setitem(allocation.POLICIES, "groupEnv", GroupEnvPolicy)
     chosen = ResourceConfig.allocation.fget  # type: ignore[attr-defined]

@@ -53,7 +53,7 @@ def _paths(container: api.ContainerAllocateResponse) -> list[str]:
 
 
 def test_case1_two_nodes_of_one_resource_come_together(plugin_dir: Path, nodes: tuple[Path, Path]) -> None:
-    """`devices: [/dev/vhost-net, /dev/net/tun]` (the README's example) used to give a container
+    """`devices: [/dev/vhost-net, /dev/net/tun]` (docs/device-plugin.md's config example) used to give a container
     only the first node; QEMU needs both. Now the list is one group: every unit holds both."""
     vhost, tun = nodes
     settings = {"pluginDir": str(plugin_dir), "pollIntervalSeconds": 60,

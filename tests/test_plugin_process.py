@@ -146,7 +146,7 @@ def test_help_explains_every_option() -> None:
     for option in ("--config", "--plugin-dir", "--cdi-dir", "--metrics-port", "--resource", "--slots",
                    "--permissions", "--cdi", "--no-cdi", "--remove-cdi-specs", "groups", "microk8s", "1000"):
         assert option in stdout
-    # Slots are counted per device group (README "Device groups"), not per node; health never opens a node with sysfs.
+    # Slots are counted per device group (docs/device-plugin.md, "Device groups"), not per node; health never opens a node with sysfs.
     text = " ".join(stdout.split())
     assert "slots per device group" in text and "per device node" not in text and "shared node at once" not in text
     assert "cannot be opened" not in text
@@ -363,7 +363,7 @@ def test_stop_signals_are_taken_by_a_thread_never_by_a_handler(short_dir: Path) 
 
 def test_plugin_dir_removed_before_any_registration_is_waited_for(short_dir: Path) -> None:
     """Seen by a new user: `rm -rf` of the plugin dir while no kubelet had answered yet stopped the
-    plugin with exit 2 ("cannot serve the device plugin socket: ENOENT"). The README promises it
+    plugin with exit 2 ("cannot serve the device plugin socket: ENOENT"). docs/device-plugin.md promises it
     waits for the directory and serves and registers once it is back."""
     plugin_dir = short_dir / "pd"
     process = plugin_process("--plugin-dir", str(plugin_dir), "--metrics-port", "0")

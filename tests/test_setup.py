@@ -1,4 +1,5 @@
-"""The README's set-up as a user and on a machine without Python's headers (issue 11, items 1 and 3).
+"""The development set-up (docs/dev/setup.md) as a user and on a machine without Python's
+headers (issue 11, items 1 and 3).
 
 Seen: on a fresh Debian `make run` failed compiling libvirt-python (no
 Python.h: python3-dev was never installed), and `make test` as a user gave

@@ -1,4 +1,4 @@
-"""Adding a source is one module plus one registry line (README, "Layout"): a source
+"""Adding a source is one module plus one registry line (docs/dev/layout.md): a source
 registered that way reaches every output with no other file touched."""
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubevirt-names", action="store_true",
                         help="use KubeVirt's label names hyperv.node.kubevirt.io/<name> instead of "
                              "kvm-info-cap-hyperv-<name>; only for nodes where KubeVirt's own node labeller does not "
-                             "run (it owns that namespace and deletes labels it did not set; see README)")
+                             "run (it owns that namespace and deletes labels it did not set; see docs/labels.md)")
 
 
 def probe_options_from_args(args: argparse.Namespace) -> ProbeOptions:

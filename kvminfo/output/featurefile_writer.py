@@ -122,7 +122,7 @@ def read_feature_file(path: Path) -> FeatureFile | None:
 def check_output_path(text: str) -> Path:
     """--output as a Path; fail before probing (libvirt may take seconds) if the file can never be
     written. A dotfile is written, with a warning: NFD >= 0.15 skips dotfiles in features.d
-    (README, NFD versions)."""
+    (docs/install.md, "Three ways to feed NFD")."""
     if not text.strip():
         raise KvminfoError("--output is empty; give the feature file's path, e.g. "
                            "/etc/kubernetes/node-feature-discovery/features.d/kvminfo")
