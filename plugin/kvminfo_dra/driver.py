@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 # The families whose facts become attributes (kvminfo.labels.FAMILIES).
 FAMILIES = ("caps", "cpu-models", "confidential", "tsc", "limits")
 # Devices published when present: name -> (kind, path)
+MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes with the final NUL
 DEFAULT_OTHERS = {"tun": ("tun", "/dev/net/tun"), "vhost-net": ("vhost-net", "/dev/vhost-net")}
 
 
@@ -187,6 +188,10 @@ class Driver:
 
     # -- life cycle ---------------------------------------------------------------------------------
     def start(self) -> Driver:
+        for socket in (self.config.dra_socket, self.config.registration_socket):
+            if len(str(socket)) > MAX_UNIX_SOCKET_PATH:
+                raise KvminfoError(f"{socket}: longer than {MAX_UNIX_SOCKET_PATH} characters, the limit of a unix "
+                                   "socket path (sun_path); use a shorter --kubelet-root or --instance")
         devices = probe_devices(self.config, self._collect)
         check_slices(build_slices(self.config.node, 1, devices))  # refuse at start what the server would
         self._set_devices(devices, starting=True)
@@ -255,7 +260,8 @@ class Driver:
         return self._registered.wait(timeout)
 
     def stop(self) -> None:
-        """Registration socket first (the kubelet deregisters us), then the DRA socket. Slices stay."""
+        """Registration socket first (the kubelet deregisters us), then the DRA socket. Slices stay.
+        A second call does nothing."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -268,6 +274,7 @@ class Driver:
         self.board.close()
         if self._keeper is not None:
             self._keeper.stop()
+            self._keeper = None
 
 
 def uninstall(config: DriverConfig, api: ResourceApi) -> list[str]:

@@ -1,0 +1,197 @@
+"""A stand-in for the kubelet's DRA side, driving a driver over the real protos.
+
+What it does, from the kubelet v1.36.2 sources (../shared/corpus/dra/FACTS.md sections 1-2):
+- plugin watcher (pkg/kubelet/pluginmanager/pluginwatcher): a socket appearing in
+  ``<root>/plugins_registry/`` (names starting with '.' ignored) is dialled and asked
+  ``GetInfo``; the handler is chosen by ``type`` ("DRAPlugin"; another type has none);
+- DRAPluginManager.ValidatePlugin/RegisterPlugin (pkg/kubelet/cm/dra/plugin/
+  dra_plugin_manager.go): validateSupportedServices takes the FIRST of the plugin's
+  supported services that the kubelet knows (v1.DRAPlugin, v1beta1.DRAPlugin), an
+  empty list or none in common is an error; an endpoint already registered for the
+  driver is refused ("One plugin instance cannot hijack the endpoint of another");
+  the endpoint is dialled as ``unix:<endpoint>``; then NotifyRegistrationStatus;
+- several plugins per driver, the most recently registered connected one is called
+  (``get``); a registration socket removed deregisters that plugin;
+- the health stream: NodeWatchResources on the DRA endpoint, collected here;
+- prepare/unprepare through the chosen service (45 s call timeout,
+  defaultClientCallTimeout); the kubelet's manager.go refuses an answer that
+  leaves a claim out.
+``restart()`` drops every plugin and rescans the directory, as a kubelet restart does.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from kvminfo_dra.api.dra_health_v1alpha1 import api_pb2 as health_pb
+from kvminfo_dra.api.dra_health_v1alpha1 import api_pb2_grpc as health_grpc
+from kvminfo_dra.api.dra_v1 import api_pb2 as v1_pb
+from kvminfo_dra.api.dra_v1 import api_pb2_grpc as v1_grpc
+from kvminfo_dra.api.dra_v1beta1 import api_pb2 as v1beta1_pb
+from kvminfo_dra.api.dra_v1beta1 import api_pb2_grpc as v1beta1_grpc
+from kvminfo_dra.api.pluginregistration_v1 import api_pb2 as reg_pb
+from kvminfo_dra.api.pluginregistration_v1 import api_pb2_grpc as reg_grpc
+
+KUBELET_SERVICES = ("v1.DRAPlugin", "v1beta1.DRAPlugin")  # servicesSupportedByKubelet, newest first
+CALL_TIMEOUT_S = 45.0
+_STUBS = {"v1.DRAPlugin": (v1_pb, v1_grpc), "v1beta1.DRAPlugin": (v1beta1_pb, v1beta1_grpc)}
+
+
+def choose_service(supported: list[str], kubelet: tuple[str, ...] = KUBELET_SERVICES) -> tuple[str, str]:
+    """(chosen service, error): validateSupportedServices."""
+    if not supported:
+        return "", "empty list of supported gRPC services (aka supported versions)"
+    chosen = next((s for s in supported if s in kubelet), "")
+    if not chosen:
+        return "", f"none of services supported by the plugin ({supported}) are supported by the kubelet ({list(kubelet)})"
+    return chosen, ""
+
+
+@dataclass
+class Plugin:
+    driver: str
+    endpoint: str
+    service: str
+    registration_socket: str
+    channel: grpc.Channel
+    health: list[Any] = field(default_factory=list)
+
+
+class DraKubelet:
+    def __init__(self, root: Path, services: tuple[str, ...] = KUBELET_SERVICES) -> None:
+        self.root = root
+        self.registry = root / "plugins_registry"
+        self.registry.mkdir(parents=True, exist_ok=True)
+        self.services = services
+        self.plugins: list[Plugin] = []  # in registration order
+        self.refused: list[tuple[str, str]] = []  # (socket, error)
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="dra-kubelet", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        with self._lock:
+            for plugin in self.plugins:
+                plugin.channel.close()
+            self.plugins.clear()
+
+    def restart(self) -> None:
+        """A kubelet restart: every plugin forgotten, the registry scanned anew."""
+        with self._lock:
+            for plugin in self.plugins:
+                plugin.channel.close()
+            self.plugins.clear()
+            self._seen.clear()
+
+    # -- plugin watcher ---------------------------------------------------------------------------
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                names = {n for n in os.listdir(self.registry) if not n.startswith(".")}
+            except FileNotFoundError:
+                names = set()
+            sockets = {str(self.registry / n) for n in names if stat.S_ISSOCK(os.lstat(self.registry / n).st_mode)}
+            with self._lock:
+                for gone in self._seen - sockets:
+                    self._seen.discard(gone)
+                    for plugin in [p for p in self.plugins if p.registration_socket == gone]:
+                        plugin.channel.close()
+                        self.plugins.remove(plugin)
+                new = sockets - self._seen
+                self._seen |= new
+            for socket in sorted(new):
+                self._register(socket)
+            self._stop.wait(0.05)
+
+    def _register(self, socket: str) -> None:
+        with grpc.insecure_channel(f"unix:{socket}") as channel:
+            registration = reg_grpc.RegistrationStub(channel)
+            try:
+                info = registration.GetInfo(reg_pb.InfoRequest(), timeout=5)
+            except grpc.RpcError as err:
+                self.refused.append((socket, f"GetInfo failed: {err.code()}"))
+                return
+            error = ""
+            if info.type != "DRAPlugin":
+                error = f"no handler registered for plugin type: {info.type}"
+            else:
+                service, error = choose_service(list(info.supported_versions), self.services)
+                if not error:
+                    error = self._add(info.name, info.endpoint, service, socket)
+            if error:
+                error = f"invalid supported gRPC versions of DRA driver plugin {info.name} at endpoint {info.endpoint}: {error}" \
+                    if "services" in error else error
+                self.refused.append((socket, error))
+            registration.NotifyRegistrationStatus(reg_pb.RegistrationStatus(plugin_registered=not error, error=error),
+                                                  timeout=5)
+
+    def _add(self, driver: str, endpoint: str, service: str, socket: str) -> str:
+        with self._lock:
+            if any(p.driver == driver and p.endpoint == endpoint for p in self.plugins):
+                return f"endpoint {endpoint} already registered for DRA driver plugin {driver}"
+            plugin = Plugin(driver, endpoint, service, socket, grpc.insecure_channel(f"unix:{endpoint}"))
+            self.plugins.append(plugin)
+        threading.Thread(target=self._health, args=(plugin,), daemon=True).start()
+        return ""
+
+    def _health(self, plugin: Plugin) -> None:
+        stub = health_grpc.DRAResourceHealthStub(plugin.channel)
+        while not self._stop.is_set() and plugin in self.plugins:
+            try:
+                for answer in stub.NodeWatchResources(health_pb.NodeWatchResourcesRequest()):
+                    plugin.health.append(answer)
+            except (grpc.RpcError, ValueError):  # ValueError: channel closed under us
+                pass
+            self._stop.wait(0.2)  # the kubelet retries every 5 s; faster here
+
+    # -- calls ---------------------------------------------------------------------------------------
+    def plugin(self, driver: str) -> Plugin:
+        """``get`` in dra_plugin_manager.go: the latest connected (here: the latest) plugin of ``driver``."""
+        with self._lock:
+            found = [p for p in self.plugins if p.driver == driver]
+        if not found:
+            raise LookupError(f"DRA driver {driver} is not registered")
+        return found[-1]
+
+    def wait_registered(self, driver: str, count: int = 1, timeout: float = 10) -> list[Plugin]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                found = [p for p in self.plugins if p.driver == driver]
+            if len(found) >= count:
+                return found
+            time.sleep(0.02)
+        raise TimeoutError(f"{driver}: {count} plugin(s) not registered within {timeout} s (refused: {self.refused})")
+
+    def prepare(self, driver: str, claims: list[tuple[str, str, str]], service: str | None = None) -> dict[str, Any]:
+        """claims: (namespace, uid, name); returns uid -> NodePrepareResourceResponse."""
+        plugin = self.plugin(driver)
+        pb, grpc_module = _STUBS[service or plugin.service]
+        request = pb.NodePrepareResourcesRequest(claims=[pb.Claim(namespace=n, uid=u, name=m) for n, u, m in claims])
+        answer = grpc_module.DRAPluginStub(plugin.channel).NodePrepareResources(request, timeout=CALL_TIMEOUT_S)
+        missing = {u for _, u, _ in claims} - set(answer.claims)
+        if missing:  # manager.go: "NodePrepareResources left out %d claims"
+            raise AssertionError(f"NodePrepareResources left out {len(missing)} claims")
+        return dict(answer.claims)
+
+    def unprepare(self, driver: str, claims: list[tuple[str, str, str]], service: str | None = None) -> dict[str, Any]:
+        plugin = self.plugin(driver)
+        pb, grpc_module = _STUBS[service or plugin.service]
+        request = pb.NodeUnprepareResourcesRequest(claims=[pb.Claim(namespace=n, uid=u, name=m) for n, u, m in claims])
+        answer = grpc_module.DRAPluginStub(plugin.channel).NodeUnprepareResources(request, timeout=CALL_TIMEOUT_S)
+        missing = {u for _, u, _ in claims} - set(answer.claims)
+        if missing:
+            raise AssertionError(f"NodeUnprepareResources left out {len(missing)} claims")
+        return dict(answer.claims)
