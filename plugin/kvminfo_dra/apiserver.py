@@ -44,6 +44,13 @@ def _message(err: ApiException) -> str:
     return one_line(said or err.reason or "no message")
 
 
+def _object(what: str, answer: object) -> dict[str, Any]:
+    """The client gives custom objects as plain JSON; anything but an object is a broken answer."""
+    if not isinstance(answer, dict):
+        raise ApiError(f"{what}: the API server answered with {type(answer).__name__}, not an object")
+    return answer
+
+
 class ResourceApi:
     """resource.k8s.io in the version the API server serves (``discover`` picks it)."""
 
@@ -87,7 +94,7 @@ class ResourceApi:
                                                               field_selector=selector, _request_timeout=REQUEST_TIMEOUT_S)
         except (ApiException, TransportError) as err:
             raise self._fail(f"list resourceslices ({selector})", err) from None
-        return list(answer.get("items") or [])
+        return list(_object(f"list resourceslices ({selector})", answer).get("items") or [])
 
     def create_slice(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._write("create", body)
@@ -108,7 +115,7 @@ class ResourceApi:
                                                                      body, **options)
         except (ApiException, TransportError) as err:
             raise self._fail(f"{verb} resourceslice {name!r}", err) from None
-        return dict(answer)
+        return _object(f"{verb} resourceslice {name!r}", answer)
 
     def delete_slice(self, name: str) -> bool:
         """False when it was already gone."""
@@ -124,9 +131,10 @@ class ResourceApi:
         return True
 
     def read_claim(self, namespace: str, name: str) -> dict[str, Any]:
+        what = f"get resourceclaim {namespace}/{name}"
         try:
-            return dict(self._objects.get_namespaced_custom_object(GROUP, self._version(), namespace,
-                                                                   "resourceclaims", name,
-                                                                   _request_timeout=REQUEST_TIMEOUT_S))
+            answer = self._objects.get_namespaced_custom_object(GROUP, self._version(), namespace, "resourceclaims",
+                                                                name, _request_timeout=REQUEST_TIMEOUT_S)
         except (ApiException, TransportError) as err:
-            raise self._fail(f"get resourceclaim {namespace}/{name}", err) from None
+            raise self._fail(what, err) from None
+        return _object(what, answer)

@@ -167,8 +167,8 @@ def dra_server(prepare_one: PrepareOne, unprepare_one: Callable[[str, str, str],
     from concurrent import futures
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="dra-grpc"))
-    v1_grpc.add_DRAPluginServicer_to_server(DraService(v1_pb, prepare_one, unprepare_one), server)  # type: ignore[arg-type]
-    v1beta1_grpc.add_DRAPluginServicer_to_server(DraService(v1beta1_pb, prepare_one, unprepare_one), server)  # type: ignore[arg-type]
+    v1_grpc.add_DRAPluginServicer_to_server(DraService(v1_pb, prepare_one, unprepare_one), server)
+    v1beta1_grpc.add_DRAPluginServicer_to_server(DraService(v1beta1_pb, prepare_one, unprepare_one), server)
     health_grpc.add_DRAResourceHealthServicer_to_server(HealthService(board), server)
     return server
 
