@@ -172,6 +172,13 @@ class DraApiServerStandin(ApiServerStandin):
             meta = claim["metadata"]
             self.claims[(meta["namespace"], meta["name"])] = json.loads(json.dumps(claim))
 
+    def wipe(self, node: str, driver: str = "") -> None:
+        """What the kubelet's DeleteCollection (fieldSelector spec.nodeName[,spec.driver]) does."""
+        with self._lock:
+            for name in [n for n, s in self.slices.items()
+                         if s["spec"]["nodeName"] == node and (not driver or s["spec"]["driver"] == driver)]:
+                del self.slices[name]
+
     def pool(self, node: str) -> list[dict[str, Any]]:
         with self._lock:
             return [json.loads(json.dumps(s)) for s in self.slices.values() if s["spec"]["nodeName"] == node]

@@ -16,7 +16,11 @@ What it does, from the kubelet v1.36.2 sources (../shared/corpus/dra/FACTS.md se
 - prepare/unprepare through the chosen service (45 s call timeout,
   defaultClientCallTimeout); the kubelet's manager.go refuses an answer that
   leaves a claim out.
-``restart()`` drops every plugin and rescans the directory, as a kubelet restart does.
+- ResourceSlice wiping (DRAPluginManager.sync, NewDRAPluginManager): at kubelet start
+  the node's slices are deleted; when a driver's last plugin goes, its slices are
+  deleted after ``wiping_delay_s`` (defaultWipingDelay, 30 s) unless a plugin of it
+  registers first. ``wipe(driver or "")`` is the DeleteCollection the test provides.
+``restart()`` drops every plugin, wipes, and rescans the directory, as a kubelet restart does.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,8 +71,12 @@ class Plugin:
 
 
 class DraKubelet:
-    def __init__(self, root: Path, services: tuple[str, ...] = KUBELET_SERVICES) -> None:
+    def __init__(self, root: Path, services: tuple[str, ...] = KUBELET_SERVICES,
+                 wipe: Callable[[str], None] = lambda _driver: None, wiping_delay_s: float = 30.0) -> None:
         self.root = root
+        self._wipe = wipe
+        self.wiping_delay_s = wiping_delay_s
+        self._pending_wipes: dict[str, threading.Timer] = {}
         self.registry = root / "plugins_registry"
         self.registry.mkdir(parents=True, exist_ok=True)
         self.services = services
@@ -76,10 +85,13 @@ class DraKubelet:
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        wipe("")  # kubelet start: no driver is registered yet, none of their slices is usable
         self._thread = threading.Thread(target=self._watch, name="dra-kubelet", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
+        for timer in self._pending_wipes.values():
+            timer.cancel()
         self._stop.set()
         self._thread.join(5)
         with self._lock:
@@ -94,6 +106,10 @@ class DraKubelet:
                 plugin.channel.close()
             self.plugins.clear()
             self._seen.clear()
+            for timer in self._pending_wipes.values():
+                timer.cancel()
+            self._pending_wipes.clear()
+        self._wipe("")
 
     # -- plugin watcher ---------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -109,11 +125,28 @@ class DraKubelet:
                     for plugin in [p for p in self.plugins if p.registration_socket == gone]:
                         plugin.channel.close()
                         self.plugins.remove(plugin)
+                        if not any(p.driver == plugin.driver for p in self.plugins):
+                            self._schedule_wipe(plugin.driver)
                 new = sockets - self._seen
                 self._seen |= new
             for socket in sorted(new):
                 self._register(socket)
             self._stop.wait(0.05)
+
+    def _schedule_wipe(self, driver: str) -> None:
+        """Lock held. The driver's last plugin went: wipe its slices later, unless it comes back."""
+        if driver in self._pending_wipes:
+            return  # already queued: the first deadline stands
+        timer = threading.Timer(self.wiping_delay_s, self._wipe_now, args=(driver,))
+        timer.daemon = True
+        self._pending_wipes[driver] = timer
+        timer.start()
+
+    def _wipe_now(self, driver: str) -> None:
+        with self._lock:
+            if self._pending_wipes.pop(driver, None) is None:
+                return
+        self._wipe(driver)
 
     def _register(self, socket: str) -> None:
         with grpc.insecure_channel(f"unix:{socket}") as channel:
@@ -143,6 +176,9 @@ class DraKubelet:
                 return f"endpoint {endpoint} already registered for DRA driver plugin {driver}"
             plugin = Plugin(driver, endpoint, service, socket, grpc.insecure_channel(f"unix:{endpoint}"))
             self.plugins.append(plugin)
+            pending = self._pending_wipes.pop(driver, None)
+            if pending is not None:  # usable again: cancel the wipe
+                pending.cancel()
         threading.Thread(target=self._health, args=(plugin,), daemon=True).start()
         return ""
 

@@ -49,8 +49,8 @@ def standin(tmp_path: Path) -> Iterator[DraApiServerStandin]:
 
 
 @pytest.fixture
-def kubelet(short_tmp: Path) -> Iterator[DraKubelet]:
-    emulator = DraKubelet(short_tmp / "kubelet")
+def kubelet(short_tmp: Path, standin: DraApiServerStandin) -> Iterator[DraKubelet]:
+    emulator = DraKubelet(short_tmp / "kubelet", wipe=lambda driver: standin.wipe(NODE, driver), wiping_delay_s=1.0)
     yield emulator
     emulator.close()
 
@@ -218,11 +218,39 @@ def test_facts_change_is_a_new_generation(tmp_path: Path, standin: DraApiServerS
 
 def test_kubelet_restart_wipe_is_republished(running: Driver, standin: DraApiServerStandin, kubelet: DraKubelet) -> None:
     """The kubelet deletes the node's slices at its start; the driver publishes again when registered again."""
-    with standin._lock:
-        standin.slices.clear()
     kubelet.restart()
     kubelet.wait_registered(DRIVER)
     _wait(lambda: standin.pool(NODE), what="republished slices")
+
+
+def test_slices_outlive_a_quick_restart_and_go_after_the_wiping_delay(tmp_path: Path, standin: DraApiServerStandin,
+                                                                      kubelet: DraKubelet) -> None:
+    driver = Driver(_config(kubelet, tmp_path), _api(standin, tmp_path)).start()
+    kubelet.wait_registered(DRIVER)
+    _wait(lambda: standin.pool(NODE), what="slices")
+    driver.stop()
+    driver = Driver(_config(kubelet, tmp_path), _api(standin, tmp_path)).start()  # back within the delay
+    kubelet.wait_registered(DRIVER)
+    time.sleep(kubelet.wiping_delay_s + 0.5)
+    assert standin.pool(NODE), "a driver back within the wiping delay keeps its slices"
+    driver.stop()
+    _wait(lambda: not standin.pool(NODE), what="the kubelet's wipe after the last plugin went")
+
+
+def test_cdi_spec_that_cannot_be_written_is_unhealthy_and_refuses_prepare(running: Driver, standin: DraApiServerStandin,
+                                                                          kubelet: DraKubelet, tmp_path: Path) -> None:
+    spec = tmp_path / "cdi" / "kvm.kvminfo.io-device.json"
+    spec.unlink()
+    spec.mkdir()  # something that is not our spec, in its place: it cannot be written
+    plugin = kubelet.plugin(DRIVER)
+    _wait(lambda: plugin.health and plugin.health[-1].devices[0].health == 2, what="UNHEALTHY")  # UNHEALTHY = 2
+    assert str(spec) in plugin.health[-1].devices[0].message
+    standin.put_claim(_claim("uid-10", "vm-10", [_kvm_result()]))
+    answer = kubelet.prepare(DRIVER, [("vms", "uid-10", "vm-10")])["uid-10"]
+    assert "CDI spec is not written" in answer.error and not answer.devices
+    spec.rmdir()
+    _wait(lambda: plugin.health[-1].devices[0].health == 1, what="HEALTHY again once the spec is back")
+    assert kubelet.prepare(DRIVER, [("vms", "uid-10", "vm-10")])["uid-10"].error == ""
 
 
 def test_exclusive_fallback_devices(tmp_path: Path, standin: DraApiServerStandin, kubelet: DraKubelet) -> None:
