@@ -20,7 +20,7 @@ endif
 # --strict for kvminfo/ (pyproject.toml [[tool.mypy.overrides]]).
 LINT_PATHS := kvminfo plugin/kvminfo_plugin plugin/kvminfo_dra
 
-.PHONY: lint run test install system-deps libvirt-up libvirt-down bench soak proto bench-plugin bench-featurefile bench-publish image clean proto-dra
+.PHONY: lint run test install system-deps libvirt-up libvirt-down bench soak proto bench-plugin bench-featurefile bench-publish image clean proto-dra bench-dra
 
 system-deps:
 	@PYTHON=$(PYTHON) bash scripts/system-deps.sh
@@ -109,3 +109,7 @@ proto-dra: install
 		../../../$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $$api/api.proto || exit 1; \
 		sed -i "s/^from $$api import api_pb2 as \(.*\)$$/from . import api_pb2 as \1/" $$api/api_pb2_grpc.py; \
 	done
+
+# The DRA driver against the kubelet DRA emulator and the resource.k8s.io stand-in (figures: docs/dra.md).
+bench-dra: install libvirt-up
+	$(PY) bench/bench_dra.py
