@@ -213,21 +213,19 @@ class DraKubelet:
 
     def prepare(self, driver: str, claims: list[tuple[str, str, str]], service: str | None = None) -> dict[str, Any]:
         """claims: (namespace, uid, name); returns uid -> NodePrepareResourceResponse."""
-        plugin = self.plugin(driver)
-        pb, grpc_module = _STUBS[service or plugin.service]
-        request = pb.NodePrepareResourcesRequest(claims=[pb.Claim(namespace=n, uid=u, name=m) for n, u, m in claims])
-        answer = grpc_module.DRAPluginStub(plugin.channel).NodePrepareResources(request, timeout=CALL_TIMEOUT_S)
-        missing = {u for _, u, _ in claims} - set(answer.claims)
-        if missing:  # manager.go: "NodePrepareResources left out %d claims"
-            raise AssertionError(f"NodePrepareResources left out {len(missing)} claims")
-        return dict(answer.claims)
+        return self._call(driver, claims, service, "Prepare")
 
     def unprepare(self, driver: str, claims: list[tuple[str, str, str]], service: str | None = None) -> dict[str, Any]:
+        return self._call(driver, claims, service, "Unprepare")
+
+    def _call(self, driver: str, claims: list[tuple[str, str, str]], service: str | None, verb: str) -> dict[str, Any]:
         plugin = self.plugin(driver)
         pb, grpc_module = _STUBS[service or plugin.service]
-        request = pb.NodeUnprepareResourcesRequest(claims=[pb.Claim(namespace=n, uid=u, name=m) for n, u, m in claims])
-        answer = grpc_module.DRAPluginStub(plugin.channel).NodeUnprepareResources(request, timeout=CALL_TIMEOUT_S)
+        request = getattr(pb, f"Node{verb}ResourcesRequest")(
+            claims=[pb.Claim(namespace=n, uid=u, name=m) for n, u, m in claims])
+        stub = grpc_module.DRAPluginStub(plugin.channel)
+        answer = getattr(stub, f"Node{verb}Resources")(request, timeout=CALL_TIMEOUT_S)
         missing = {u for _, u, _ in claims} - set(answer.claims)
-        if missing:
-            raise AssertionError(f"NodeUnprepareResources left out {len(missing)} claims")
+        if missing:  # manager.go: "NodePrepareResources left out %d claims"
+            raise AssertionError(f"Node{verb}Resources left out {len(missing)} claims")
         return dict(answer.claims)
