@@ -60,14 +60,31 @@ def choose_service(supported: list[str], kubelet: tuple[str, ...] = KUBELET_SERV
     return chosen, ""
 
 
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except FileNotFoundError:  # removed between listdir and lstat
+        return False
+
+
 @dataclass
 class Plugin:
     driver: str
     endpoint: str
     service: str
     registration_socket: str
-    channel: grpc.Channel
+    channel: grpc.Channel  # for prepare/unprepare, from the test's thread
     health: list[Any] = field(default_factory=list)
+    removed: threading.Event = field(default_factory=threading.Event)
+    stream: Any = None  # the health stream in flight (cancelled on removal)
+
+    def drop(self) -> None:
+        """Deregistered: end the health stream (its thread closes its own channel) and ours.
+        grpc-python must not have a channel closed under a thread that uses it (it crashes)."""
+        self.removed.set()
+        if self.stream is not None:
+            self.stream.cancel()
+        self.channel.close()
 
 
 class DraKubelet:
@@ -96,14 +113,14 @@ class DraKubelet:
         self._thread.join(5)
         with self._lock:
             for plugin in self.plugins:
-                plugin.channel.close()
+                plugin.drop()
             self.plugins.clear()
 
     def restart(self) -> None:
         """A kubelet restart: every plugin forgotten, the registry scanned anew."""
         with self._lock:
             for plugin in self.plugins:
-                plugin.channel.close()
+                plugin.drop()
             self.plugins.clear()
             self._seen.clear()
             for timer in self._pending_wipes.values():
@@ -118,12 +135,12 @@ class DraKubelet:
                 names = {n for n in os.listdir(self.registry) if not n.startswith(".")}
             except FileNotFoundError:
                 names = set()
-            sockets = {str(self.registry / n) for n in names if stat.S_ISSOCK(os.lstat(self.registry / n).st_mode)}
+            sockets = {str(self.registry / n) for n in names if _is_socket(self.registry / n)}
             with self._lock:
                 for gone in self._seen - sockets:
                     self._seen.discard(gone)
                     for plugin in [p for p in self.plugins if p.registration_socket == gone]:
-                        plugin.channel.close()
+                        plugin.drop()
                         self.plugins.remove(plugin)
                         if not any(p.driver == plugin.driver for p in self.plugins):
                             self._schedule_wipe(plugin.driver)
@@ -167,8 +184,11 @@ class DraKubelet:
                 error = f"invalid supported gRPC versions of DRA driver plugin {info.name} at endpoint {info.endpoint}: {error}" \
                     if "services" in error else error
                 self.refused.append((socket, error))
-            registration.NotifyRegistrationStatus(reg_pb.RegistrationStatus(plugin_registered=not error, error=error),
-                                                  timeout=5)
+            try:
+                registration.NotifyRegistrationStatus(reg_pb.RegistrationStatus(plugin_registered=not error,
+                                                                                error=error), timeout=5)
+            except grpc.RpcError:
+                pass  # the plugin went meanwhile; its socket's removal deregisters it
 
     def _add(self, driver: str, endpoint: str, service: str, socket: str) -> str:
         with self._lock:
@@ -183,14 +203,19 @@ class DraKubelet:
         return ""
 
     def _health(self, plugin: Plugin) -> None:
-        stub = health_grpc.DRAResourceHealthStub(plugin.channel)
-        while not self._stop.is_set() and plugin in self.plugins:
-            try:
-                for answer in stub.NodeWatchResources(health_pb.NodeWatchResourcesRequest()):
-                    plugin.health.append(answer)
-            except (grpc.RpcError, ValueError):  # ValueError: channel closed under us
-                pass
-            self._stop.wait(0.2)  # the kubelet retries every 5 s; faster here
+        with grpc.insecure_channel(f"unix:{plugin.endpoint}") as channel:
+            stub = health_grpc.DRAResourceHealthStub(channel)
+            while not self._stop.is_set() and not plugin.removed.is_set():
+                with self._lock:
+                    if plugin.removed.is_set():
+                        return
+                    plugin.stream = stub.NodeWatchResources(health_pb.NodeWatchResourcesRequest())
+                try:
+                    for answer in plugin.stream:
+                        plugin.health.append(answer)
+                except grpc.RpcError:
+                    pass
+                plugin.removed.wait(0.2)  # the kubelet retries every 5 s; faster here
 
     # -- calls ---------------------------------------------------------------------------------------
     def plugin(self, driver: str) -> Plugin:

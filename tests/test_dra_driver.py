@@ -148,9 +148,10 @@ def test_prepare_is_idempotent_across_driver_and_kubelet_restarts(tmp_path: Path
     driver = Driver(_config(kubelet, tmp_path), _api(standin, tmp_path)).start()
     kubelet.wait_registered(DRIVER)
     again = kubelet.prepare(DRIVER, [("vms", "uid-2", "vm-2")])["uid-2"]
-    kubelet.restart()
+    kubelet.restart()  # it wipes the node's slices; the driver publishes them again on registration
     kubelet.wait_registered(DRIVER)
     third = kubelet.prepare(DRIVER, [("vms", "uid-2", "vm-2")])["uid-2"]
+    _wait(lambda: standin.pool(NODE), what="slices after the kubelet's restart")
     assert first.SerializeToString(deterministic=True) == again.SerializeToString(deterministic=True) \
         == third.SerializeToString(deterministic=True)
     assert len(standin.pool(NODE)) == 1 and standin.pool(NODE)[0]["spec"]["pool"]["generation"] == 1
@@ -240,8 +241,15 @@ def test_slices_outlive_a_quick_restart_and_go_after_the_wiping_delay(tmp_path: 
 def test_cdi_spec_that_cannot_be_written_is_unhealthy_and_refuses_prepare(running: Driver, standin: DraApiServerStandin,
                                                                           kubelet: DraKubelet, tmp_path: Path) -> None:
     spec = tmp_path / "cdi" / "kvm.kvminfo.io-device.json"
-    spec.unlink()
-    spec.mkdir()  # something that is not our spec, in its place: it cannot be written
+    for _ in range(1000):  # a directory in its place: it cannot be written (the driver rewrites a removed file at once)
+        (tmp_path / "in-the-way").mkdir(exist_ok=True)
+        spec.unlink(missing_ok=True)
+        try:
+            os.rename(tmp_path / "in-the-way", spec)
+            break
+        except OSError:
+            continue
+    assert spec.is_dir()
     plugin = kubelet.plugin(DRIVER)
     _wait(lambda: plugin.health and plugin.health[-1].devices[0].health == 2, what="UNHEALTHY")  # UNHEALTHY = 2
     assert str(spec) in plugin.health[-1].devices[0].message
@@ -311,3 +319,30 @@ def test_command_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "kvminfo", "dra-driver", "--node-name", "Not_A_Node",
                           "--kubeconfig", str(tmp_path / "none")], capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and len(run.stderr.strip().splitlines()) == 1 and "--node-name" in run.stderr
+
+
+def test_a_slice_deleted_by_someone_else_comes_back(tmp_path: Path, standin: DraApiServerStandin,
+                                                    kubelet: DraKubelet) -> None:
+    driver = Driver(_config(kubelet, tmp_path, probe_interval_s=0.3), _api(standin, tmp_path)).start()
+    _wait(lambda: standin.pool(NODE), what="slices")
+    standin.wipe(NODE)
+    _wait(lambda: standin.pool(NODE), what="the slice written back within the probe interval")
+    assert standin.pool(NODE)[0]["spec"]["pool"]["generation"] == 1  # the same content: the same generation
+    driver.stop()
+
+
+def test_a_refused_registration_exits_non_zero_in_one_line(tmp_path: Path, short_tmp: Path,
+                                                           standin: DraApiServerStandin) -> None:
+    """A kubelet that knows none of our services (validateSupportedServices) refuses us."""
+    picky = DraKubelet(short_tmp / "picky", services=("v2.DRAPlugin",))
+    try:
+        run = subprocess.run([sys.executable, "-m", "kvminfo", "dra-driver", "--node-name", NODE,
+                              "--kubelet-root", str(picky.root), "--cdi-dir", str(tmp_path / "cdi"),
+                              "--kubeconfig", str(standin.write_kubeconfig(tmp_path / "kubeconfig"))],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        picky.close()
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("kvminfo dra-driver: the kubelet refused the registration: invalid supported gRPC versions")
+    assert "Traceback" not in run.stderr

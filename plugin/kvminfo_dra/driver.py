@@ -9,8 +9,9 @@ and calls the newest connected one), never one socket taken from the other.
 
 Slices are (re)published at start, on every successful (re)registration (the kubelet
 wipes a driver's slices at its own start and 30 s after the driver's last plugin goes),
-and when the facts change: a full probe every ``probe_interval_s``, and at once when a
-device node appears or goes (checked every ``health_interval_s``). On SIGTERM the
+and when the facts change: a full probe every ``probe_interval_s`` (which also writes
+back a slice someone else deleted or changed), and at once when a device node appears
+or goes (checked every ``health_interval_s``). On SIGTERM the
 sockets go and the slices stay: the next instance republishes them, or the kubelet
 wipes them. ``uninstall`` removes slices and CDI spec.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +125,7 @@ class Driver:
         self._registered = threading.Event()
         self._republish = True
         self.refused = ""  # the kubelet's reason when it refused our registration
+        self.on_refused: Callable[[], None] = lambda: None
         self._servers: list[grpc.Server] = []
         self._thread: threading.Thread | None = None
 
@@ -185,6 +188,7 @@ class Driver:
         else:
             self.refused = error or "no reason given"
             log.error("the kubelet refused driver %s: %s", DRIVER, self.refused)
+            self.on_refused()
 
     # -- life cycle ---------------------------------------------------------------------------------
     def start(self) -> Driver:
@@ -214,8 +218,7 @@ class Driver:
         return self
 
     def _run(self) -> None:
-        probe_due = self.config.probe_interval_s
-        waited = 0.0
+        probe_due = time.monotonic() + self.config.probe_interval_s
         while not self._stop.is_set():
             if self._republish:
                 try:
@@ -223,17 +226,18 @@ class Driver:
                     self._republish = False
                 except KvminfoError as err:
                     log.warning("%s; retrying in %.0f s", err, self.config.retry_s)
-            timeout = self.config.retry_s if self._republish else self.config.health_interval_s
-            self._wake.wait(timeout)
+            self._wake.wait(self.config.retry_s if self._republish else self.config.health_interval_s)
             self._wake.clear()
             if self._stop.is_set():
                 return
-            waited += timeout
             self._update_health()
-            nodes_changed = self._nodes_changed()
-            if nodes_changed or waited >= probe_due:
-                waited = 0.0
+            if self._nodes_changed() or time.monotonic() >= probe_due:
+                probe_due = time.monotonic() + self.config.probe_interval_s
                 self.refresh()
+                # Resync: a slice deleted or changed by someone else (an admin, a kubelet's
+                # start-up wipe racing our first publish) is written again; publish() only
+                # lists when nothing differs.
+                self._republish = True
 
     def _nodes_changed(self) -> bool:
         present = {name for name, (_kind, path) in self.config.others.items() if os.path.exists(path)}

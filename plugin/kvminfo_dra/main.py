@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import threading
 from pathlib import Path
 
 from kvminfo_dra.apiserver import ResourceApi
@@ -45,6 +46,10 @@ examples:
   kvminfo dra-driver --node-name "$NODE_NAME"
   kvminfo dra-driver --node-name n1 --exclusive-kvm-devices 110   # DRAConsumableCapacity off
   kvminfo dra-driver --node-name n1 --uninstall"""
+
+
+class RegistrationRefused(KvminfoError):
+    exit_code = 1  # not a usage error: the kubelet's answer
 
 
 def _positive(text: str) -> float:
@@ -126,10 +131,16 @@ def main(argv: list[str], prog: str) -> int:
             print(line)
         return 0
     stop = StopOnSignal()
-    driver = Driver(config, api).start()
+    done = threading.Event()
+    stop.wake_on_stop(done)
+    driver = Driver(config, api)
+    driver.on_refused = done.set
+    driver.start()
     try:
-        stop.event.wait()
+        done.wait()
     finally:
         driver.stop()
-    log.info("stopped on %s", stop.signal_name or "request")
+    if driver.refused:  # the kubelet will not call us: exit non-zero, its reason in the pod's status
+        raise RegistrationRefused(f"the kubelet refused the registration: {driver.refused}")
+    log.info("stopped on %s", stop.signal_name)
     return 0
