@@ -14,6 +14,8 @@ staging/src/k8s.io/dynamic-resource-allocation/cel): ``device.driver``,
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ from typing import Any
 import celpy
 import kubernetes_validate
 import pytest
+import yaml
 from dra_apiserver_standin import device_class_problems
-from test_deploy import resolve
+from test_deploy import object_id, resolve
 
 from kvminfo_dra.attributes import DRIVER, kvm_attributes
 from kvminfo_dra.devices import Device, node_devices
@@ -78,6 +81,17 @@ def _claim_selectors(objects: list[dict[str, Any]], name: str) -> list[str]:
 def _class_selectors(objects: list[dict[str, Any]], name: str) -> list[str]:
     (device_class,) = [c for c in _kind(objects, "DeviceClass") if c["metadata"]["name"] == name]
     return [s["cel"]["expression"] for s in device_class["spec"]["selectors"]]
+
+
+@pytest.mark.parametrize("part", [DRA, DRA / "examples"])
+def test_kustomizations_resolve_like_kubectl(part: Path) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed: the cross-check against real kustomize needs it")
+    done = subprocess.run([kubectl, "kustomize", str(part)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    theirs = sorted((d for d in yaml.safe_load_all(done.stdout) if d), key=object_id)
+    assert theirs == sorted(resolve(part), key=object_id)
 
 
 def test_objects_validate_for_kubernetes_1_36(objects: list[dict[str, Any]]) -> None:
