@@ -346,3 +346,31 @@ def test_a_refused_registration_exits_non_zero_in_one_line(tmp_path: Path, short
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("kvminfo dra-driver: the kubelet refused the registration: invalid supported gRPC versions")
     assert "Traceback" not in run.stderr
+
+
+def test_a_kubelet_of_1_32_chooses_v1beta1(tmp_path: Path, short_tmp: Path, standin: DraApiServerStandin) -> None:
+    """A 1.32/1.33 kubelet knows only v1beta1.DRAPlugin: it picks that, and v1beta1 has no share ID."""
+    old = DraKubelet(short_tmp / "old", services=("v1beta1.DRAPlugin",))
+    driver = Driver(_config(old, tmp_path), _api(standin, tmp_path)).start()
+    try:
+        (plugin,) = old.wait_registered(DRIVER)
+        assert plugin.service == "v1beta1.DRAPlugin"
+        standin.put_claim(_claim("uid-11", "vm-11", [_kvm_result()]))
+        (device,) = old.prepare(DRIVER, [("vms", "uid-11", "vm-11")])["uid-11"].devices
+        assert list(device.cdi_device_ids) == [f"{CDI_KIND}=kvm"] and device.device_name == "kvm"
+    finally:
+        driver.stop()
+        old.close()
+
+
+def test_command_uninstall(tmp_path: Path, running: Driver, standin: DraApiServerStandin, kubelet: DraKubelet) -> None:
+    kubelet.wiping_delay_s = 600  # uninstall before the kubelet's own wipe
+    running.stop()
+    run = subprocess.run([sys.executable, "-m", "kvminfo", "dra-driver", "--node-name", NODE, "--uninstall",
+                          "--cdi-dir", str(tmp_path / "cdi"),
+                          "--kubeconfig", str(standin.write_kubeconfig(tmp_path / "kubeconfig"))],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [f"deleted 1 ResourceSlice(s) of {DRIVER} on node {NODE}",
+                                       f"{tmp_path / 'cdi' / 'kvm.kvminfo.io-device.json'}: removed"]
+    assert not standin.pool(NODE)
