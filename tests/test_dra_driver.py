@@ -24,7 +24,7 @@ from dra_kubelet_emulator import DraKubelet
 
 from kvminfo_dra.apiserver import ResourceApi
 from kvminfo_dra.driver import Driver, DriverConfig, uninstall
-from kvminfo_dra.upstream import load_api_client
+from kvminfo_dra.upstream import KvminfoError, load_api_client
 
 DRIVER = "kvm.kvminfo.io"  # the name deploy/dra's DeviceClasses select (device.driver)
 NODE = "node-a"
@@ -85,6 +85,19 @@ def _kvm_result(device: str = "kvm", share: str | None = "5f0c") -> dict[str, ob
     if share:
         result["shareID"] = share
     return result
+
+
+def _block(spec: Path, tmp_path: Path) -> None:
+    """A directory in the spec's place: it cannot be written (the driver rewrites a removed file at once)."""
+    for _ in range(1000):
+        (tmp_path / "in-the-way").mkdir(exist_ok=True)
+        spec.unlink(missing_ok=True)
+        try:
+            os.rename(tmp_path / "in-the-way", spec)
+            break
+        except OSError:
+            continue
+    assert spec.is_dir()
 
 
 @pytest.fixture
@@ -241,15 +254,7 @@ def test_slices_outlive_a_quick_restart_and_go_after_the_wiping_delay(tmp_path: 
 def test_cdi_spec_that_cannot_be_written_is_unhealthy_and_refuses_prepare(running: Driver, standin: DraApiServerStandin,
                                                                           kubelet: DraKubelet, tmp_path: Path) -> None:
     spec = tmp_path / "cdi" / "kvm.kvminfo.io-device.json"
-    for _ in range(1000):  # a directory in its place: it cannot be written (the driver rewrites a removed file at once)
-        (tmp_path / "in-the-way").mkdir(exist_ok=True)
-        spec.unlink(missing_ok=True)
-        try:
-            os.rename(tmp_path / "in-the-way", spec)
-            break
-        except OSError:
-            continue
-    assert spec.is_dir()
+    _block(spec, tmp_path)
     plugin = kubelet.plugin(DRIVER)
     _wait(lambda: plugin.health and plugin.health[-1].devices[0].health == 2, what="UNHEALTHY")  # UNHEALTHY = 2
     assert str(spec) in plugin.health[-1].devices[0].message
@@ -374,3 +379,28 @@ def test_command_uninstall(tmp_path: Path, running: Driver, standin: DraApiServe
     assert run.stdout.splitlines() == [f"deleted 1 ResourceSlice(s) of {DRIVER} on node {NODE}",
                                        f"{tmp_path / 'cdi' / 'kvm.kvminfo.io-device.json'}: removed"]
     assert not standin.pool(NODE)
+
+
+def test_cdi_dir_unusable_at_start_is_one_line(tmp_path: Path, standin: DraApiServerStandin, kubelet: DraKubelet) -> None:
+    (tmp_path / "cdi").write_text("a file where the CDI directory should be")
+    with pytest.raises(KvminfoError) as raised:
+        Driver(_config(kubelet, tmp_path), _api(standin, tmp_path)).start()
+    assert "CDI spec" in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_spec_unwritable_when_the_devices_change_is_retried(tmp_path: Path, standin: DraApiServerStandin,
+                                                            kubelet: DraKubelet) -> None:
+    tun = tmp_path / "tun-node"
+    tun.write_text("")
+    driver = Driver(_config(kubelet, tmp_path, others={"tun": ("tun", str(tun))}), _api(standin, tmp_path)).start()
+    plugin = kubelet.wait_registered(DRIVER)[0]
+    spec = tmp_path / "cdi" / "kvm.kvminfo.io-device.json"
+    _block(spec, tmp_path)
+    _wait(lambda: plugin.health and plugin.health[-1].devices[0].health == 2, what="UNHEALTHY")
+    tun.unlink()  # the devices change: a new spec must be written, and cannot be yet
+    _wait(lambda: [d["name"] for d in standin.pool(NODE)[0]["spec"]["devices"]] == ["kvm"], what="generation 2")
+    assert spec.is_dir() and plugin.health[-1].devices[0].health == 2
+    spec.rmdir()
+    _wait(lambda: plugin.health[-1].devices[0].health == 1 and spec.is_file(), what="the spec written on retry")
+    assert [d["name"] for d in json.loads(spec.read_text())["devices"]] == ["kvm"]
+    driver.stop()

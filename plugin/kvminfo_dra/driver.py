@@ -143,12 +143,24 @@ class Driver:
             self._devices = devices
         if self._keeper is not None:
             self._keeper.stop()
-        resource = cdi_resource(devices)
-        self._keeper = SpecKeeper(self.config.cdi_dir, (resource,), self.config.health_interval_s,
-                                  on_state=self._on_spec_state)
-        self._keeper.start()  # writes the spec now, or raises KvminfoError in one line
-        self._update_health()
+            self._keeper = None
+        self._start_keeper()
         return True
+
+    def _start_keeper(self) -> None:
+        """Write our CDI spec and keep it; a KvminfoError (one line) when it cannot be written,
+        and meanwhile the devices are UNHEALTHY and prepare refuses (the run loop retries)."""
+        keeper = SpecKeeper(self.config.cdi_dir, (cdi_resource(tuple(self.devices.values())),),
+                            self.config.health_interval_s, on_state=self._on_spec_state)
+        try:
+            keeper.start()
+        except KvminfoError as err:
+            self._spec_problem = str(err)
+            self._update_health()
+            raise
+        self._keeper = keeper
+        self._spec_problem = ""
+        self._update_health()
 
     def _on_spec_state(self, _resource: ResourceConfig, problem: str) -> None:
         self._spec_problem = problem
@@ -230,6 +242,11 @@ class Driver:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            if self._keeper is None:
+                try:
+                    self._start_keeper()
+                except KvminfoError:
+                    pass  # said by the health stream and every prepare
             self._update_health()
             if self._nodes_changed() or time.monotonic() >= probe_due:
                 probe_due = time.monotonic() + self.config.probe_interval_s
@@ -250,10 +267,14 @@ class Driver:
         try:
             devices = probe_devices(self.config, self._collect)
             check_slices(build_slices(self.config.node, 1, devices))
-            changed = self._set_devices(devices)
         except KvminfoError as err:
             log.warning("re-probe: %s; keeping the devices published", err)
             return False
+        try:
+            changed = self._set_devices(devices)
+        except KvminfoError as err:  # the CDI spec: UNHEALTHY and prepare refuses until the run loop writes it
+            log.warning("%s", err)
+            changed = True
         if changed:
             log.info("the node's devices or facts changed: publishing a new pool generation")
             self._republish = True
