@@ -43,7 +43,7 @@ HYPERV_GROUPS: dict[str, tuple[str, ...]] = {
 CONFIDENTIAL = {"sev": "sev", "sev-es": "sevEs", "sev-snp": "sevSnp", "tdx": "tdx", "sgx": "sgx"}
 
 # semver 2.0.0 (semver.org's regular expression), what a `version` attribute must be.
-_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
                      r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
                      r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?")
 
@@ -62,7 +62,7 @@ def _put(out: dict[str, dict[str, Any]], name: str, kind: str, value: Any) -> No
     if value is None:
         return
     if kind == "version":
-        if not isinstance(value, str) or not _SEMVER.fullmatch(value):
+        if not isinstance(value, str) or not SEMVER.fullmatch(value):
             return  # a release string that is not semver cannot be a version attribute
     out[name] = {kind: value}
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kvminfo_dra.attributes import _SEMVER
+from kvminfo_dra.attributes import SEMVER
 from kvminfo_dra.upstream import DNS_SUBDOMAIN_MAX, KvminfoError, is_dns_label, is_dns_subdomain
 
 MAX_DEVICES = 128
@@ -55,7 +55,7 @@ def attribute_problem(name: str, value: Any) -> str | None:
         return f"attribute {name}: int value {item!r} is not a 64-bit integer"
     if kind in ("string", "version") and (not isinstance(item, str) or len(item) > VALUE_MAX):
         return f"attribute {name}: {kind} value {item!r} is longer than {VALUE_MAX} characters"
-    if kind == "version" and not _SEMVER.fullmatch(item):
+    if kind == "version" and not SEMVER.fullmatch(item):
         return f"attribute {name}: version value {item!r} is not a semantic version"
     return None
 
