@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -138,3 +140,22 @@ def test_driver_name_is_a_short_dns_subdomain() -> None:
     body = build_slices("node-a", 1, (), driver="Bad_Driver")[0]
     with pytest.raises(KvminfoError, match="driver name"):
         check_slices([body])
+
+
+@pytest.mark.parametrize("recording", ["virt-manager-kvm-x86_64-latest.xml", "this-host-kvm.xml"])
+def test_attributes_and_labels_say_the_same(recording: str) -> None:
+    """One source of facts: what `kvminfo labels` prints for a host and what its kvm device carries agree."""
+    argv = [sys.executable, "-m", "kvminfo", "labels", "--no-kvm", "--domcaps-xml", str(FIXTURES / recording),
+            "--libvirt-version", "9.0.0", "--family", "all"]
+    lines = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    labels = dict(line.split("=", 1) for line in lines)
+    prefix = "feature.node.kubernetes.io/kvm-info-"
+    hyperv = {k.removeprefix(prefix + "cap-hyperv-") for k, v in labels.items()
+              if k.startswith(prefix + "cap-hyperv-") and v == "true"}
+    attributes = _replay(FIXTURES / recording, "9.0.0")
+    assert _listed(attributes) == hyperv
+    if prefix + "host-model" in labels:
+        assert attributes["hostModel"] == {"string": labels[prefix + "host-model"]}
+    for label, attribute in (("sev", "sev"), ("sev-es", "sevEs"), ("sev-snp", "sevSnp"), ("tdx", "tdx"), ("sgx", "sgx")):
+        if labels.get(prefix + label) == "true":
+            assert attributes[attribute] == {"bool": True}
