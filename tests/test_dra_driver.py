@@ -404,3 +404,22 @@ def test_spec_unwritable_when_the_devices_change_is_retried(tmp_path: Path, stan
     _wait(lambda: plugin.health[-1].devices[0].health == 1 and spec.is_file(), what="the spec written on retry")
     assert [d["name"] for d in json.loads(spec.read_text())["devices"]] == ["kvm"]
     driver.stop()
+
+
+def test_dead_sockets_of_earlier_instances_are_removed_live_ones_kept(tmp_path: Path, standin: DraApiServerStandin,
+                                                                      kubelet: DraKubelet) -> None:
+    import socket
+
+    live = Driver(_config(kubelet, tmp_path, instance="live"), _api(standin, tmp_path)).start()
+    dead = kubelet.root / "plugins_registry" / f"{DRIVER}-dead-reg.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(dead))
+    listener.close()  # bound, never served: connect() is refused, as for a killed pod's socket
+    new = Driver(_config(kubelet, tmp_path, instance="new"), _api(standin, tmp_path)).start()
+    try:
+        assert not dead.exists()
+        assert live.config.registration_socket.exists() and live.config.dra_socket.exists()
+        kubelet.wait_registered(DRIVER, count=2)
+    finally:
+        new.stop()
+        live.stop()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket as sockets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -99,6 +100,29 @@ def cdi_resource(devices: tuple[Device, ...]) -> ResourceConfig:
     groups = {d.cdi_device: d.paths for d in devices}
     return ResourceConfig(name=CDI_KIND, groups=tuple(DeviceGroup(n, p) for n, p in groups.items()), cdi=True,
                           cdi_kind=CDI_KIND)
+
+
+def remove_dead_sockets(config: DriverConfig) -> list[Path]:
+    """Sockets of earlier instances of this driver that nobody serves any more (a pod that was
+    killed, a node that rebooted): the kubelet would keep trying them. A socket that still
+    accepts (the old pod of a rolling update) stays. Returns what was removed."""
+    candidates = [*config.registration_socket.parent.glob(f"{DRIVER}*-reg.sock"),
+                  *config.dra_socket.parent.glob("dra*.sock")]
+    removed = []
+    for path in candidates:
+        if path in (config.registration_socket, config.dra_socket):
+            continue
+        probe = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            _unlink(path)
+            removed.append(path)
+        except OSError:
+            pass  # not ours to judge (permissions, not a socket)
+        finally:
+            probe.close()
+    return removed
 
 
 def _unlink(path: Path) -> None:
@@ -214,6 +238,8 @@ class Driver:
         dra_socket, reg_socket = self.config.dra_socket, self.config.registration_socket
         for directory in (dra_socket.parent, reg_socket.parent):
             directory.mkdir(parents=True, exist_ok=True)
+        for dead in remove_dead_sockets(self.config):
+            log.info("removed %s: a socket of an earlier instance that nobody serves", dead)
         _unlink(dra_socket)
         server = dra_server(self.prepare_one, self.unprepare_one, self.board)
         server.add_insecure_port(f"unix://{dra_socket}")
