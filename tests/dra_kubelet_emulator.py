@@ -2,8 +2,11 @@
 
 What it does, from the kubelet v1.36.2 sources (../shared/corpus/dra/FACTS.md sections 1-2):
 - plugin watcher (pkg/kubelet/pluginmanager/pluginwatcher): a socket appearing in
-  ``<root>/plugins_registry/`` (names starting with '.' ignored) is dialled and asked
-  ``GetInfo``; the handler is chosen by ``type`` ("DRAPlugin"; another type has none);
+  ``<root>/plugins_registry/`` (names starting with '.' ignored) is registered by
+  operationexecutor/operation_generator.go: dialled, asked ``GetInfo`` (1 s), the handler
+  chosen by ``type`` ("DRAPlugin"; another type has none), an empty endpoint taken as the
+  socket itself, ValidatePlugin, RegisterPlugin, then NotifyRegistrationStatus with its
+  messages ("RegisterPlugin error -- ...");
 - DRAPluginManager.ValidatePlugin/RegisterPlugin (pkg/kubelet/cm/dra/plugin/
   dra_plugin_manager.go): validateSupportedServices takes the FIRST of the plugin's
   supported services that the kubelet knows (v1.DRAPlugin, v1beta1.DRAPlugin), an
@@ -166,23 +169,31 @@ class DraKubelet:
         self._wipe(driver)
 
     def _register(self, socket: str) -> None:
+        """GenerateRegisterPluginFunc (pkg/kubelet/pluginmanager/operationexecutor/operation_generator.go),
+        step for step and message for message."""
         with grpc.insecure_channel(f"unix:{socket}") as channel:
             registration = reg_grpc.RegistrationStub(channel)
             try:
-                info = registration.GetInfo(reg_pb.InfoRequest(), timeout=5)
+                info = registration.GetInfo(reg_pb.InfoRequest(), timeout=1)  # context.WithTimeout(ctx, time.Second)
             except grpc.RpcError as err:
-                self.refused.append((socket, f"GetInfo failed: {err.code()}"))
+                self.refused.append((socket, f"RegisterPlugin error -- failed to get plugin info using RPC GetInfo at "
+                                             f"socket {socket}, err: {err.code()}"))
                 return
+            endpoint = info.endpoint or socket
             error = ""
             if info.type != "DRAPlugin":
-                error = f"no handler registered for plugin type: {info.type}"
+                error = f"RegisterPlugin error -- no handler registered for plugin type: {info.type} at socket {socket}"
             else:
-                service, error = choose_service(list(info.supported_versions), self.services)
-                if not error:
-                    error = self._add(info.name, info.endpoint, service, socket)
+                _, invalid = choose_service(list(info.supported_versions), self.services)  # ValidatePlugin
+                if invalid:
+                    error = ("RegisterPlugin error -- plugin validation failed with err: invalid supported gRPC versions "
+                             f"of DRA driver plugin {info.name} at endpoint {endpoint}: {invalid}")
+                else:
+                    service, _ = choose_service(list(info.supported_versions), self.services)
+                    failed = self._add(info.name, endpoint, service, socket)  # RegisterPlugin
+                    if failed:
+                        error = f"RegisterPlugin error -- plugin registration failed with err: {failed}"
             if error:
-                error = f"invalid supported gRPC versions of DRA driver plugin {info.name} at endpoint {info.endpoint}: {error}" \
-                    if "services" in error else error
                 self.refused.append((socket, error))
             try:
                 registration.NotifyRegistrationStatus(reg_pb.RegistrationStatus(plugin_registered=not error,

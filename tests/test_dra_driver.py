@@ -349,7 +349,8 @@ def test_a_refused_registration_exits_non_zero_in_one_line(tmp_path: Path, short
         picky.close()
     assert run.returncode == 1
     last = run.stderr.strip().splitlines()[-1]
-    assert last.startswith("kvminfo dra-driver: the kubelet refused the registration: invalid supported gRPC versions")
+    assert last.startswith("kvminfo dra-driver: the kubelet refused the registration: RegisterPlugin error -- plugin "
+                           "validation failed with err: invalid supported gRPC versions of DRA driver plugin kvm.kvminfo.io")
     assert "Traceback" not in run.stderr
 
 
