@@ -6,7 +6,8 @@ What it does, from the kubelet v1.36.2 sources (../shared/corpus/dra/FACTS.md se
   operationexecutor/operation_generator.go: dialled, asked ``GetInfo`` (1 s), the handler
   chosen by ``type`` ("DRAPlugin"; another type has none), an empty endpoint taken as the
   socket itself, ValidatePlugin, RegisterPlugin, then NotifyRegistrationStatus with its
-  messages ("RegisterPlugin error -- ...");
+  messages ("RegisterPlugin error -- ..."); a failed GetInfo is tried again by the
+  reconciler with exponential backoff from 500 ms (nestedpendingoperations);
 - DRAPluginManager.ValidatePlugin/RegisterPlugin (pkg/kubelet/cm/dra/plugin/
   dra_plugin_manager.go): validateSupportedServices takes the FIRST of the plugin's
   supported services that the kubelet knows (v1.DRAPlugin, v1beta1.DRAPlugin), an
@@ -103,6 +104,7 @@ class DraKubelet:
         self.plugins: list[Plugin] = []  # in registration order
         self.refused: list[tuple[str, str]] = []  # (socket, error)
         self._seen: set[str] = set()
+        self._retry: dict[str, tuple[float, float]] = {}  # socket -> (next attempt, backoff): failed registrations
         self._lock = threading.Lock()
         self._stop = threading.Event()
         wipe("")  # kubelet start: no driver is registered yet, none of their slices is usable
@@ -149,7 +151,11 @@ class DraKubelet:
                             self._schedule_wipe(plugin.driver)
                 new = sockets - self._seen
                 self._seen |= new
-            for socket in sorted(new):
+                now = time.monotonic()
+                for gone in set(self._retry) - sockets:
+                    del self._retry[gone]
+                due = {s for s, (at, _) in self._retry.items() if at <= now}
+            for socket in sorted(new | due):
                 self._register(socket)
             self._stop.wait(0.05)
 
@@ -178,7 +184,13 @@ class DraKubelet:
             except grpc.RpcError as err:
                 self.refused.append((socket, f"RegisterPlugin error -- failed to get plugin info using RPC GetInfo at "
                                              f"socket {socket}, err: {err.code()}"))
+                # The reconciler tries again (nestedpendingoperations: exponential backoff from 500 ms).
+                with self._lock:
+                    backoff = self._retry.get(socket, (0.0, 0.25))[1] * 2
+                    self._retry[socket] = (time.monotonic() + backoff, backoff)
                 return
+            with self._lock:
+                self._retry.pop(socket, None)
             endpoint = info.endpoint or socket
             error = ""
             if info.type != "DRAPlugin":

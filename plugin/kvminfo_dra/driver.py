@@ -246,10 +246,15 @@ class Driver:
         server.start()
         self._servers.append(server)
         _unlink(reg_socket)
+        # Served under a dot name first (the plugin watcher ignores those), then renamed: the
+        # kubelet must never find the socket before it answers GetInfo.
+        hidden = reg_socket.with_name(f".{reg_socket.name}")
+        _unlink(hidden)
         registration = registration_server(RegistrationService(DRIVER, str(dra_socket), self._on_registration))
-        registration.add_insecure_port(f"unix://{reg_socket}")
-        registration.start()  # the socket appears: the kubelet's plugin watcher calls GetInfo
+        registration.add_insecure_port(f"unix://{hidden}")
+        registration.start()
         self._servers.append(registration)
+        os.rename(hidden, reg_socket)  # the socket appears: the kubelet's plugin watcher calls GetInfo
         log.info("serving %s on %s; registration socket %s", DRIVER, dra_socket, reg_socket)
         self._thread = threading.Thread(target=self._run, name="dra-driver", daemon=True)
         self._thread.start()
