@@ -166,6 +166,10 @@ class DraApiServerStandin(ApiServerStandin):
     slices: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> slice, held as v1
     claims: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     down: bool = False  # every request 503, as an API server that is restarting
+    # DRAConsumableCapacity (FACTS.md section 4): beta and on in 1.36, alpha and off in 1.34-1.35; a
+    # disabled gate's field is dropped from what is stored (the registry strategy's
+    # dropDisabledFields), and before 1.34 (no v1) the field does not exist: strict decoding refuses it.
+    consumable_capacity: bool = True
 
     def put_claim(self, claim: dict[str, Any]) -> None:
         with self._lock:
@@ -272,12 +276,21 @@ class DraApiServerStandin(ApiServerStandin):
             raise _Answer(400, f"body is not JSON: {err}") from None
         if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
             raise _Answer(422, "metadata: Required value")
+        if "v1" not in self.served:
+            for i, device in enumerate((body.get("spec") or {}).get("devices") or []):
+                fields = device.get("basic", {}) if version == "v1beta1" else device
+                if "allowMultipleAllocations" in fields:
+                    raise _Answer(400, f'strict decoding error: unknown field "spec.devices[{i}].'
+                                       f'{"basic." if version == "v1beta1" else ""}allowMultipleAllocations"')
         problems = slice_problems(body, version)
         if problems:
             raise _Answer(422, f"ResourceSlice.{GROUP} {body['metadata'].get('name')!r} is invalid: " + "; ".join(problems))
         return _to_v1(body, version)
 
     def _store_slice(self, body: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+        if not self.consumable_capacity:
+            for device in body["spec"].get("devices") or []:
+                device.pop("allowMultipleAllocations", None)
         meta = body["metadata"]
         meta["uid"] = previous["metadata"]["uid"] if previous else f"uid-{self._next_rv}"
         self._bump(body)

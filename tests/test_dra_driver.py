@@ -281,13 +281,34 @@ def test_exclusive_fallback_devices(tmp_path: Path, standin: DraApiServerStandin
 
 
 @pytest.mark.parametrize("served", [("v1beta2",), ("v1beta1",)])
-def test_older_api_servers_by_discovery(tmp_path: Path, kubelet: DraKubelet, served: tuple[str, ...]) -> None:
+def test_older_api_servers_by_discovery(tmp_path: Path, kubelet: DraKubelet, served: tuple[str, ...],
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """1.33 serves v1beta2, 1.32 v1beta1: neither has allowMultipleAllocations, so the shared device
+    is refused in one line, and the exclusive fallback is published in that version's shape."""
     standin = DraApiServerStandin(served=served).start()
+    try:
+        shared = Driver(_config(kubelet, tmp_path), _api(standin, tmp_path)).start()
+        _wait(lambda: "has no shared devices" in caplog.text, what="the one-line refusal")
+        assert not standin.pool(NODE)
+        shared.stop()
+        driver = Driver(_config(kubelet, tmp_path, exclusive=2), _api(standin, tmp_path)).start()
+        _wait(lambda: standin.pool(NODE), what="slices")
+        assert driver.api.version == served[0]
+        devices = standin.pool(NODE)[0]["spec"]["devices"]
+        assert [d["name"] for d in devices] == ["kvm-0", "kvm-1"]
+        assert devices[0]["attributes"]["kvmApiVersion"] == {"int": 12}
+        driver.stop()
+    finally:
+        standin.stop()
+
+
+def test_consumable_capacity_off_is_said(tmp_path: Path, kubelet: DraKubelet, caplog: pytest.LogCaptureFixture) -> None:
+    """1.34/1.35 with DRAConsumableCapacity off drop allowMultipleAllocations silently: the driver says so."""
+    standin = DraApiServerStandin(consumable_capacity=False).start()
     try:
         driver = Driver(_config(kubelet, tmp_path), _api(standin, tmp_path)).start()
         _wait(lambda: standin.pool(NODE), what="slices")
-        assert driver.api.version == served[0]
-        assert standin.pool(NODE)[0]["spec"]["devices"][0]["attributes"]["kvmApiVersion"] == {"int": 12}
+        _wait(lambda: "dropped allowMultipleAllocations from kvm" in caplog.text, what="the warning")
         driver.stop()
     finally:
         standin.stop()

@@ -16,6 +16,7 @@ from typing import Any
 from kvminfo_dra.apiserver import ResourceApi
 from kvminfo_dra.attributes import DRIVER
 from kvminfo_dra.devices import Device, build_slices, for_version, same_content
+from kvminfo_dra.upstream import KvminfoError
 from kvminfo_dra.validation import check_slices
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,14 @@ class SlicePublisher:
     def __init__(self, api: ResourceApi, node: str, driver: str = DRIVER) -> None:
         self.api, self.node, self.driver = api, node, driver
         self.generation = 0
+        self._warned_unshared = False
 
     def publish(self, devices: tuple[Device, ...]) -> bool:
         """Make the pool publish ``devices``; True when anything was written."""
         version = self.api.version or self.api.discover()
+        if version != "v1" and any(d.shared for d in devices):
+            raise KvminfoError(f"resource.k8s.io/{version} (Kubernetes < 1.34) has no shared devices "
+                               "(allowMultipleAllocations): run the driver with --exclusive-kvm-devices N")
         existing = self.api.list_slices(self.node, self.driver)
         generation = next_generation(existing, build_slices(self.node, 1, devices, self.driver))
         desired = build_slices(self.node, generation, devices, self.driver)
@@ -58,10 +63,11 @@ class SlicePublisher:
                 continue
             out = for_version(body, version)
             if current is None:
-                self.api.create_slice(out)
+                stored = self.api.create_slice(out)
             else:
                 out["metadata"] = {**out["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}
-                self.api.replace_slice(out)
+                stored = self.api.replace_slice(out)
+            self._check_shared(body, stored)
             wrote = True
         for name in by_name:  # slices of an older, larger pool
             self.api.delete_slice(name)
@@ -71,6 +77,18 @@ class SlicePublisher:
                      self.node, generation, len(devices), len(desired), version)
         self.generation = generation
         return wrote
+
+    def _check_shared(self, sent: dict[str, Any], stored: dict[str, Any]) -> None:
+        """A server whose DRAConsumableCapacity is off (alpha, off, in 1.34-1.35) drops
+        allowMultipleAllocations without an error: the kvm device is then allocatable once."""
+        dropped = [d["name"] for d, s in zip(sent["spec"]["devices"], (stored.get("spec") or {}).get("devices") or [],
+                                              strict=False)
+                   if d.get("allowMultipleAllocations") and not s.get("allowMultipleAllocations")]
+        if dropped and not self._warned_unshared:
+            self._warned_unshared = True
+            log.warning("the API server dropped allowMultipleAllocations from %s (feature gate DRAConsumableCapacity "
+                        "off): each is allocatable to ONE claim at a time; turn the gate on, or run with "
+                        "--exclusive-kvm-devices N", ", ".join(dropped))
 
     def remove(self) -> int:
         """Uninstall: delete every slice of this driver on this node; how many were deleted."""
