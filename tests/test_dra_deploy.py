@@ -174,3 +174,34 @@ def test_a_missing_attribute_is_not_selected_and_not_an_error(objects) -> None: 
     bare = Device("kvm", "kvm", "kvm", ("/dev/kvm",))  # a node whose facts are all unknown
     for name in ("windows-guest-kvm", "sev-snp-guest-kvm"):
         assert not all(_selects(e, bare) for e in _claim_selectors(objects, name))
+
+
+def test_admission_policy_pins_slice_writes_to_the_pods_node(objects) -> None:  # type: ignore[no-untyped-def]
+    """The ValidatingAdmissionPolicy's CEL, evaluated with celpy as the API server would for a
+    ResourceSlice write (variables, matchConditions and validations of admissionregistration/v1).
+    objectNodeName uses CEL's optional syntax (`.?`), which cel-python does not parse: its value is
+    given as that expression means (the written or, on DELETE, the old object's spec.nodeName)."""
+    (policy,) = _kind(objects, "ValidatingAdmissionPolicy")
+    spec = policy["spec"]
+    environment = celpy.Environment()
+
+    def evaluate(expression: str, activation: dict[str, Any]) -> Any:
+        return environment.program(environment.compile(expression)).evaluate(activation)
+
+    def admitted(username: str, extra: dict[str, list[str]], node: str) -> bool:
+        request = {"userInfo": {"username": username, "extra": extra}, "operation": "CREATE"}
+        activation = {"request": celpy.json_to_cel(request)}
+        if not all(bool(evaluate(c["expression"], activation)) for c in spec["matchConditions"]):
+            return True  # the policy does not apply
+        variables = {v["name"]: evaluate(v["expression"], activation)
+                     for v in spec["variables"] if ".?" not in v["expression"]}
+        variables["objectNodeName"] = celpy.celtypes.StringType(node)
+        activation["variables"] = celpy.celtypes.MapType({celpy.celtypes.StringType(k): v for k, v in variables.items()})
+        return all(bool(evaluate(v["expression"], activation)) for v in spec["validations"])
+
+    driver = "system:serviceaccount:kvminfo:kvminfo-dra-driver"
+    bound = {"authentication.kubernetes.io/node-name": ["node-a"]}
+    assert admitted(driver, bound, "node-a")
+    assert not admitted(driver, bound, "node-b")
+    assert not admitted(driver, {}, "node-a")  # a token bound to no node
+    assert admitted("system:node:node-b", {}, "node-b")  # not the driver: not this policy's business
