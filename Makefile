@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-# The suite needs root (see README "Set-up"): stop in one line before installing anything.
+# The suite needs root (see docs/dev/setup.md): stop in one line before installing anything.
 ROOT_GOALS := $(filter test soak,$(MAKECMDGOALS))
 ifneq ($(ROOT_GOALS),)
 ifneq ($(shell id -u),0)
@@ -16,9 +16,10 @@ $(error make $(firstword $(ROOT_GOALS)) needs root: the suite opens /dev/kvm rea
 endif
 endif
 
-# ruff and mypy run on both packages (make lint, run by make test); mypy is
-# --strict for kvminfo/ (pyproject.toml [[tool.mypy.overrides]]).
-LINT_PATHS := kvminfo plugin/kvminfo_plugin plugin/kvminfo_dra
+# make lint (run by make test): ruff over the whole repository (tests, soak, bench and scripts
+# too, with the same rules: issue 18); mypy on both packages, --strict for kvminfo/
+# (pyproject.toml [[tool.mypy.overrides]]).
+MYPY_PATHS := kvminfo plugin/kvminfo_plugin plugin/kvminfo_dra
 
 .PHONY: lint run test install system-deps libvirt-up libvirt-down bench soak proto bench-plugin bench-featurefile bench-publish image clean proto-dra bench-dra
 
@@ -53,25 +54,25 @@ test: install libvirt-up lint
 
 # ruff and mypy (settings in pyproject.toml), installed with the test extras.
 lint: install
-	$(VENV)/bin/ruff check $(LINT_PATHS)
-	$(VENV)/bin/mypy $(LINT_PATHS)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy $(MYPY_PATHS)
 
 # Fault and abuse suite (soak/, never collected by `make test`): the short variant of
 # every scenario; LONG=1 runs the counts of issue 5. Results: soak/results/<variant>.json,
-# printed as the README table (`$(PY) -m soak.report --readme README.md` updates it).
+# printed as the table of docs/dev/soak.md (`$(PY) -m soak.report --readme` updates it there).
 SOAK_VARIANT := $(if $(LONG),long,short)
 soak: install libvirt-up
 	KVMINFO_REQUIRE_REAL=1 KVMINFO_SOAK_LONG=$(if $(LONG),1,0) $(PY) -m pytest -q --timeout=1200 soak
 	$(PY) -m soak.report --variant $(SOAK_VARIANT)
 
-# Regenerate the device plugin's protobuf/gRPC modules from plugin/kvminfo_plugin/v1beta1/api.proto.
+# Regenerate the device plugin's protobuf/gRPC modules from plugin/kvminfo_plugin/kubelet/v1beta1/api.proto.
 # protoc writes `import api_pb2`; rewrite it to the package-relative import.
 proto: install
-	$(PY) -m grpc_tools.protoc -Iplugin/kvminfo_plugin/v1beta1 --python_out=plugin/kvminfo_plugin/v1beta1 --pyi_out=plugin/kvminfo_plugin/v1beta1 \
-		--grpc_python_out=plugin/kvminfo_plugin/v1beta1 plugin/kvminfo_plugin/v1beta1/api.proto
-	sed -i 's/^import api_pb2 as api__pb2$$/from . import api_pb2 as api__pb2/' plugin/kvminfo_plugin/v1beta1/api_pb2_grpc.py
+	$(PY) -m grpc_tools.protoc -Iplugin/kvminfo_plugin/kubelet/v1beta1 --python_out=plugin/kvminfo_plugin/kubelet/v1beta1 --pyi_out=plugin/kvminfo_plugin/kubelet/v1beta1 \
+		--grpc_python_out=plugin/kvminfo_plugin/kubelet/v1beta1 plugin/kvminfo_plugin/kubelet/v1beta1/api.proto
+	sed -i 's/^import api_pb2 as api__pb2$$/from . import api_pb2 as api__pb2/' plugin/kvminfo_plugin/kubelet/v1beta1/api_pb2_grpc.py
 
-# Every benchmark; figures go into README.md by hand.
+# Every benchmark; figures go into docs/dev/performance.md by hand.
 bench: install libvirt-up
 	$(PY) bench/bench_hook.py
 	$(PY) bench/bench_libvirt_featurefile.py
@@ -87,9 +88,11 @@ bench-publish: install
 	$(PY) bench/bench_publish.py
 
 # The image every manifest in deploy/ runs, built from ./Dockerfile with buildah
-# (no Docker engine needed), imported into a containerd of its own and each
-# DaemonSet container run there as its pod runs it (scripts/image.sh; README,
-# "The image"). PYTHON_IMAGE: the base; by default a Debian root made here with
+# (no Docker engine or registry needed; elsewhere `docker build .` builds the
+# same), plus its plugin-only target, imported into a containerd of its own and
+# each DaemonSet container run there under runc as its pod runs it, the
+# labellers asking the image's own libvirt (scripts/image.sh; docs/dev/image.md).
+# PYTHON_IMAGE: the base; by default a Debian root made here with
 # debootstrap, e.g. PYTHON_IMAGE=python:3.11-slim-bookworm pulls the official one.
 IMAGE ?= localhost/kvminfo:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image: install

@@ -29,7 +29,7 @@ import time
 
 from pluginrig import Load, Rig, drive, load_average, rss_mib
 
-from kvminfo_plugin.v1beta1 import api_pb2 as api
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
 
 PREFERRED = "/v1beta1.DevicePlugin/GetPreferredAllocation"
 ALLOCATE = "/v1beta1.DevicePlugin/Allocate"

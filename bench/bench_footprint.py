@@ -34,10 +34,10 @@ import urllib.request
 
 from pluginrig import REPO, Rig, cpu_ns, drive, load_average, median, per_thread, rss_mib, threads, wakeups
 
-from kvminfo_plugin.v1beta1 import api_pb2 as api
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
 
 # (label, statement) measured on top of the floor's own imports.
-FLOOR_IMPORTS = "import grpc; from kvminfo_plugin.v1beta1 import api_pb2, api_pb2_grpc"
+FLOOR_IMPORTS = "import grpc; from kvminfo_plugin.kubelet.v1beta1 import api_pb2, api_pb2_grpc"
 IMPORTS = [
     ("yaml", "import yaml"),
     ("prometheus_client", "import prometheus_client"),
@@ -47,11 +47,9 @@ IMPORTS = [
     ("importlib.metadata, kvminfo.commands read", "from importlib.metadata import entry_points; "
                                                   "entry_points(group='kvminfo.commands')"),
     ("logging + argparse", "import logging, argparse"),
-    ("kvminfo.errors + logsetup", "import kvminfo.errors, kvminfo.logsetup"),
-    ("kvminfo_plugin.main (config, argparse; yaml only with a file)", "import kvminfo_plugin.main"),
-    ("kvminfo_plugin.runtime (all before Register)", "import kvminfo_plugin.main, kvminfo_plugin.runtime"),
-    ("kvminfo_plugin.exposition (after Register)", "import kvminfo_plugin.main, kvminfo_plugin.runtime, "
-                                                   "kvminfo_plugin.exposition"),
+    ("kvminfo.common.errors + logsetup", "import kvminfo.common.errors, kvminfo.common.logsetup"),
+    ("kvminfo_plugin.main (config, argparse, yaml, CDI)", "import kvminfo_plugin.main"),
+    ("kvminfo_plugin.runtime (everything, metrics included)", "import kvminfo_plugin.main, kvminfo_plugin.runtime"),
 ]
 IMPORT_PROBE = """
 import sys, time

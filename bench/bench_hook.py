@@ -1,12 +1,11 @@
-"""How fast the NFD hook starts, against the bare interpreter in the same run.
+"""How fast `kvminfo labels` and the NFD hook start, against the bare interpreter in the same run.
 
 NFD runs every hook on every node every minute, so the hook's cost is a
-fresh process. This measures, in interleaved pairs (so machine noise hits
-both alike):
-  floor: PYTHON -c pass
-  hook:  nfd-hooks/kvm-caps-info-nfd-plugin --no-libvirt   (KVMINFO_PYTHON=PYTHON)
-  cli:   PYTHON -c 'kvminfo.cli.main(["labels", "--family", "caps", "--no-libvirt"])',
-         the same labels through the full CLI (argparse, logging), as the hook ran before
+fresh process. This measures, interleaved (so machine noise hits all alike):
+  floor:  PYTHON -c pass
+  hook:   nfd-hooks/kvm-caps-info-nfd-plugin --no-libvirt   (KVMINFO_PYTHON=PYTHON;
+          it runs `kvminfo labels --family caps --no-libvirt`)
+  labels: PYTHON -c 'kvminfo.cli.main(["labels", "--no-libvirt"])', the default families
 wall time (median, p99) and peak RSS, then the full `kvminfo labels` with
 libvirt for reference. PYTHON is the checkout's .venv/bin/python (an editable
 install under pyenv, where `python -c pass` itself takes ~22 ms), or --python:
@@ -18,8 +17,8 @@ with this (bigger) bench process at fork, so it is only an upper bound
 (~13.6 MB for `python -c pass`, whose real peak is ~10.8 MB). When GNU time
 (/usr/bin/time, Debian package "time") is installed, the RSS column comes
 from it instead: it forks from a ~2 MB process, so its %M is the child's own.
-Targets (the footprint issue, measured as it was, in the checkout's venv): hook
-median <= 1.5x the floor, peak RSS <= 12 MB.
+Guard rail (issue 18, on the 2-core development machine): `kvminfo labels
+--no-libvirt` as a fresh process, median <= 100 ms. Reported, never asserted in tests.
 
   .venv/bin/python bench/bench_hook.py [--pairs 40] [--full-runs 10] [--python PY] [--json]
 """
@@ -41,8 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 PYTHON = REPO / ".venv" / "bin" / "python"
 HOOK = REPO / "nfd-hooks" / "kvm-caps-info-nfd-plugin"
 KVMINFO = REPO / ".venv" / "bin" / "kvminfo"
-RATIO_TARGET = 1.5
-RSS_TARGET_MB = 12.0
+LABELS_GUARD_MS = 100.0
 GNU_TIME = "/usr/bin/time"
 RSS_RUNS = 5
 
@@ -99,32 +97,30 @@ def measure(pairs: int, full_runs: int, python: str) -> dict[str, object]:
     floor_argv = [python, "-c", "pass"]
     hook_argv = [str(HOOK), "--no-libvirt"]
     cli_argv = [python, "-c", "import sys; from kvminfo.cli import main; "
-                "sys.exit(main(['labels', '--family', 'caps', '--no-libvirt']))"]
+                "sys.exit(main(['labels', '--no-libvirt']))"]
     for argv in (floor_argv, hook_argv, cli_argv):  # warm the page cache; not counted
         run_once(argv)
     floor: list[tuple[float, float]] = []
     hook: list[tuple[float, float]] = []
-    cli: list[tuple[float, float]] = []
+    cli: list[tuple[float, float]] = []  # kvminfo labels --no-libvirt
     for i in range(pairs):
         order = [(floor, floor_argv), (hook, hook_argv), (cli, cli_argv)]
         for samples, argv in order if i % 2 == 0 else reversed(order):
             samples.append(run_once(argv))
     result: dict[str, object] = {"python": python, "floor": summary(floor, floor_argv), "hook": summary(hook, hook_argv),
-                                 "full_cli": summary(cli, cli_argv)}
-    result["ratio"] = round(result["hook"]["median_ms"] / result["floor"]["median_ms"], 2)  # type: ignore[index]
-    result["full_cli_ratio"] = round(result["full_cli"]["median_ms"] / result["floor"]["median_ms"], 2)  # type: ignore[index]
+                                 "labels_no_libvirt": summary(cli, cli_argv), "load_average": os.getloadavg()[0]}
     if full_runs and python == str(PYTHON):
         full_argv = [str(KVMINFO), "labels"]
         full = [run_once(full_argv) for _ in range(full_runs)]
         result["labels_with_libvirt"] = summary(full, full_argv)
-    result["meets_targets"] = (result["ratio"] <= RATIO_TARGET
-                               and result["hook"]["peak_rss_mb"] <= RSS_TARGET_MB)  # type: ignore[index,operator]
+    result["within_guard_rail"] = result["labels_no_libvirt"]["median_ms"] <= LABELS_GUARD_MS  # type: ignore[index]
     return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=40, help="interleaved floor/hook pairs (default: %(default)s)")
+    parser.add_argument("--pairs", type=int, default=40,
+                        help="interleaved floor/hook/labels rounds (default: %(default)s)")
     parser.add_argument("--full-runs", type=int, default=10,
                         help="runs of the full `kvminfo labels` with libvirt; 0 skips (default: %(default)s)")
     parser.add_argument("--python", default=str(PYTHON),
@@ -140,17 +136,16 @@ def main() -> int:
         print(f"{'':28} {'median ms':>10} {'p99 ms':>8} {'peak RSS MB':>12}")
         print(f"python: {result['python']}, load average {os.getloadavg()[0]:.2f}")
         rows = [("python -c pass (floor)", "floor"), ("hook --no-libvirt", "hook"),
-                ("full CLI, same labels", "full_cli"), ("kvminfo labels (libvirt)", "labels_with_libvirt")]
+                ("kvminfo labels --no-libvirt", "labels_no_libvirt"), ("kvminfo labels (libvirt)", "labels_with_libvirt")]
         for title, key in rows:
             if key in result:
                 r = result[key]
                 print(f"{title:28} {r['median_ms']:>10.2f} {r['p99_ms']:>8.2f} {r['peak_rss_mb']:>12.1f}")
         print(f"peak RSS measured by {result['hook']['rss_by']}")  # type: ignore[index]
-        rss = result["hook"]["peak_rss_mb"]  # type: ignore[index]
-        print(f"hook/floor median ratio: {result['ratio']:.2f} (the full CLI: {result['full_cli_ratio']:.2f}), "
-              f"target <= {RATIO_TARGET:g}: {'met' if result['ratio'] <= RATIO_TARGET else 'NOT met'}; "  # type: ignore[operator]
-              f"hook peak RSS {rss} MB, target <= {RSS_TARGET_MB:g} MB: {'met' if rss <= RSS_TARGET_MB else 'NOT met'}")
-    return 0 if result["meets_targets"] else 1
+        median = result["labels_no_libvirt"]["median_ms"]  # type: ignore[index]
+        print(f"kvminfo labels --no-libvirt median {median} ms, guard rail <= {LABELS_GUARD_MS:g} ms: "
+              f"{'held' if result['within_guard_rail'] else 'NOT held'}")
+    return 0 if result["within_guard_rail"] else 1
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ import grpc  # noqa: E402
 from kubelet_emulator import KubeletEmulator  # noqa: E402
 from plugin_harness import make_char_device  # noqa: E402
 
-from kvminfo_plugin.server import MAX_WORKERS  # noqa: E402
-from kvminfo_plugin.v1beta1 import api_pb2 as api  # noqa: E402
+from kvminfo_plugin.kubelet.server import MAX_WORKERS  # noqa: E402
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api  # noqa: E402
 
 KVMINFO = REPO / ".venv" / "bin" / "kvminfo"
 RESOURCE = "bench.kvminfo.io/dev"

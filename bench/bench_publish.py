@@ -25,8 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -34,10 +34,10 @@ sys.path.insert(0, str(REPO / "tests"))
 import urllib3  # noqa: E402
 from apiserver_standin import TOKEN, ApiServerStandin  # noqa: E402
 
-from kvminfo.probe_options import ProbeOptions  # noqa: E402
-from kvminfo.output.nodefeature_client import NodeFeatureStore, load_api_client, publish_once  # noqa: E402
-from kvminfo.output.nodefeature import build_nodefeature  # noqa: E402
 from kvminfo.collect import collect  # noqa: E402
+from kvminfo.model import ProbeOptions  # noqa: E402
+from kvminfo.output.nodefeature import build_nodefeature  # noqa: E402
+from kvminfo.output.nodefeature_client import NodeFeatureStore, load_api_client, publish_once  # noqa: E402
 
 KVMINFO = REPO / ".venv" / "bin" / "kvminfo"
 NODE, NS = "bench-node", "kvminfo"

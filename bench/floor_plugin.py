@@ -27,10 +27,10 @@ from concurrent import futures
 
 import grpc
 
-from kvminfo_plugin.v1beta1 import api_pb2 as api
-from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2_grpc as api_grpc
 
-MAX_WORKERS = 8  # kvminfo_plugin.server.MAX_WORKERS, not imported: that would import the plugin
+MAX_WORKERS = 8  # kvminfo_plugin.kubelet.server.MAX_WORKERS, not imported: that would import the plugin
 
 
 class Floor(api_grpc.DevicePluginServicer):

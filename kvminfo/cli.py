@@ -1,26 +1,21 @@
 """`kvminfo` console script: a thin dispatcher to one module per subcommand.
 
-Subcommand modules are imported only when chosen, so the NFD hook path
-(`kvminfo labels --no-libvirt`) never pays for grpc, kubernetes or libvirt.
+Subcommand modules are imported only when chosen: `kvminfo labels` (the NFD
+hooks) runs where grpc or the kubernetes client are not installed.
 Each module provides ``main(argv: list[str], prog: str) -> int``.
 
 Commands that live outside ``kvminfo/`` (the device plugin) register through the
 ``kvminfo.commands`` entry point group: a module with ``SUMMARY`` and ``main``.
-The group is read only for a name that is not built in and for ``--help``, so
-the NFD hook path never pays for ``importlib.metadata``.
+The group is read only for a name that is not built in and for ``--help``.
 """
 
 from __future__ import annotations
 
-import errno
 import importlib
-import os
 import sys
 
-TYPE_CHECKING = False  # importing typing costs the NFD hook's start; annotations only need it for mypy
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any, TextIO
+from kvminfo.common.argparsing import usage_error
+from kvminfo.common.guard import run_guarded
 
 # name -> (module, one-line summary shown by `kvminfo --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,7 +36,7 @@ commands:
 
 options:
   -h, --help  show this help and exit
-  --version   print kvminfo's version and exit
+  --version   print kvminfo's version and the commit it was built from, and exit
 
 Run `kvminfo <command> --help` for a command's options and examples.
 """
@@ -53,12 +48,7 @@ ENTRY_POINT_GROUP = "kvminfo.commands"
 def _registered() -> dict[str, str]:
     """Commands registered by other packages: name -> module (entry point group
     kvminfo.commands, read with importlib.metadata, the standard library's reader
-    of installed distributions' entry points; built-in names cannot be replaced).
-
-    Called only for a name that is not built in and for ``--help``: importing
-    importlib.metadata (email, zipfile, csv) costs ~2 MiB of RSS and ~15 ms, which
-    the NFD hook path never pays. The device plugin's process does pay it
-    (README "Performance": kept over a hand-written reader of entry_points.txt)."""
+    of installed distributions' entry points; built-in names cannot be replaced)."""
     from importlib.metadata import entry_points
 
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in COMMANDS}
@@ -87,90 +77,10 @@ def _usage() -> str:
     return USAGE.format(commands=lines)
 
 
-class OutputError(Exception):
-    """Writing to stdout failed (a full disk, `| head` gone): the output is lost, not a bug."""
-
-
-class _StdoutGuard:
-    """Stands in for sys.stdout and tags its write errors as OutputError.
-
-    Only a failure of stdout itself becomes the one-line "cannot write output";
-    any other OSError inside a command is a bug and keeps its traceback.
-    """
-
-    def __init__(self, stream: TextIO | None) -> None:
-        self._stream = stream  # None: started with fd 1 closed (`cmd >&-`), where Python sets sys.stdout to None
-
-    def _open(self) -> TextIO:
-        if self._stream is None:
-            raise OutputError(OSError(errno.EBADF, "stdout is closed"))
-        return self._stream
-
-    def write(self, text: str) -> int:
-        try:
-            return self._open().write(text)
-        except OSError as err:
-            raise OutputError(err) from err
-
-    def flush(self) -> None:
-        if self._stream is None:  # nothing written, nothing to flush
-            return
-        try:
-            self._stream.flush()
-        except OSError as err:
-            raise OutputError(err) from err
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-def _discard_stdout() -> None:
-    """Point fd 1 at /dev/null so the interpreter's last flush of the unwritten rest
-    does not print "Exception ignored ... BrokenPipeError" (as Python's signal docs advise)."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (pytest's capture), or closed
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     prog = f"kvminfo {argv[0]}" if argv and not argv[0].startswith("-") and argv[0] != "help" else "kvminfo"
     return run_guarded(prog, lambda: _dispatch(argv, prog))
-
-
-def run_guarded(prog: str, command: Callable[[], int]) -> int:
-    """Run ``command`` (returning an exit status) as every kvminfo command runs: a failed
-    write to stdout -> "<prog>: cannot write output: ..." and 1; the operator's input or
-    environment (KvminfoError, ParseError) -> "<prog>: <message>" and its exit code; Ctrl-C -> 130.
-    Never a traceback for those. The NFD hook's entry point (kvminfo.hook) runs its fast path here too."""
-    from kvminfo.errors import KvminfoError, ParseError
-
-    stdout = sys.stdout
-    sys.stdout = _StdoutGuard(stdout)
-    try:
-        try:
-            status = command()
-        except SystemExit:  # argparse after --help or a usage error: flush what it printed, too
-            sys.stdout.flush()
-            raise
-        except (KvminfoError, ParseError) as err:  # the operator's input or environment: one line, never a traceback
-            sys.stdout.flush()
-            print(f"{prog}: {err}", file=sys.stderr)
-            return err.exit_code
-        except KeyboardInterrupt:
-            return 130
-        sys.stdout.flush()  # a buffered write fails here, not in the interpreter's exit
-        return status
-    except OutputError as err:
-        cause = err.args[0]
-        _discard_stdout()
-        print(f"{prog}: cannot write output: {cause.strerror or cause}", file=sys.stderr)
-        return 1
-    finally:
-        sys.stdout = stdout
 
 
 def _dispatch(argv: list[str], prog: str) -> int:
@@ -180,14 +90,12 @@ def _dispatch(argv: list[str], prog: str) -> int:
     if argv[0] in ("-h", "--help", "help"):
         print(_usage(), end="")
         return 0
-    from kvminfo.argparsing import usage_error
-
     if argv[0] == "--version":
         if argv[1:]:
             return usage_error("kvminfo", f"--version takes no arguments, got {' '.join(argv[1:])!r}")
-        from kvminfo import __version__
+        from kvminfo.common.version import version_line
 
-        print(f"kvminfo {__version__}")
+        print(version_line("kvminfo"))
         return 0
     name, rest = argv[0], argv[1:]
     if name.startswith("-"):  # an option before any command: options belong to a command

@@ -8,20 +8,21 @@ the NFD hook path (--no-libvirt) never loads libvirt, xml, grpc or kubernetes.
 
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING
+
 from kvminfo.features.combine import combine
+from kvminfo.features.families import family_facts
 from kvminfo.features.hyperv import evidence_and_reasons
 from kvminfo.labels.render import render_labels
-from kvminfo.lazylog import get_logger
-from kvminfo.model import Report, SourceResult, Status
-from kvminfo.probe_options import ProbeOptions
+from kvminfo.model import ProbeOptions, Report, SourceResult, Status
 from kvminfo.sources import registry
 from kvminfo.sources.runner import run_sources
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from kvminfo.sources.base import Source
 
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 
 def _plan(options: ProbeOptions) -> tuple[list[Source], dict[str, SourceResult]]:
@@ -65,8 +66,6 @@ def collect(options: ProbeOptions) -> Report:
     features = combine(evidence, reasons=reasons)
     families = None
     if set(options.families) - {"caps", "version"}:
-        from kvminfo.features.families import family_facts  # not on the hook's path (--family caps)
-
         families = family_facts(sources, options.obsolete_cpu_models)
     labels, warnings = render_labels(sources, features, options.kubevirt_names, options.families,
                                      source_labels=source_labels, family_facts=families)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's set-up on fresh Debian machines, as a new user would follow it.
+# The set-up of docs/dev/setup.md on fresh Debian machines, as a new user would follow it.
 # Not part of CI (minutes per release); run it before changing the set-up, the
-# prerequisites or scripts/system-deps.sh, and put its figures in the README.
+# prerequisites or scripts/system-deps.sh, and put its figures in docs/dev/fresh-machine.md.
 #
 #   sudo scripts/fresh-machine-check.sh [--ref REF] [--keep] [--soak] [SUITE...]   (default: bookworm trixie)
 #
@@ -10,7 +10,7 @@
 # and in it, in a PID, mount, UTS and IPC namespace of its own (its own /proc,
 # /run, /dev with the host's kvm, tun and vhost-net nodes bound in, /sys bound
 # from the host; network shared, for apt and PyPI):
-#   1. the README's prerequisites line, as root                  (apt-get install ...)
+#   1. the set-up page's prerequisites line, as root                 (apt-get install ...)
 #   2. a user's `make run` before the system packages are there: must stop, naming them
 #   3. root: git clone of REF into /root/kvminfo (/root is 0700), `make run`, `make test`
 #      (and `make soak` with --soak: then the root has run all of .ci/run)
@@ -53,13 +53,16 @@ for tool in debootstrap unshare chroot git; do
 done
 [ -c /dev/kvm ] || fail "no /dev/kvm on this host: the root's make test needs it"
 commit=$(git -C "$here" rev-parse --verify "$REF^{commit}") || fail "$REF is not a commit in $here"
-prereq=$(git -C "$here" show "$commit:README.md" | sed -n 's/^\(apt-get install --no-install-recommends .*\)$/\1/p' | head -n 1)
-[ -n "$prereq" ] || fail "README.md at $REF has no 'apt-get install --no-install-recommends ...' prerequisites line"
+# The set-up page: docs/dev/setup.md, or README.md at commits before the docs moved to docs/.
+setup_page=docs/dev/setup.md
+git -C "$here" cat-file -e "$commit:$setup_page" 2>/dev/null || setup_page=README.md
+prereq=$(git -C "$here" show "$commit:$setup_page" | sed -n 's/^\(apt-get install --no-install-recommends .*\)$/\1/p' | head -n 1)
+[ -n "$prereq" ] || fail "$setup_page at $REF has no 'apt-get install --no-install-recommends ...' prerequisites line"
 arch=$(dpkg --print-architecture)
 mkdir -p "$CACHE"
 
 # Runs inside the new namespaces: $1 suite, $2 root, $3 tarball, $4 bare repository, $5 logs,
-# $6 shared dir or "", $7 the README's prerequisites line.
+# $6 shared dir or "", $7 the set-up page's prerequisites line.
 inside() {
   set -euo pipefail
   local suite=$1 root=$2 tarball=$3 source=$4 logs=$5 shared=$6 prereq=$7 failed=0
@@ -133,8 +136,8 @@ inside() {
     cp -a "$shared" "$root/home/kvmuser/shared" && chmod -R a-w "$root/home/kvmuser/shared"
   fi
 
-  # 1. the README's prerequisites line, as root
-  step "prerequisites (README line)" ok in_root "apt-get update -qq && DEBIAN_FRONTEND=noninteractive ${prereq/apt-get install/apt-get install -y -q}"
+  # 1. the set-up page's prerequisites line, as root
+  step "prerequisites (set-up page line)" ok in_root "apt-get update -qq && DEBIAN_FRONTEND=noninteractive ${prereq/apt-get install/apt-get install -y -q}"
   step "user: clone" ok as_user "git clone -q /tmp/kvminfo-user.git ~/kvminfo"
   step "user: make run, no system pkgs" "stop:system-deps: missing Debian packages:" as_user "cd ~/kvminfo && make run"
   detail "user: make run, no system pkgs" "^system-deps: missing"
@@ -155,7 +158,9 @@ inside() {
 
 status=0
 shared_dir=""
-[ -d "$here/../shared" ] && shared_dir=$(cd "$here/../shared" && pwd)
+# pwd -P: ../shared may be a symlink (it is on the development machines), and cp -a would copy the
+# link itself, dangling inside the root, so the corpus tests skipped there
+[ -d "$here/../shared" ] && shared_dir=$(cd "$here/../shared" && pwd -P)
 for suite in "${suites[@]}"; do
   tarball=$CACHE/$suite-$arch-minbase.tgz
   if [ ! -s "$tarball" ]; then

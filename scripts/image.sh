@@ -5,7 +5,9 @@
 #   scripts/image.sh deps     Debian packages: debootstrap buildah podman containerd runc (as root)
 #   scripts/image.sh base     debootstrap a minimal Debian root with python3 + python3-venv and
 #                             `podman import` it as $BASE_IMAGE (no registry pull needed)
-#   scripts/image.sh build    buildah bud --build-arg PYTHON_IMAGE=$PYTHON_IMAGE -t $IMAGE
+#   scripts/image.sh build    buildah bud --build-arg PYTHON_IMAGE=$PYTHON_IMAGE --build-arg KVMINFO_COMMIT=$COMMIT:
+#                             the default target as $IMAGE, --target plugin as $PLUGIN_IMAGE; sizes
+#                             in $WORK/image-size-bytes, $WORK/plugin-image-size-bytes
 #   scripts/image.sh import   podman save (docker-archive) | ctr -n k8s.io images import, into a
 #                             containerd of our own (own root, state and socket under $WORK)
 #   scripts/image.sh run [--cdi]  scripts/image_pods.py: each DaemonSet container under runc via ctr
@@ -21,7 +23,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
-WORK=${WORK:-$PWD/build/image}
+# Absolute, always: podman records its storage paths in its database and refuses
+# ("database configuration mismatch") a later call naming them another way.
+WORK=$(realpath -m "${WORK:-build/image}")
 SUITE=${SUITE:-bookworm}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 BASE_IMAGE=${BASE_IMAGE:-localhost/kvminfo-python-base:$SUITE}
@@ -29,6 +33,10 @@ BASE_IMAGE=${BASE_IMAGE:-localhost/kvminfo-python-base:$SUITE}
 # the local Debian root stands in for it.
 PYTHON_IMAGE=${PYTHON_IMAGE:-$BASE_IMAGE}
 IMAGE=${IMAGE:-localhost/kvminfo:$VERSION}
+# The Dockerfile's device-plugin-only stage, built beside the full image (its size is reported).
+PLUGIN_IMAGE=${PLUGIN_IMAGE:-localhost/kvminfo-plugin:$VERSION}
+# What `--version` reports as the commit (kvminfo/common/version.py).
+COMMIT=${KVMINFO_COMMIT:-$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)}
 STORE=(--root "$WORK/storage" --runroot "$WORK/run" --storage-driver overlay)
 CTR_DIR=$WORK/containerd
 CTR_SOCK=$CTR_DIR/containerd.sock
@@ -71,7 +79,7 @@ base() {
     'path-include /usr/share/locale/locale.alias' >"$root/etc/dpkg/dpkg.cfg.d/docker-slim"
   find "$root/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
   find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
-  rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/lib/apt/lists/* \
+  rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb \
     "$root"/var/cache/apt/*.bin "$root"/var/log/*.log
   find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
   tar -C "$root" --numeric-owner -c . \
@@ -94,15 +102,24 @@ build() {
   need buildah
   local t0 mounts; t0=$(now)
   mapfile -t mounts < <(build_mounts)
-  say "buildah bud --build-arg PYTHON_IMAGE=$PYTHON_IMAGE -t $IMAGE ${mounts[*]}"
   # The local base is never pulled; any other PYTHON_IMAGE is pulled if missing.
   [ "$PYTHON_IMAGE" = "$BASE_IMAGE" ] && mounts+=(--pull-never)
-  buildah "${STORE[@]}" bud --network host --layers=false "${mounts[@]}" \
-    --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" -t "$IMAGE" -f Dockerfile . >"$WORK/build.log" 2>&1 \
-    || { tail -20 "$WORK/build.log" >&2; die "build failed: see $WORK/build.log"; }
-  say "built $IMAGE in $(since "$t0") s"
-  podman "${STORE[@]}" image prune -f >/dev/null 2>&1 || true  # the previous build's now untagged image
-  podman "${STORE[@]}" image inspect --format 'size {{.Size}} bytes ({{.VirtualSize}} virtual), user {{.User}}' "$IMAGE" >&2
+  local target tag
+  # --layers: the plugin target reuses the full build's stages instead of building them again.
+  for target in full plugin; do
+    tag=$IMAGE; [ "$target" = plugin ] && tag=$PLUGIN_IMAGE
+    say "buildah bud --target $target --build-arg PYTHON_IMAGE=$PYTHON_IMAGE --build-arg KVMINFO_COMMIT=$COMMIT -t $tag ${mounts[*]}"
+    buildah "${STORE[@]}" bud --network host --layers "${mounts[@]}" --target "$target" \
+      --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "KVMINFO_COMMIT=$COMMIT" -t "$tag" -f Dockerfile . \
+      >"$WORK/build-$target.log" 2>&1 \
+      || { tail -20 "$WORK/build-$target.log" >&2; die "build failed: see $WORK/build-$target.log"; }
+    say "built $tag in $(since "$t0") s: $(podman "${STORE[@]}" image inspect --format '{{.Size}}' "$tag" \
+      | awk '{ printf "%.1f MB", $1 / 1e6 }')"
+  done
+  podman "${STORE[@]}" image prune -f >/dev/null 2>&1 || true  # the previous build's now untagged images
+  printf '%s\n' "$COMMIT" >"$WORK/image-commit"  # what the pod checks expect --version to name
+  podman "${STORE[@]}" image inspect --format '{{.Size}}' "$IMAGE" >"$WORK/image-size-bytes"
+  podman "${STORE[@]}" image inspect --format '{{.Size}}' "$PLUGIN_IMAGE" >"$WORK/plugin-image-size-bytes"
 }
 
 # A containerd of our own: its own root, state, socket and no CRI plugin (no
@@ -159,7 +176,8 @@ run_pods() {
   local py=${PY:-.venv/bin/python}
   [ -x "$py" ] || die "$py not found: run 'make install' first (the run uses tests/kubelet_emulator.py and tests/apiserver_standin.py)"
   rm -rf "$WORK"/pods.*  # the previous run's specs and logs
-  "$py" scripts/image_pods.py --address "$CTR_SOCK" --image "$IMAGE" --work "$WORK" --report "$WORK/pods-report.json" "$@"
+  "$py" scripts/image_pods.py --address "$CTR_SOCK" --image "$IMAGE" --work "$WORK" --report "$WORK/pods-report.json" \
+    --version "$VERSION" --commit "$(cat "$WORK/image-commit" 2>/dev/null || echo "$COMMIT")" "$@"
 }
 
 main() {

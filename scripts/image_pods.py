@@ -22,7 +22,8 @@ one for the kubelet (containerd pkg/cri/opts/spec_linux.go; Kubernetes
   the host path (never the host's own /etc/kubernetes or /var/lib/kubelet),
   except /dev (and /dev/kvm), which is the real one; a /dev mount drops the
   default mounts under /dev, as containerd's WithMounts does; configMap -> its data
-  written to a scratch directory, bound read-only; the service-account token
+  written to a scratch directory, bound read-only; emptyDir -> a scratch
+  directory of mode 0777, as the kubelet makes it; the service-account token
   -> token, ca.crt and namespace of the API server stand-in;
 - extended resources (``devices.kvminfo.io/kvm``): the device plugin's real
   Allocate answer, fetched through tests/kubelet_emulator.py from the plugin
@@ -31,6 +32,9 @@ one for the kubelet (containerd pkg/cri/opts/spec_linux.go; Kubernetes
   VM's /dev/kvm is 0600, a systemd host's is 0666, which the publisher, uid
   65532, relies on: ``--systemd-kvm-mode`` gives the node 0666 as there);
 - limits: memory and CPU from ``resources.limits``.
+Each labeller asks the image's own libvirt (qemu:///embed, its cache in an
+emptyDir): its labels must hold the host-model CPU, equal to what this
+machine's libvirt (virsh on qemu:///system, when it answers) says.
 Deviations, all for the network only: the publisher joins the host's network
 namespace to reach the stand-in on 127.0.0.1 (in a cluster: the Service IP).
 """
@@ -68,8 +72,50 @@ DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CA
                 "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
 
 
+# NFD's default label namespace: every kvminfo label key is fully qualified.
+LABEL_PREFIX = "feature.node.kubernetes.io/"
+USABLE = LABEL_PREFIX + "kvm-info-usable"
+HOST_MODEL = LABEL_PREFIX + "kvm-info-host-model"
+CPU_MODEL = LABEL_PREFIX + "kvm-info-cpu-model-"
+
+
 def load_json(text: str) -> Any:
     return json.loads(text)
+
+
+def label_lines(text: str) -> dict[str, str]:
+    """NFD feature-file lines ``name=value`` ('#' lines are directives such as the expiry)."""
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def host_libvirt_host_model() -> str | None:
+    """This machine's host-model CPU as its own libvirt says it (virsh on qemu:///system, read
+    with ElementTree, libvirt's formatdomaincaps.rst), to hold the pods' labels against; None
+    when no system libvirt answers (the labels then only have to be there)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        done = subprocess.run(["virsh", "-c", "qemu:///system", "domcapabilities", "--virttype", "kvm"],
+                              capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return ET.fromstring(done.stdout).findtext("cpu/mode[@name='host-model']/model")
+
+
+def libvirt_labels(where: str, labels: dict[str, str], expected_host_model: str | None) -> dict[str, Any]:
+    """What the pod's embedded libvirt put among ``labels``: the host-model label (libvirt's
+    own word, equal to the host libvirt's when there is one) and the CPU-model labels."""
+    if labels.get(USABLE) != "true":
+        raise Fail(f"{where}: {USABLE} is {labels.get(USABLE)!r}")
+    host_model = labels.get(HOST_MODEL)
+    if host_model is None:
+        raise Fail(f"{where}: no {HOST_MODEL} label: the embedded libvirt did not answer (see its log)")
+    if expected_host_model is not None and host_model != expected_host_model:
+        raise Fail(f"{where}: {HOST_MODEL}={host_model}, but this host's libvirt says {expected_host_model}")
+    models = sorted(k.removeprefix(CPU_MODEL) for k in labels if k.startswith(CPU_MODEL))
+    return {"host_model": host_model, "cpu_model_labels": models, "labels": len(labels)}
 
 
 class Fail(Exception):
@@ -327,6 +373,11 @@ def volume_source(pod: Pod, volume: dict[str, Any]) -> Path:
             raise Fail(f"hostPath {path} (Directory) does not exist on the node; the pod would not start")
         where.mkdir(parents=True, exist_ok=True, mode=0o755)  # DirectoryOrCreate: 0755 root, as the kubelet makes it
         return where
+    if "emptyDir" in volume:  # the kubelet makes it 0777, for any uid of the pod; each pod its own
+        where = pod.host / "emptydir" / pod.workload / volume["name"]
+        where.mkdir(parents=True, exist_ok=True)
+        where.chmod(0o777)
+        return where
     if "configMap" in volume:
         data = pod.config_maps[volume["configMap"]["name"]]
         where = pod.host / "configmaps" / volume["name"]
@@ -478,6 +529,7 @@ class Plugin:
 
     kubelet: Any
     started: Started
+    expected_host_model: str | None = None  # this host's libvirt's host-model CPU, when it has one
 
     def admit(self) -> Any:
         """The plugin's Allocate answer for one container asking for one kvm device."""
@@ -495,15 +547,16 @@ def run_features_file(runner: Runner, host: Path, plugin: Plugin, report: dict[s
     output = container["args"][container["args"].index("--output") + 1]
     written = pod.host_path(output)
     started = runner.start(pod, container, allocation=plugin.admit())
-    text = wait_until(lambda: written.exists() and written.read_text(), 60, "nfd feature file", started)
+    text = wait_until(lambda: written.exists() and written.read_text(), 180, "nfd feature file", started)
     took = time.monotonic() - started.t0
     code, stop_s = runner.stop(started)
-    if "kvm-info-usable=true" not in text or "# +expiry-time=" not in text:
-        raise Fail(f"feature file without kvm-info-usable=true or its expiry: {text[:300]!r}")
+    if "# +expiry-time=" not in text:
+        raise Fail(f"feature file without its expiry: {text[:300]!r}")
+    libvirt = libvirt_labels("nfd feature file", label_lines(text), plugin.expected_host_model)
     if code != 0:
         raise Fail(f"features-file exited {code} on SIGTERM: {started.output()[-300:]}")
     report["nfd"] = {"start_to_file_written_s": round(took, 3), "peak_memory_mib": started.peak_mib,
-                     "memory_limit": container["resources"]["limits"]["memory"], "labels": text.count("\n") - text.count("#"),
+                     "memory_limit": container["resources"]["limits"]["memory"], "libvirt": libvirt,
                      "sigterm_exit": code, "sigterm_to_exit_s": round(stop_s, 3)}
 
 
@@ -522,7 +575,7 @@ def run_hooks(runner: Runner, host: Path, plugin: Plugin, report: dict[str, Any]
     output = container["args"][container["args"].index("--output") + 1]
     data = pod.host_path(output)
     started = runner.start(pod, container, allocation=plugin.admit())
-    wait_until(lambda: data.exists() and data.stat().st_size > 0, 60, "hook relay data", started)
+    wait_until(lambda: data.exists() and data.stat().st_size > 0, 180, "hook relay data", started)
     took = time.monotonic() - started.t0
     # nfd-worker runs the hook with its own image's /bin/sh (the -full image is Debian, like ours)
     nfd = {"name": "nfd-worker-hook-run", "args": ["/etc/kubernetes/node-feature-discovery/source.d/kvminfo"],
@@ -534,11 +587,12 @@ def run_hooks(runner: Runner, host: Path, plugin: Plugin, report: dict[str, Any]
     runner.wait(relay)
     relayed = relay.output()
     code, stop_s = runner.stop(started)
-    if relay.process.returncode != 0 or "kvm-info-usable=true" not in relayed or "#" in relayed:
+    if relay.process.returncode != 0 or "#" in relayed:
         raise Fail(f"relay hook printed {relayed[:300]!r} (exit {relay.process.returncode})")
+    libvirt = libvirt_labels("relay hook", label_lines(relayed), plugin.expected_host_model)
     report["nfd/hooks"] = {"install_hook_s": round(init_s, 3), "start_to_data_written_s": round(took, 3),
                            "peak_memory_mib": started.peak_mib,
-                           "relayed_labels": len(relayed.splitlines()), "sigterm_exit": code,
+                           "libvirt": libvirt, "sigterm_exit": code,
                            "sigterm_to_exit_s": round(stop_s, 3)}
 
 
@@ -565,11 +619,10 @@ def run_publisher(runner: Runner, host: Path, plugin: Plugin, report: dict[str, 
     started = runner.start(pod, container, allocation=plugin.admit(), host_network=True,
                            extra_env={"KUBERNETES_SERVICE_HOST": host_ip, "KUBERNETES_SERVICE_PORT": str(port)})
     name = f"kvminfo-{NODE_NAME}"
-    stored = wait_until(lambda: server.get_object(NAMESPACE, name), 60, "NodeFeature object", started)
+    stored = wait_until(lambda: server.get_object(NAMESPACE, name), 180, "NodeFeature object", started)
     took = time.monotonic() - started.t0
     code, stop_s = runner.stop(started)
-    if stored["spec"]["labels"].get("kvm-info-usable") != "true":
-        raise Fail(f"NodeFeature {name}: kvm-info-usable is {stored['spec']['labels'].get('kvm-info-usable')!r}")
+    libvirt = libvirt_labels(f"NodeFeature {name}", stored["spec"]["labels"], plugin.expected_host_model)
     if code != 0:
         raise Fail(f"publish exited {code} on SIGTERM: {started.output()[-300:]}")
     owners = stored["metadata"].get("ownerReferences", [])
@@ -577,7 +630,7 @@ def run_publisher(runner: Runner, host: Path, plugin: Plugin, report: dict[str, 
         raise Fail(f"NodeFeature {name}: owner references {owners}, want the DaemonSet {pod.workload}")
     # uninstall: the DaemonSet is deleted, the garbage collector (emulated by the stand-in) takes the object
     collected = server.delete_owner("apps/v1", "DaemonSet", NAMESPACE, pod.workload)
-    report["nodefeature"] = {"start_to_published_s": round(took, 3), "labels": len(stored["spec"]["labels"]),
+    report["nodefeature"] = {"start_to_published_s": round(took, 3), "libvirt": libvirt,
                              "peak_memory_mib": started.peak_mib,
                              "memory_limit": container["resources"]["limits"]["memory"],
                              "owner_references": owners, "deleted_with_daemonset": collected,
@@ -598,7 +651,7 @@ def run_example(runner: Runner, host: Path, plugin: Plugin, report: dict[str, An
 
 def run_cleanup(runner: Runner, host: Path, report: dict[str, Any], cdi: bool) -> None:
     """deploy/cleanup's init container after the plugin is gone: the CDI specs go (CDI mode) or nothing."""
-    pod = pod_of(render("cleanup"), "kvminfo-cdi-cleanup", host, False)
+    pod = pod_of(render("cleanup"), "kvminfo-cleanup", host, False)
     if cdi:
         (config_map,) = pod.config_maps.values()
         document = yaml.safe_load(config_map["device-plugin.yaml"])
@@ -606,7 +659,7 @@ def run_cleanup(runner: Runner, host: Path, report: dict[str, Any], cdi: bool) -
             resource["cdi"] = True
         config_map["device-plugin.yaml"] = yaml.safe_dump(document)
     specs = sorted(p.name for p in pod.host_path(CDI_DIR).glob("*.json"))
-    (init,) = pod.spec["initContainers"]
+    (init,) = [c for c in pod.spec["initContainers"] if c["name"] == "remove-cdi-specs"]
     started = runner.start(pod, init)
     code = runner.wait(started)
     left = sorted(p.name for p in pod.host_path(CDI_DIR).glob("*.json"))
@@ -616,16 +669,23 @@ def run_cleanup(runner: Runner, host: Path, report: dict[str, Any], cdi: bool) -
                          "said": started.output().strip().splitlines()[-1:]}
 
 
-def run_floor(runner: Runner, host: Path, report: dict[str, Any]) -> None:
-    """The runtime's own cost: the image's `kvminfo --version` under the same spec path."""
+def run_floor(runner: Runner, host: Path, report: dict[str, Any], version: str, commit: str | None) -> None:
+    """The runtime's own cost: the image's `kvminfo --version` under the same spec path; and
+    both programs name the build: ``PROG VERSION (commit COMMIT)``, the commit the image was
+    built from (``--commit``, what scripts/image.sh passed as KVMINFO_COMMIT)."""
     pod = Pod("floor", {}, {}, host)
     times = []
-    for _ in range(3):
-        started = runner.start(pod, {"name": "floor", "args": ["--version"]})
+    said = {}
+    for program in ("kvminfo", "kvminfo", "kvminfo", "kvminfo-device-plugin"):
+        started = runner.start(pod, {"name": "floor", "command": [program], "args": ["--version"]})
         if runner.wait(started) != 0:
-            raise Fail(f"kvminfo --version: {started.output()[-200:]}")
+            raise Fail(f"{program} --version: {started.output()[-200:]}")
         times.append(time.monotonic() - started.t0)
-    report["floor"] = {"kvminfo_version_run_s": sorted(times)[1]}
+        said[program] = started.output().strip()
+        want = f"{program} {version} (commit {commit or ''}"
+        if not said[program].startswith(want) or not said[program].endswith(")"):
+            raise Fail(f"{program} --version said {said[program]!r}, want {want}...)")
+    report["floor"] = {"kvminfo_version_run_s": sorted(times[:3])[1], "version": said}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", required=True)
     parser.add_argument("--work", type=Path, required=True, help="scratch directory (a fresh one is made in it)")
     parser.add_argument("--report", type=Path, help="write the figures here as JSON")
+    parser.add_argument("--version", required=True, help="the release the image holds (pyproject.toml)")
+    parser.add_argument("--commit", help="the commit the image was built from (KVMINFO_COMMIT); "
+                                         "without it, any commit is accepted")
     parser.add_argument("--cdi", action="store_true",
                         help="device plugin in CDI mode (cdi: true); the CDI names are resolved from its spec as a "
                              "CDI-enabled runtime does, and deploy/cleanup removes the spec afterwards")
@@ -651,8 +714,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with ExitStack() as stack:
             runner = Runner(Ctr(args.address, args.image, work), work, stack)
-            run_floor(runner, host, report)
+            run_floor(runner, host, report, args.version, args.commit)
             plugin = run_device_plugin(runner, host, report, args.cdi)
+            plugin.expected_host_model = report["host_libvirt_host_model"] = host_libvirt_host_model()
             run_features_file(runner, host, plugin, report)
             run_hooks(runner, host, plugin, report)
             run_publisher(runner, host, plugin, report)

@@ -1,1 +1,1 @@
-"""Fault and abuse suite (`make soak`): real processes, real faults, figures for the README."""
+"""Fault and abuse suite (`make soak`): real processes, real faults, figures for docs/dev/soak.md."""

@@ -4,7 +4,7 @@
 the long one with the counts issue 5 names. Each scenario records every run
 (held or not, and how long it took) through the ``scenario`` fixture; at the
 end of the session the results are written atomically to
-soak/results/<variant>.json, which soak/report.py renders as the README table.
+soak/results/<variant>.json, which soak/report.py renders as the table of docs/dev/soak.md.
 
 The suite lives outside tests/ so that `make test` never collects it. It
 reuses tests/conftest.py (the libvirt fixtures) and the helpers beside it by
@@ -19,10 +19,10 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -31,7 +31,8 @@ from soak.harness import REPO, RESULTS_DIR, VARIANT, Scenario, world_writable
 sys.path.insert(1, str(REPO / "tests"))
 # Re-exported so pytest registers the private libvirtd fixture for the soak tests as well.
 from conftest import private_libvirtd  # noqa: E402,F401
-from kvminfo.output.atomic import write_atomic  # noqa: E402
+
+from kvminfo.common.atomic import write_atomic  # noqa: E402
 
 _scenarios: list[Scenario] = []
 _OWNED = pytest.StashKey[list]()
@@ -61,12 +62,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not _scenarios:
         return
     RESULTS_DIR.mkdir(exist_ok=True)
-    # Only a run of the whole suite makes the README's figures; a selection (-k, one file) is kept apart.
+    # Only a run of the whole suite makes the figures of docs/dev/soak.md; a selection (-k, one file) is kept apart.
     whole = session.config.args in (["soak"], ["soak/"]) and not session.config.option.keyword \
         and not session.config.option.markexpr
     document = {
         "variant": VARIANT,
-        "finished": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "finished": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "host": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
         "scenarios": [asdict(s) for s in _scenarios],
     }

@@ -13,11 +13,11 @@ it, the number of writes.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from kvminfo.common.stopping import StopOnSignal
 from kvminfo.output.featurefile_writer import write_feature_file
-from kvminfo.stopping import StopOnSignal
 
 LABEL_SETS: tuple[dict[str, str], ...] = (
     {"kvm-info-usable": "true"},
@@ -31,7 +31,7 @@ def main(path: Path) -> int:
     stop = StopOnSignal()
     writes = 0
     while not stop.event.is_set():
-        write_feature_file(path, LABEL_SETS[writes % len(LABEL_SETS)], datetime.now(timezone.utc), 3600, "soak")
+        write_feature_file(path, LABEL_SETS[writes % len(LABEL_SETS)], datetime.now(UTC), 3600, "soak")
         writes += 1
         if writes == 1:
             print("ready", flush=True)

@@ -36,13 +36,13 @@ class Scenario:
 
     family: str
     name: str
-    latency_of: str  # what the latency measures, shown in the README
+    latency_of: str  # what the latency measures, shown in docs/dev/soak.md
     runs: int = 0
     held: int = 0
     worst_latency_s: float = 0.0
     failures: list[str] = field(default_factory=list)
     outcome: str = "not run"  # the pytest outcome of the test that ran it
-    notes: str = ""  # extra figures for the README (fd/thread counts, RSS, error classes)
+    notes: str = ""  # extra figures for docs/dev/soak.md (fd/thread counts, RSS, error classes)
 
     def record(self, held: bool, latency_s: float = 0.0, why: str = "") -> bool:
         self.runs += 1
@@ -62,7 +62,7 @@ class Scenario:
 class Stopwatch:
     """``with Stopwatch() as sw: ...``; then ``sw.elapsed`` in seconds (monotonic clock)."""
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self.started = time.monotonic()
         self.elapsed = 0.0
         return self

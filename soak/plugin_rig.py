@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-
 from plugin_harness import make_char_device
+
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2_grpc as api_grpc
 from soak.harness import KVMINFO
-from kvminfo_plugin.v1beta1 import api_pb2 as api
-from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
 
 KVM_RESOURCE = "devices.kvminfo.io/kvm"  # the real /dev/kvm
 FLAP_RESOURCE = "soak.kvminfo.io/flap"  # a mknod'd char device the scenarios remove and restore
@@ -45,7 +45,7 @@ class Layout:
     def flap_device(self) -> Path:
         return self.root / "dev" / "flap0"
 
-    def create(self) -> "Layout":
+    def create(self) -> Layout:
         for directory in (self.plugin_dir, self.cdi_dir, self.flap_device.parent):
             directory.mkdir(mode=0o755)
         make_char_device(self.flap_device)
@@ -71,7 +71,7 @@ class PluginProcess:
                                         stdout=subprocess.DEVNULL, stderr=self._log, umask=umask)
         self.pid = self.process.pid
 
-    def __enter__(self) -> "PluginProcess":
+    def __enter__(self) -> PluginProcess:
         return self
 
     def __exit__(self, *_exc: object) -> None:

@@ -1,10 +1,11 @@
-"""Render soak results (soak/results/<variant>.json) as the README's table.
+"""Render soak results (soak/results/<variant>.json) as the table of docs/dev/soak.md.
 
     python -m soak.report                      # print the table of the short run
     python -m soak.report --variant long       # ... of the long run
-    python -m soak.report --readme README.md   # also replace the table between the README's markers
+    python -m soak.report --readme             # also replace the table in docs/dev/soak.md
+    python -m soak.report --readme FILE        # ... in FILE instead
 
-The README keeps each variant's table between ``<!-- soak-table:VARIANT:start -->``
+The page keeps each variant's table between ``<!-- soak-table:VARIANT:start -->``
 and ``<!-- soak-table:VARIANT:end -->`` so a re-run replaces exactly that block.
 """
 
@@ -16,10 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kvminfo.errors import KvminfoError
-from kvminfo.output.atomic import write_atomic
+from kvminfo.common.atomic import write_atomic
+from kvminfo.common.errors import KvminfoError
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SOAK_PAGE = Path(__file__).resolve().parent.parent / "docs" / "dev" / "soak.md"  # where the tables live
 
 
 def format_latency(seconds: float) -> str:
@@ -57,7 +59,7 @@ def replace_block(document: str, block: str, variant: str) -> str:
     start_marker, end_marker = f"<!-- soak-table:{variant}:start -->", f"<!-- soak-table:{variant}:end -->"
     start, end = document.find(start_marker), document.find(end_marker)
     if start < 0 or end < start:
-        raise KvminfoError(f"README has no {start_marker} ... {end_marker} block to replace")
+        raise KvminfoError(f"no {start_marker} ... {end_marker} block to replace")
     return document[:start + len(start_marker)] + "\n" + block + document[end:]
 
 
@@ -76,13 +78,18 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", choices=("short", "long"), default="short",
                         help="which run's results to render (default: %(default)s)")
-    parser.add_argument("--readme", metavar="FILE", help="replace the table block in this README too")
+    parser.add_argument("--readme", metavar="FILE", nargs="?", const=str(SOAK_PAGE),
+                        help="replace the table block in this page too (default: docs/dev/soak.md)")
     args = parser.parse_args(argv)
     try:
         table = render_table(load(args.variant))
         if args.readme:
             readme = Path(args.readme)
-            write_atomic(readme, replace_block(readme.read_text(encoding="utf-8"), table, args.variant).encode("utf-8"))
+            try:
+                page = replace_block(readme.read_text(encoding="utf-8"), table, args.variant)
+            except KvminfoError as err:
+                raise KvminfoError(f"{readme}: {err}") from None
+            write_atomic(readme, page.encode("utf-8"))
     except (KvminfoError, OSError) as err:
         print(f"soak.report: {err}", file=sys.stderr)
         return 2

@@ -19,30 +19,31 @@ import copy
 import json
 import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from conftest import DOMCAPS_FIXTURES
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from kvminfo.collect import collect
+from kvminfo.common.errors import KvminfoError
+from kvminfo.features.combine import combine
+from kvminfo.features.hyperv import evidence_and_reasons
+from kvminfo.features.hyperv_tables import ALL_FEATURES
+from kvminfo.labels.render import CAP_PREFIX, CPU_VENDOR, HOST_MODEL, KUBEVIRT_HYPERV_PREFIX, NESTED, USABLE, VERSION_PREFIX, render_labels
+from kvminfo.model import ProbeOptions, SourceResult, Status
+from kvminfo.sources.facts import KvmFacts
+from kvminfo.sources.kernel_whitelist import FEATURES as WHITELIST_FEATURES
+from kvminfo.sources.kernel_whitelist import probe_kernel_whitelist, read_os_id
+from kvminfo.sources.libvirt_facts import DomainCapabilities, HostModel, LibvirtFacts
+from kvminfo_plugin.config import MAX_SLOTS, load_config_file
 from soak.harness import FAILING_INPUTS_DIR, LONG, REPO, scaled
 from soak.hostile import HOSTILE_STRINGS, hostile_text, mutated_bytes
 from soak.nfd_rules import nfd_rejects
-from conftest import DOMCAPS_FIXTURES
-from kvminfo.errors import KvminfoError
-from kvminfo.features.combine import combine
-from kvminfo.features.hyperv import evidence_from_sources
-from kvminfo.features.hyperv_tables import ALL_FEATURES
-from kvminfo.labels.render import (CAP_PREFIX, CPU_VENDOR, HOST_MODEL, KUBEVIRT_HYPERV_PREFIX, NESTED, USABLE,
-                                   VERSION_PREFIX, render_labels)
-from kvminfo.model import SourceResult, Status
-from kvminfo.sources.facts import KvmFacts
-from kvminfo.sources.libvirt_facts import DomainCapabilities, HostModel, LibvirtFacts
-from kvminfo.probe_options import ProbeOptions
-from kvminfo.collect import collect
-from kvminfo.sources.kernel_whitelist import FEATURES as WHITELIST_FEATURES, probe_kernel_whitelist, read_os_id
-from kvminfo_plugin.config import MAX_SLOTS, load_config_file
 
 FAMILY = "Fuzzing"
 EXAMPLES = scaled(1500, 10_000)
@@ -338,7 +339,7 @@ def test_fuzz_label_values(short_tmp: Path, scenario) -> None:
         libvirt = SourceResult("libvirt", Status.OK, "", LibvirtFacts(domcaps=DomainCapabilities(
             host_model=HostModel(model=raw, vendor=raw), hyperv=None)))
         sources = [kvm, libvirt]
-        labels, _ = render_labels(sources, combine(evidence_from_sources(sources)))
+        labels, _ = render_labels(sources, combine(evidence_and_reasons(sources)[0]))
         return labels
 
     @FUZZ_SETTINGS

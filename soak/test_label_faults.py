@@ -17,15 +17,15 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import DOMCAPS_FIXTURES
+from other_user import as_user
+from test_hooks import whitelist_for_this_host
 
+from kvminfo.output.featurefile import parse_feature_file
+from kvminfo.sources.kernel_whitelist import read_os_id
 from soak.feature_writer import LABEL_SETS
 from soak.harness import KVMINFO, REPO, Stopwatch, kvminfo, label_lines, scaled
 from soak.nfd_rules import assert_nfd_accepts
-from test_hooks import whitelist_for_this_host
-from conftest import DOMCAPS_FIXTURES
-from other_user import as_user
-from kvminfo.output.featurefile import parse_feature_file
-from kvminfo.sources.kernel_whitelist import read_os_id
 
 FAMILY = "Labelling"
 DEADLINE_S = 1.0

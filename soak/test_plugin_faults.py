@@ -16,11 +16,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from plugin_harness import kubelet, make_char_device, running_plugin
+
+from kvminfo_plugin.kubelet import registration
 from soak.harness import Stopwatch, scaled, scaled_s
 from soak.plugin_rig import FLAP_RESOURCE, KVM_RESOURCE, Caller, Layout, PluginProcess, wait_until
-from kvminfo_plugin import registration
 
 FAMILY = "Device plugin"
 RESOURCES = (KVM_RESOURCE, FLAP_RESOURCE)
@@ -135,7 +135,8 @@ def test_device_flaps(layout: Layout, scenario) -> None:
                 changed = time.monotonic()
                 make_char_device(layout.flap_device) if healthy else layout.flap_device.unlink()
                 try:
-                    k.wait_health(FLAP_RESOURCE, lambda d: set(d.values()) == {want}, timeout_s=TRANSITION_WITHIN_S)
+                    k.wait_health(FLAP_RESOURCE, lambda d, want=want: set(d.values()) == {want},
+                                  timeout_s=TRANSITION_WITHIN_S)
                     latency = endpoint.updates[seen][0] - changed
                 except (AssertionError, IndexError) as err:
                     flaps.record(False, time.monotonic() - changed, f"flap {i} -> {want}: {err}")

@@ -16,21 +16,22 @@ import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-
-from kubelet_emulator import KubeletEmulator
-from soak.harness import KVMINFO, LONG, Stopwatch, label_lines, scaled, world_writable
-from soak.hostile import HOSTILE_STRINGS, hostile_text
-from soak.nfd_rules import nfd_rejects
-from soak.plugin_rig import Layout, PluginProcess, wait_until
 from conftest import DOMCAPS_FIXTURES
+from hypothesis import HealthCheck, given, settings
+from kubelet_emulator import KubeletEmulator
+
 from kvminfo.labels.nfd import sanitize_value
 from kvminfo.labels.render import render_labels
 from kvminfo.model import SourceResult, Status
 from kvminfo.sources.kvm import probe_kvm
+from soak.harness import KVMINFO, LONG, Stopwatch, label_lines, scaled, world_writable
+from soak.hostile import HOSTILE_STRINGS, hostile_text
+from soak.nfd_rules import nfd_rejects
+from soak.plugin_rig import Layout, PluginProcess, wait_until
 
 FAMILY = "Security"
 UMASKS = (0o000, 0o022, 0o077)
@@ -45,7 +46,7 @@ class Scanner:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Scanner":
+    def __enter__(self) -> Scanner:
         self._thread.start()
         return self
 
@@ -59,6 +60,11 @@ class Scanner:
                 self.found.update(world_writable(root))
             self.scans += 1
             time.sleep(0.002)
+
+
+def registered_at_least(emulator: KubeletEmulator, count: int) -> Callable[[], bool]:
+    """A wait_until predicate bound to this round's emulator and count (not the loop's later ones)."""
+    return lambda: len(emulator.registrations) >= count
 
 
 def _mode(path: Path) -> int:
@@ -77,11 +83,11 @@ def test_plugin_sockets_and_cdi_specs_under_any_umask(short_tmp: Path, scenario)
         try:
             started = time.monotonic()
             with Scanner(layout.cdi_dir) as scan, PluginProcess(layout, umask=umask) as plugin:
-                registered = wait_until(lambda: len(emulator.registrations) >= 2, 10.0)
+                registered = wait_until(registered_at_least(emulator, 2), 10.0)
                 latency = time.monotonic() - started  # process start to both resources registered
                 for restart in range(2):  # re-served sockets must be 0600 too
                     emulator.restart()
-                    wait_until(lambda: len(emulator.registrations) >= 4 + 2 * restart, 10.0)
+                    wait_until(registered_at_least(emulator, 4 + 2 * restart), 10.0)
                 sockets = {p.name: _mode(p) for p in layout.plugin_sockets()}
                 specs = {p.name: _mode(p) for p in layout.cdi_dir.iterdir()}
                 plugin.terminate()

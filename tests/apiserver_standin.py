@@ -27,6 +27,26 @@ It checks what the real kube-apiserver checks on this path, so that the real
 - pods: GET /api/v1/namespaces/<ns>/pods/<name> of pods added with
   add_daemonset_pod(), which carry the controller reference the DaemonSet
   controller gives its pods (controller and blockOwnerDeletion true).
+- authorization, when given ``role`` (the rules of a Role bound to the
+  token's user, USER, in its namespace, as deploy/nodefeature/rbac.yaml
+  grants them): RBAC's rule matching (apiGroups, resources with
+  "resource/subresource" for a subresource, verbs, resourceNames, "*") on
+  the request's verb (GET get, POST create, PUT update), answered like
+  kube-apiserver's forbidden response (endpoints/handlers/responsewriters:
+  'User "u" cannot <verb> resource "r" in API group "g" in the namespace
+  "n"', inside apimachinery's NewForbidden message and details);
+- with ``owner_reference_admission`` also OwnerReferencesPermissionEnforcement
+  (kubernetes plugin/pkg/admission/gc/gc_admission.go, on in OpenShift and
+  hardened clusters), on create and update: a request that changes
+  metadata.ownerReferences (create: any; update: a different count, or any
+  reference not semantically equal, in order) needs `delete` on the object
+  itself, else 403 "cannot set an ownerRef on a resource you can't delete";
+  a reference whose blockOwnerDeletion becomes true (new, or false/unset
+  before, matched by uid) needs `update` on the owner's `finalizers`
+  subresource (its kind's resource, its name, the same namespace), else 403
+  "cannot set blockOwnerDeletion if an ownerReference refers to a resource
+  you can't set finalizers on". The reason and error RBAC gives a denial
+  are empty and nil: ": , <nil>", as in the real message.
 delete_owner() does what kube-controller-manager's garbage collector then
 does (Kubernetes "Owners and Dependents" / "Garbage Collection"): an object
 all of whose owners are gone is deleted; an owner counts as present only if
@@ -44,14 +64,15 @@ from __future__ import annotations
 import json
 import re
 import ssl
-import uuid
 import subprocess
 import threading
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import jsonschema
@@ -60,6 +81,9 @@ import yaml
 GROUP, VERSION, PLURAL, KIND = "nfd.k8s-sigs.io", "v1alpha1", "nodefeatures", "NodeFeature"
 SCHEMA_PATH = Path(__file__).resolve().parent / "fixtures" / "nfd" / "nodefeature-v1alpha1.openapi.yaml"
 TOKEN = "kvminfo-standin-token"
+USER = "system:serviceaccount:kvminfo:kvminfo-publish"  # the token's user (a service account's name)
+# Kind -> resource for the owners a NodeFeature may name here (what the REST mapper answers).
+_RESOURCES = {("apps", "DaemonSet"): "daemonsets", ("", "Pod"): "pods", ("", "ConfigMap"): "configmaps"}
 
 _PATH = re.compile(rf"/apis/{re.escape(GROUP)}/{VERSION}/namespaces/(?P<ns>[^/]+)/{PLURAL}(?:/(?P<name>[^/]+))?")
 _POD_PATH = re.compile(r"/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)")
@@ -172,6 +196,17 @@ class _Answer(Exception):
         self.status, self.message, self.details = status, message, details or {}
 
 
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update"}
+
+
+def _forbidden(group: str, resource: str, name: str, why: str) -> _Answer:
+    """apimachinery's errors.NewForbidden: '<resource>.<group> "<name>" is forbidden: <why>'
+    (no name on a create's collection URL; the core group has no suffix)."""
+    qualified = f"{resource}.{group}" if group else resource
+    message = f'{qualified} "{name}" is forbidden: {why}' if name else f"{qualified} is forbidden: {why}"
+    return _Answer(403, message, {"name": name, "group": group, "kind": resource})
+
+
 @dataclass
 class ApiServerStandin:
     validator: Any = field(default_factory=load_validator)
@@ -179,6 +214,9 @@ class ApiServerStandin:
     token: str = TOKEN
     crd_installed: bool = True
     tls: tuple[Path, Path] | None = None  # (certificate, key): serve HTTPS like a real API server
+    role: list[dict[str, Any]] | None = None  # RBAC rules USER has in role_namespace; None: no authorization
+    role_namespace: str = "kvminfo"
+    owner_reference_admission: bool = False  # OwnerReferencesPermissionEnforcement
 
     def __post_init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
@@ -225,7 +263,7 @@ class ApiServerStandin:
         host, port = self._server.server_address[:2]
         return host, port
 
-    def start(self) -> "ApiServerStandin":
+    def start(self) -> ApiServerStandin:
         self._thread.start()
         return self
 
@@ -358,6 +396,7 @@ class ApiServerStandin:
         if pod is not None:
             if verb != "GET":
                 raise _Answer(405, f"{verb} is not supported on {path} by the stand-in")
+            self._authorize("get", "", "pods", "", pod["ns"], pod["name"])
             found = self.others.get(("v1", "Pod", pod["ns"], pod["name"]))
             if found is None:
                 raise _Answer(404, f'pods "{pod["name"]}" not found', {"name": pod["name"], "kind": "pods"})
@@ -367,17 +406,65 @@ class ApiServerStandin:
         if "application/json" not in accept and "*/*" not in accept:
             raise _Answer(406, f"Accept {accept!r} does not admit application/json")
         namespace, name = match["ns"], match["name"]
+        if verb in _VERBS:
+            self._authorize(_VERBS[verb], GROUP, PLURAL, "", namespace, name or "")
         if verb == "GET" and name:
             return 200, self._existing(namespace, name), None
         if verb == "POST" and not name:
             body = self._body(headers, raw, namespace, query)
             carried = body["metadata"].get("resourceVersion")  # before _store() sets the new one
+            self._admit_owner_references(namespace, body, None)
             return 201, self._create(namespace, body), carried
         if verb == "PUT" and name:
             body = self._body(headers, raw, namespace, query)
             carried = body["metadata"].get("resourceVersion")
+            self._admit_owner_references(namespace, body, self.objects.get((namespace, name)))
             return 200, self._update(namespace, name, body), carried
         raise _Answer(405, f"{verb} is not supported on {path}")
+
+    # -- authorization and owner-reference admission -------------------------------------------
+    def _allowed(self, verb: str, group: str, resource: str, subresource: str, namespace: str, name: str) -> bool:
+        """RBAC's rule matching (rbac/v1 PolicyRule) over the Role's rules, in its namespace only."""
+        if self.role is None:
+            return True
+        if namespace != self.role_namespace:
+            return False
+        wanted = f"{resource}/{subresource}" if subresource else resource
+
+        def has(values: list[str] | None, value: str) -> bool:
+            return bool(values) and ("*" in values or value in values)  # type: ignore[operator]
+
+        return any(has(rule.get("apiGroups"), group) and has(rule.get("resources"), wanted)
+                   and has(rule.get("verbs"), verb)
+                   and (not rule.get("resourceNames") or name in rule["resourceNames"]) for rule in self.role)
+
+    def _authorize(self, verb: str, group: str, resource: str, subresource: str, namespace: str, name: str) -> None:
+        if not self._allowed(verb, group, resource, subresource, namespace, name):
+            wanted = f"{resource}/{subresource}" if subresource else resource
+            raise _forbidden(group, resource, name, f'User "{USER}" cannot {verb} resource "{wanted}" in API '
+                                                    f'group "{group}" in the namespace "{namespace}"')
+
+    def _admit_owner_references(self, namespace: str, body: dict[str, Any], old: dict[str, Any] | None) -> None:
+        """OwnerReferencesPermissionEnforcement's Validate (gc_admission.go), for NodeFeatures."""
+        if not self.owner_reference_admission:
+            return
+        name = body["metadata"]["name"]
+        new_refs = body["metadata"].get("ownerReferences") or []
+        old_refs = (old or {}).get("metadata", {}).get("ownerReferences") or []
+        # isChangingOwnerReference: create with any; update with another count or any pair unequal, in order
+        changing = bool(new_refs) if old is None else new_refs != old_refs
+        if not changing:
+            return
+        if not self._allowed("delete", GROUP, PLURAL, "", namespace, name):
+            raise _forbidden(GROUP, PLURAL, name, "cannot set an ownerRef on a resource you can't delete: , <nil>")
+        was_blocking = {r.get("uid"): r.get("blockOwnerDeletion") is True for r in old_refs}
+        for ref in new_refs:
+            if ref.get("blockOwnerDeletion") is True and not was_blocking.get(ref.get("uid"), False):
+                group = ref["apiVersion"].rpartition("/")[0]
+                resource = _RESOURCES.get((group, ref["kind"]), ref["kind"].lower() + "s")
+                if not self._allowed("update", group, resource, "finalizers", namespace, ref["name"]):
+                    raise _forbidden(GROUP, PLURAL, name, "cannot set blockOwnerDeletion if an ownerReference "
+                                                          "refers to a resource you can't set finalizers on: , <nil>")
 
     def _existing(self, namespace: str, name: str) -> dict[str, Any]:
         obj = self.objects.get((namespace, name))
@@ -462,7 +549,7 @@ class ApiServerStandin:
         meta["namespace"] = namespace
         if created:
             meta.update(uid=f"uid-{self._next_rv}", generation=1,
-                        creationTimestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                        creationTimestamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         else:
             assert previous is not None
             old = previous["metadata"]

@@ -18,15 +18,16 @@ import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "cdi"
+# Copies of ../shared/corpus/cdi/schema*/ (tests/fixtures/README.md), so every plugin test runs in any clone.
+SCHEMAS = Path(__file__).resolve().parent / "fixtures" / "cdi"
 VERSIONS = ["0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "1.0.0", "1.1.0"]
 _VENDOR_OR_CLASS = re.compile(r"[A-Za-z]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.:-]*[A-Za-z0-9])?")
 
 
 def _validator(folder: str) -> jsonschema.Draft7Validator:
-    schema = json.loads((CORPUS / folder / "schema.json").read_text())
-    defs = json.loads((CORPUS / folder / "defs.json").read_text())
+    schema = json.loads((SCHEMAS / folder / "schema.json").read_text())
+    defs = json.loads((SCHEMAS / folder / "defs.json").read_text())
     registry = Registry().with_resource("defs.json", Resource.from_contents(defs, default_specification=DRAFT7))
     return jsonschema.Draft7Validator(schema, registry=registry)
 

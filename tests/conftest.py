@@ -7,15 +7,18 @@ is missing, a test skips with the reason, except under KVMINFO_REQUIRE_REAL=1
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
@@ -34,6 +37,9 @@ FIXTURES = REPO / "tests" / "fixtures"
 DOMCAPS_FIXTURES = FIXTURES / "domcaps"
 KVMINFO = REPO / ".venv" / "bin" / "kvminfo"
 SYSTEM_LIBVIRT_URI = "qemu:///system"
+# The real data beside the repository (../shared/README.md): conformance tests read its corpus in place.
+SHARED = REPO.parent / "shared"
+CORPUS = SHARED / "corpus"
 
 
 NEEDS_ROOT = ("the suite opens /dev/kvm read-write, makes device nodes, runs private libvirtd daemons in "
@@ -54,6 +60,34 @@ def require_real(reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_corpus(folder: str) -> Path:
+    """CORPUS / folder, for a conformance test that reads the recorded corpus in place.
+
+    Every development machine and CI have ../shared beside the repository; a clone elsewhere does
+    not, so there the test skips naming the first missing folder (one line for all of them). When CI
+    is set a missing corpus is a failure: a broken CI layout must not go green by skipping."""
+    path = CORPUS / folder
+    if not path.is_dir():
+        missing = next(p for p in (SHARED, CORPUS, path) if not p.is_dir())
+        reason = f"{missing} is missing (the corpus tests read ../shared/corpus beside the repository)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "corpus(folder): reads ../shared/corpus/<folder> (require_corpus)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked corpus("domcaps") need that corpus folder: checked before anything else,
+    so an empty parametrization (no files found) fails under CI instead of skipping."""
+    for mark in item.iter_markers("corpus"):
+        require_corpus(*mark.args)
+
+
 def libvirt_answers(uri: str, timeout_s: float = 10.0) -> tuple[bool, str]:
     """Ask with virsh in a subprocess: a hung daemon cannot hang the test session."""
     if shutil.which("virsh") is None:
@@ -65,6 +99,37 @@ def libvirt_answers(uri: str, timeout_s: float = 10.0) -> tuple[bool, str]:
     if done.returncode != 0:
         return False, " ".join(done.stderr.split()) or f"virsh exited {done.returncode}"
     return True, ""
+
+
+KVM_CHECK_EXTENSION = 0xAE03  # _IO(KVMIO=0xAE, 0x03), linux/kvm.h
+KVM_CAP_HYPERV = 44  # linux/kvm.h
+
+
+def kvm_check_extension(cap: int, device: str = "/dev/kvm") -> int:
+    """The running kernel's own answer for one capability, asked here with fcntl rather than through
+    kvminfo: tests derive host-dependent expectations from it, never from a recording (issue 17)."""
+    fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        return fcntl.ioctl(fd, KVM_CHECK_EXTENSION, cap)
+    finally:
+        os.close(fd)
+
+
+def virsh(uri: str, *args: str) -> str:
+    """stdout of `virsh -c uri ARGS`: the same daemon through another client than libvirt-python."""
+    done = subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def daemon_versions(uri: str) -> tuple[str, str]:
+    """(libvirt daemon version, QEMU version) as virsh reports them: tests compute version-dependent
+    expectations from these, never from one machine's recording (issue 17)."""
+    out = virsh(uri, "version", "--daemon")
+    daemon = re.search(r"^Running against daemon: (\d+\.\d+\.\d+)$", out, re.M)
+    qemu = re.search(r"^Running hypervisor: QEMU (\d+\.\d+\.\d+)$", out, re.M)
+    assert daemon and qemu, out
+    return daemon.group(1), qemu.group(1)
 
 
 @pytest.fixture(scope="session")
@@ -198,3 +263,13 @@ def plugin_dir() -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix="kvminfo-dp-"))
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def device(tmp_path: Path) -> Path:
+    """A real character device node (a clone of /dev/null) in a directory of its own."""
+    devdir = tmp_path / "dev"
+    devdir.mkdir()
+    node = devdir / "testdev"
+    os.mknod(node, 0o600 | 0o020000, os.stat("/dev/null").st_rdev)  # S_IFCHR
+    return node

@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kvminfo.model import SourceResult, Status
-from kvminfo.probe_options import ProbeOptions
+from kvminfo.model import ProbeOptions, SourceResult, Status
 from kvminfo.sources.base import LocalSource
 
 NAME = "kernel-release"

@@ -19,15 +19,15 @@ import re
 import stat
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import grpc
 
-from kvminfo_plugin.v1beta1 import api_pb2 as api
-from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2_grpc as api_grpc
 
 # apimachinery IsQualifiedName: [prefix/]name, prefix a DNS-1123 subdomain (<= 253), name <= 63.
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")

@@ -9,8 +9,11 @@ import os
 import socket
 import subprocess
 import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cdi_rules
 from kubelet_emulator import KubeletEmulator
@@ -21,6 +24,13 @@ from kvminfo_plugin.runtime import PluginRuntime
 REPO = Path(__file__).resolve().parent.parent
 KVMINFO = REPO / ".venv" / "bin" / "kvminfo"
 NULL_RDEV = os.stat("/dev/null").st_rdev  # a harmless real char device to clone with mknod
+TEST_RESOURCE = "test.kvminfo.io/node"
+
+
+def device_settings(plugin_dir: Path, device: Path, **resource: object) -> dict[str, object]:
+    """In-process plugin settings serving ``device`` as TEST_RESOURCE (4 slots, a 60 s poll)."""
+    return {"pluginDir": str(plugin_dir), "pollIntervalSeconds": 60,
+            "resources": [{"name": TEST_RESOURCE, "devices": [str(device)], "slots": 4, **resource}]}
 
 
 def make_char_device(path: Path, rdev: int = NULL_RDEV) -> Path:
@@ -60,6 +70,15 @@ def kubelet(plugin_dir: Path) -> Iterator[KubeletEmulator]:
 def plugin_process(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([str(KVMINFO), "device-plugin", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """GET http://127.0.0.1:port/path: (status, body), an error status too."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
 
 
 def free_port() -> int:

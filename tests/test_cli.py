@@ -8,16 +8,16 @@ import json
 import os
 import subprocess
 import time
-from pathlib import Path
+import xml.etree.ElementTree as ET
 
 import pytest
-
-from conftest import DOMCAPS_FIXTURES, KVMINFO
+from conftest import DOMCAPS_FIXTURES, KVM_CAP_HYPERV, KVMINFO, daemon_versions, kvm_check_extension, virsh
 from kvm_fakes import HyperVKernel
+
 from kvminfo import cli
-from kvminfo.labels.nfd import check_label
-from kvminfo.probe_options import ProbeOptions
 from kvminfo.collect import collect
+from kvminfo.labels.nfd import check_label
+from kvminfo.model import ProbeOptions
 from kvminfo.sources import ioctl as kvm_ioctl
 
 HYPERV_HOST_XML = DOMCAPS_FIXTURES / "virt-manager-kvm-x86_64-latest.xml"
@@ -59,30 +59,44 @@ def test_probe_text_against_real_kvm_and_libvirt(libvirt_uri):
     lines = done.stdout.splitlines()
     assert any(line.split()[:2] == ["kvm", "ok"] and "API 12" in line for line in lines)
     assert any(line.split()[:2] == ["libvirt", "ok"] for line in lines)
-    assert any(line.split()[:3] == ["base", "unsupported", "kvm-caps=unsupported"] for line in lines)
     labels_at = lines.index("labels:")
     assert "  feature.node.kubernetes.io/kvm-info-usable=true" in lines[labels_at:]
-    assert not [line for line in lines[labels_at:] if "hyperv" in line]
+    if kvm_check_extension(KVM_CAP_HYPERV) == 0:  # this kernel has no Hyper-V emulation (kvm_pvm)
+        assert any(line.split()[:3] == ["base", "unsupported", "kvm-caps=unsupported"] for line in lines)
+        assert not [line for line in lines[labels_at:] if "cap-hyperv-" in line or "hyperv.node" in line]
+
+
+def libvirt_reason(libvirt_name: str, since: str, listed: set[str], version: str) -> str:
+    """What probe must say for one name, from libvirt's documented rule (FACTS.md 11: a libvirt older
+    than the name's since-version cannot list it, so its silence says nothing)."""
+    if libvirt_name in listed:
+        return f"'{libvirt_name}' listed in <hyperv>"
+    if tuple(map(int, version.split("."))) < tuple(map(int, since.split("."))):
+        return f"'{libvirt_name}' not listed, but it is newer ({since}) than libvirt {version}: silence says nothing"
+    return f"'{libvirt_name}' not listed, and libvirt {version} knows it"
 
 
 def test_probe_json_has_api_version_sources_features_provenance(libvirt_uri):
     done = run("probe", "--json", "--libvirt-uri", libvirt_uri)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["api_version"] == 12
+    assert report["api_version"] == 12  # KVM_GET_API_VERSION: 12 on every kernel since 2.6.22 (kvm/api.rst)
     sources = {s["name"]: s for s in report["sources"]}
     assert sources["kvm"]["status"] == "ok" and sources["libvirt"]["status"] == "ok"
     assert sources["kernel-whitelist"]["status"] == "disabled"
     features = {f["name"]: f for f in report["features"]}
-    assert features["vpindex"] == {"name": "vpindex", "support": "unsupported",
-                                   "said_by": {"kvm-caps": "unsupported", "libvirt": "unsupported"},
-                                   "reasons": {"kvm-caps": "KVM_CAP_HYPERV = 0: this KVM has no Hyper-V emulation",
-                                               "libvirt": "'vpindex' not listed, and libvirt 9.0.0 knows it"}}
-    # libvirt 9.0.0 (this machine's) predates xmm_input: its silence says nothing, and probe says why
-    assert "libvirt" not in features["xmm-input"]["said_by"]
-    assert features["xmm-input"]["reasons"]["libvirt"] == (
-        "'xmm_input' not listed, but it is newer (10.7.0) than libvirt 9.0.0: silence says nothing")
-    assert not [k for k in report["labels"] if "hyperv" in k]
+    # The live daemon's version and list, read through virsh: the expected reasons follow from them.
+    version, _ = daemon_versions(libvirt_uri)
+    listed = {v.text for v in ET.fromstring(virsh(libvirt_uri, "domcapabilities", "--virttype", "kvm"))
+              .findall("./features/hyperv/enum[@name='features']/value")}
+    assert features["vpindex"]["reasons"]["libvirt"] == libvirt_reason("vpindex", "1.3.3", listed, version)
+    assert features["xmm-input"]["reasons"]["libvirt"] == libvirt_reason("xmm_input", "10.7.0", listed, version)
+    if "silence says nothing" in features["xmm-input"]["reasons"]["libvirt"]:
+        assert "libvirt" not in features["xmm-input"]["said_by"]
+    if kvm_check_extension(KVM_CAP_HYPERV) == 0:  # KVM_CHECK_EXTENSION(KVM_CAP_HYPERV) read here, not by kvminfo
+        assert features["vpindex"]["said_by"]["kvm-caps"] == "unsupported" and features["vpindex"]["support"] == "unsupported"
+        assert features["vpindex"]["reasons"]["kvm-caps"] == "KVM_CAP_HYPERV = 0: this KVM has no Hyper-V emulation"
+        assert not [k for k in report["labels"] if "cap-hyperv-" in k or k.startswith("hyperv.node")]
 
 
 def test_labels_real_node(libvirt_uri):
@@ -91,20 +105,24 @@ def test_labels_real_node(libvirt_uri):
     labels = label_lines(done.stdout)
     assert labels["feature.node.kubernetes.io/kvm-info-usable"] == "true"
     assert "feature.node.kubernetes.io/kvm-info-host-model" in labels  # from libvirt, sanitized
-    assert not [k for k in labels if k.startswith("feature.node.kubernetes.io/kvm-info-cap-hyperv-")]
+    if kvm_check_extension(KVM_CAP_HYPERV) == 0:
+        assert not [k for k in labels if k.startswith("feature.node.kubernetes.io/kvm-info-cap-hyperv-")]
 
 
 def test_replayed_hyperv_host_without_kvm_gives_libvirts_features():
     done = run("labels", "--no-kvm", "--domcaps-xml", str(HYPERV_HOST_XML))
     assert done.returncode == 0, done.stderr
     labels = label_lines(done.stdout)
-    hyperv = {k.removeprefix("feature.node.kubernetes.io/kvm-info-cap-hyperv-") for k in labels if k.startswith("feature.node.kubernetes.io/kvm-info-cap-hyperv-")}
+    prefix = "feature.node.kubernetes.io/kvm-info-cap-hyperv-"
+    hyperv = {k.removeprefix(prefix) for k in labels if k.startswith(prefix)}
     assert hyperv == {"relaxed", "vapic", "vpindex", "runtime", "synic", "synictimer", "reset", "frequencies",
                       "reenlightenment", "tlbflush", "ipi", "evmcs", "avic"}  # not spinlocks/vendor_id
     assert labels["feature.node.kubernetes.io/kvm-info-host-model"] == "Skylake-Client-IBRS"
 
 
 def test_real_kvm_saying_no_outvotes_a_replayed_yes():
+    if kvm_check_extension(KVM_CAP_HYPERV) != 0:
+        pytest.skip("this kernel emulates Hyper-V (KVM_CAP_HYPERV != 0): its KVM says yes, there is no 'no' to outvote")
     done = run("probe", "--json", "--domcaps-xml", str(HYPERV_HOST_XML))
     report = json.loads(done.stdout)
     synic = next(f for f in report["features"] if f["name"] == "synic")
@@ -114,14 +132,15 @@ def test_real_kvm_saying_no_outvotes_a_replayed_yes():
     # KVM_CAP_HYPERV is 0 here: no Hyper-V emulation, so kvm also outvotes features its table lacks
     relaxed = next(f for f in report["features"] if f["name"] == "relaxed")
     assert relaxed["support"] == "unsupported" and relaxed["said_by"]["libvirt"] == "supported"
-    assert not [k for k in report["labels"] if "hyperv" in k]
+    assert not [k for k in report["labels"] if "cap-hyperv-" in k or k.startswith("hyperv.node")]
 
 
 def test_injected_hyperv_kernel_through_the_cli(monkeypatch, capsys):
     monkeypatch.setattr(kvm_ioctl, "ioctl", HyperVKernel())
     assert cli.main(["labels", "--no-libvirt"]) == 0
     labels = label_lines(capsys.readouterr().out)
-    assert labels["feature.node.kubernetes.io/kvm-info-cap-hyperv-synictimer"] == "true" and labels["feature.node.kubernetes.io/kvm-info-cap-hyperv-evmcs"] == "true"
+    assert labels["feature.node.kubernetes.io/kvm-info-cap-hyperv-synictimer"] == "true"
+    assert labels["feature.node.kubernetes.io/kvm-info-cap-hyperv-evmcs"] == "true"
     assert cli.main(["labels", "--no-libvirt", "--kubevirt-names"]) == 0
     labels = label_lines(capsys.readouterr().out)
     assert labels["hyperv.node.kubevirt.io/synictimer"] == "true"
@@ -290,11 +309,13 @@ def test_a_tcg_recording_is_refused_as_a_replay():
         assert f"{tcg}: <domain>qemu</domain> is not KVM's answer" in done.stderr
 
 
-def test_libvirt_9_0_does_not_veto_names_it_never_heard_of(monkeypatch, capsys, libvirt_uri):
-    """Issue 9 case 2: HV CPUID says xmm-input (and emsr-bitmap) supported; this machine's live libvirt
-    9.0.0 lists only spinlocks and vendor_id, and knows neither name (both arrived in 10.7.0)."""
+def test_libvirt_9_0_does_not_veto_names_it_never_heard_of(monkeypatch, capsys):
+    """Issue 9 case 2: HV CPUID says xmm-input (and emsr-bitmap) supported; libvirt 9.0.0 lists only
+    spinlocks and vendor_id, and knows neither name (both arrived in 10.7.0). Whatever this machine's
+    libvirt is, the rule is checked on a 9.0.0 recording, replayed with the version that wrote it."""
     monkeypatch.setattr(kvm_ioctl, "ioctl", HyperVKernel())
-    assert cli.main(["probe", "--json", "--libvirt-uri", libvirt_uri]) == 0
+    recording = DOMCAPS_FIXTURES / "this-host-kvm.xml"  # libvirt 9.0.0 (tests/fixtures/README.md)
+    assert cli.main(["probe", "--json", "--domcaps-xml", str(recording), "--libvirt-version", "9.0.0"]) == 0
     report = json.loads(capsys.readouterr().out)
     libvirt = next(s for s in report["sources"] if s["name"] == "libvirt")
     assert libvirt["facts"]["libvirt_version"] == "9.0.0" and libvirt["facts"]["hyperv"] == ["spinlocks", "vendor_id"]

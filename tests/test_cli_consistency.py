@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cli_run import one_line, run
 
 NODE, NS = "node-1.example", "kvminfo"

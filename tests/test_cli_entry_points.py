@@ -2,13 +2,10 @@
 through the kvminfo.commands entry point group (PyPA entry points specification:
 an ``entry_points.txt`` INI file in the distribution's ``.dist-info``), read with
 importlib.metadata. The group is read only for a name that is not built in and
-for --help: the NFD hook path never imports importlib.metadata."""
+for --help."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,11 +32,3 @@ def test_another_distribution_registering_a_command(tmp_path: Path, monkeypatch:
     assert "extra" not in registered  # another group's entry point
     assert "probe" not in registered and cli._module_for("probe") == "kvminfo.commands.probe"  # built in wins
     assert "extra-cmd" in cli._usage() and "(unavailable: " in cli._usage()  # not importable: said, not a traceback
-
-
-def test_built_in_commands_never_import_importlib_metadata() -> None:
-    code = ("import sys; from kvminfo.cli import _module_for; assert _module_for('labels'); "
-            "print('importlib.metadata' in sys.modules, 'email' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}).stdout
-    assert out.split() == ["False", "False"]

@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from cli_run import one_line, run
+from conftest import CORPUS as SHARED_CORPUS
 from conftest import REPO
 
-CORPUS = REPO.parent / "shared" / "corpus" / "domcaps" / "libvirt-11.3.0"
+CORPUS = SHARED_CORPUS / "domcaps" / "libvirt-11.3.0"
 # libvirt's own test data: every <cpu><mode name='host-model'> says supported='no'.
 NO_HOST_MODEL = ["empty.xml", "qemu_4.2.0-virt.aarch64.xml", "qemu_8.2.0-virt.aarch64.xml"]
 
@@ -26,11 +26,10 @@ def source_lines(stdout: str) -> dict[str, str]:
 
 # -- 1: no Python None in probe's text -----------------------------------------------------------
 
+@pytest.mark.corpus("domcaps/libvirt-11.3.0")
 @pytest.mark.parametrize("name", NO_HOST_MODEL)
 def test_probe_says_no_host_model_rather_than_none(name: str) -> None:
     path = CORPUS / name
-    if not path.exists():
-        pytest.skip(f"{path} not in the corpus")
     done = run("probe", "--no-kvm", "--domcaps-xml", str(path))
     assert done.returncode == 0, done.stderr
     libvirt = source_lines(done.stdout)["libvirt"]
@@ -147,13 +146,14 @@ def test_an_output_in_proc_fails_like_the_other_output_errors() -> None:
 
 def test_publish_help_lists_every_published_feature_set(libvirt_uri: str) -> None:
     from kvminfo.collect import collect
+    from kvminfo.commands.options import options_for_families
     from kvminfo.labels import FAMILIES
-    from kvminfo.probe_options import ProbeOptions, options_for_families
+    from kvminfo.model import ProbeOptions
     from kvminfo.output.nodefeature import features_from_report
 
     helped = run("publish", "--help").stdout
-    # the README's comparison table lists the raw features (its "raw features for NodeFeatureRules" row)
-    row = next(line for line in (REPO / "README.md").read_text().splitlines()
+    # docs/install.md's comparison of the feeds lists the raw features (its "raw features for NodeFeatureRules" row)
+    row = next(line for line in (REPO / "docs" / "install.md").read_text().splitlines()
                if line.startswith("| raw features for NodeFeatureRules"))
     documented = {word.strip("`,;") for word in row.split() if word.startswith("`kvminfo.")}
     assert len(documented) >= 7, row
@@ -225,10 +225,9 @@ def test_verbose_logs_libvirts_uri_version_and_time(libvirt_uri: str) -> None:
 
 # -- 11: --obsolete-cpu-models replaces KubeVirt's default list, as KubeVirt's obsoleteCPUModels does --
 
+@pytest.mark.corpus("domcaps/libvirt-11.3.0")
 def test_an_obsolete_cpu_model_file_replaces_the_default_list(tmp_path: Path) -> None:
     recorded = CORPUS / "qemu_10.0.0-q35.x86_64.xml"  # offers qemu64 and Nehalem, both usable='yes'
-    if not recorded.exists():
-        pytest.skip(f"{recorded} not in the corpus")
     listed = tmp_path / "obsolete.txt"
     listed.write_text("Nehalem\n")
     replay = ["labels", "--no-kvm", "--domcaps-xml", str(recorded), "--family", "cpu-models"]

@@ -21,40 +21,50 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
+import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timedelta, timezone
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from apiserver_standin import strict
 from conftest import FIXTURES, KVMINFO, REPO, require_real
-from kvm_fakes import HyperVKernel
+from kvm_fakes import KVM_HYPERV_CAPS, HyperVKernel
 from other_user import reach_script, unreadable_checkout
+
+from kvminfo.collect import collect
 from kvminfo.commands import features_file as features_file_command
 from kvminfo.commands import publish as publish_command
-from kvminfo.probe_options import ProbeOptions
+from kvminfo.model import ProbeOptions
 from kvminfo.output.featurefile import render_feature_file
 from kvminfo.output.nodefeature import build_nodefeature
-from kvminfo.collect import collect
 from kvminfo.sources import ioctl as kvm_ioctl
-from kvminfo_plugin import cdi as plugin_cdi
+from kvminfo.sources.libvirt_embed import embedded_root
 from kvminfo_plugin import config as plugin_config
 from kvminfo_plugin import main as plugin_main
+from kvminfo_plugin.devices import cdi as plugin_cdi
 
 DEPLOY = REPO / "deploy"
 TOP = "."  # deploy/kustomization.yaml: the whole thing in one step
-PARTS = [TOP, "device-plugin", "nfd", "nfd/hooks", "nodefeature", "examples", "cleanup"]
-TOP_PARTS = ["device-plugin", "nfd"]  # what the top-level installs
+PARTS = [TOP, "namespace", "kvm-nodes", "device-plugin", "nfd", "nfd/hooks", "nodefeature", "examples", "cleanup"]
+TOP_PARTS = ["namespace", "kvm-nodes", "device-plugin", "nfd"]  # what the top-level installs
+LABELLERS = ["kvminfo-features-file", "kvminfo-hook-relay", "kvminfo-publish"]
 NAMESPACE = "kvminfo"
 KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]  # oldest we claim .. newest shipped
 KVM_RESOURCE = plugin_config.DEFAULT_RESOURCE
@@ -66,9 +76,14 @@ ALLOWED = {
     "kvminfo-publish": (set(), False),
     "kvm-vm-example": (set(), False),
     "kvm-check": (set(), False),
-    "kvminfo-cdi-cleanup": ({"/var/run/cdi"}, True),
+    "kvm-windows-guest": (set(), False),
+    "kvminfo-cleanup": ({"/var/run/cdi", "/etc/kubernetes/node-feature-discovery/features.d",
+                         "/etc/kubernetes/node-feature-discovery/source.d"}, True),
 }
-KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "images", "configMapGenerator"}
+# libvirt src/qemu/qemu_process.c qemuProcessQMPLaunch (DAC_OVERRIDE for the probe) and
+# src/util/virutil.c virSetUIDGIDWithCaps (setregid/setgroups, setreuid, the bounding set).
+LIBVIRT_AS_ROOT_CAPS = ["DAC_OVERRIDE", "SETGID", "SETUID", "SETPCAP"]
+KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "images", "configMapGenerator", "components", "namePrefix"}
 VERSION = next(line.split('"')[1] for line in (REPO / "pyproject.toml").read_text().splitlines()
                if line.startswith("version = "))
 IMAGE = f"localhost/kvminfo:{VERSION}"
@@ -76,10 +91,28 @@ IMAGE = f"localhost/kvminfo:{VERSION}"
 PLUGIN_SCRIPT = "kvminfo-device-plugin"
 
 
-# -- a small kustomize: what our kustomizations use (resources, images, a configMapGenerator of
-# files with a fixed name), anything else is refused; cross-checked against kubectl kustomize ----
+# -- a small kustomize: what our kustomizations use (resources, components holding images, a
+# configMapGenerator of files with kustomize's name hash, namePrefix, and the ConfigMap references of
+# pod volumes following the generated names), anything else is refused; cross-checked against
+# kubectl kustomize ----------------------------------------------------------------------------------
 
-def resolve(directory: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+def kustomize_hash(data: dict[str, str]) -> str:
+    """kustomize's ConfigMap name suffix (api/hasher: the JSON of kind, name and data, as Go's
+    encoding/json writes it, sha256, the first 10 hex digits with 0 1 3 a e spelled g h k m t so
+    that no word forms). The name hashed is empty: what kustomize v5 hashes (cross-checked against
+    kubectl kustomize by test_kustomization_resolves_like_kubectl)."""
+    encoded = json.dumps({"data": data, "kind": "ConfigMap", "name": ""}, sort_keys=True, separators=(",", ":"),
+                         ensure_ascii=False)
+    encoded = encoded.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")  # Go's HTML escaping
+    return hashlib.sha256(encoded.encode()).hexdigest()[:10].translate(str.maketrans("013ae", "ghkmt"))
+
+
+def resolve(directory: Path) -> list[dict[str, Any]]:
+    return _resolve(directory, ())[0]
+
+
+def _resolve(directory: Path, seen: tuple[Path, ...]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The objects, and {ConfigMap name as written: name as generated} for references above."""
     directory = directory.resolve()
     assert directory not in seen, f"kustomization cycle: {' -> '.join(map(str, seen + (directory,)))}"
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
@@ -87,28 +120,51 @@ def resolve(directory: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]
     assert not unsupported, f"{directory}: the test resolver does not implement {sorted(unsupported)}"
     assert kustomization["kind"] == "Kustomization"
     objects: list[dict[str, Any]] = []
-    for entry in kustomization["resources"]:
+    renamed: dict[str, str] = {}
+    for entry in kustomization.get("resources", []):
         target = directory / entry
         assert target.exists(), f"{directory}/kustomization.yaml: resource {entry} does not exist"
         if target.is_dir():
-            objects += resolve(target, seen + (directory,))
+            below, names = _resolve(target, seen + (directory,))
+            objects += below
+            renamed.update(names)
         else:
             objects += [doc for doc in yaml.safe_load_all(target.read_text()) if doc is not None]
     for generator in kustomization.get("configMapGenerator", []):
         assert set(generator) <= {"name", "namespace", "files", "options"}, generator
         options = generator.get("options", {})
-        assert options.get("disableNameSuffixHash") is True, "the resolver does not compute name hashes"
-        metadata = {"name": generator["name"], **({"namespace": generator["namespace"]} if "namespace" in generator
-                                                 else {}), **({"labels": options["labels"]} if "labels" in options
-                                                              else {})}
-        data = {Path(f).name: (directory / f).read_text() for f in generator["files"]}
+        assert set(options) <= {"disableNameSuffixHash", "labels"}, options
+        data = {}
+        for entry in generator["files"]:
+            key, _, file = entry.rpartition("=")
+            data[key or Path(file).name] = (directory / file).read_text()
+        name = generator["name"]
+        if not options.get("disableNameSuffixHash"):
+            renamed[name] = name = f"{name}-{kustomize_hash(data)}"
+        metadata = {"name": name, **({"namespace": generator["namespace"]} if "namespace" in generator else {}),
+                    **({"labels": options["labels"]} if "labels" in options else {})}
         objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
+    for component in kustomization.get("components", []):
+        spec = yaml.safe_load((directory / component / "kustomization.yaml").read_text())
+        assert spec["kind"] == "Component" and set(spec) <= {"apiVersion", "kind", "images"}, component
+        for rule in spec.get("images", []):
+            set_image(objects, rule)
+    if prefix := kustomization.get("namePrefix"):
+        assert {o["kind"] for o in objects} == {"ConfigMap"}, "the resolver prefixes ConfigMaps only"
+        current = {new: old for old, new in renamed.items()}
+        for obj in objects:
+            old = current.get(obj["metadata"]["name"], obj["metadata"]["name"])
+            renamed[old] = obj["metadata"]["name"] = prefix + obj["metadata"]["name"]
+    for _, spec in pod_templates(objects):  # kustomize's nameReference for the field we use
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume and volume["configMap"]["name"] in renamed:
+                volume["configMap"]["name"] = renamed[volume["configMap"]["name"]]
     ids = [object_id(o) for o in objects]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     assert not duplicates, f"{directory}: the same object twice: {duplicates}"
     for rule in kustomization.get("images", []):
         set_image(objects, rule)
-    return objects
+    return objects, renamed
 
 
 def set_image(objects: list[dict[str, Any]], rule: dict[str, str]) -> None:
@@ -175,52 +231,117 @@ def test_kustomization_resolves_like_kubectl(part, built):
     assert theirs == sorted(built[part], key=object_id)
 
 
-def test_top_level_installs_the_parts_with_one_namespace(built):
-    """deploy/: device-plugin and nfd as they are, the Namespace once (kustomize refuses it twice)."""
-    top = built[TOP]
-    assert [object_id(o) for o in by_kind(top, "Namespace")] == [("Namespace", "", NAMESPACE)]
+def test_top_level_installs_its_parts_as_they_are(built):
+    """deploy/: namespace, kvm-nodes, device-plugin and nfd, each exactly as applied alone."""
+    assert [object_id(o) for o in by_kind(built[TOP], "Namespace")] == [("Namespace", "", NAMESPACE)]
     union = {object_id(o): o for part in TOP_PARTS for o in built[part]}
-    assert {object_id(o): o for o in top} == union
+    assert {object_id(o): o for o in built[TOP]} == union
 
 
-def test_parts_cannot_simply_be_combined(tmp_path):
-    """Why the top level lists files: two parts side by side declare the Namespace twice."""
-    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(
-        {"kind": "Kustomization", "resources": [str(DEPLOY / part) for part in TOP_PARTS]}))
-    with pytest.raises(AssertionError, match="the same object twice"):
-        resolve(tmp_path)
+def test_each_part_deletes_only_itself(built):
+    """Issue 19, 3: `kubectl delete -k deploy/<part>` deletes what the part renders, so no part may
+    render an object another part renders (the Namespace above all: it took every other part with
+    it). The namespace is its own part; the other parts only name it."""
+    parts = [p for p in PARTS if p != TOP]
+    owners: dict[tuple[str, str, str], str] = {}
+    for part in parts:
+        for key in map(object_id, built[part]):
+            assert key not in owners, f"{key} is in both deploy/{owners[key]} and deploy/{part}"
+            owners[key] = part
+    assert [object_id(o) for o in built["namespace"]] == [("Namespace", "", NAMESPACE)]
+    assert all(by_kind(built[part], "Namespace") == [] for part in parts if part != "namespace")
 
 
-def test_images_name_a_registry_and_are_retargeted_in_one_place(built, tmp_path):
+def test_parts_side_by_side_resolve(tmp_path):
+    """Any overlay may list any parts together (no object twice); kubectl agrees where it exists."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    parts = [p for p in PARTS if p != TOP]
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+         "resources": [os.path.relpath(DEPLOY / part, overlay) for part in parts]}))
+    ours = resolve(overlay)
+    assert len(ours) == sum(len(resolve(DEPLOY / part)) for part in parts)
+    if shutil.which("kubectl"):
+        done = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert sorted(map(object_id, (d for d in yaml.safe_load_all(done.stdout) if d))) == sorted(map(object_id, ours))
+
+
+def rendered(directory: Path) -> list[list[dict[str, Any]]]:
+    """The objects of a kustomization by our resolver and, where kubectl exists, by kustomize itself."""
+    renderings = [resolve(directory)]
+    if shutil.which("kubectl"):
+        done = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        renderings.append([d for d in yaml.safe_load_all(done.stdout) if d])
+    return renderings
+
+
+def images_of(objects: list[dict[str, Any]]) -> set[str]:
+    return {c["image"] for _, spec in pod_templates(objects) for c in all_containers(spec)}
+
+
+@pytest.fixture
+def deploy_copy(tmp_path) -> Path:
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy)
+    return copy
+
+
+def test_images_name_a_registry_and_are_retargeted_in_one_place(built, deploy_copy, tmp_path):
     """No image may silently resolve to Docker Hub's library: each names its registry
-    (localhost/ = imported into the node's runtime, never pulled), and the top level's
-    images: entry, or an overlay's, moves every kvminfo container at once."""
+    (localhost/ = imported into the node's runtime, never pulled). Issue 19, 12: the one
+    images: entry (deploy/image, a component every part includes) moves every part, each
+    applied alone as well as the top level; an overlay's images: entry still moves them all."""
     for part, objects in built.items():
         for name, spec in pod_templates(objects):
             for container in all_containers(spec):
                 registry = container["image"].split("/")[0]
                 assert "/" in container["image"] and (registry == "localhost" or "." in registry), (part, name)
                 assert container["imagePullPolicy"] == "IfNotPresent", (part, name)
-    (rule,) = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["images"]
+    component = deploy_copy / "image" / "kustomization.yaml"
+    (rule,) = yaml.safe_load(component.read_text())["images"]
     assert rule == {"name": IMAGE.split(":")[0], "newName": IMAGE.split(":")[0], "newTag": VERSION}
+    component.write_text(yaml.safe_dump({**yaml.safe_load(component.read_text()),
+                                         "images": [{**rule, "newName": "registry.example/kvminfo",
+                                                     "newTag": "9.9.9"}]}))
+    for part in PARTS:
+        if images_of(built[part]):
+            for objects in rendered(deploy_copy / part):
+                assert images_of(objects) == {"registry.example/kvminfo:9.9.9"}, part
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": [os.path.relpath(DEPLOY, overlay)],
         "images": [{"name": "localhost/kvminfo", "newName": "registry.example/kvminfo", "newTag": "9.9.9"}]}))
-    renderings = [resolve(overlay)]
-    if shutil.which("kubectl"):
-        done = subprocess.run(["kubectl", "kustomize", str(overlay)],
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        renderings.append([d for d in yaml.safe_load_all(done.stdout) if d])
-    for objects in renderings:
-        images = {c["image"] for _, spec in pod_templates(objects) for c in all_containers(spec)}
-        assert images == {"registry.example/kvminfo:9.9.9"}
+    for objects in rendered(overlay):
+        assert images_of(objects) == {"registry.example/kvminfo:9.9.9"}
+
+
+@pytest.mark.parametrize("part, workload, file", [
+    ("device-plugin", "kvminfo-device-plugin", "device-plugin/config/device-plugin.yaml"),
+    ("nfd/hooks", "kvminfo-hook-relay", "nfd/hooks/relay-hook.sh"),
+])
+def test_a_config_change_rolls_the_daemonset(part, workload, file, built, deploy_copy):
+    """Issue 19, 4: a DaemonSet whose ConfigMap changed must get a new pod template (kustomize's
+    hash suffix in the ConfigMap's name), or its running pods keep the old config until restarted."""
+    def template(objects: list[dict[str, Any]]) -> dict[str, Any]:
+        (daemonset,) = [o for o in by_kind(objects, "DaemonSet") if o["metadata"]["name"] == workload]
+        return daemonset["spec"]["template"]
+
+    before = template(built[part])
+    (deploy_copy / file).write_text((deploy_copy / file).read_text() + "# changed by an operator\n")
+    for objects in rendered(deploy_copy / part):
+        after = template(objects)
+        assert after != before
+        (config_map,) = by_kind(objects, "ConfigMap")
+        assert {v["configMap"]["name"] for v in after["spec"]["volumes"] if "configMap" in v} == \
+            {config_map["metadata"]["name"]}
 
 
 def test_resolver_refuses_what_it_does_not_implement(tmp_path):
-    (tmp_path / "kustomization.yaml").write_text("kind: Kustomization\nresources: []\nnamePrefix: x-\n")
+    (tmp_path / "kustomization.yaml").write_text("kind: Kustomization\nresources: []\nnameSuffix: -x\n")
     with pytest.raises(AssertionError, match="does not implement"):
         resolve(tmp_path)
 
@@ -230,9 +351,10 @@ def test_resolver_refuses_what_it_does_not_implement(tmp_path):
 def test_every_builtin_object_validates_strictly(part, version, built):
     checked = 0
     for obj in built[part]:
-        if obj["apiVersion"].startswith("nfd.k8s-sigs.io/"):
-            continue  # a CRD kind: checked against NFD's schema below
-        kubernetes_validate.validate(obj, version, strict=True)
+        if obj["apiVersion"].startswith("nfd.k8s-sigs.io/"):  # a CRD kind: NFD's schema (tests/fixtures/nfd/)
+            assert obj["kind"] == "NodeFeatureRule" and list(rule_validator().iter_errors(obj)) == [], obj
+        else:
+            kubernetes_validate.validate(obj, version, strict=True)
         checked += 1
     assert checked > 0
 
@@ -245,14 +367,13 @@ def test_strict_validation_catches_a_typo(built):
 
 
 def test_namespaced_objects_are_in_the_kvminfo_namespace(built):
-    for part in ("device-plugin", "nfd", "nfd/hooks", "nodefeature", "cleanup"):
+    for part in ("namespace", "kvm-nodes", "device-plugin", "nfd", "nfd/hooks", "nodefeature", "cleanup"):
         for obj in built[part]:
             kind, namespace, _ = object_id(obj)
             if kind in ("Namespace", "NodeFeatureRule"):  # cluster scoped
                 assert namespace == "", obj
             else:
                 assert namespace == NAMESPACE, obj
-        assert by_kind(built[part], "Namespace")[0]["metadata"]["name"] == NAMESPACE
 
 
 # -- security settings, asserted -------------------------------------------------------------------
@@ -269,10 +390,14 @@ def test_container_security(workload, workloads):
         assert sc["privileged"] is False, where
         assert sc["allowPrivilegeEscalation"] is False, where
         assert sc["readOnlyRootFilesystem"] is True, where
-        assert sc["capabilities"] == {"drop": ["ALL"]}, where  # drop ALL, add none
+        uid = sc.get("runAsUser", pod_security.get("runAsUser"))
+        # drop ALL, add none; except a root container asking the embedded libvirt, whose
+        # privileged QEMU driver starts its QEMU probe with these (the manifest says why)
+        embedded_as_root = uid == 0 and any(a.startswith("qemu:///embed") for a in container.get("args", []))
+        assert sc["capabilities"] == ({"drop": ["ALL"], "add": LIBVIRT_AS_ROOT_CAPS} if embedded_as_root
+                                      else {"drop": ["ALL"]}), where
         seccomp = sc.get("seccompProfile") or pod_security.get("seccompProfile")
         assert seccomp == {"type": "RuntimeDefault"}, where
-        uid = sc.get("runAsUser", pod_security.get("runAsUser"))
         non_root = sc.get("runAsNonRoot", pod_security.get("runAsNonRoot"))
         if may_be_root and uid == 0:
             assert non_root is False, where  # root, said out loud, with a reason in the manifest
@@ -337,6 +462,52 @@ def test_device_plugin_specifics(workloads, built):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
 
 
+def cpu_cores(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def test_readiness_probe_waits_for_the_plugins_start(workloads):
+    """Issue 19, 14: probed at once, every start logged a failed readiness probe (connection
+    refused: the port is bound a moment after exec). initialDelaySeconds must cover the CPU the
+    plugin spends from exec to an answering /healthz, at the container's CPU limit, twice over
+    (a cold image cache). CPU time of the real plugin against a kubelet emulator: the same
+    under any load, where wall time is not."""
+    from kubelet_emulator import KubeletEmulator
+
+    (container,) = workloads["kvminfo-device-plugin"]["containers"]
+    delay = container["readinessProbe"].get("initialDelaySeconds", 0)
+    limit = cpu_cores(container["resources"]["limits"]["cpu"])
+    tmp_path = Path(tempfile.mkdtemp(prefix="kvminfo-rp."))  # short: a unix socket path has a length limit
+    (tmp_path / "plugins").mkdir()
+    kubelet = KubeletEmulator(tmp_path / "plugins").start()
+    with contextlib.closing(socket.socket()) as probe_port:
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+    process = subprocess.Popen([str(KVMINFO.with_name(PLUGIN_SCRIPT)), "--plugin-dir", str(tmp_path / "plugins"),
+                                "--cdi-dir", str(tmp_path / "cdi"), "--metrics-port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+                    assert answer.status == 200
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    pytest.fail(f"the plugin never answered /healthz: {process.communicate()[1]}")
+                time.sleep(0.01)
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, all threads
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+        kubelet.stop()
+        shutil.rmtree(tmp_path, ignore_errors=True)
+    assert 2 * cpu_s / limit <= delay, f"{cpu_s:.2f} s of CPU at {limit} cores needs more than {delay} s"
+
+
 @pytest.mark.parametrize("workload, command", [
     ("kvminfo-features-file", features_file_command),
     ("kvminfo-hook-relay", features_file_command),
@@ -352,6 +523,13 @@ def test_labellers_args_parse_and_get_kvm_from_the_plugin(workload, command, wor
     if subcommand == "features-file":
         mount = container["volumeMounts"][0]["mountPath"]
         assert Path(args.output).parent.is_relative_to(mount)
+    # libvirt in the pod: the embedded driver's root on a volume of the pod's own (writable
+    # under the read-only root, its QEMU probe cached across container restarts)
+    root = embedded_root(args.libvirt_uri)
+    assert root is not None, args.libvirt_uri
+    volumes = {v["name"]: v for v in workloads[workload].get("volumes", [])}
+    (cache,) = [m for m in container["volumeMounts"] if Path(root).is_relative_to(m["mountPath"])]
+    assert "emptyDir" in volumes[cache["name"]] and not cache.get("readOnly")
 
 
 def test_publisher_identity_and_rbac(workloads, built):
@@ -365,7 +543,7 @@ def test_publisher_identity_and_rbac(workloads, built):
     (binding,) = by_kind(objects, "RoleBinding")
     assert spec["serviceAccountName"] == account["metadata"]["name"]
     assert role["rules"] == [{"apiGroups": ["nfd.k8s-sigs.io"], "resources": ["nodefeatures"],
-                              "verbs": ["get", "create", "update"]},
+                              "verbs": ["get", "create", "update", "delete"]},  # delete: owner refs
                              {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]  # its own pod's owner
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": role["metadata"]["name"]}
@@ -373,13 +551,82 @@ def test_publisher_identity_and_rbac(workloads, built):
                                     "namespace": NAMESPACE}]
 
 
+def publish_once(kubeconfig: Path, node: str, pod: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("NODE_NAME", "POD_NAMESPACE", "POD_NAME", "KUBERNETES_SERVICE_HOST", "KUBECONFIG")}
+    return subprocess.run([str(KVMINFO), "publish", "--kubeconfig", str(kubeconfig), "--node-name", node,
+                           "--namespace", NAMESPACE, "--pod-name", pod, "--no-libvirt", "--retries", "0"],
+                          capture_output=True, text=True, timeout=60, env=clean)
+
+
+def role_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (role,) = by_kind(objects, "Role")
+    return role["rules"]
+
+
+@pytest.mark.parametrize("admission", [False, True])
+def test_publisher_role_suffices_under_owner_reference_admission(built, tmp_path, admission):
+    """Issue 19, 5: with the shipped Role as the API server's RBAC, with and without the
+    OwnerReferencesPermissionEnforcement admission plugin, the publisher creates its NodeFeature
+    with the owner reference to its DaemonSet and, after the DaemonSet is re-created (orphaning
+    the object: a new uid), updates the reference."""
+    from apiserver_standin import ApiServerStandin
+
+    server = ApiServerStandin(role=role_rules(built["nodefeature"]), owner_reference_admission=admission).start()
+    try:
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        first = server.add_daemonset_pod(NAMESPACE, "kvminfo-publish", "kvminfo-publish-a1")
+        done = publish_once(kubeconfig, "node-5", "kvminfo-publish-a1")
+        assert done.returncode == 0, done.stderr
+        stored = server.get_object(NAMESPACE, "kvminfo-node-5")
+        assert stored["metadata"]["ownerReferences"][0]["uid"] == first["metadata"]["ownerReferences"][0]["uid"]
+        del server.others[("apps/v1", "DaemonSet", NAMESPACE, "kvminfo-publish")]  # --cascade=orphan, re-created
+        second = server.add_daemonset_pod(NAMESPACE, "kvminfo-publish", "kvminfo-publish-b2")
+        done = publish_once(kubeconfig, "node-5", "kvminfo-publish-b2")
+        assert done.returncode == 0, done.stderr
+        stored = server.get_object(NAMESPACE, "kvminfo-node-5")
+        assert stored["metadata"]["ownerReferences"][0]["uid"] == second["metadata"]["ownerReferences"][0]["uid"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("missing, said", [
+    ("delete", "owner-reference admission (OwnerReferencesPermissionEnforcement) requires 'delete' on nodefeatures"),
+    ("update", "RBAC does not allow 'update' on nodefeatures (API group nfd.k8s-sigs.io)"),
+    ("create", "RBAC does not allow 'create' on nodefeatures (API group nfd.k8s-sigs.io)"),
+])
+def test_a_403_names_the_verb_really_missing(built, tmp_path, missing, said):
+    """The Role without one verb, under owner-reference admission: the one-line error names that
+    verb (read from the API server's Status message), never verbs the Role grants."""
+    from apiserver_standin import ApiServerStandin
+
+    rules = [dict(rule, verbs=[v for v in rule["verbs"] if v != missing]) if "nodefeatures" in rule["resources"]
+             else rule for rule in role_rules(built["nodefeature"])]
+    server = ApiServerStandin(role=rules, owner_reference_admission=True).start()
+    try:
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        server.add_daemonset_pod(NAMESPACE, "kvminfo-publish", "kvminfo-publish-a1")
+        if missing == "update":  # an object to update: someone made it before, without an owner
+            server.put_object(NAMESPACE, {"apiVersion": "nfd.k8s-sigs.io/v1alpha1", "kind": "NodeFeature",
+                                          "metadata": {"name": "kvminfo-node-5", "labels": {
+                                              "nfd.node.kubernetes.io/node-name": "node-5"}},
+                                          "spec": {"labels": {}}})
+        done = publish_once(kubeconfig, "node-5", "kvminfo-publish-a1")
+        assert done.returncode == 1
+        (line,) = [line for line in done.stderr.splitlines() if "403 Forbidden" in line]
+        assert said in line, line
+        granted = {"get", "create", "update", "delete"} - {missing}
+        assert not any(f"'{verb}'" in line for verb in granted), line
+    finally:
+        server.stop()
+
+
 def test_images_are_what_make_image_builds(workloads):
     done = subprocess.run(["make", "-s", "-n", "image"], cwd=REPO, capture_output=True, text=True, timeout=30)
     image = done.stdout.split("IMAGE=", 1)[1].split()[0]
     assert image == IMAGE
     for name, spec in workloads.items():
-        if name != "kvm-check":  # any image with a POSIX sh
-            assert {c["image"] for c in all_containers(spec)} == {image}, name
+        assert {c["image"] for c in all_containers(spec)} == {image}, name
 
 
 # -- the labellers, run the way their pods run them ----------------------------------------------
@@ -508,7 +755,7 @@ def test_device_plugin_sees_kvm_healthy_inside_its_pod(workloads, tmp_path):
     spec = workloads["kvminfo-device-plugin"]
     (container,) = spec["containers"]
     probe = tmp_path / "probe.py"  # the pod runs as root: tmp_path is readable
-    probe.write_text("from kvminfo_plugin.health import check_path\n"
+    probe.write_text("from kvminfo_plugin.devices.health import check_path\n"
                      "health = check_path('/dev/kvm')\nprint(health.healthy, health.reason)\n")
     done = as_the_pod_runs_it(spec, container, f"{sys.executable} {probe}")
     assert done.returncode == 0, done.stderr
@@ -543,10 +790,13 @@ def expression_matches(expression: dict[str, Any], present: bool, value: str | N
     raise AssertionError(f"operator {op} not evaluated by this test")
 
 
-def rule_matches(rule: dict[str, Any], features: dict[str, Any]) -> bool:
+def terms_match(terms: list[dict[str, Any]], features: dict[str, Any]) -> bool:
+    """NFD's matchFeatures: a logical AND over the terms, each an AND over its expressions."""
     sets = {**features.get("flags", {}), **features.get("attributes", {})}
-    for term in rule["matchFeatures"]:
-        elements = sets.get(term["feature"], {}).get("elements", {})
+    for term in terms:
+        if term["feature"] not in sets:
+            return False  # NFD: "feature ... not available", an error: no label either
+        elements = sets[term["feature"]].get("elements", {})
         for name, expression in term["matchExpressions"].items():
             value = elements.get(name)
             if not expression_matches(expression, name in elements, value if isinstance(value, str) else None):
@@ -554,11 +804,93 @@ def rule_matches(rule: dict[str, Any], features: dict[str, Any]) -> bool:
     return True
 
 
+def rule_matches(rule: dict[str, Any], features: dict[str, Any]) -> bool:
+    """NFD's rule: matchFeatures (if any) and, if given, any one of matchAny's matchFeatures
+    (customization-guide.md, "matchFeatures", "matchAny")."""
+    return terms_match(rule.get("matchFeatures", []), features) and (
+        "matchAny" not in rule or any(terms_match(m["matchFeatures"], features) for m in rule["matchAny"]))
+
+
+def nfd_kernel_features(modules: list[str], kconfig: dict[str, str]) -> dict[str, Any]:
+    """What nfd-worker's kernel source publishes: kernel.loadedmodule (flags: the names in
+    /proc/modules) and kernel.config (attributes: CONFIG_X=v as X: v, "y" or "m" kept as is)."""
+    return {"flags": {"kernel.loadedmodule": {"elements": {m: {} for m in modules}}},
+            "attributes": {"kernel.config": {"elements": kconfig}}}
+
+
+def this_hosts_kernel_features() -> dict[str, Any]:
+    """This machine as nfd-worker's kernel source reads it: /proc/modules (none on a kernel
+    without loadable modules), the kernel config from /proc/config.gz, else /boot/config-<release>."""
+    modules_file = Path("/proc/modules")
+    modules = [line.split()[0] for line in modules_file.read_text().splitlines() if line.strip()] \
+        if modules_file.exists() else []
+    kconfig: dict[str, str] = {}
+    text = ""
+    if Path("/proc/config.gz").exists():
+        text = gzip.decompress(Path("/proc/config.gz").read_bytes()).decode(errors="replace")
+    elif (boot := Path(f"/boot/config-{os.uname().release}")).exists():
+        text = boot.read_text(errors="replace")
+    if text:
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.startswith("CONFIG_"):
+                kconfig[key.removeprefix("CONFIG_")] = value
+    return nfd_kernel_features(modules, kconfig)
+
+
+KVM_NODE_CASES = {  # node -> (loaded modules, kernel config, can it have /dev/kvm?)
+    "Intel host": (["kvm_intel", "kvm", "irqbypass"], {"KVM": "m", "KVM_INTEL": "m"}, True),
+    "AMD host": (["kvm_amd", "kvm", "ccp"], {"KVM": "m", "KVM_AMD": "m"}, True),
+    "arm64, KVM built in": (["nvme"], {"KVM": "y"}, True),
+    "x86, KVM and its vendor part built in": ([], {"KVM": "y", "KVM_INTEL": "y"}, True),
+    "VT-x off: kvm loaded, kvm_intel refused": (["kvm", "irqbypass"], {"KVM": "m", "KVM_INTEL": "m"}, False),
+    "a VM without nesting": (["virtio_net"], {"KVM": "m", "KVM_INTEL": "m"}, False),
+    "no KVM in the kernel": (["e1000e"], {}, False),
+}
+
+
+def test_labellers_run_only_where_kvm_can_be(built, workloads):
+    """Issue 19, 2: each labeller requests devices.kvminfo.io/kvm, so on a node without /dev/kvm
+    its pod stayed Pending; they now select the label kvm-nodes' NodeFeatureRule gives, from NFD's
+    own raw features, and only where KVM can be. The device plugin needs no NFD: every node."""
+    (rule_object,) = by_kind(built["kvm-nodes"], "NodeFeatureRule")
+    assert list(rule_validator().iter_errors(rule_object)) == []
+    assert by_kind(built[TOP], "NodeFeatureRule") == [rule_object]
+    (rule,) = rule_object["spec"]["rules"]
+    ((key, value),) = rule["labels"].items()
+    assert key.startswith("feature.node.kubernetes.io/")  # NFD's own namespace: no -extra-label-ns needed
+    for name in LABELLERS:
+        assert workloads[name]["nodeSelector"] == {"kubernetes.io/os": "linux", key: value}, name
+    assert key not in workloads["kvminfo-device-plugin"]["nodeSelector"]
+    verdicts = {node: rule_matches(rule, nfd_kernel_features(modules, kconfig))
+                for node, (modules, kconfig, _) in KVM_NODE_CASES.items()}
+    assert verdicts == {node: expected for node, (_, _, expected) in KVM_NODE_CASES.items()}
+
+
+def test_kvm_node_rule_agrees_with_this_host():
+    """This machine, read as nfd-worker reads it: the rule matches exactly when a kvm_intel/kvm_amd
+    module is loaded or KVM is built in, and wherever /dev/kvm exists."""
+    rule = yaml.safe_load((DEPLOY / "kvm-nodes" / "nodefeaturerule.yaml").read_text())["spec"]["rules"][0]
+    features = this_hosts_kernel_features()
+    matched = rule_matches(rule, features)
+    loaded = features["flags"]["kernel.loadedmodule"]["elements"]
+    built_in = features["attributes"]["kernel.config"]["elements"].get("KVM") == "y"
+    assert matched == ("kvm_intel" in loaded or "kvm_amd" in loaded or built_in)
+    if Path("/dev/kvm").exists() and os.path.exists(f"/sys/dev/char/{os.major(os.stat('/dev/kvm').st_rdev)}:"
+                                                     f"{os.minor(os.stat('/dev/kvm').st_rdev)}"):
+        assert matched, "this host has a working /dev/kvm but the rule would not select it"
+
+
 @pytest.fixture(scope="module")
 def hyperv_host_features() -> dict[str, Any]:
     """spec.features of a NodeFeature from a real probe of /dev/kvm with a Hyper-V kernel injected."""
+    return nodefeature_spec_with(HyperVKernel())
+
+
+def nodefeature_spec_with(kernel: HyperVKernel) -> dict[str, Any]:
+    """The NodeFeature spec of a real probe of /dev/kvm with ``kernel`` answering at the ioctl layer."""
     real = kvm_ioctl.ioctl
-    kvm_ioctl.ioctl = HyperVKernel()
+    kvm_ioctl.ioctl = kernel
     try:
         report = collect(ProbeOptions(use_libvirt=False))
     finally:
@@ -573,7 +905,8 @@ def test_nodefeaturerule_sample_is_valid_and_matches_published_features(built, h
     for rule in rules:
         for term in rule["matchFeatures"]:
             assert term["feature"] in ("kvminfo.hyperv", "kvminfo.kvm", "kvminfo.libvirt", "kvminfo.cpu_models",
-                                       "kvminfo.host_model_features", "kvminfo.confidential", "kvminfo.tsc"), term
+                                       "kvminfo.cpu_features", "kvminfo.host_model_features",
+                                       "kvminfo.machine_types", "kvminfo.confidential", "kvminfo.tsc"), term
             for expression in term["matchExpressions"].values():
                 if expression["op"] in VALUE_COUNT:
                     assert len(expression.get("value", [])) == VALUE_COUNT[expression["op"]], rule["name"]
@@ -593,18 +926,36 @@ def test_rule_schema_catches_a_bad_operator(built):
     assert list(rule_validator().iter_errors(broken))
 
 
+def test_rule_schema_is_nfd_v0_19s(built):
+    """NFD v0.19's CRD accepts Ge, Le, GeLe and the matcher's `type` ('version'); a rule using them
+    on the TSC frequency and the libvirt version is valid (and an unknown type field name is not)."""
+    (rule_object,) = by_kind(built["nodefeature"], "NodeFeatureRule")
+    newer = yaml.safe_load(yaml.safe_dump(rule_object))
+    newer["spec"]["rules"][0]["matchFeatures"] = [
+        {"feature": "kvminfo.tsc", "matchExpressions": {"frequency_hz": {"op": "Ge", "value": ["2000000000"]}}},
+        {"feature": "kvminfo.libvirt", "matchExpressions": {
+            "version": {"op": "GeLe", "value": ["9.0.0", "12.5.0"], "type": "version"}}},
+        {"feature": "kvminfo.kvm", "matchExpressions": {"max_vcpus": {"op": "Le", "value": ["4096"]}}}]
+    assert list(rule_validator().iter_errors(newer)) == []
+    newer["spec"]["rules"][0]["matchFeatures"][1]["matchExpressions"]["version"]["kind"] = "version"
+    assert list(rule_validator().iter_errors(newer))
+
+
 def test_cdi_cleanup_removes_the_plugins_specs_as_its_pod_runs(workloads, built, tmp_path):
-    """deploy/cleanup: the plugin's own ConfigMap and CDI dir, the plugin's own --remove-cdi-specs,
+    """deploy/cleanup: the plugin's own config and CDI dir, the plugin's own --remove-cdi-specs,
     run with the init container's identity against a spec the plugin wrote (CDI mode)."""
-    plugin_spec, spec = workloads["kvminfo-device-plugin"], workloads["kvminfo-cdi-cleanup"]
-    (init,) = spec["initContainers"]
+    plugin_spec, spec = workloads["kvminfo-device-plugin"], workloads["kvminfo-cleanup"]
+    init = init_container(spec, "remove-cdi-specs")
     (config_map,) = by_kind(built["cleanup"], "ConfigMap")
-    assert config_map == by_kind(built["device-plugin"], "ConfigMap")[0]  # the same resources, so the same specs
+    (plugin_map,) = by_kind(built["device-plugin"], "ConfigMap")
+    assert config_map["data"] == plugin_map["data"]  # the same resources, so the same specs
+    # its own copy: deleting deploy/cleanup must not delete the running plugin's ConfigMap
+    assert config_map["metadata"]["name"] != plugin_map["metadata"]["name"]
     args = plugin_main.build_parser(PLUGIN_SCRIPT).parse_args(init["args"])
     assert init["command"] == [PLUGIN_SCRIPT] and args.remove_cdi_specs
     host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
     plugin_paths = {v["name"]: v["hostPath"]["path"] for v in plugin_spec["volumes"] if "hostPath" in v}
-    assert host_paths == {"cdi": plugin_paths["cdi"]}
+    assert host_paths["cdi"] == plugin_paths["cdi"]
     document = yaml.safe_load(config_map["data"]["device-plugin.yaml"])
     assert {m["mountPath"] for m in init["volumeMounts"]} == {str(Path(args.config).parent), document["cdiDir"]}
     # CDI mode as an operator would switch it on, the spec written by the plugin's own code
@@ -631,6 +982,71 @@ def test_cdi_cleanup_removes_the_plugins_specs_as_its_pod_runs(workloads, built,
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def init_container(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [c for c in spec["initContainers"] if c["name"] == name]
+    return found
+
+
+def host_mounts(spec: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+    """mountPath -> hostPath of a container's hostPath volumes."""
+    paths = {v["name"]: v["hostPath"]["path"] for v in spec.get("volumes", []) if "hostPath" in v}
+    return {m["mountPath"]: paths[m["name"]] for m in container.get("volumeMounts", []) if m["name"] in paths}
+
+
+def test_cleanup_removes_the_labellers_host_files_and_nothing_else(workloads, built):
+    """Issue 19, 13: the cleanup's init containers, with their own args, remove the feature file
+    nfd/'s writer wrote and the relay hook and data nfd/hooks/ installed, each at the host path
+    those pods use; a vendor's feature file and hook beside them stay, and so does a file of
+    someone else's at our path. A second run finds nothing and says so; both exit 0."""
+    spec = workloads["kvminfo-cleanup"]
+    remove_file, remove_hook = init_container(spec, "remove-feature-file"), init_container(spec, "remove-relay-hook")
+    (writer,) = workloads["kvminfo-features-file"]["containers"]
+    relay_spec = workloads["kvminfo-hook-relay"]
+    (relay_writer,) = relay_spec["containers"]
+    assert host_mounts(spec, remove_file) == host_mounts(workloads["kvminfo-features-file"], writer)
+    assert host_mounts(spec, remove_hook) == host_mounts(relay_spec, relay_writer)
+    root = Path(tempfile.mkdtemp(prefix="kvminfo-uninstall."))
+    try:
+        def here(args: list[str]) -> list[str]:
+            out = [a.replace("/etc/kubernetes/node-feature-discovery", str(root)) for a in args]
+            if "--interval" in out:
+                del out[out.index("--interval"):out.index("--interval") + 2]
+            return out
+
+        def run(args: list[str]) -> subprocess.CompletedProcess:
+            return subprocess.run([str(KVMINFO), *here(args)], capture_output=True, text=True, timeout=60)
+
+        (root / "features.d").mkdir()
+        (root / "source.d").mkdir()
+        assert run(writer["args"]).returncode == 0
+        (config_map,) = by_kind(built["nfd/hooks"], "ConfigMap")
+        hook = root / "hook"
+        hook.mkdir()
+        (hook / "kvminfo").write_text(config_map["data"]["kvminfo"])
+        install = init_container(relay_spec, "install-hook")
+        script = install["args"][0].replace(SOURCE_D, str(root / "source.d")).replace("/hook/", f"{hook}/")
+        assert subprocess.run(install["command"] + [script], timeout=30).returncode == 0
+        assert run(relay_writer["args"]).returncode == 0
+        (root / "features.d" / "vendor-x").write_text("vendor.example/x=1\n")
+        (root / "source.d" / "vendor-hook").write_text("#!/bin/sh\necho vendor.example/y=1\n")
+        assert sorted(p.name for p in (root / "source.d").iterdir()) == ["kvminfo", "kvminfo.d", "vendor-hook"]
+
+        for container in (remove_file, remove_hook):
+            done = run(container["args"])
+            assert done.returncode == 0 and done.stderr == "", done.stderr
+            assert done.stdout and all(line.endswith(": removed") for line in done.stdout.splitlines()), done.stdout
+        assert sorted(p.name for p in (root / "features.d").iterdir()) == ["vendor-x"]
+        assert sorted(p.name for p in (root / "source.d").iterdir()) == ["vendor-hook"]
+        again = run(remove_hook["args"])
+        assert again.returncode == 0 and "not present" in again.stdout
+        (root / "features.d" / "kvminfo").write_text("vendor.example/z=1\n")  # someone else's, at our path
+        kept = run(remove_file["args"])
+        assert kept.returncode == 0 and "left in place: not written by kvminfo" in kept.stdout
+        assert (root / "features.d" / "kvminfo").read_text() == "vendor.example/z=1\n"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def test_example_pods_select_on_labels_kvminfo_produces(workloads):
     report = collect(ProbeOptions(use_libvirt=False))  # this node, really probed
     labels = build_nodefeature(report, "node-1", NAMESPACE)["spec"]["labels"]  # what NFD puts on the node
@@ -644,6 +1060,37 @@ def test_example_pods_select_on_labels_kvminfo_produces(workloads):
         (container,) = spec["containers"]
         assert container["resources"]["limits"][KVM_RESOURCE] == "1"
         assert not [v for v in spec.get("volumes", []) if "persistentVolumeClaim" in v or "hostPath" in v]
+
+
+
+def _required_labels(spec: dict[str, Any]) -> dict[str, list[str]]:
+    (term,) = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert all(e["operator"] == "In" for e in term["matchExpressions"]), term
+    return {e["key"]: e["values"] for e in term["matchExpressions"]}
+
+
+def test_windows_guest_pod_selects_the_hyperv_labels_kvminfo_writes(workloads, built, hyperv_host_features):
+    """deploy/examples/windows-guest-pod.yaml (docs/vm-pods.md): its affinity names labels kvminfo
+    really writes on a Hyper-V capable kernel (injected at the ioctl layer, the real /dev/kvm
+    otherwise), the same enlightenments as the NodeFeatureRule's windows-guest-ready rule, and a
+    kernel without Hyper-V emulation (KVM_CAP_HYPERV 0) never gets the pod."""
+    spec = workloads["kvm-windows-guest"]
+    wanted = _required_labels(spec)
+    cap = "feature.node.kubernetes.io/kvm-info-cap-hyperv-"
+    hyperv = {key.removeprefix(cap) for key in wanted if key.startswith(cap)}
+    assert hyperv == {"relaxed", "vapic", "vpindex", "synic", "synictimer", "time"}, hyperv
+    assert all(hyperv_host_features["labels"].get(key) in values for key, values in wanted.items()), wanted
+    (rule,) = [r for o in by_kind(built["nodefeature"], "NodeFeatureRule") for r in o["spec"]["rules"]
+               if r["name"] == "kvminfo-windows-guest-ready"]
+    (term,) = [t for t in rule["matchFeatures"] if t["feature"] == "kvminfo.hyperv"]
+    assert set(term["matchExpressions"]) == hyperv
+    without = nodefeature_spec_with(HyperVKernel(caps={**KVM_HYPERV_CAPS, "KVM_CAP_HYPERV": 0}))["labels"]
+    assert without.get("feature.node.kubernetes.io/kvm-info-usable") == "true"
+    assert not any(without.get(key) in values for key, values in wanted.items() if key.startswith(cap)), without
+    # the container is the VM example's own, so test_example_vm_pod_boots_its_guest_as_the_pod_runs_it runs it
+    assert spec["containers"] == workloads["kvm-vm-example"]["containers"]
+    assert spec["volumes"] == workloads["kvm-vm-example"]["volumes"]
+    assert spec["securityContext"] == workloads["kvm-vm-example"]["securityContext"]
 
 
 @contextlib.contextmanager
@@ -686,7 +1133,8 @@ def test_kvm_check_pod_opens_kvm_only_when_allocated(workloads):
     """The Verify section's checker, run with this machine's POSIX sh as its pod runs it."""
     spec = workloads["kvm-check"]
     (container,) = spec["containers"]
-    assert container["command"][:2] == ["/bin/sh", "-c"] and container["image"].endswith("busybox:1.36")
+    # kvminfo's own image (Issue 19, 14: no pull from Docker Hub, nothing to mirror when air-gapped)
+    assert container["command"][:2] == ["/bin/sh", "-c"] and container["image"] == IMAGE
     with systemd_kvm_node() as shared:
         (shared / "check.sh").write_text(container["args"][0].replace("/dev/kvm", f"{shared}/kvm"))
         done = as_the_pod_runs_it(spec, container, f"/bin/sh {shared}/check.sh")
@@ -727,12 +1175,12 @@ def test_relay_hook_prints_what_the_writer_wrote(hook_dir):
 
 
 def test_relay_hook_refuses_expired_data(hook_dir):
-    expired = datetime.now(timezone.utc) - timedelta(seconds=5)
+    expired = datetime.now(UTC) - timedelta(seconds=5)
     (hook_dir / "kvminfo.d" / "labels").write_bytes(render_feature_file({"feature.node.kubernetes.io/kvm-info-usable": "true"}, expired))
     done = run_hook(hook_dir)
     assert done.returncode == 0 and done.stdout == ""
     assert "expired at" in done.stderr and len(done.stderr.splitlines()) == 1
-    fresh = datetime.now(timezone.utc) + timedelta(minutes=5)
+    fresh = datetime.now(UTC) + timedelta(minutes=5)
     (hook_dir / "kvminfo.d" / "labels").write_bytes(render_feature_file({"feature.node.kubernetes.io/kvm-info-usable": "true"}, fresh))
     assert run_hook(hook_dir).stdout == "feature.node.kubernetes.io/kvm-info-usable=true\n"
 
@@ -803,13 +1251,23 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_dockerfile_is_multi_stage_non_root_and_copies_the_packages():
     instructions = dockerfile_instructions()
     stages = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
-    assert len(stages) == 2 and " AS build" in instructions[stages[0]][1]
-    final = instructions[stages[1]:]
-    assert ("COPY", "--from=build /opt/kvminfo /opt/kvminfo") in final
-    user = [rest for keyword, rest in final if keyword == "USER"]
-    assert user and user[-1].split(":")[0] not in ("0", "root")
-    assert ("ENTRYPOINT", '["kvminfo"]') in final
-    assert not [rest for keyword, rest in final if keyword == "RUN" and ("gcc" in rest or "-dev" in rest)]
+    # build (compilers), plugin (the venv only), full (the default: the last stage, with libvirt and QEMU)
+    assert len(stages) == 3 and " AS build" in instructions[stages[0]][1]
+    assert instructions[stages[1]][1].endswith(" AS plugin") and instructions[stages[2]][1] == "plugin AS full"
+    runtime = instructions[stages[1]:]
+    assert ("COPY", "--from=build /opt/kvminfo /opt/kvminfo") in runtime
+    user = [rest for keyword, rest in runtime if keyword == "USER"]
+    assert user and user[-1].split(":")[0] not in ("0", "root")  # the default image's user
+    plugin_user = [rest for keyword, rest in instructions[stages[1]:stages[2]] if keyword == "USER"]
+    assert plugin_user and plugin_user[-1].split(":")[0] not in ("0", "root")
+    assert ("ENTRYPOINT", '["kvminfo"]') in runtime
+    # the default image: tini as PID 1 reaps what libvirt daemonizes (its QEMU probe)
+    assert [rest for keyword, rest in instructions[stages[2]:] if keyword == "ENTRYPOINT"] == ['["tini", "--", "kvminfo"]']
+    assert not [rest for keyword, rest in runtime if keyword == "RUN" and ("gcc" in rest or "-dev " in rest)]
+    runs = " ".join(rest for keyword, rest in runtime if keyword == "RUN")
+    # a user record for the pods' uid, and what the embedded libvirt needs (Debian's QEMU user)
+    assert "useradd --uid 65532" in runs and "useradd --system --gid libvirt-qemu" in runs
+    assert "libvirt-daemon-driver-qemu" in runs and "qemu-system-x86" in runs and "--no-install-recommends" in runs
     # bytecode that stays valid whatever a COPY does to mtimes (the root is read-only: no rewrite)
     build_runs = " ".join(rest for keyword, rest in instructions[:stages[1]] if keyword == "RUN")
     assert "compileall" in build_runs and "--invalidation-mode unchecked-hash /opt/kvminfo" in build_runs

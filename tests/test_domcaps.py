@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import DOMCAPS_FIXTURES
+
 from kvminfo import cli
 from kvminfo.features.hyperv import libvirt_evidence
 from kvminfo.model import Support

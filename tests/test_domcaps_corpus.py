@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO, require_real
+from conftest import CORPUS as SHARED_CORPUS
 
 from kvminfo.cli import main as kvminfo_main
 
-CORPUS = REPO.parent / "shared" / "corpus" / "domcaps"
+CORPUS = SHARED_CORPUS / "domcaps"
+pytestmark = pytest.mark.corpus("domcaps")  # every test here reads the corpus (conftest.require_corpus)
 FOLDERS = ("libvirt-7.0.0", "libvirt-9.0.0", "libvirt-11.3.0", "libvirt-git")
 # The release folders say which libvirt rendered them (README.md); the git folder spans commits.
 FOLDER_VERSION = {"libvirt-7.0.0": "7.0.0", "libvirt-9.0.0": "9.0.0", "libvirt-11.3.0": "11.3.0"}
@@ -115,8 +116,6 @@ FILES = corpus_files()
 
 
 def test_the_corpus_is_there_with_all_four_folders() -> None:
-    if not CORPUS.is_dir():
-        require_real(f"{CORPUS} is missing (CI and development machines have ../shared)")
     counts = {folder: len(list((CORPUS / folder).glob("*.xml"))) for folder in FOLDERS}
     # README.md of the corpus: 104, 61, 84 and 56 files.
     assert counts == {"libvirt-7.0.0": 104, "libvirt-9.0.0": 61, "libvirt-11.3.0": 84, "libvirt-git": 56}
@@ -171,8 +170,6 @@ def test_replay_with_the_libvirt_version_that_wrote_it(capsys: pytest.CaptureFix
 
 def test_the_corpus_covers_what_this_module_claims() -> None:
     """Guard the reading itself: the cases above really occur in the data."""
-    if not FILES:
-        require_real(f"{CORPUS} is missing")
     readings = [read_recording(p, None) for p in FILES]
     archs = {r.arch for r in readings if r.domain == "kvm"}
     assert {"x86_64", "aarch64", "s390x", "ppc64", "riscv64", "loongarch64"} <= archs

@@ -1,10 +1,10 @@
-"""kvminfo/durations.py: the bounds every duration option (features-file, publish) shares."""
+"""kvminfo/common/durations.py: the bounds every duration option (features-file, publish) shares."""
 
 from __future__ import annotations
 
 import pytest
 
-from kvminfo.durations import MAX_DURATION_S, DurationError, format_duration, parse_duration
+from kvminfo.common.durations import MAX_DURATION_S, DurationError, format_duration, parse_duration
 
 
 def test_the_bound_itself_is_accepted() -> None:

@@ -17,18 +17,18 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS as SHARED_CORPUS
+from conftest import require_real
 
-from conftest import REPO, require_real
 from kvminfo.features.confidential import confidential_verdicts
 from kvminfo.features.cpu_models import offered_models, parse_obsolete_list
 from kvminfo.features.tsc import tsc_info
 from kvminfo.labels import families
 from kvminfo.labels.nfd import check_label
-from kvminfo.model import Support
 from kvminfo.sources.domcaps_families import family_facts, host_tsc_counter
 from kvminfo.sources.kvm_params import parse_bool_param, read_confidential_params
 
-CORPUS = REPO.parent / "shared" / "corpus" / "domcaps"
+CORPUS = SHARED_CORPUS / "domcaps"
 P = "feature.node.kubernetes.io/"
 
 # KubeVirt's DefaultObsoleteCPUModels, written out from its source
@@ -52,6 +52,7 @@ RECORDINGS = kvm_recordings()
 IDS = [f"{p.parent.name}/{p.name}" for p in RECORDINGS]
 
 
+@pytest.mark.corpus("domcaps")
 def test_corpus_is_there() -> None:
     """The conformance tests below need the shared corpus (CI and every development machine have it)."""
     assert len(RECORDINGS) > 200, f"{CORPUS}: expected the KVM recordings of four libvirt versions"
@@ -98,11 +99,10 @@ def expected_confidential(root: ET.Element) -> dict[str, str]:
             out["sev-es"] = "true"
     ls = feats.find("launchSecurity")
     sectypes = [v.text for v in ls.iter("value")] if ls is not None and ls.get("supported") == "yes" else []
-    if "sev-snp" in sectypes:
+    if "sev-snp" in sectypes and "sev-es" in out:  # SNP guests need SEV-ES (KubeVirt's rule, issue 20)
         out["sev-snp"] = "true"
     tdx = feats.find("tdx")
-    if (tdx is not None and tdx.get("supported") == "yes") or \
-            ("tdx" in sectypes and (tdx is None or tdx.get("supported") != "no")):
+    if tdx is not None and tdx.get("supported") == "yes":  # only <tdx>, as KubeVirt (issue 20)
         out["tdx"] = "true"
     sgx = feats.find("sgx")
     if sgx is not None and sgx.get("supported") == "yes":
@@ -116,6 +116,7 @@ def expected_confidential(root: ET.Element) -> dict[str, str]:
 
 # --- conformance over the corpus -----------------------------------------------------------------
 
+@pytest.mark.corpus("domcaps")
 @pytest.mark.parametrize("path", RECORDINGS, ids=IDS)
 def test_cpu_model_labels_follow_libvirt(path: Path) -> None:
     root = ET.parse(path).getroot()
@@ -129,6 +130,7 @@ def test_cpu_model_labels_follow_libvirt(path: Path) -> None:
         check_label(key, value)
 
 
+@pytest.mark.corpus("domcaps")
 @pytest.mark.parametrize("path", RECORDINGS, ids=IDS)
 def test_host_model_required_feature_labels_follow_libvirt(path: Path) -> None:
     root = ET.parse(path).getroot()
@@ -140,6 +142,7 @@ def test_host_model_required_feature_labels_follow_libvirt(path: Path) -> None:
         check_label(key, value)
 
 
+@pytest.mark.corpus("domcaps")
 @pytest.mark.parametrize("path", RECORDINGS, ids=IDS)
 def test_confidential_labels_follow_libvirt(path: Path) -> None:
     root = ET.parse(path).getroot()
@@ -161,6 +164,7 @@ def verdicts_by_name(root: ET.Element, params: dict[str, bool | None] | None = N
     return {v.name: (v.support.value, v.reason) for v in confidential_verdicts(conf, params or {})}
 
 
+@pytest.mark.corpus("domcaps")
 def test_amd_sev_recording_offers_sev_es_and_snp() -> None:
     got = verdicts_by_name(corpus_file("003b573108d8__qemu_10.0.0-q35.x86_64+amdsev.xml"))
     assert {k: s for k, (s, _) in got.items()} == {"sev": "supported", "sev-es": "supported",
@@ -168,6 +172,7 @@ def test_amd_sev_recording_offers_sev_es_and_snp() -> None:
                                                    "sgx": "unsupported"}
 
 
+@pytest.mark.corpus("domcaps")
 def test_libvirt_before_10_5_cannot_say_snp_so_it_is_unknown() -> None:
     """libvirt 9.0 rendering an SEV host: <sev supported='yes'> but no <launchSecurity> element."""
     got = verdicts_by_name(ET.parse(CORPUS / "libvirt-9.0.0" / "qemu_6.0.0-q35.x86_64.xml").getroot())
@@ -175,12 +180,14 @@ def test_libvirt_before_10_5_cannot_say_snp_so_it_is_unknown() -> None:
     assert got["sev-snp"] == ("unknown", "libvirt has no <launchSecurity> element (libvirt < 10.5)")
 
 
+@pytest.mark.corpus("domcaps")
 def test_libvirt_7_sev_without_max_es_guests_leaves_sev_es_unknown() -> None:
     got = verdicts_by_name(ET.parse(CORPUS / "libvirt-7.0.0" / "qemu_2.12.0-q35.x86_64.xml").getroot())
     assert got["sev"][0] == "supported"
     assert got["sev-es"][0] == "unknown"
 
 
+@pytest.mark.corpus("domcaps")
 @pytest.mark.parametrize("param, label", [("sev", "sev"), ("sev_es", "sev-es"), ("sev_snp", "sev-snp")])
 def test_kvm_amd_parameter_n_vetoes_what_libvirt_offers(tmp_path: Path, param: str, label: str) -> None:
     """A kernel that switched SEV(-ES/-SNP) off (kvm_amd.<param>=N) wins over libvirt's cached answer."""
@@ -197,6 +204,7 @@ def test_kvm_amd_parameter_n_vetoes_what_libvirt_offers(tmp_path: Path, param: s
     assert f"{P}kvm-info-{label}" not in families.confidential_labels(confidential_verdicts(conf, params), None)
 
 
+@pytest.mark.corpus("domcaps")
 def test_kvm_intel_tdx_n_vetoes_tdx(tmp_path: Path) -> None:
     (tmp_path / "kvm_intel" / "parameters").mkdir(parents=True)
     (tmp_path / "kvm_intel" / "parameters" / "tdx").write_text("N\n")
@@ -205,11 +213,16 @@ def test_kvm_intel_tdx_n_vetoes_tdx(tmp_path: Path) -> None:
     assert got["tdx"] == ("unsupported", "libvirt: <tdx supported='yes'>, but kvm_intel tdx=N")
 
 
-def test_this_host_has_no_vendor_module_so_the_kernel_says_nothing() -> None:
-    """This machine's KVM is kvm_pvm: no kvm_amd, no kvm_intel (shared/notes/libvirt.md)."""
-    if Path("/sys/module/kvm_amd").exists() or Path("/sys/module/kvm_intel").exists():
-        pytest.skip("a vendor KVM module is loaded here")
-    assert read_confidential_params() == {"sev": None, "sev_es": None, "sev_snp": None, "tdx": None}
+def test_the_live_kernel_parameters_read_as_sysfs_shows_them() -> None:
+    """Whatever vendor module this machine loads (none on kvm_pvm, kvm_amd or kvm_intel elsewhere): each
+    parameter as the test reads /sys/module itself (Y/1 yes, N/0 no, absent: the kernel does not say)."""
+    def shown(module: str, param: str) -> bool | None:
+        path = Path("/sys/module") / module / "parameters" / param
+        if not path.exists():
+            return None
+        return {"Y": True, "1": True, "N": False, "0": False}.get(path.read_text().strip())
+    assert read_confidential_params() == {"sev": shown("kvm_amd", "sev"), "sev_es": shown("kvm_amd", "sev_es"),
+                                          "sev_snp": shown("kvm_amd", "sev_snp"), "tdx": shown("kvm_intel", "tdx")}
 
 
 @pytest.mark.parametrize("text, value", [("Y\n", True), ("N\n", False), ("1\n", True), ("0\n", False),
@@ -219,6 +232,7 @@ def test_module_parameter_spellings(text: str, value: bool | None) -> None:
     assert parse_bool_param(text) is value
 
 
+@pytest.mark.corpus("domcaps")
 def test_sgx_epc_size_from_the_tdx_recording_is_in_bytes() -> None:
     root = corpus_file("0a825f910bb8__qemu_10.1.0-q35.x86_64+inteltdx.xml")
     conf = family_facts(root)["confidential"]
@@ -226,6 +240,7 @@ def test_sgx_epc_size_from_the_tdx_recording_is_in_bytes() -> None:
     assert labels[f"{P}kvm-info-sgx-epc-bytes"] == str(500732 * 1024)
 
 
+@pytest.mark.corpus("domcaps")
 def test_deprecated_models_are_left_out_with_the_reason() -> None:
     """libvirt 9.0 / QEMU 5.2: two models carry deprecated='yes' (found by the test's own reading)."""
     root = ET.parse(CORPUS / "libvirt-9.0.0" / "qemu_5.2.0-q35.x86_64.xml").getroot()
@@ -237,6 +252,7 @@ def test_deprecated_models_are_left_out_with_the_reason() -> None:
         assert left_out[name] == "deprecated by libvirt"
 
 
+@pytest.mark.corpus("domcaps")
 def test_operator_obsolete_list_replaces_the_default() -> None:
     root = corpus_file("003b573108d8__qemu_10.0.0-q35.x86_64+amdsev.xml")
     obsolete = parse_obsolete_list("EPYC-Genoa, EPYC-Genoa-v1  # too new for our fleet\nqemu64\n")
@@ -252,15 +268,19 @@ def test_outside_names_are_sanitized_or_dropped_with_a_warning() -> None:
     assert len(warnings) == 3
 
 
-def test_tsc_prefers_libvirt_and_falls_back_to_kvm() -> None:
+def test_tsc_prefers_libvirt_and_falls_back_to_kvm_only_when_invariant() -> None:
     caps = {"KVM_CAP_TSC_CONTROL": 0}
-    from_libvirt = tsc_info({"frequency_hz": 2596134000, "scaling": False}, None, caps)
+    from_libvirt = tsc_info({"frequency_hz": 2596134000, "scaling": False}, None, caps, host_caps_answered=True)
     assert families.tsc_labels(from_libvirt) == {f"{P}kvm-info-tsc-frequency": "2596134000",
                                                  f"{P}kvm-info-tsc-scalable": "false"}
-    from_kvm = tsc_info(None, 2596134, {"KVM_CAP_TSC_CONTROL": 1})
+    from_kvm = tsc_info(None, 2596134, {"KVM_CAP_TSC_CONTROL": 1}, invariant=True)
     assert families.tsc_labels(from_kvm) == {f"{P}kvm-info-tsc-frequency": "2596134000",
                                              f"{P}kvm-info-tsc-scalable": "true"}
     assert tsc_info(None, None, caps) is None
+    # issue 20: no frequency without invariant TSC, and libvirt's silence is not filled in by KVM
+    assert tsc_info(None, 2596134, caps, invariant=False) is None
+    assert tsc_info(None, 2596134, caps, invariant=None) is None
+    assert tsc_info(None, 2596134, caps, host_caps_answered=True, invariant=True) is None
 
 
 def kvm_tsc_khz_and_control() -> tuple[int, int]:

@@ -6,7 +6,7 @@ import pytest
 
 from kvminfo.features.combine import combine
 from kvminfo.features.hyperv import (
-    evidence_from_sources,
+    evidence_and_reasons,
     hv_cpuid_verdicts,
     kvm_evidence,
     legacy_verdicts,
@@ -152,5 +152,5 @@ def test_combine_rules_and_provenance():
 def test_only_sources_that_answered_give_evidence():
     kvm = SourceResult("kvm", Status.ERROR, "boom", KvmFacts(caps={"KVM_CAP_HYPERV": 1}, msrs=[], hv_cpuid=None))
     libvirt = SourceResult("libvirt", Status.OK, "", LibvirtFacts(domcaps=DomainCapabilities(hyperv=["relaxed"])))
-    evidence = evidence_from_sources([kvm, libvirt])
+    evidence, _ = evidence_and_reasons([kvm, libvirt])
     assert set(evidence) == {"libvirt"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -21,22 +22,25 @@ import yaml
 from conftest import FIXTURES, REPO
 from test_deploy import DEPLOY, resolve
 
-from kvminfo_plugin import allocation as plugin_allocation
-from kvminfo_plugin import cdi as plugin_cdi
 from kvminfo_plugin import config as plugin_config
+from kvminfo_plugin.devices import allocation as plugin_allocation
+from kvminfo_plugin.devices import cdi as plugin_cdi
 
 sys.path.insert(0, str(REPO / "scripts"))
 import image_pods  # noqa: E402
 
+# The default image's ENTRYPOINT, its last in the Dockerfile (tini reaps libvirt's daemonized QEMU probe).
+ENTRYPOINT = json.loads([line for line in (REPO / "Dockerfile").read_text().splitlines()
+                         if line.startswith("ENTRYPOINT ")][-1].removeprefix("ENTRYPOINT "))
 BASE = json.loads((FIXTURES / "containerd" / "ctr-1.6.20-seccomp-read-only.spec.json").read_text())
 DAEMONSETS = [("device-plugin", "kvminfo-device-plugin"), ("nfd", "kvminfo-features-file"),
               ("nfd/hooks", "kvminfo-hook-relay"), ("nodefeature", "kvminfo-publish"),
-              ("cleanup", "kvminfo-cdi-cleanup")]
+              ("cleanup", "kvminfo-cleanup")]
 
 
 def ctr(tmp_path: Path) -> image_pods.Ctr:
     runner = image_pods.Ctr("unused.sock", "localhost/kvminfo:0.1.0", tmp_path)
-    runner._base, runner._entrypoint = BASE, ["kvminfo"]  # the image's ENTRYPOINT (Dockerfile)
+    runner._base, runner._entrypoint = BASE, ENTRYPOINT
     return runner
 
 
@@ -63,15 +67,20 @@ def test_every_container_gets_its_pods_security_context(part, workload, tmp_path
         sc = {**the_pod.spec.get("securityContext", {}), **container["securityContext"]}  # container over pod
         process = spec["process"]
         assert process["user"]["uid"] == sc["runAsUser"] and process["user"]["gid"] == sc["runAsGroup"]
-        assert all(process["capabilities"][k] == [] for k in process["capabilities"])  # drop: [ALL]
+        added = [f"CAP_{c}" for c in sc["capabilities"].get("add", [])]  # drop: [ALL], then add
+        assert all(process["capabilities"][k] == added for k in ("bounding", "effective", "permitted"))
+        assert process["capabilities"]["inheritable"] == process["capabilities"]["ambient"] == []
         assert process["noNewPrivileges"] is True and spec["root"]["readonly"] is True
         assert spec["linux"]["seccomp"] == BASE["linux"]["seccomp"]  # RuntimeDefault: containerd's profile
         expected_args = container["command"] + container.get("args", []) if "command" in container \
-            else ["kvminfo", *container["args"]]
+            else [*ENTRYPOINT, *container["args"]]
         assert process["args"] == expected_args
         binds = {m["destination"]: m for m in spec["mounts"] if m["type"] == "bind"}
+        volumes = {v["name"]: v for v in the_pod.spec.get("volumes", [])}
         for mount in container.get("volumeMounts", []):
             assert binds[mount["mountPath"]]["options"][-1] == ("ro" if mount.get("readOnly") else "rw")
+            if "emptyDir" in volumes[mount["name"]]:  # the kubelet's emptyDir: 0777, writable by any uid of the pod
+                assert stat.S_IMODE(os.stat(binds[mount["mountPath"]]["source"]).st_mode) == 0o777
         limits = container["resources"]["limits"]
         assert spec["linux"]["resources"]["memory"]["limit"] == image_pods.quantity_bytes(limits["memory"])
         assert spec["linux"]["resources"]["cpu"]["quota"] == image_pods.cpu_quota(limits["cpu"])
@@ -113,3 +122,30 @@ def test_what_the_kubelet_would_refuse_is_refused(tmp_path):
     root = {**container, "securityContext": {**container["securityContext"], "runAsUser": 0}}
     with pytest.raises(image_pods.Fail, match="runAsNonRoot"):
         image_pods.container_spec(ctr(tmp_path), the_pod, root)
+
+
+def test_the_pod_checks_read_the_fully_qualified_labels_kvminfo_writes():
+    """`make image` once read ``kvm-info-usable`` after every key had become
+    ``feature.node.kubernetes.io/kvm-info-usable`` (issue 19, item 10): the checks read
+    what the real command prints, from a recorded libvirt answer."""
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    from conftest import DOMCAPS_FIXTURES, KVMINFO
+
+    fixture = DOMCAPS_FIXTURES / "virt-manager-kvm-x86_64-latest.xml"
+    printed = subprocess.run([str(KVMINFO), "labels", "--domcaps-xml", str(fixture)], capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+    labels = image_pods.label_lines(printed)
+    host_model = ET.parse(fixture).findtext("cpu/mode[@name='host-model']/model")
+    seen = image_pods.libvirt_labels("labels", labels, host_model)
+    assert seen["host_model"] == host_model
+    with pytest.raises(image_pods.Fail, match="this host's libvirt says"):
+        image_pods.libvirt_labels("labels", labels, "another-model")
+    unqualified = {k.removeprefix(image_pods.LABEL_PREFIX): v for k, v in labels.items()}
+    with pytest.raises(image_pods.Fail, match="kvm-info-usable is None"):
+        image_pods.libvirt_labels("labels", unqualified, host_model)
+    without_libvirt = subprocess.run([str(KVMINFO), "labels", "--no-libvirt"], capture_output=True, text=True,
+                                     timeout=60, check=True).stdout
+    with pytest.raises(image_pods.Fail, match="no .*kvm-info-host-model label"):
+        image_pods.libvirt_labels("labels", image_pods.label_lines(without_libvirt), None)

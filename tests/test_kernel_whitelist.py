@@ -7,12 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, KVMINFO
-from kvminfo.errors import KvminfoError
-from kvminfo.model import Status
-from kvminfo.probe_options import ProbeOptions
+
 from kvminfo.collect import collect
+from kvminfo.common.errors import KvminfoError
+from kvminfo.model import ProbeOptions, Status
 from kvminfo.sources.kernel_whitelist import (
     kernel_version_key,
     probe_kernel_whitelist,
@@ -162,7 +161,8 @@ def test_hypervL2_is_the_originals_name_for_hyperv_lev2(tmp_path):
     path.write_text(json.dumps(config))
     done = labels_cli(path)
     assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout.splitlines() == ["feature.node.kubernetes.io/kvm-info-version-hyperv=true", "feature.node.kubernetes.io/kvm-info-version-hyperv-lev2=true"]
+    assert done.stdout.splitlines() == ["feature.node.kubernetes.io/kvm-info-version-hyperv=true",
+                                        "feature.node.kubernetes.io/kvm-info-version-hyperv-lev2=true"]
 
 
 def test_an_unknown_feature_is_one_warning_and_the_other_checks_count(tmp_path):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kvminfo.labels.nfd import LabelError, check_label, full_key, is_denied_namespace, sanitize_value
 from kvminfo.labels.render import render_labels
@@ -55,6 +56,11 @@ def test_namespaces_and_default_prefix():
     assert not is_denied_namespace("feature.node.kubernetes.io")
     assert is_denied_namespace("kubernetes.io") and is_denied_namespace("sub.k8s.kubernetes.io")
     assert not is_denied_namespace("notkubernetes.io")
+    # NFD v0.19 validate.go: sub-namespaces of the two allowed ones pass (FeatureLabelSubNsSuffix)
+    assert not is_denied_namespace("kvm.feature.node.kubernetes.io")
+    assert not is_denied_namespace("vendor.profile.node.kubernetes.io")
+    assert is_denied_namespace("node.kubernetes.io") and is_denied_namespace("xfeature.node.kubernetes.io")
+    check_label("kvm.feature.node.kubernetes.io/usable", "true")
     assert full_key("kvm-info-usable") == "feature.node.kubernetes.io/kvm-info-usable"
     assert full_key("hyperv.node.kubevirt.io/ipi") == "hyperv.node.kubevirt.io/ipi"
 
@@ -95,8 +101,10 @@ def test_supported_features_become_true_labels_never_with_a_leading_slash():
     verdicts = [FeatureVerdict("base", S, {"kvm-caps": S}), FeatureVerdict("synic", U, {"kvm-caps": U}),
                 FeatureVerdict("tlbflush-ext", S, {"kvm-hv-cpuid": S})]
     labels, warnings = render_labels([kvm_ok(nested=True)], verdicts)
-    assert labels == {"feature.node.kubernetes.io/kvm-info-cap-hyperv-base": "true", "feature.node.kubernetes.io/kvm-info-cap-hyperv-tlbflush-ext": "true",
-                      "feature.node.kubernetes.io/kvm-info-usable": "true", "feature.node.kubernetes.io/kvm-info-nested": "true", "feature.node.kubernetes.io/kvm-info-cpu-vendor": "AMD"}
+    assert labels == {"feature.node.kubernetes.io/kvm-info-cap-hyperv-base": "true",
+                      "feature.node.kubernetes.io/kvm-info-cap-hyperv-tlbflush-ext": "true",
+                      "feature.node.kubernetes.io/kvm-info-usable": "true", "feature.node.kubernetes.io/kvm-info-nested": "true",
+                      "feature.node.kubernetes.io/kvm-info-cpu-vendor": "AMD"}
     assert not warnings and not any(k.startswith("/") for k in labels)
     assert list(labels) == sorted(labels)
 
@@ -130,7 +138,8 @@ def test_no_kvm_by_choice_keeps_libvirt_labels():
     kvm = SourceResult("kvm", Status.DISABLED, "--no-kvm")
     libvirt = SourceResult("libvirt", Status.OK, "", libvirt_facts("Skylake-Client-IBRS"))
     labels, _ = render_labels([kvm, libvirt], [FeatureVerdict("relaxed", S, {"libvirt": S})])
-    assert labels == {"feature.node.kubernetes.io/kvm-info-cap-hyperv-relaxed": "true", "feature.node.kubernetes.io/kvm-info-host-model": "Skylake-Client-IBRS"}
+    assert labels == {"feature.node.kubernetes.io/kvm-info-cap-hyperv-relaxed": "true",
+                      "feature.node.kubernetes.io/kvm-info-host-model": "Skylake-Client-IBRS"}
 
 
 @pytest.mark.parametrize("model, expected, warned", [
@@ -148,6 +157,8 @@ def test_version_family_alone():
     whitelist = SourceResult("kernel-whitelist", Status.OK, "",
                              WhitelistFacts("centos", "3.10.0-957.5.1.el7.x86_64", ["hyperv", "hyperv-lev2"], "/w.json"))
     labels, _ = render_labels([kvm_ok(), whitelist], [FeatureVerdict("base", S)], families=["version"])
-    assert labels == {"feature.node.kubernetes.io/kvm-info-version-hyperv": "true", "feature.node.kubernetes.io/kvm-info-version-hyperv-lev2": "true"}
+    assert labels == {"feature.node.kubernetes.io/kvm-info-version-hyperv": "true",
+                      "feature.node.kubernetes.io/kvm-info-version-hyperv-lev2": "true"}
     labels, _ = render_labels([kvm_ok(), whitelist], [FeatureVerdict("base", S)], families=["caps"])
-    assert "feature.node.kubernetes.io/kvm-info-version-hyperv" not in labels and "feature.node.kubernetes.io/kvm-info-cap-hyperv-base" in labels
+    assert "feature.node.kubernetes.io/kvm-info-version-hyperv" not in labels
+    assert "feature.node.kubernetes.io/kvm-info-cap-hyperv-base" in labels

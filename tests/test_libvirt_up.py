@@ -23,7 +23,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 LIBVIRT_UP = REPO / "scripts" / "libvirt-up.sh"

@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 from other_user import as_user, closed_ancestors, reach_script
 

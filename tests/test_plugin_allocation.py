@@ -1,4 +1,4 @@
-"""The Allocate seam (kvminfo_plugin.allocation): the policies a resource's config
+"""The Allocate seam (kvminfo_plugin.devices.allocation): the policies a resource's config
 selects, and a new policy plugged in the way the README's layout section says."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from plugin_harness import kubelet, make_char_device, running_plugin
 
-from kvminfo_plugin import allocation
-from kvminfo_plugin.allocation import DeviceSpecPolicy, policy_for
 from kvminfo_plugin.config import DeviceGroup, ResourceConfig, config_from_mapping
-from kvminfo_plugin.v1beta1 import api_pb2 as api
+from kvminfo_plugin.devices import allocation
+from kvminfo_plugin.devices.allocation import DeviceSpecPolicy, policy_for
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
 
 RESOURCE = "test.kvminfo.io/seam"
 

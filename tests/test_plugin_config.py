@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from kvminfo.errors import KvminfoError
+from kvminfo.common.errors import KvminfoError
 from kvminfo_plugin.config import FlagOverrides, config_from_mapping, load_config_file, path_slug
-from kvminfo_plugin.health import check_path
-from kvminfo_plugin.inventory import Inventory
+from kvminfo_plugin.devices.health import check_path
+from kvminfo_plugin.devices.inventory import Inventory
 
 
 def test_default_is_one_kvm_resource_that_does_not_collide_with_kubevirt() -> None:

@@ -21,10 +21,10 @@ import cdi_rules
 import pytest
 from plugin_harness import kubelet, make_char_device, running_plugin
 
-from kvminfo.errors import KvminfoError
+from kvminfo.common.errors import KvminfoError
 from kvminfo_plugin.config import config_from_mapping
-from kvminfo_plugin.inventory import Inventory
-from kvminfo_plugin.v1beta1 import api_pb2 as api
+from kvminfo_plugin.devices.inventory import Inventory
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
 
 NET = "test.kvminfo.io/vhost-net"
 
@@ -156,7 +156,7 @@ def test_case3_a_removed_cdi_spec_is_written_again(plugin_dir: Path, nodes: tupl
 
 def test_case3_restored_within_one_poll_without_inotify(plugin_dir: Path, nodes: tuple[Path, Path], tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from kvminfo_plugin import cdi
+    from kvminfo_plugin.devices import cdi
 
     monkeypatch.setattr(cdi.SpecKeeper, "_on_event", lambda self, event: None)  # as if inotify missed it
     cdi_dir = tmp_path / "cdi"
@@ -332,7 +332,7 @@ def test_case6_a_registration_the_kubelet_never_accepts_ends_the_plugin(plugin_d
 def test_case9_a_node_the_kernel_lists_is_healthy_without_being_opened(monkeypatch: pytest.MonkeyPatch) -> None:
     """/sys/dev/char/<major>:<minor> answers "present, with a driver": no open(), so no DTR
     raised on a serial port and no exclusive device taken from its workload."""
-    from kvminfo_plugin import health
+    from kvminfo_plugin.devices import health
 
     if not os.path.exists("/dev/kvm"):
         pytest.skip("no /dev/kvm")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from inotify_simple import INotify
 
-from kvminfo_plugin import dirwatch
-from kvminfo_plugin.dirwatch import Change, DirectoryWatcher, DirEvent
+from kvminfo_plugin.devices import dirwatch
+from kvminfo_plugin.devices.dirwatch import Change, DirectoryWatcher, DirEvent
 
 
 def test_inner_directory_made_just_before_the_outer_watch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

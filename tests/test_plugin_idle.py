@@ -17,10 +17,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from plugin_harness import free_port, kubelet, make_char_device, running_plugin
-from test_plugin_kubelet import TEST_RESOURCE, device, device_settings  # noqa: F401 (fixtures; plugin_dir is in conftest.py)
+from plugin_harness import TEST_RESOURCE, device_settings, free_port, kubelet, make_char_device, running_plugin
 
-from kvminfo_plugin.dirwatch import DirectoryWatcher, DirEvent
+from kvminfo_plugin.devices.dirwatch import DirectoryWatcher, DirEvent
 
 IDLE_S = 0.7  # longer than the old metrics poll (0.5 s) and 7 old inotify timeouts
 
@@ -60,7 +59,7 @@ def test_directory_watcher_sleeps_until_an_event_and_stops_at_once(tmp_path: Pat
     assert not thread.is_alive()
 
 
-def test_registered_plugin_with_metrics_has_no_idle_wakeups(plugin_dir: Path, device: Path) -> None:  # noqa: F811
+def test_registered_plugin_with_metrics_has_no_idle_wakeups(plugin_dir: Path, device: Path) -> None:
     port = free_port()
     settings = {**device_settings(plugin_dir, device), "metricsPort": port, "metricsAddress": "127.0.0.1"}
     with kubelet(plugin_dir) as k, running_plugin(settings):
@@ -76,7 +75,7 @@ def test_registered_plugin_with_metrics_has_no_idle_wakeups(plugin_dir: Path, de
     assert not metrics_thread.is_alive()
 
 
-def test_the_slow_poll_wakes_one_thread_for_sockets_and_nodes(plugin_dir: Path, device: Path) -> None:  # noqa: F811
+def test_the_slow_poll_wakes_one_thread_for_sockets_and_nodes(plugin_dir: Path, device: Path) -> None:
     """The sockets' and the nodes' slow re-checks share one wake-up per interval, the
     supervisor's (the thread running the plugin); the health thread sleeps until inotify
     reports something (it woke on its own timer too: two wake-ups per interval)."""
@@ -89,7 +88,7 @@ def test_the_slow_poll_wakes_one_thread_for_sockets_and_nodes(plugin_dir: Path, 
         assert "health" not in woken and "health-inotify" not in woken, woken
 
 
-def test_the_slow_poll_still_sees_what_inotify_cannot(plugin_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_the_slow_poll_still_sees_what_inotify_cannot(plugin_dir: Path, tmp_path: Path) -> None:
     """A filesystem mounted over the node's directory (a remounted /dev) sends no inotify
     event on the watched directory; the slow poll finds the node gone."""
     directory = tmp_path / "dev"

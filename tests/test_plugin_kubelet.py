@@ -14,33 +14,16 @@ import shutil
 import stat
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+import cdi_rules
 import grpc
 import pytest
-from plugin_harness import free_port, kubelet, make_char_device, running_plugin
-
-import cdi_rules
 from kubelet_emulator import kubelet_refusal
-from kvminfo_plugin.v1beta1 import api_pb2 as api
-from kvminfo_plugin.v1beta1 import api_pb2_grpc as api_grpc
+from plugin_harness import TEST_RESOURCE, device_settings, free_port, http_get, kubelet, make_char_device, running_plugin
 
-TEST_RESOURCE = "test.kvminfo.io/node"
-
-
-def device_settings(plugin_dir: Path, device: Path, **resource: object) -> dict[str, object]:
-    return {"pluginDir": str(plugin_dir), "pollIntervalSeconds": 60,
-            "resources": [{"name": TEST_RESOURCE, "devices": [str(device)], "slots": 4, **resource}]}
-
-
-
-@pytest.fixture
-def device(tmp_path: Path) -> Path:
-    devdir = tmp_path / "dev"
-    devdir.mkdir()
-    return make_char_device(devdir / "testdev")
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2 as api
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2_grpc as api_grpc
 
 
 def test_registration_and_options(plugin_dir: Path, device: Path) -> None:
@@ -174,13 +157,13 @@ def test_kubelet_absent_at_start_then_appearing(plugin_dir: Path, device: Path) 
         failed = runtime.metrics.registry.get_sample_value("kvminfo_plugin_registrations_total",
                                                            {"resource": TEST_RESOURCE, "result": "failed"})
         assert 2 <= failed <= 6  # retried with backoff (0.1, 0.2, 0.4 ...), not spinning
-        status, body = _http(port, "/healthz")
+        status, body = http_get(port, "/healthz")
         assert status == 503 and "no kubelet socket" in body
         with kubelet(plugin_dir) as k:
             appeared = time.monotonic()
             endpoint = k.wait_registered(TEST_RESOURCE, timeout_s=1.0)
             assert endpoint.registered_at - appeared < 1.0
-            status, body = _http(port, "/healthz")
+            status, body = http_get(port, "/healthz")
             assert status == 200 and body.startswith("ok")
 
 
@@ -238,7 +221,7 @@ def test_metrics_endpoint(plugin_dir: Path, device: Path) -> None:
         k.wait_registered(TEST_RESOURCE)
         k.admit(TEST_RESOURCE, 1)
         k.admit(TEST_RESOURCE, 1)
-        status, text = _http(port, "/metrics")
+        status, text = http_get(port, "/metrics")
         assert status == 200
         labels = f'resource="{TEST_RESOURCE}"'
         assert f'kvminfo_plugin_registrations_total{{{labels},result="ok"}} 1.0' in text
@@ -248,7 +231,7 @@ def test_metrics_endpoint(plugin_dir: Path, device: Path) -> None:
         with pytest.raises(grpc.RpcError):
             k.stub(TEST_RESOURCE).Allocate(api.AllocateRequest(container_requests=[
                 api.ContainerAllocateRequest(devices_ids=["nope"])]), timeout=5)
-        _, text = _http(port, "/metrics")
+        _, text = http_get(port, "/metrics")
         assert f'kvminfo_plugin_errors_total{{kind="unknown_device",{labels}}} 1.0' in text
 
 
@@ -280,14 +263,6 @@ def test_emulator_refuses_what_the_kubelet_refuses(plugin_dir: Path) -> None:
     assert "relative" in kubelet_refusal(request(endpoint=str(plugin_dir / "x.sock")), plugin_dir)
     assert "does not exist" in kubelet_refusal(request(endpoint="missing.sock"), plugin_dir)
     assert "not a socket" in kubelet_refusal(request(), plugin_dir)
-
-
-def _http(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
 
 
 def test_old_kubelets_socket_path_authority_is_accepted(plugin_dir: Path, device: Path) -> None:

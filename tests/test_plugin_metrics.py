@@ -1,25 +1,25 @@
 """The plugin's /metrics and /healthz: the metric names, labels and types a
-scraper sees, read back with prometheus-client's own parser (the reference for
-the text format); GET and HEAD only; a bad request or a silent client breaks
-nothing; the port is closed on stop."""
+scraper sees over HTTP, read back with prometheus-client's own parser (the
+reference for the text format); the registered gauge from start and build_info;
+GET and HEAD only; a bad request or a silent client breaks nothing; the port is
+closed on stop."""
 
 from __future__ import annotations
 
 import http.client
 import socket
-import sys
-import time
+import tomllib
 
-from plugin_harness import free_port
+from plugin_harness import REPO, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from kvminfo_plugin.metrics import CONTENT_TYPE, MetricsServer, PluginMetrics
+from kvminfo_plugin.telemetry.metrics import CONTENT_TYPE, MetricsServer, PluginMetrics
 
 HOSTILE = 'a\\b"c\nd'  # every character the format escapes in a label value
 
 
 def filled() -> PluginMetrics:
-    metrics = PluginMetrics()
+    metrics = PluginMetrics(["a.io/x", "a.io/never"])
     metrics.registrations.labels("a.io/x", "ok").inc()
     metrics.registrations.labels("a.io/x", "failed").inc(2)
     metrics.allocations.labels("a.io/x").inc(3)
@@ -29,9 +29,22 @@ def filled() -> PluginMetrics:
     return metrics
 
 
+def scrape(metrics: PluginMetrics) -> str:
+    """/metrics of a MetricsServer over these metrics, as a scraper reads it."""
+    port = free_port()
+    server = MetricsServer(metrics, lambda: (True, "ok"), "127.0.0.1", port).start()
+    try:
+        status, _, body = request(port, "GET", "/metrics")
+    finally:
+        server.stop()
+    assert status == 200
+    return body.decode()
+
+
 def test_the_reference_parser_reads_every_sample() -> None:
-    families = {f.name: f for f in text_string_to_metric_families(filled().render())}
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    families = {f.name: f for f in text_string_to_metric_families(scrape(filled()))}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples
+               if s.name.startswith("kvminfo_plugin_") and s.name != "kvminfo_plugin_build_info"}
     assert families["kvminfo_plugin_registrations"].type == "counter"
     assert families["kvminfo_plugin_devices"].type == "gauge"
     assert families["kvminfo_plugin_devices"].documentation == "Advertised slots by health"
@@ -43,7 +56,19 @@ def test_the_reference_parser_reads_every_sample() -> None:
         ("kvminfo_plugin_devices", (("health", "Healthy"), ("resource", "a.io/x"))): 7.0,
         ("kvminfo_plugin_devices", (("health", "Unhealthy"), ("resource", "a.io/x"))): 1.0,
         ("kvminfo_plugin_registered", (("resource", "a.io/x"),)): 1.0,
+        # a resource never registered has its 0 from the start (issue 19: an `== 0` alert must fire)
+        ("kvminfo_plugin_registered", (("resource", "a.io/never"),)): 0.0,
     }
+
+
+def test_build_info_names_the_installed_version() -> None:
+    """build_info (Prometheus' convention: an info metric of value 1) carries the version
+    kvminfo was installed with (pyproject.toml's [project] version, read here independently)."""
+    samples = [s for f in text_string_to_metric_families(scrape(PluginMetrics())) for s in f.samples
+               if s.name == "kvminfo_plugin_build_info"]
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    (sample,) = samples
+    assert (sample.name, sample.labels, sample.value) == ("kvminfo_plugin_build_info", {"version": version}, 1.0)
 
 
 def request(port: int, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
@@ -84,25 +109,3 @@ def test_http_answers_scrapes_probes_and_nothing_else() -> None:
         server.stop()
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0  # closed on stop
-
-
-def test_a_broken_http_half_says_so_once_and_closes_the_port(monkeypatch, caplog) -> None:
-    """If the deferred HTTP half cannot start (a broken install), the port must not stay open with
-    nobody answering (liveness probes would hang); one error line, then connections are refused."""
-    monkeypatch.setitem(sys.modules, "kvminfo_plugin.exposition", None)  # its import now raises ImportError
-    port = free_port()
-    server = MetricsServer(filled(), lambda: (True, "ok"), "127.0.0.1", port).start()
-    try:
-        deadline = time.monotonic() + 10
-        refused = False
-        while not refused and time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                time.sleep(0.05)
-            except ConnectionRefusedError:
-                refused = True
-        assert refused
-    finally:
-        server.stop()
-    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert len(errors) == 1 and f"cannot be served on 127.0.0.1:{port}" in errors[0] and "kvminfo_plugin.exposition" in errors[0]

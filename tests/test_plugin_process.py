@@ -13,8 +13,8 @@ import subprocess
 import tempfile
 import termios
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import cdi_rules
 import pytest

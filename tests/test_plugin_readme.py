@@ -1,5 +1,5 @@
-"""The README's device plugin config examples run as documented: the real process,
-the kubelet emulator, the README's own YAML (only the directories and the metrics
+"""docs/device-plugin.md's config examples run as documented: the real process,
+the kubelet emulator, the page's own YAML (only the directories and the metrics
 port replaced by flags, as the Flags table says flags do)."""
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ import pytest
 import yaml
 from plugin_harness import REPO, kubelet, plugin_process
 
+PAGE = REPO / "docs" / "device-plugin.md"
+
 
 def _device_plugin_examples() -> list[dict[str, object]]:
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("\n## Device plugin\n"):]
-    section = section[:section.index("\n## ", 1)]
     examples = []
-    for block in re.findall(r"```yaml\n(.*?)```", section, re.S):
+    for block in re.findall(r"```yaml\n(.*?)```", PAGE.read_text(), re.S):
         document = yaml.safe_load(block)
         if isinstance(document, dict) and isinstance(document.get("resources"), list):
             examples.append(document)
@@ -41,7 +40,7 @@ def short_dir() -> Iterator[Path]:
 
 
 def test_the_readme_has_a_config_example() -> None:
-    assert EXAMPLES, "no YAML config example found in the README's Device plugin section"
+    assert EXAMPLES, f"no YAML config example found in {PAGE}"
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])
@@ -74,10 +73,10 @@ def test_readme_config_example_runs(short_dir: Path, example: dict[str, object])
 
 
 def test_readme_list_and_watch_size_example_prints_what_it_says(short_dir: Path) -> None:
-    """Seen by a new user: the README's 6400000-byte / 65536-slot line came with no config, and the
-    /dev/kvm + /dev/net/tun groups they tried gave 6000000 / 69905. The README now states the config."""
-    text = (REPO / "README.md").read_text()
-    block = next(b for b in re.findall(r"```text\n(.*?)```", text, re.S) if "ListAndWatch message" in b)
+    """Seen by a new user: the documented 6400000-byte / 65536-slot line came with no config, and the
+    /dev/kvm + /dev/net/tun groups they tried gave 6000000 / 69905. The page now states the config."""
+    text = PAGE.read_text()
+    block = next(b for b in re.findall(r"```console\n(.*?)```", text, re.S) if "ListAndWatch message" in b)
     lines = [line.strip("\n")[2:] if line.startswith("  ") else line for line in block.splitlines()]
     config_start, run = lines.index("$ cat plugin.yaml") + 1, lines.index("$ kvminfo device-plugin --config plugin.yaml")
     config = short_dir / "plugin.yaml"
@@ -86,7 +85,7 @@ def test_readme_list_and_watch_size_example_prints_what_it_says(short_dir: Path)
     _, stderr = process.communicate(timeout=20)
     assert process.returncode == 2
     assert stderr.strip().replace(str(config), "plugin.yaml") == lines[run + 1].strip(), stderr
-    # and the figures the README gives for the groups the user tried
+    # and the figures the page gives for the groups the user tried
     other = short_dir / "kvm-tun.yaml"
     other.write_text("resources:\n  - name: example.com/kvm\n"
                      "    groups: [{devices: [/dev/kvm]}, {devices: [/dev/net/tun]}]\n    slots: 100000\n")

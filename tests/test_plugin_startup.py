@@ -1,112 +1,107 @@
-"""The real device plugin process on its way to Register (issue 12: the kubelet
-needs only the gRPC server and Register). What only /metrics and /healthz need
-(prometheus-client, wsgiref's HTTP server) is imported after the first Register,
-and /metrics still counts what happened before it was served. What a mode does
-not use is not imported at all: PyYAML without a config file, the CDI module
-without a CDI resource; nor is dataclasses before Register (the plugin's value
-classes are kvminfo.record's, as the NFD hook's).
-
-Imports are seen by a meta path finder that notes the CLOCK_MONOTONIC time of a
-module's first import in the plugin process (it finds nothing itself); the
-kubelet emulator notes the same clock when Register reaches it.
+"""The real device plugin process from start to Register, by both entry points
+(`kvminfo device-plugin` and the DaemonSet's `kvminfo-device-plugin`), with
+flags only and with a config file and a CDI resource: it registers, /metrics
+and /healthz answer from start (before any kubelet is there: the registered
+gauge is 0 and /healthz says why it is not ready), and /metrics counts the
+registration. A SIGTERM ends it with status 0 and its socket removed.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from plugin_harness import KVMINFO, free_port, kubelet, make_char_device
+from plugin_harness import KVMINFO, free_port, http_get, kubelet, make_char_device
+from prometheus_client.parser import text_string_to_metric_families
 
 RESOURCE = "startup.kvminfo.io/node"
-# Runs an installed console script (argv[1]) as its own process would, noting imports.
-RECORDER = r"""
-import os, sys, time
-watched = set(os.environ["WATCHED"].split(","))
-log = open(os.environ["IMPORT_LOG"], "a", buffering=1)
-for name in watched & set(sys.modules):
-    log.write(f"{name} 0\n")  # already there at start
-class Recorder:
-    def find_spec(self, name, path=None, target=None):
-        if name in watched:
-            watched.discard(name)
-            log.write(f"{name} {time.monotonic()}\n")
-        return None
-sys.meta_path.insert(0, Recorder())
-sys.argv = sys.argv[1:]
-import runpy
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-WATCHED = ("prometheus_client", "wsgiref", "importlib.metadata", "yaml", "kvminfo_plugin.cdi", "dataclasses")
 
 
-def _imports_while_registering(script: Path, *args: str) -> tuple[float, dict[str, float], str]:
-    """Run ``script args`` against the kubelet emulator until /metrics answers;
-    (Register time, module -> first import time, the /metrics text)."""
+def answered(port: int, path: str, timeout_s: float = 30.0) -> tuple[int, str]:
+    """The first answer of ``path``, waiting while the port is not open yet."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return http_get(port, path)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+@contextmanager
+def plugin(argv: list[str]) -> Iterator[tuple[subprocess.Popen[str], Path, int]]:
+    """The plugin process for ``argv`` + its plugin dir, device and metrics port; on the
+    way out it is sent SIGTERM and must exit 0 with its socket gone."""
     work = Path(tempfile.mkdtemp(prefix="kvminfo-st-"))
-    plugin_dir, import_log = work / "dp", work / "imports"
+    plugin_dir = work / "dp"
     plugin_dir.mkdir()
     node = make_char_device(work / "node")
     port = free_port()
-    with kubelet(plugin_dir) as k:
-        process = subprocess.Popen(
-            [sys.executable, "-c", RECORDER, str(script), *args, "--plugin-dir", str(plugin_dir),
-             "--resource", f"{RESOURCE}={node}", "--metrics-port", str(port)],
-            env={**os.environ, "IMPORT_LOG": str(import_log), "WATCHED": ",".join(WATCHED)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([*argv, "--plugin-dir", str(plugin_dir), "--resource", f"{RESOURCE}={node}",
+                                "--metrics-port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield process, plugin_dir, port
+    finally:
+        process.send_signal(signal.SIGTERM)
         try:
-            registered_at = k.wait_registered(RESOURCE, timeout_s=30).registered_at
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                        text = response.read().decode()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-        finally:
-            process.send_signal(signal.SIGTERM)
             _, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        subprocess.run(["rm", "-rf", str(work)], check=False)
     assert process.returncode == 0, stderr
-    imports = {name: float(at) for name, at in (line.split() for line in import_log.read_text().splitlines())}
-    subprocess.run(["rm", "-rf", str(work)], check=False)
-    return registered_at, imports, text
+    assert "stopped; sockets removed" in stderr, stderr
 
 
-def test_metrics_libraries_are_imported_after_register_and_miss_no_count() -> None:
-    registered_at, imports, text = _imports_while_registering(KVMINFO, "device-plugin")
-    for module in ("prometheus_client", "wsgiref"):
-        assert module in imports and imports[module] > registered_at, (module, imports, registered_at)
-    # the plugin's value classes are kvminfo.record's: dataclasses (inspect, exec per class) is not on the way
-    assert imports.get("dataclasses", registered_at + 1) > registered_at, imports
-    assert "yaml" not in imports and "kvminfo_plugin.cdi" not in imports, imports  # flags only, no CDI
-    # counted before the HTTP server existed
-    assert f'kvminfo_plugin_registrations_total{{resource="{RESOURCE}",result="ok"}} 1.0' in text
-    assert f'kvminfo_plugin_devices{{health="Healthy",resource="{RESOURCE}"}}' in text
+def registers_and_counts(argv: list[str]) -> None:
+    with plugin(argv) as (_, plugin_dir, port):
+        # served from start: before any kubelet, /healthz says why not and the gauge is 0
+        status, why = answered(port, "/healthz")
+        assert status == 503 and RESOURCE in why, why
+        assert samples(http_get(port, "/metrics")[1])[("kvminfo_plugin_registered", (("resource", RESOURCE),))] == 0.0
+        with kubelet(plugin_dir) as k:
+            k.wait_registered(RESOURCE, timeout_s=30)
+            deadline = time.monotonic() + 10
+            while (status := http_get(port, "/healthz")[0]) != 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert status == 200
+            seen = samples(http_get(port, "/metrics")[1])
+            assert seen[("kvminfo_plugin_registrations_total", (("resource", RESOURCE), ("result", "ok")))] == 1.0
+            assert seen[("kvminfo_plugin_registered", (("resource", RESOURCE),))] == 1.0
+            assert seen[("kvminfo_plugin_devices", (("health", "Healthy"), ("resource", RESOURCE)))] == 1000.0
 
 
-def test_console_script_never_reads_entry_points() -> None:
+def test_the_cli_command_registers_and_counts_it() -> None:
+    registers_and_counts([str(KVMINFO), "device-plugin"])
+
+
+def test_the_console_script_registers_and_counts_it() -> None:
     script = KVMINFO.with_name("kvminfo-device-plugin")
     if not script.exists():
         pytest.fail(f"{script} is not installed (pyproject.toml [project.scripts]; run make install)")
-    registered_at, imports, text = _imports_while_registering(script)
-    assert "importlib.metadata" not in imports, imports
-    assert "yaml" not in imports and "kvminfo_plugin.cdi" not in imports, imports
-    assert imports["prometheus_client"] > registered_at
-    assert f'kvminfo_plugin_registrations_total{{resource="{RESOURCE}",result="ok"}} 1.0' in text
+    registers_and_counts([str(script)])
 
 
-def test_a_config_file_and_a_cdi_resource_import_what_they_need(tmp_path: Path) -> None:
+def test_a_config_file_and_a_cdi_resource(tmp_path: Path) -> None:
     config = tmp_path / "plugin.yaml"
     config.write_text(f"cdiDir: {tmp_path}\n")
-    _, imports, _ = _imports_while_registering(KVMINFO.with_name("kvminfo-device-plugin"), "--config", str(config), "--cdi")
-    assert "yaml" in imports and "kvminfo_plugin.cdi" in imports, imports
+    with plugin([sys.executable, "-m", "kvminfo", "device-plugin", "--config", str(config), "--cdi"]) as (_, plugin_dir, _port):
+        with kubelet(plugin_dir) as k:
+            k.wait_registered(RESOURCE, timeout_s=30)
+            (spec,) = tmp_path.glob("*.json")
+            assert json.loads(spec.read_text())["kind"] == RESOURCE

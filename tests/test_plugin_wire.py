@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from google.protobuf.descriptor import FieldDescriptor as F
 
-from kvminfo_plugin.v1beta1 import api_pb2
+from kvminfo_plugin.kubelet.v1beta1 import api_pb2
 
 STRING, BOOL, INT64, INT32, MESSAGE = F.TYPE_STRING, F.TYPE_BOOL, F.TYPE_INT64, F.TYPE_INT32, F.TYPE_MESSAGE
 ONE, MANY = "optional", "repeated"
@@ -29,11 +29,13 @@ UPSTREAM_MESSAGES = {
                ("topology", 3, MESSAGE, ONE, "v1beta1.TopologyInfo", "topology")],
     "PreStartContainerRequest": [("devices_ids", 1, STRING, MANY, None, "devicesIds")],
     "PreStartContainerResponse": [],
-    "PreferredAllocationRequest": [("container_requests", 1, MESSAGE, MANY, "v1beta1.ContainerPreferredAllocationRequest", "containerRequests")],
+    "PreferredAllocationRequest": [
+        ("container_requests", 1, MESSAGE, MANY, "v1beta1.ContainerPreferredAllocationRequest", "containerRequests")],
     "ContainerPreferredAllocationRequest": [("available_deviceIDs", 1, STRING, MANY, None, "availableDeviceIDs"),
                                             ("must_include_deviceIDs", 2, STRING, MANY, None, "mustIncludeDeviceIDs"),
                                             ("allocation_size", 3, INT32, ONE, None, "allocationSize")],
-    "PreferredAllocationResponse": [("container_responses", 1, MESSAGE, MANY, "v1beta1.ContainerPreferredAllocationResponse", "containerResponses")],
+    "PreferredAllocationResponse": [
+        ("container_responses", 1, MESSAGE, MANY, "v1beta1.ContainerPreferredAllocationResponse", "containerResponses")],
     "ContainerPreferredAllocationResponse": [("deviceIDs", 1, STRING, MANY, None, "deviceIDs")],
     "AllocateRequest": [("container_requests", 1, MESSAGE, MANY, "v1beta1.ContainerAllocateRequest", "containerRequests")],
     "ContainerAllocateRequest": [("devices_ids", 1, STRING, MANY, None, "devicesIds")],

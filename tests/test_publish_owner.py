@@ -16,10 +16,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import KVMINFO
-from kvminfo.output.nodefeature_client import NodeFeatureStore, PublishError, load_api_client
+
 from kvminfo.output.nodefeature import owner_reference
+from kvminfo.output.nodefeature_client import NodeFeatureStore, PublishError, load_api_client
 
 NODE, NS, DAEMONSET, POD = "node-3", "kvminfo", "kvminfo-publish", "kvminfo-publish-7xk2p"
 OBJECT = f"kvminfo-{NODE}"

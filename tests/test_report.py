@@ -6,12 +6,11 @@ import threading
 import time
 
 import pytest
-
 from conftest import DOMCAPS_FIXTURES
+
 from kvminfo import collect as report
-from kvminfo.errors import KvminfoError
-from kvminfo.model import Status
-from kvminfo.probe_options import ProbeOptions
+from kvminfo.common.errors import KvminfoError
+from kvminfo.model import ProbeOptions, Status
 from kvminfo.sources import base as sources_base
 from kvminfo.sources import ioctl as kvm_ioctl
 
@@ -66,14 +65,15 @@ def test_sources_are_reported_in_a_fixed_order_with_timings():
     assert result.source("kvm").elapsed_ms > 0
 
 
-def test_no_libvirt_does_not_import_it():
+def test_no_libvirt_probes_where_libvirt_python_and_kubernetes_are_not_installed():
+    """A node image without libvirt-python or the kubernetes client still labels with --no-libvirt."""
     import subprocess
     import sys
 
-    code = ("import sys; from kvminfo.collect import collect; from kvminfo.probe_options import ProbeOptions; "
-            "collect(ProbeOptions(use_libvirt=False)); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('libvirt', 'xml', 'grpc', 'kubernetes') "
-            "or m == 'kvminfo.sources.libvirt'))")
+    # A None entry in sys.modules makes the import raise ImportError, as where the package is missing.
+    code = ("import sys; sys.modules['libvirt'] = sys.modules['kubernetes'] = None\n"
+            "from kvminfo.collect import collect; from kvminfo.model import ProbeOptions\n"
+            "r = collect(ProbeOptions(use_libvirt=False)); print(r.source('libvirt').status.value, r.warnings)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert done.stdout.strip() == "disabled ()" and "libvirt" not in done.stderr

@@ -17,7 +17,6 @@ import sys
 import sysconfig
 
 import pytest
-
 from conftest import REPO
 from other_user import as_user, reach_script, unreadable_checkout
 

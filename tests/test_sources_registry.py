@@ -4,17 +4,16 @@ registered that way reaches every output with no other file touched."""
 from __future__ import annotations
 
 import json
-import sys
 import os
-from datetime import datetime, timezone
-
-import pytest
+import sys
+from datetime import UTC, datetime
 
 import kernel_release_source
+import pytest
+
 from kvminfo import cli
 from kvminfo.collect import collect, probe_deadline_s
-from kvminfo.model import Status
-from kvminfo.probe_options import ProbeOptions
+from kvminfo.model import ProbeOptions, Status
 from kvminfo.output.base import StdoutLines
 from kvminfo.output.featurefile import parse_feature_file, render_feature_file
 from kvminfo.output.nodefeature import build_nodefeature
@@ -47,7 +46,7 @@ def test_an_added_source_reaches_the_report_and_every_output(with_kernel_release
     assert report.labels["feature.node.kubernetes.io/kvm-info-usable"] == "true"  # the built-in sources are untouched
 
     # feature file
-    text = render_feature_file(report.labels, datetime.now(timezone.utc)).decode()
+    text = render_feature_file(report.labels, datetime.now(UTC)).decode()
     assert parse_feature_file(text).labels[kernel_release_source.LABEL] == RELEASE
     # NodeFeature: its label and its attribute set kvminfo.<name>
     body = build_nodefeature(report, "node-1", "kvminfo")

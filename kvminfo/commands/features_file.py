@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import argparse
 from functools import partial
+from pathlib import Path
 
-from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect, probe_deadline_s
-from kvminfo.durations import format_duration
-from kvminfo.logsetup import configure_logging
-from kvminfo.options import add_probe_arguments, probe_options_from_args
+from kvminfo.commands.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.common.argparsing import command_parser
+from kvminfo.common.durations import format_duration
+from kvminfo.common.logsetup import OUTPUT_LOGGER, configure_logging
+from kvminfo.common.stopping import StopOnSignal
 from kvminfo.output import periodic
 from kvminfo.output.featurefile_writer import DEFAULT_EXPIRY_S, FeatureFileOutput, check_output_path, schedule_from_args
-from kvminfo.probe_options import options_for_families
-from kvminfo.stopping import StopOnSignal
+from kvminfo.output.uninstall import remove_feature_file, remove_relay_hook
 
 DESCRIPTION = """\
 Probe this node and write its Node Feature Discovery labels to an NFD feature
@@ -39,13 +40,20 @@ must be at least 2 x (interval + probe deadline): one slow or failed round
 then never lets the labels lapse. SIGTERM or SIGINT exits 0 at once (a
 one-shot run stopped before it wrote exits 1).
 
+Uninstall (deploy/cleanup): --remove deletes the --output file if kvminfo
+wrote it (its first line is kvminfo's header) and, with --relay-hook, that NFD
+relay hook script if it is kvminfo's, and its data directory once empty; it
+probes nothing, prints one line per path and leaves anyone else's file in
+place. The writer itself never removes its file on exit: a restart must not
+drop the node's labels.
+
 Durations: a number of seconds (60) or 90s, 10m, 1h30m, 1d; every time
 option takes the same syntax."""
 
 EXAMPLES = """\
 examples:
-  kvminfo features-file -o /etc/kubernetes/node-feature-discovery/features.d/kvminfo
-  kvminfo features-file -o /etc/kubernetes/node-feature-discovery/features.d/kvminfo --interval 10m"""
+  kvminfo features-file -o /etc/kubernetes/node-feature-discovery/features.d/kvminfo --interval 10m
+  kvminfo features-file -o /etc/kubernetes/node-feature-discovery/features.d/kvminfo --remove"""
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -62,17 +70,37 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                              "not lapse; they then stay even if the node changes, until the file is rewritten or removed)")
     parser.add_argument("--interval", metavar="DURATION",
                         help="keep running and re-probe this often (sidecar mode); default: write once and exit")
+    parser.add_argument("--remove", action="store_true",
+                        help="uninstall: delete the --output file if kvminfo wrote it (and --relay-hook's files), "
+                             "probe nothing, exit")
+    parser.add_argument("--relay-hook", metavar="PATH",
+                        help="with --remove: also kvminfo's NFD relay hook at PATH (source.d/kvminfo) and its "
+                             "data directory PATH.d once empty")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every step on stderr")
     add_probe_arguments(parser)
     return parser
 
 
 def main(argv: list[str], prog: str = "kvminfo features-file") -> int:
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.relay_hook is not None and not args.remove:
+        parser.error("--relay-hook is an uninstall option: use it with --remove")
+    if args.remove:
+        return _remove(args.output, args.relay_hook)
     stop = StopOnSignal()  # first, as in publish: a stop signal from here on is a stop, never a kill
-    configure_logging(args.verbose, output_lines=True)  # the write/skip lines are this command's output
+    configure_logging(args.verbose, timestamps=True, info_loggers=(OUTPUT_LOGGER,))  # the write/skip lines: its output
     # Every label family `kvminfo labels` prints, with the same default whitelist lookup.
     options = options_for_families(probe_options_from_args(args))
     schedule = schedule_from_args(args.expiry, args.interval, probe_deadline_s(options))
     path = check_output_path(args.output)
     return periodic.run(FeatureFileOutput(path, schedule), partial(collect, options), schedule.interval_s, stop)
+
+
+def _remove(output: str, relay_hook: str | None) -> int:
+    lines = [remove_feature_file(Path(output))]
+    if relay_hook is not None:
+        lines += remove_relay_hook(Path(relay_hook))
+    for line in lines:
+        print(line)
+    return 0

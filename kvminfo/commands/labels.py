@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 
-from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect
-from kvminfo.logsetup import configure_logging
-from kvminfo.options import add_probe_arguments, probe_options_from_args
+from kvminfo.commands.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.common.argparsing import command_parser
+from kvminfo.common.logsetup import configure_logging
 from kvminfo.output.base import StdoutLines
-from kvminfo.probe_options import options_for_families
 
 DESCRIPTION = """\
 Probe this node and print its Node Feature Discovery labels as key=value
@@ -23,8 +22,11 @@ Families (--family, repeatable): "caps" (kvm-info-cap-hyperv-<feature> for
 each supported Hyper-V enlightenment, kvm-info-usable, kvm-info-nested,
 kvm-info-cpu-vendor, kvm-info-host-model), "version"
 (kvm-info-version-hyperv[-lev2] from the kernel whitelist), "cpu-models"
-(kvm-info-cpu-model-<model>), "host-model-features"
-(kvm-info-host-model-requires-<feature>; not in the default set),
+(kvm-info-cpu-model-<model>), "cpu-features" (kvm-info-cpu-feature-<feature>:
+the host CPU's features, libvirt's baseline of the host-model as KubeVirt
+reads it), "host-model-features" (kvm-info-host-model-requires-<feature>; not
+in the default set), "machine-types" (kvm-info-machine-type-<type>: what a
+KVM guest of the host's architecture can use),
 "confidential" (kvm-info-sev, -sev-es, -sev-snp, -tdx, -sgx,
 -sgx-epc-bytes), "tsc" (kvm-info-tsc-frequency, kvm-info-tsc-scalable) and
 "limits" (kvm-info-max-vcpus). `kvminfo probe` says why a family is absent.

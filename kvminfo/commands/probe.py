@@ -7,15 +7,14 @@ import json
 import sys
 from typing import Any
 
-from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect
+from kvminfo.commands.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.common.argparsing import command_parser
+from kvminfo.common.logsetup import configure_logging
 from kvminfo.features.families import left_out_text
 from kvminfo.features.family_facts import FamilyFacts
 from kvminfo.labels import FAMILIES
-from kvminfo.logsetup import configure_logging
 from kvminfo.model import Report, SourceResult, Status
-from kvminfo.options import add_probe_arguments, probe_options_from_args
-from kvminfo.probe_options import options_for_families
 from kvminfo.sources import registry
 from kvminfo.sources.facts import KVM, KvmFacts
 
@@ -27,7 +26,8 @@ unknown with the evidence that said so (kvm-caps: the capability+MSR table,
 kvm-hv-cpuid: KVM_GET_SUPPORTED_HV_CPUID bits, libvirt: domain
 capabilities) and why each said it (or, for libvirt, why its silence says
 nothing: a name newer than the answering libvirt); each label family beyond
-Hyper-V (cpu-models, host-model-features, confidential, tsc, limits) with
+Hyper-V (cpu-models, cpu-features, host-model-features, machine-types,
+confidential, tsc, limits) with
 what it found or why it gives no label here; then the labels `kvminfo labels`
 would print."""
 
@@ -64,7 +64,8 @@ def report_to_json(report: Report) -> dict[str, Any]:
 
 # The name stem of each family's labels (kvminfo/labels/families.py), to count them.
 FAMILY_LABEL_STEMS: dict[str, tuple[str, ...]] = {
-    "cpu-models": ("kvm-info-cpu-model-",), "host-model-features": ("kvm-info-host-model-requires-",),
+    "cpu-models": ("kvm-info-cpu-model-",), "cpu-features": ("kvm-info-cpu-feature-",),
+    "host-model-features": ("kvm-info-host-model-requires-",), "machine-types": ("kvm-info-machine-type-",),
     "confidential": ("kvm-info-sev", "kvm-info-tdx", "kvm-info-sgx"), "tsc": ("kvm-info-tsc-",),
     "limits": ("kvm-info-max-vcpus",)}
 
@@ -79,7 +80,8 @@ def _source_summary(source: SourceResult) -> str:
 def _family_detail(name: str, fam: FamilyFacts) -> str:
     if name == "tsc" and fam.tsc is not None:
         scalable = {True: "scalable", False: "not scalable", None: "scaling unknown"}[fam.tsc.get("scalable")]
-        return f"{fam.tsc['frequency_hz']} Hz, {scalable} (said by {fam.tsc.get('said_by')})"
+        return (f"{fam.tsc['frequency_hz']} Hz, {scalable} (said by {fam.tsc.get('said_by')}; invariant: "
+                f"{fam.tsc.get('invariant')})")
     if name == "cpu-models" and fam.host_model_obsolete:
         return f"host model {fam.host_model} is on the obsolete list"
     return ""

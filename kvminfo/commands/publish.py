@@ -12,17 +12,16 @@ import argparse
 import os
 from functools import partial
 
-from kvminfo.argparsing import command_parser
 from kvminfo.collect import collect
-from kvminfo.durations import format_duration, parse_duration
-from kvminfo.errors import KvminfoError
-from kvminfo.logsetup import configure_logging
-from kvminfo.options import add_probe_arguments, probe_options_from_args
+from kvminfo.commands.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.common.argparsing import command_parser
+from kvminfo.common.backoff import MAX_BACKOFF_S, backoff_total_s
+from kvminfo.common.durations import format_duration, parse_duration
+from kvminfo.common.errors import KvminfoError
+from kvminfo.common.logsetup import OUTPUT_LOGGER, configure_logging
+from kvminfo.common.stopping import StopOnSignal
 from kvminfo.output import periodic
-from kvminfo.output.backoff import MAX_BACKOFF_S, backoff_total_s
 from kvminfo.output.nodefeature import check_namespace, check_node_name, object_name, published_features_text
-from kvminfo.probe_options import options_for_families
-from kvminfo.stopping import StopOnSignal
 
 DEFAULT_RETRIES = 5
 MAX_RETRIES = 100
@@ -98,7 +97,7 @@ def _from_option_or_env(value: str | None, option: str, env: str, hint: str) -> 
 def main(argv: list[str], prog: str = "kvminfo publish") -> int:
     args = build_parser(prog).parse_args(argv)
     stop = StopOnSignal()  # first: a SIGTERM during the ~0.3 s of kubernetes imports is a stop, not a kill
-    configure_logging(args.verbose, output_lines=True)  # what was written is this command's output
+    configure_logging(args.verbose, timestamps=True, info_loggers=(OUTPUT_LOGGER,))  # what was written: its output
     # The flags first, then what may come from the environment (a DaemonSet's downward API).
     interval_s = parse_duration(args.interval, "--interval", MIN_INTERVAL_S) if args.interval is not None else None
     if not 0 <= args.retries <= MAX_RETRIES:

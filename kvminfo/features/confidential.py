@@ -12,22 +12,24 @@ Rules and their sources:
 - sev-es: SEV and ``<maxESGuests>`` > 0 (libvirt >= 8.0 reports it). KubeVirt's
   node labeller (cpu_plugin.go getDomCapabilities) sets kubevirt.io/sev-es by this
   same rule. libvirt has no separate sectype for SEV-ES (it is an SEV policy bit).
-- sev-snp: ``<launchSecurity>`` lists sectype ``sev-snp`` (libvirt >= 10.5; older
-  libvirt cannot say, so UNKNOWN). KubeVirt's SEV-SNP work (kubevirt/kubevirt#14845,
-  VEP kubevirt/enhancements#59) reads the same launchSecurity list.
-- tdx: ``<tdx supported='yes'>`` (libvirt >= 11.6) or sectype ``tdx`` (10.5+);
-  ``<tdx supported='no'>`` is a veto.
+- sev-snp: SEV-ES (above: SEV and ``<maxESGuests>`` > 0; SNP guests use SEV-ES address-space
+  IDs) and ``<launchSecurity supported='yes'>`` listing sectype ``sev-snp`` (libvirt >= 10.5;
+  older libvirt cannot say, so UNKNOWN). KubeVirt's node labeller (cpu_plugin.go
+  getDomCapabilities) sets kubevirt.io/sev-snp by exactly this rule.
+- tdx: ``<tdx supported='yes'>`` only (libvirt >= 11.6), as KubeVirt's TDX label
+  (node_labeller.go: n.TDX.Supported == "yes"). The sectype ``tdx`` of libvirt 10.5-11.5
+  says what QEMU can express, not that this host can start a TDX guest: alone it is UNKNOWN.
 - sgx: ``<sgx supported='yes'>`` (libvirt >= 8.10); the EPC size is reported separately.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from kvminfo.features.family_facts import Verdict
 from kvminfo.model import Support
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
 
@@ -70,16 +72,25 @@ def sev_snp_verdict(conf: Mapping[str, Any], params: Mapping[str, bool | None]) 
         return Verdict("sev-snp", Support.UNKNOWN, "libvirt has no <launchSecurity> element (libvirt < 10.5)")
     if "sev-snp" not in sectypes:
         return Verdict("sev-snp", Support.UNSUPPORTED, "libvirt: <launchSecurity> lists no sev-snp")
-    return _kernel_veto("sev-snp", "kvm_amd", "sev_snp", params, "libvirt: <launchSecurity> sectype sev-snp")
+    es = sev_es_verdict(conf, params)
+    if es.support is not Support.SUPPORTED:
+        # libvirt's elements disagree: the sectype says SNP, the SEV element says no SEV-ES.
+        return Verdict("sev-snp", es.support, f"libvirt lists sectype sev-snp, but SNP needs SEV-ES ({es.reason})")
+    return _kernel_veto("sev-snp", "kvm_amd", "sev_snp", params,
+                        f"libvirt: <launchSecurity> sectype sev-snp, SEV-ES ({es.reason})")
 
 
 def tdx_verdict(conf: Mapping[str, Any], params: Mapping[str, bool | None]) -> Verdict:
     tdx, sectypes = conf.get("tdx"), conf.get("launch_security")
+    listed = bool(sectypes and "tdx" in sectypes)
     if tdx is False:
-        return Verdict("tdx", Support.UNSUPPORTED, "libvirt: <tdx supported='no'>")
-    if tdx or (sectypes and "tdx" in sectypes):
-        said = "<tdx supported='yes'>" if tdx else "<launchSecurity> sectype tdx"
-        return _kernel_veto("tdx", "kvm_intel", "tdx", params, f"libvirt: {said}")
+        return Verdict("tdx", Support.UNSUPPORTED, "libvirt: <tdx supported='no'>"
+                       + (" (its <launchSecurity> lists sectype tdx: QEMU could, this host cannot)" if listed else ""))
+    if tdx:
+        return _kernel_veto("tdx", "kvm_intel", "tdx", params, "libvirt: <tdx supported='yes'>")
+    if listed:
+        return Verdict("tdx", Support.UNKNOWN, "libvirt lists sectype tdx but has no <tdx> element (libvirt < 11.6): "
+                       "whether this host can start a TDX guest is not said")
     if sectypes is not None:
         return Verdict("tdx", Support.UNSUPPORTED, "libvirt: <launchSecurity> lists no tdx")
     return Verdict("tdx", Support.UNKNOWN, "libvirt has neither <tdx> nor <launchSecurity> (libvirt < 10.5)")

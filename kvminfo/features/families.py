@@ -46,8 +46,8 @@ def family_facts(sources: Iterable[SourceResult], obsolete: frozenset[str] | Non
     absent: dict[str, str] = {}
     if kvm is not None and kvm.status is not Status.DISABLED and kvm_facts is None:
         why = f"no usable KVM ({_why_not(kvm, KVM)}): no VM can run here"
-        return FamilyFacts(absent={f: why for f in ("cpu-models", "host-model-features", "confidential",
-                                                      "tsc", "limits")})
+        return FamilyFacts(absent={f: why for f in ("cpu-models", "cpu-features", "host-model-features",
+                                                      "machine-types", "confidential", "tsc", "limits")})
     obsolete = DEFAULT_OBSOLETE_CPU_MODELS if obsolete is None else obsolete
     offered, left_out = (None, {}) if domcaps is None else offered_models(domcaps.cpu_models, obsolete)
     host_model = domcaps.host_model.model if domcaps is not None and domcaps.host_model else None
@@ -55,8 +55,12 @@ def family_facts(sources: Iterable[SourceResult], obsolete: frozenset[str] | Non
     conf = domcaps.confidential if domcaps is not None else None
     params = kvm_facts.module_params if kvm_facts is not None else None
     caps = kvm_facts.caps if kvm_facts is not None else None
+    host_caps = lv_facts.host_capabilities if lv_facts is not None else None
     tsc = tsc_info(lv_facts.tsc_counter if lv_facts is not None else None,
-                   kvm_facts.tsc_khz if kvm_facts is not None else None, caps)
+                   kvm_facts.tsc_khz if kvm_facts is not None else None, caps,
+                   host_caps_answered=host_caps is not None,
+                   invariant=kvm_facts.invariant_tsc if kvm_facts is not None else None,
+                   invariant_said=kvm_facts.invariant_tsc_said if kvm_facts is not None else None)
     max_vcpus = (caps or {}).get("KVM_CAP_MAX_VCPUS") or (caps or {}).get("KVM_CAP_NR_VCPUS") or None
     if domcaps is None:
         why = _why_not(libvirt, LIBVIRT)
@@ -71,14 +75,46 @@ def family_facts(sources: Iterable[SourceResult], obsolete: frozenset[str] | Non
             absent["host-model-features"] = ("libvirt has no supported host-model" if required is None
                                              else "the host model requires no extra feature")
     if tsc is None:
-        from_libvirt = (_why_not(libvirt, LIBVIRT) if lv_facts is None else
-                        "no <counter name='tsc'> in its host capabilities (none in a replay)")
-        from_kvm = _why_not(kvm, KVM) if kvm_facts is None else (kvm_facts.tsc_missing or "not asked")
-        absent["tsc"] = f"no TSC frequency: libvirt: {from_libvirt}; KVM: {from_kvm}"
+        absent["tsc"] = _tsc_absent(libvirt, lv_facts, kvm, kvm_facts)
+    cpu_features = lv_facts.cpu_features if lv_facts is not None else None
+    if not cpu_features:
+        absent["cpu-features"] = (_why_not(libvirt, LIBVIRT) if lv_facts is None else
+                                  lv_facts.cpu_features_missing or "libvirt's CPU baseline lists no required feature")
+    machine_types = host_caps.machine_types if host_caps is not None else None
+    if not machine_types:
+        absent["machine-types"] = (
+            _why_not(libvirt, LIBVIRT) if lv_facts is None else
+            (_no_host_caps(lv_facts) if host_caps is None else
+             f"no <guest> of host architecture {host_caps.arch or '(unknown)'} offers <domain type='kvm'>"))
     if max_vcpus is None:
         absent["limits"] = _why_not(kvm, KVM) if kvm_facts is None else "KVM reports no vCPU limit"
     return FamilyFacts(offered_models=None if offered is None else tuple(offered), left_out_models=left_out,
                        host_model=host_model, host_model_obsolete=host_model_obsolete(host_model, obsolete),
                        required_features=None if required is None else tuple(required),
                        confidential=confidential_verdicts(conf, params),
-                       sgx=(conf or {}).get("sgx"), sev=(conf or {}).get("sev"), tsc=tsc, max_vcpus=max_vcpus, absent=absent)
+                       sgx=(conf or {}).get("sgx"), sev=(conf or {}).get("sev"), tsc=tsc, max_vcpus=max_vcpus,
+                       cpu_features=cpu_features, machine_types=machine_types, absent=absent)
+
+
+def _tsc_absent(libvirt: SourceResult | None, lv_facts: LibvirtFacts | None, kvm: SourceResult | None,
+                kvm_facts: KvmFacts | None) -> str:
+    """Why no TSC frequency is published (kvminfo.features.tsc: invariant TSC only)."""
+    if lv_facts is not None and lv_facts.host_capabilities is not None:
+        return ("libvirt's host capabilities have no <counter name='tsc'>: libvirt reports a TSC frequency only "
+                "for an invariant TSC (src/cpu/cpu_x86.c), so there is none to trust here")
+    from_libvirt = _why_not(libvirt, LIBVIRT) if lv_facts is None else _no_host_caps(lv_facts)
+    if kvm_facts is None:
+        from_kvm = _why_not(kvm, KVM)
+    elif kvm_facts.invariant_tsc is False:
+        from_kvm = f"the host TSC is not invariant: {kvm_facts.invariant_tsc_said}"
+    elif kvm_facts.invariant_tsc is None:
+        from_kvm = f"cannot tell whether the host TSC is invariant: {kvm_facts.invariant_tsc_said or 'not asked'}"
+    else:
+        from_kvm = kvm_facts.tsc_missing or "not asked"
+    return f"no TSC frequency: libvirt: {from_libvirt}; KVM: {from_kvm}"
+
+
+def _no_host_caps(lv_facts: LibvirtFacts) -> str:
+    if lv_facts.replayed_from is not None:
+        return "no host capabilities: a replay without --hostcaps-xml"
+    return "no host capabilities: not asked (no family needs them), or not valid XML (see the warning)"

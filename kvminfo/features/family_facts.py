@@ -1,16 +1,16 @@
 """Plain data of the label families beyond Hyper-V: a confidential-computing Verdict and the
 FamilyFacts that one collect() computes (kvminfo.features.families.family_facts) and the labels,
-the NodeFeature and `kvminfo probe` read. Kept out of kvminfo.model so that the NFD hook's path
-(--family caps), which never needs them, does not pay for defining them."""
+the NodeFeature and `kvminfo probe` read. They belong to the family rules (kvminfo/features/),
+not to the layers' shared model."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kvminfo.model import Support
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
 
@@ -42,6 +42,11 @@ class FamilyFacts:
     sev: Mapping[str, Any] | None = None
     tsc: Mapping[str, Any] | None = None
     max_vcpus: int | None = None
+    # cpu_features: the host CPU's features (libvirt's baseline of the host-model, KubeVirt's cpu-feature
+    # labels; None: not had); machine_types: KVM machine types of the host's architecture (None: no host
+    # capabilities).
+    cpu_features: tuple[str, ...] | None = None
+    machine_types: tuple[str, ...] | None = None
     absent: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -54,4 +59,7 @@ class FamilyFacts:
                 "sgx": None if self.sgx is None else dict(self.sgx),
                 "sev": None if self.sev is None else dict(self.sev),
                 "tsc": None if self.tsc is None else dict(self.tsc),
-                "max_vcpus": self.max_vcpus, "absent": dict(self.absent)}
+                "max_vcpus": self.max_vcpus,
+                "cpu_features": None if self.cpu_features is None else list(self.cpu_features),
+                "machine_types": None if self.machine_types is None else list(self.machine_types),
+                "absent": dict(self.absent)}

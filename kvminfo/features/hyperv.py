@@ -8,6 +8,8 @@ about; kvminfo.features.combine merges them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kvminfo.features.hyperv_tables import (
     ALL_FEATURES,
     CAPS_TABLE,
@@ -31,7 +33,6 @@ from kvminfo.features.hyperv_tables import (
 from kvminfo.model import SourceResult, Support
 from kvminfo.sources.facts import LIBVIRT, KvmFacts
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -252,13 +253,3 @@ def evidence_and_reasons(sources: Iterable[SourceResult]) -> tuple[Evidence, dic
                 evidence[LIBVIRT] = _said(findings)
                 reasons[LIBVIRT] = {feature: why for feature, (_, why) in findings.items()}
     return evidence, reasons
-
-
-def reasons_from_sources(sources: Iterable[SourceResult]) -> dict[str, dict[str, str]]:
-    """evidence -> feature -> why it said what it said (libvirt's silences included)."""
-    return evidence_and_reasons(sources)[1]
-
-
-def evidence_from_sources(sources: Iterable[SourceResult]) -> Evidence:
-    """Only sources that answered (status ok) give evidence (see _hyperv_facts)."""
-    return evidence_and_reasons(sources)[0]

@@ -8,7 +8,7 @@ bits and dependencies, libvirt's domain capabilities vocabulary.
 
 from __future__ import annotations
 
-from kvminfo.record import record
+from dataclasses import dataclass
 
 # Hyper-V synthetic MSRs (hyperv-tlfs.h) that the original table looks for.
 HV_X64_MSR_VP_INDEX = 0x40000002
@@ -20,9 +20,7 @@ HV_X64_MSR_STIMER0_CONFIG = 0x400000B0
 HV_X64_MSR_REENLIGHTENMENT_CONTROL = 0x40000106
 
 
-# Records (kvminfo.record: frozen dataclasses without importing dataclasses), not typing.NamedTuple:
-# every NFD hook run builds these tables, and typing or dataclasses cost ~5-8 ms of its start.
-@record
+@dataclass(frozen=True, slots=True)
 class LegacyRule:
     """Supported when the capability is > 0 and the MSR is listed (each where given)."""
 
@@ -67,14 +65,14 @@ HYPERV_EMULATION_CAP = "KVM_CAP_HYPERV"
 DECIDED_BY_CAPS_ALWAYS: tuple[str, ...] = ("base", "synic2")
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class CpuidBit:
     leaf: int
     register: str  # "eax" | "ebx" | "ecx" | "edx"
     bit: int
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class HvCpuidRule:
     """Supported when every bit is set and every dependency is supported."""
 

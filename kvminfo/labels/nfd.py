@@ -2,7 +2,8 @@
 
 A key is ``[prefix/]name``; without a prefix NFD files it under
 feature.node.kubernetes.io. Namespaces under kubernetes.io are denied except
-feature.node.kubernetes.io and profile.node.kubernetes.io. The name, and a
+feature.node.kubernetes.io and profile.node.kubernetes.io (and their
+sub-namespaces, <x>.feature.node.kubernetes.io). The name, and a
 non-empty value, are at most 63 characters of
 ``([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`` (Kubernetes' qualified name).
 A leading "/" (the 2019 hooks' output) is rejected by modern NFD.
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import re
 
-from kvminfo.k8snames import DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, QUALIFIED_NAME, QUALIFIED_NAME_MAX
+from kvminfo.common.k8snames import DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, QUALIFIED_NAME, QUALIFIED_NAME_MAX
 
 DEFAULT_PREFIX = "feature.node.kubernetes.io"
 ALLOWED_KUBERNETES_NAMESPACES = frozenset({"feature.node.kubernetes.io", "profile.node.kubernetes.io"})
+_ALLOWED_SUB_NAMESPACE_SUFFIXES = tuple(f".{ns}" for ns in sorted(ALLOWED_KUBERNETES_NAMESPACES))
 MAX_NAME = QUALIFIED_NAME_MAX
 MAX_VALUE = QUALIFIED_NAME_MAX
 MAX_PREFIX = DNS_SUBDOMAIN_MAX
@@ -31,8 +33,12 @@ class LabelError(ValueError):
 
 
 def is_denied_namespace(prefix: str) -> bool:
+    """NFD's rule (pkg/apis/nfd/validate/validate.go Label, v0.19): kubernetes.io and its
+    subdomains are denied except feature.node.kubernetes.io, profile.node.kubernetes.io and
+    their sub-namespaces (``<x>.feature.node.kubernetes.io``, ``<x>.profile.node.kubernetes.io``)."""
     in_kubernetes_io = prefix == "kubernetes.io" or prefix.endswith(".kubernetes.io")
-    return in_kubernetes_io and prefix not in ALLOWED_KUBERNETES_NAMESPACES
+    allowed = prefix in ALLOWED_KUBERNETES_NAMESPACES or prefix.endswith(_ALLOWED_SUB_NAMESPACE_SUFFIXES)
+    return in_kubernetes_io and not allowed
 
 
 def check_key(key: str) -> None:

@@ -18,18 +18,20 @@ the same node label, so consumers of the old unprefixed form see no change.
 
 from __future__ import annotations
 
-from kvminfo.labels import FAMILIES as ALL_FAMILIES
+from typing import TYPE_CHECKING
+
+from kvminfo.labels import FAMILIES
+from kvminfo.labels.families import family_labels
 from kvminfo.labels.nfd import DEFAULT_PREFIX, LabelError, check_label, full_key, sanitize_value
 from kvminfo.model import FeatureVerdict, SourceResult, Status, Support
 from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT, KvmFacts
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+    from typing import Any
 
     from kvminfo.features.family_facts import FamilyFacts
 
-FAMILIES = ALL_FAMILIES  # every family; the default set is kvminfo.labels.DEFAULT_FAMILIES
 NS = f"{DEFAULT_PREFIX}/"
 CAP_PREFIX = f"{NS}kvm-info-cap-hyperv-"
 KUBEVIRT_HYPERV_PREFIX = "hyperv.node.kubevirt.io/"
@@ -42,15 +44,35 @@ def _by_name(sources: Iterable[SourceResult]) -> dict[str, SourceResult]:
     return {s.name: s for s in sources}
 
 
-def _outside_value(key: str, raw: object, warnings: list[str]) -> str | None:
-    """A value that came from outside (libvirt, /proc): sanitized, or dropped, with a warning."""
+def _outside_value(key: str, raw: object, warnings: list[str], once: bool = False) -> str | None:
+    """A value that came from outside (libvirt, /proc): sanitized, or dropped, with a warning.
+    ``once``: warn about this key and value once per process (_WARNED_ONCE), not every round."""
     text = str(raw)
     value = sanitize_value(text)
+    if once and value != text:
+        if (key, text) in _WARNED_ONCE:
+            return value
+        _WARNED_ONCE.add((key, text))
     if value is None:
         warnings.append(f"label {key}: dropped unusable value {text!r}")
     elif value != text:
         warnings.append(f"label {key}: value {text!r} sanitized to {value!r}")
     return value
+
+
+# (label key, raw value) already warned about: the host's CPU vendor does not change while we run,
+# so a `features-file --interval` or `publish` loop says it once, not every round.
+_WARNED_ONCE: set[tuple[str, str]] = set()
+# KubeVirt's cpu-vendor for an s390x host-model, where libvirt writes no <vendor>
+# (pkg/virt-handler/node-labeller/s390x.go defaultVendor: "there is only one company selling them").
+S390X_VENDOR = "IBM"
+
+
+def _libvirt_vendor(host_model: Any, arch: str | None) -> str | None:
+    """The CPU vendor KubeVirt labels: libvirt's host-model <vendor>, IBM on s390x without one."""
+    if host_model is None:
+        return None
+    return host_model.vendor or (S390X_VENDOR if arch == "s390x" else None)
 
 
 def caps_labels(sources: Mapping[str, SourceResult], verdicts: Iterable[FeatureVerdict],
@@ -61,14 +83,12 @@ def caps_labels(sources: Mapping[str, SourceResult], verdicts: Iterable[FeatureV
         return {}
     prefix = KUBEVIRT_HYPERV_PREFIX if kubevirt_names else CAP_PREFIX
     labels = {f"{prefix}{v.name}": "true" for v in verdicts if v.support is Support.SUPPORTED}
+    raw_vendor = None
     if kvm is not None and kvm.ok and isinstance(kvm.facts, KvmFacts):
         labels[USABLE] = "true"
         if kvm.facts.nested:
             labels[NESTED] = "true"
-        if kvm.facts.cpu_vendor:
-            vendor = _outside_value(CPU_VENDOR, kvm.facts.cpu_vendor, warnings)
-            if vendor:
-                labels[CPU_VENDOR] = vendor
+        raw_vendor = kvm.facts.cpu_vendor
     libvirt = sources.get(LIBVIRT)
     host_model = None
     if libvirt is not None and libvirt.ok:
@@ -76,6 +96,12 @@ def caps_labels(sources: Mapping[str, SourceResult], verdicts: Iterable[FeatureV
 
         if isinstance(libvirt.facts, LibvirtFacts) and libvirt.facts.domcaps is not None:
             host_model = libvirt.facts.domcaps.host_model
+            # libvirt's word where it answers: the value KubeVirt's cpu-vendor label carries
+            raw_vendor = _libvirt_vendor(host_model, libvirt.facts.domcaps.arch) or raw_vendor
+    if raw_vendor:
+        vendor = _outside_value(CPU_VENDOR, raw_vendor, warnings, once=True)
+        if vendor:
+            labels[CPU_VENDOR] = vendor
     if host_model is not None and host_model.model:
         model = _outside_value(HOST_MODEL, host_model.model, warnings)
         if model:
@@ -112,8 +138,6 @@ def render_labels(sources: Iterable[SourceResult], verdicts: Iterable[FeatureVer
     if "version" in wanted:
         candidates.update(version_labels(by_name))
     if family_facts is not None:
-        from kvminfo.labels.families import family_labels  # not on the hook's path (--family caps)
-
         candidates.update(family_labels(family_facts, wanted, warnings))
     candidates = {full_key(key): value for key, value in candidates.items()}  # one qualified form everywhere
     labels: dict[str, str] = {}

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kvminfo import __version__
-from kvminfo.errors import KvminfoError
+from kvminfo.common.errors import KvminfoError
 from kvminfo.labels.lines import format_label_lines
 
 MAX_BYTES = 65536  # NFD's MaxFeatureFileSize: a file larger than this is skipped
 EXPIRY_DIRECTIVE = "# +expiry-time="
+HEADER_MARK = "# Written by kvminfo "  # how uninstall (output/uninstall.py) knows a file is ours
 HEADER = (
-    f"# Written by kvminfo {__version__} (kvminfo features-file). Do not edit: it is rewritten.\n"
+    f"{HEADER_MARK}{__version__} (kvminfo features-file). Do not edit: it is rewritten.\n"
     "# Node Feature Discovery labels, key=value, keys fully qualified (feature.node.kubernetes.io/...).\n"
 )
 

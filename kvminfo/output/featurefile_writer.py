@@ -13,15 +13,15 @@ import os
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kvminfo.durations import MAX_DURATION_S, format_duration, parse_duration
-from kvminfo.errors import KvminfoError
-from kvminfo.fsutil import unlink_if_exists
-from kvminfo.output.atomic import refuse_unless_regular, temp_path_for, write_atomic
+from kvminfo.common.atomic import refuse_unless_regular, temp_path_for, write_atomic
+from kvminfo.common.durations import MAX_DURATION_S, format_duration, parse_duration
+from kvminfo.common.errors import KvminfoError
+from kvminfo.common.fsutil import unlink_if_exists
 from kvminfo.output.base import labels_changed
 from kvminfo.output.featurefile import FeatureFile, format_rfc3339, parse_feature_file, render_feature_file
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     import threading
     from collections.abc import Mapping

@@ -12,7 +12,9 @@ its own labels from them:
   kvminfo.libvirt  version, max_vcpus, host_model, sev, sgx, tdx, ...
 - for the label families asked for (kvminfo/labels/__init__.py), the same facts as the labels:
   flags      kvminfo.cpu_models          one element per offered CPU model (cpu-models)
+  flags      kvminfo.cpu_features        one element per host CPU feature (cpu-features)
   flags      kvminfo.host_model_features one element per required host-model feature
+  flags      kvminfo.machine_types       one element per KVM machine type (machine-types)
   attributes kvminfo.confidential        sev, sev_es, sev_snp, tdx, sgx: "true"/"false" (left out
                                          when unknown); sgx_epc_bytes, sev_max_guests, sev_max_es_guests
   attributes kvminfo.tsc                 frequency_hz, scalable ("true"/"false"), said_by
@@ -30,9 +32,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kvminfo.errors import ParseError
+from kvminfo.common.errors import ParseError
+from kvminfo.common.k8snames import DNS_SUBDOMAIN_MAX, is_dns_label, is_dns_subdomain
 from kvminfo.features.family_facts import FamilyFacts
-from kvminfo.k8snames import DNS_SUBDOMAIN_MAX, is_dns_label, is_dns_subdomain
 from kvminfo.model import Report, Support
 from kvminfo.output.base import labels_changed
 from kvminfo.sources.facts import KVM, LIBVIRT
@@ -93,6 +95,8 @@ def _attribute_set(values: Mapping[str, object]) -> dict[str, Any]:
 
 CPU_MODEL_FLAGS = "kvminfo.cpu_models"
 HOST_MODEL_FEATURE_FLAGS = "kvminfo.host_model_features"
+CPU_FEATURE_FLAGS = "kvminfo.cpu_features"
+MACHINE_TYPE_FLAGS = "kvminfo.machine_types"
 CONFIDENTIAL_ATTRIBUTES = "kvminfo.confidential"
 TSC_ATTRIBUTES = "kvminfo.tsc"
 
@@ -103,7 +107,9 @@ PUBLISHED_FEATURES: tuple[tuple[str, str, str], ...] = (
     ("attributes", KVM_ATTRIBUTES, "usable, api_version, max_vcpus, nested, cpu_vendor"),
     ("attributes", LIBVIRT_ATTRIBUTES, "version, max_vcpus, host_model, sev, sgx, tdx, ..."),
     ("flags", CPU_MODEL_FLAGS, "offered CPU models (--family cpu-models)"),
+    ("flags", CPU_FEATURE_FLAGS, "host CPU features (--family cpu-features)"),
     ("flags", HOST_MODEL_FEATURE_FLAGS, "host-model's required features (--family host-model-features)"),
+    ("flags", MACHINE_TYPE_FLAGS, "KVM machine types (--family machine-types)"),
     ("attributes", CONFIDENTIAL_ATTRIBUTES, "sev, sev_es, sev_snp, tdx, sgx, ... (--family confidential)"),
     ("attributes", TSC_ATTRIBUTES, "frequency_hz, scalable, said_by (--family tsc)"),
 )
@@ -128,7 +134,9 @@ def _family_sets(report: Report) -> tuple[dict[str, Any], dict[str, Any]]:
     if not isinstance(facts, FamilyFacts):
         return flags, attributes
     for family, name, stem in (("cpu-models", CPU_MODEL_FLAGS, "kvm-info-cpu-model-"),
-                               ("host-model-features", HOST_MODEL_FEATURE_FLAGS, "kvm-info-host-model-requires-")):
+                               ("cpu-features", CPU_FEATURE_FLAGS, "kvm-info-cpu-feature-"),
+                               ("host-model-features", HOST_MODEL_FEATURE_FLAGS, "kvm-info-host-model-requires-"),
+                               ("machine-types", MACHINE_TYPE_FLAGS, "kvm-info-machine-type-")):
         if family in wanted and (names := _names_after(report.labels, stem)):
             flags[name] = _flag_set(names)
     if "confidential" in wanted:

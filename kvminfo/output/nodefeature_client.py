@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,10 +27,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError as TransportError
 
-from kvminfo.durations import format_duration
-from kvminfo.errors import KvminfoError, one_line
+from kvminfo.common.backoff import backoff_delay_s
+from kvminfo.common.durations import format_duration
+from kvminfo.common.errors import KvminfoError, one_line
 from kvminfo.model import Report
-from kvminfo.output.backoff import backoff_delay_s
 from kvminfo.output.nodefeature import (
     API_GROUP,
     API_VERSION,
@@ -220,14 +221,40 @@ class NodeFeatureStore:
             return PublishError(f"{what}: 401 Unauthorized from {self.host}: the credentials (service account "
                                 f"token or kubeconfig user) were not accepted: {said}", retryable=True)
         if err.status == 403:
-            return PublishError(f"{what}: 403 Forbidden: RBAC must allow get, create and update on nodefeatures "
-                                f"in {self.namespace!r} (deploy/nodefeature's Role): {said}", retryable=True)
+            return PublishError(f"{what}: 403 Forbidden: {forbidden_cause(said, self.namespace)}: {said}",
+                                retryable=True)
         if err.status == 404:
             return PublishError(f"{what}: 404: the NodeFeature CRD (nodefeatures.{API_GROUP}/{API_VERSION}) is "
                                 f"not installed; install NFD >= 0.14 or its CRDs: {said}", retryable=True)
         if err.status is not None and err.status >= 500 or err.status == 429:
             return PublishError(f"{what}: API server error {err.status} {err.reason}: {said}", retryable=True)
         return PublishError(f"{what}: rejected with {err.status} {err.reason}: {said}", retryable=False)
+
+
+# kube-apiserver's forbidden message (endpoints/handlers/responsewriters/errors.go, forbiddenMessage):
+# 'User "<user>" cannot <verb> resource "<resource>[/<subresource>]" in API group "<group>" ...'
+_RBAC_DENIAL = re.compile(r'cannot (?P<verb>[a-z]+) resource "(?P<resource>[^"]+)" in API group "(?P<group>[^"]*)"')
+# OwnerReferencesPermissionEnforcement's refusals (kubernetes plugin/pkg/admission/gc/gc_admission.go)
+_OWNER_REF_DELETE = "cannot set an ownerRef on a resource you can't delete"
+_OWNER_REF_FINALIZERS = "cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on"
+
+
+def forbidden_cause(message: str, namespace: str) -> str:
+    """What a 403 Status message says is missing, as the verb and resource to grant: RBAC's own
+    denial names them; owner-reference admission's two refusals name a check, not the verb."""
+    if _OWNER_REF_DELETE in message:
+        return (f"owner-reference admission (OwnerReferencesPermissionEnforcement) requires 'delete' on "
+                f"nodefeatures in {namespace!r} to set the owner reference (deploy/nodefeature's Role grants it)")
+    if _OWNER_REF_FINALIZERS in message:
+        return ("owner-reference admission (OwnerReferencesPermissionEnforcement) requires 'update' on the "
+                "owner's finalizers subresource to set blockOwnerDeletion")
+    denial = _RBAC_DENIAL.search(message)
+    if denial is not None:
+        group = denial["group"] or "core"
+        return (f"RBAC does not allow '{denial['verb']}' on {denial['resource']} (API group {group}) in "
+                f"{namespace!r} (deploy/nodefeature's Role grants get, create, update and delete on nodefeatures)")
+    return (f"not allowed; deploy/nodefeature's Role grants get, create, update and delete on nodefeatures in "
+            f"{namespace!r}")
 
 
 def _status(err: ApiException) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from kvminfo.errors import ParseError
-from kvminfo.sources.domcaps_families import family_facts
+from kvminfo.common.errors import ParseError
+from kvminfo.sources.domcaps_families import custom_models, family_facts
+from kvminfo.sources.domcaps_xml import ascii_int, supported_cpu_mode, text
 from kvminfo.sources.libvirt_facts import DomainCapabilities, HostModel
 
 ROOT_TAG = "domainCapabilities"
@@ -35,23 +36,24 @@ def parse_domcaps(xml_text: str, source: str = "domain capabilities") -> DomainC
     URI) so that the error message points the operator at the culprit.
     """
     root = _parse_root(xml_text, source)
-    features = root.find("features")
-    hyperv = _hyperv(features)
+    hyperv = _hyperv(root.find("features"))
+    families = family_facts(root)
+    confidential = families["confidential"]  # <features><NAME supported='yes'> is True there
     return DomainCapabilities(
-        domain_type=_text(root, "domain"),
-        arch=_text(root, "arch"),
-        machine=_text(root, "machine"),
-        emulator=_text(root, "path"),
+        domain_type=text(root.find("domain")),
+        arch=text(root.find("arch")),
+        machine=text(root.find("machine")),
+        emulator=text(root.find("path")),
         max_vcpus=_int_attr(root.find("vcpu"), "max"),
         hyperv=hyperv["features"],
         hyperv_supported=hyperv["supported"],
         hyperv_defaults=hyperv["defaults"],
         host_model=_host_model(root),
-        custom_models=_usable_custom_models(root),
-        sev=_supported(features, "sev"),
-        sgx=_supported(features, "sgx"),
-        tdx=_supported(features, "tdx"),
-        **family_facts(root),
+        custom_models=[m["name"] for m in custom_models(root) or () if m["usable"] == "yes"],
+        sev=bool(confidential["sev"] and confidential["sev"]["supported"]),
+        sgx=bool(confidential["sgx"] and confidential["sgx"]["supported"]),
+        tdx=confidential["tdx"] is True,
+        **families,
     )
 
 
@@ -67,15 +69,6 @@ def _parse_root(xml_text: str, source: str) -> ET.Element:
     return root
 
 
-def _text(parent: ET.Element | None, path: str) -> str | None:
-    if parent is None:
-        return None
-    node = parent.find(path)
-    if node is None or node.text is None:
-        return None
-    return node.text.strip() or None
-
-
 def _int_attr(node: ET.Element | None, name: str) -> int | None:
     if node is None:
         return None
@@ -83,12 +76,6 @@ def _int_attr(node: ET.Element | None, name: str) -> int | None:
         return int(node.get(name, ""))
     except ValueError:
         return None
-
-
-def _supported(features: ET.Element | None, name: str) -> bool:
-    """``<features><NAME supported='yes'>``; absent means libvirt does not offer it."""
-    node = features.find(name) if features is not None else None
-    return node is not None and node.get("supported") == "yes"
 
 
 def _hyperv(features: ET.Element | None) -> dict[str, Any]:
@@ -102,7 +89,7 @@ def _hyperv(features: ET.Element | None) -> dict[str, Any]:
         return {"features": None, "supported": None, "defaults": {}}
     if node.get("supported") != "yes":
         return {"features": [], "supported": False, "defaults": {}}
-    names = [v.text.strip() for v in node.findall("enum[@name='features']/value") if v.text and v.text.strip()]
+    names = [name for name in (text(v) for v in node.findall("enum[@name='features']/value")) if name]
     return {"features": names, "supported": True, "defaults": _hyperv_defaults(node.find("defaults"))}
 
 
@@ -121,17 +108,14 @@ def _hyperv_defaults(defaults: ET.Element | None) -> dict[str, int | str | bool]
         return {}
     out: dict[str, int | str | bool] = {}
     for child in defaults:
-        text = (child.text or "").strip()
-        if not text:
+        value = text(child)
+        if value is None:
             continue
-        if text in _SWITCH:
-            out[child.tag] = _SWITCH[text]
-        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses; the length
-        # bound keeps clear of Python's 4300-digit int() limit (a retry count is small).
-        elif text.isascii() and text.isdigit() and len(text) <= 18:
-            out[child.tag] = int(text)
+        if value in _SWITCH:
+            out[child.tag] = _SWITCH[value]
         else:
-            out[child.tag] = text
+            number = ascii_int(value)
+            out[child.tag] = value if number is None else number
     return out
 
 
@@ -140,14 +124,7 @@ _SWITCH = {"on": True, "off": False}
 
 
 def _host_model(root: ET.Element) -> HostModel | None:
-    mode = root.find("cpu/mode[@name='host-model']")
-    if mode is None or mode.get("supported") != "yes":
+    mode = supported_cpu_mode(root, "host-model")
+    if mode is None:
         return None
-    return HostModel(model=_text(mode, "model"), vendor=_text(mode, "vendor"))
-
-
-def _usable_custom_models(root: ET.Element) -> list[str]:
-    mode = root.find("cpu/mode[@name='custom']")
-    if mode is None or mode.get("supported") != "yes":
-        return []
-    return [m.text.strip() for m in mode.findall("model") if m.get("usable") == "yes" and m.text and m.text.strip()]
+    return HostModel(model=text(mode.find("model")), vendor=text(mode.find("vendor")))

@@ -28,27 +28,16 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from kvminfo.sources.domcaps_xml import ascii_int, supported_cpu_mode, text, yes_no
+
 # libvirt's scaled-integer units (docs: "unit" attribute of memory sizes); EPC is written in KiB.
 _UNIT_BYTES = {"b": 1, "bytes": 1, "k": 1024, "KiB": 1024, "M": 1024**2, "MiB": 1024**2,
                "G": 1024**3, "GiB": 1024**3, "T": 1024**4, "TiB": 1024**4,
                "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
 
 
-def _text(node: ET.Element | None) -> str | None:
-    if node is None or node.text is None:
-        return None
-    return node.text.strip() or None
-
-
 def _int(node: ET.Element | None) -> int | None:
-    text = _text(node)
-    if text is None or not (text.isascii() and text.isdigit()) or len(text) > 18:
-        return None
-    return int(text)
-
-
-def _yes_no(value: str | None) -> bool | None:
-    return {"yes": True, "no": False}.get(value or "")
+    return ascii_int(text(node))
 
 
 def custom_models(root: ET.Element) -> list[dict[str, Any]] | None:
@@ -56,12 +45,12 @@ def custom_models(root: ET.Element) -> list[dict[str, Any]] | None:
 
     None when the mode is absent or not supported (libvirt offers no named models).
     """
-    mode = root.find("cpu/mode[@name='custom']")
-    if mode is None or mode.get("supported") != "yes":
+    mode = supported_cpu_mode(root, "custom")
+    if mode is None:
         return None
     models: dict[str, dict[str, Any]] = {}
     for node in mode.findall("model"):
-        name = _text(node)
+        name = text(node)
         if name is None or name in models:
             continue
         models[name] = {"name": name, "usable": node.get("usable"), "deprecated": node.get("deprecated") == "yes",
@@ -71,8 +60,8 @@ def custom_models(root: ET.Element) -> list[dict[str, Any]] | None:
 
 def host_model_required_features(root: ET.Element) -> list[str] | None:
     """Names of the host-model's ``<feature policy='require'>``; None without a supported host-model."""
-    mode = root.find("cpu/mode[@name='host-model']")
-    if mode is None or mode.get("supported") != "yes":
+    mode = supported_cpu_mode(root, "host-model")
+    if mode is None:
         return None
     return list(dict.fromkeys(n.get("name", "") for n in mode.findall("feature")
                               if n.get("policy") == "require" and n.get("name")))
@@ -81,7 +70,7 @@ def host_model_required_features(root: ET.Element) -> list[str] | None:
 def _sev(node: ET.Element | None) -> dict[str, Any] | None:
     if node is None:
         return None
-    return {"supported": _yes_no(node.get("supported")), "cbitpos": _int(node.find("cbitpos")),
+    return {"supported": yes_no(node.get("supported")), "cbitpos": _int(node.find("cbitpos")),
             "reduced_phys_bits": _int(node.find("reducedPhysBits")), "max_guests": _int(node.find("maxGuests")),
             "max_es_guests": _int(node.find("maxESGuests"))}
 
@@ -97,8 +86,8 @@ def _epc_bytes(node: ET.Element | None) -> int | None:
 def _sgx(node: ET.Element | None) -> dict[str, Any] | None:
     if node is None:
         return None
-    return {"supported": _yes_no(node.get("supported")), "flc": _yes_no(_text(node.find("flc"))),
-            "sgx1": _yes_no(_text(node.find("sgx1"))), "sgx2": _yes_no(_text(node.find("sgx2"))),
+    return {"supported": yes_no(node.get("supported")), "flc": yes_no(text(node.find("flc"))),
+            "sgx1": yes_no(text(node.find("sgx1"))), "sgx2": yes_no(text(node.find("sgx2"))),
             "epc_bytes": _epc_bytes(node.find("section_size"))}
 
 
@@ -108,7 +97,7 @@ def _launch_security(node: ET.Element | None) -> list[str] | None:
         return None
     if node.get("supported") != "yes":
         return []
-    return [v for v in (_text(n) for n in node.findall("enum[@name='sectype']/value")) if v]
+    return [v for v in (text(n) for n in node.findall("enum[@name='sectype']/value")) if v]
 
 
 def confidential_facts(root: ET.Element) -> dict[str, Any]:
@@ -122,8 +111,8 @@ def confidential_facts(root: ET.Element) -> dict[str, Any]:
     return {
         "sev": _sev(child("sev")),
         "sgx": _sgx(child("sgx")),
-        "tdx": None if tdx is None else _yes_no(tdx.get("supported")),
-        "s390_pv": None if s390_pv is None else _yes_no(s390_pv.get("supported")),
+        "tdx": None if tdx is None else yes_no(tdx.get("supported")),
+        "s390_pv": None if s390_pv is None else yes_no(s390_pv.get("supported")),
         "launch_security": _launch_security(child("launchSecurity")),
     }
 
@@ -147,7 +136,7 @@ def host_tsc_counter(capabilities_xml: str) -> dict[str, Any] | None:
     counter = root.find("host/cpu/counter[@name='tsc']")
     if counter is None:
         return None
-    text = counter.get("frequency", "")
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+    frequency_hz = ascii_int(counter.get("frequency"))
+    if frequency_hz is None:
         return None
-    return {"frequency_hz": int(text), "scaling": _yes_no(counter.get("scaling"))}
+    return {"frequency_hz": frequency_hz, "scaling": yes_no(counter.get("scaling"))}

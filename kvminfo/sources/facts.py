@@ -8,17 +8,15 @@ shape `kvminfo probe --json` prints (the same keys as before typing).
 The source names below are the only spelling of each name: compare against
 these constants, never against a bare string. Each source's facts live in
 their own module (KvmFacts here, on every path; libvirt_facts, whitelist_facts)
-so that the NFD hook path does not pay for the classes of sources it does not
-run: a rule imports those lazily, once a result of that source is in hand.
-KvmFacts, on the hook's path, is a kvminfo.record (a frozen dataclass without
-the import cost); the others are dataclasses.
+with the source that fills them: a rule imports those lazily, once a result
+of that source is in hand.
 """
 
 from __future__ import annotations
 
-from kvminfo.record import field, record
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any, TypedDict
 
@@ -37,7 +35,7 @@ LIBVIRT = "libvirt"
 KERNEL_WHITELIST = "kernel-whitelist"
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class KvmFacts:
     """What /dev/kvm (ioctls) and the host files said.
 
@@ -58,13 +56,17 @@ class KvmFacts:
     hv_cpuid: list[HvCpuidEntry] | None = None
     hv_cpuid_via: str | None = None
     hv_cpuid_missing: str | None = None
-    # Read only when a label family needs them (kvminfo.probe_options.ProbeOptions.families):
+    # Read only when a label family needs them (kvminfo.model.ProbeOptions.families):
     # tsc_khz: KVM_GET_TSC_KHZ on a throwaway VM ("tsc"), None when not read or refused
     # (tsc_missing then says why when it was tried);
     # module_params: kvm_amd sev/sev_es/sev_snp, kvm_intel tdx ("confidential"),
     # name -> True/False, None when the module does not say; None when not read.
     tsc_khz: int | None = None
     tsc_missing: str | None = None
+    # invariant_tsc: whether the host TSC is invariant ("tsc"; kvm.read_invariant_tsc), None when
+    # not read or nobody could say; invariant_tsc_said: what said so.
+    invariant_tsc: bool | None = None
+    invariant_tsc_said: str | None = None
     module_params: dict[str, bool | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -79,5 +81,6 @@ class KvmFacts:
                 "hv_cpuid": None if self.hv_cpuid is None else [dict(e) for e in self.hv_cpuid],
                 "hv_cpuid_via": self.hv_cpuid_via, "hv_cpuid_missing": self.hv_cpuid_missing,
                 "nested": self.nested, "cpu_vendor": self.cpu_vendor, "tsc_khz": self.tsc_khz,
-                "tsc_missing": self.tsc_missing,
+                "tsc_missing": self.tsc_missing, "invariant_tsc": self.invariant_tsc,
+                "invariant_tsc_said": self.invariant_tsc_said,
                 "module_params": None if self.module_params is None else dict(self.module_params)}

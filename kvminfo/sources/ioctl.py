@@ -46,6 +46,7 @@ KVM_CHECK_EXTENSION = _io(KVMIO, 0x03)
 KVM_CREATE_VCPU = _io(KVMIO, 0x41)
 KVM_GET_TSC_KHZ = _io(KVMIO, 0xA3)  # vCPU ioctl (KVM_CAP_GET_TSC_KHZ); returns the guest TSC rate in kHz
 KVM_GET_SUPPORTED_HV_CPUID = _iowr(KVMIO, 0xC1, 8)  # struct kvm_cpuid2 {u32 nent, padding; entries[]}
+KVM_GET_SUPPORTED_CPUID = _iowr(KVMIO, 0x05, 8)  # system ioctl, the same struct kvm_cpuid2 (x86 only)
 assert _IOC_DIRSHIFT != 30 or KVM_GET_SUPPORTED_HV_CPUID == 0xC008AEC1  # linux/kvm.h on x86_64
 
 KVM_API_VERSION = 12

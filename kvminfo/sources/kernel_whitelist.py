@@ -21,20 +21,20 @@ import json
 import logging
 import os
 import re
+from typing import TYPE_CHECKING
 
-from kvminfo.errors import KvminfoError, ParseError
+from kvminfo.common.errors import KvminfoError, ParseError
 from kvminfo.model import SourceResult, Status
 from kvminfo.sources.base import LocalSource
 from kvminfo.sources.facts import KERNEL_WHITELIST
 from kvminfo.sources.operator_file import read_operator_file
 from kvminfo.sources.whitelist_facts import WhitelistFacts
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the hook's start; annotations only need it for mypy
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from kvminfo.probe_options import ProbeOptions
+    from kvminfo.model import ProbeOptions
 
 log = logging.getLogger(__name__)
 

@@ -7,31 +7,36 @@ SourceResult with a one-line reason; nothing here raises to the caller.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import struct
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from kvminfo.lazylog import get_logger
 from kvminfo.model import SourceResult, Status
-from kvminfo.record import replace
 from kvminfo.sources import ioctl as _kvm  # reached as _kvm.ioctl so tests can replace it
 from kvminfo.sources.base import LocalSource
 from kvminfo.sources.facts import KVM, KvmFacts
+from kvminfo.sources.kvm_params import read_bool_param, read_confidential_params
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
-    from kvminfo.probe_options import ProbeOptions
+    from kvminfo.model import ProbeOptions
     from kvminfo.sources.facts import HvCpuidEntry
 
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 NESTED_PARAM_PATHS = (
     "/sys/module/kvm_intel/parameters/nested",
     "/sys/module/kvm_amd/parameters/nested",
 )
 CPUINFO_PATH = "/proc/cpuinfo"
-# /proc/cpuinfo vendor_id -> the short names KubeVirt and operators use.
-CPU_VENDORS = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD", "HygonGenuine": "Hygon", "CentaurHauls": "Centaur"}
+# /proc/cpuinfo vendor_id -> the vendor names libvirt gives the host-model (and so KubeVirt's
+# cpu-vendor label): src/cpu_map/x86_vendors.xml names CentaurHauls "Zhaoxin CentaurHauls", here
+# in the label-valid form that name sanitizes to; s390x prints "IBM/S390" (arch/s390/kernel/
+# processor.c), where libvirt has no vendor and KubeVirt says IBM (node-labeller s390x.go).
+CPU_VENDORS = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD", "HygonGenuine": "Hygon",
+               "CentaurHauls": "Zhaoxin-CentaurHauls", "IBM/S390": "IBM"}
 
 _EINTR_RETRIES = 3  # fcntl.ioctl is not retried by Python (PEP 475 skips ioctl)
 _HV_CPUID_FIRST_NENT = 8  # kernels return ~10 leaves: the first call usually grows
@@ -102,11 +107,17 @@ def read_hv_cpuid(fd: int) -> list[HvCpuidEntry]:
 
     Raises OSError (not E2BIG) when the kernel refuses; the caller decides.
     """
+    return read_cpuid2(fd, _kvm.KVM_GET_SUPPORTED_HV_CPUID, "KVM_GET_SUPPORTED_HV_CPUID")
+
+
+def read_cpuid2(fd: int, request: int, what: str) -> list[HvCpuidEntry]:
+    """One struct kvm_cpuid2 ioctl (KVM_GET_SUPPORTED_HV_CPUID, KVM_GET_SUPPORTED_CPUID) on ``fd``,
+    doubling the buffer on E2BIG. Raises OSError (not E2BIG) when the kernel refuses."""
     nent = _HV_CPUID_FIRST_NENT
     while True:
         buf = bytearray(struct.pack("=II", nent, 0) + bytes(_CPUID_ENTRY.size * nent))
         try:
-            _call(fd, _kvm.KVM_GET_SUPPORTED_HV_CPUID, buf, "KVM_GET_SUPPORTED_HV_CPUID")
+            _call(fd, request, buf, what)
         except OSError as err:
             if err.errno == errno.E2BIG and nent < _HV_CPUID_MAX_NENT:
                 nent *= 2
@@ -160,6 +171,40 @@ def read_tsc_khz(kvm_fd: int, caps: dict[str, int]) -> tuple[int | None, str | N
     return (khz, None) if khz > 0 else (None, f"KVM_GET_TSC_KHZ answered {khz}")
 
 
+# CPUID 0x80000007 EDX bit 8: invariant TSC (AMD APM vol. 3 "TscInvariant", Intel SDM vol. 2A "Invariant TSC").
+_INVTSC_LEAF, _INVTSC_EDX_BIT = 0x80000007, 8
+
+
+def read_invariant_tsc(fd: int, cpuinfo_flags: frozenset[str] | None) -> tuple[bool | None, str]:
+    """(whether the host TSC is invariant, what said so), as libvirt decides before it reports a
+    TSC frequency (src/cpu/cpu_x86.c virCPUx86GetHost: "Probing for TSC frequency makes sense only
+    if the CPU supports invariant TSC"; it tests the host CPUID's invtsc bit).
+
+    The host's CPUID bit as KVM_GET_SUPPORTED_CPUID passes it on (arch/x86/kvm/cpuid.c masks leaf
+    0x80000007 EDX with the host's own, boot_cpu_data.x86_power); where KVM cannot say, Linux's
+    reading of the same bit: it sets both constant_tsc and nonstop_tsc in /proc/cpuinfo when it is
+    set (arch/x86/kernel/cpu/amd.c, intel.c), while constant_tsc alone also marks older CPUs whose
+    TSC stops in deep C-states. None: nobody could say (then no TSC frequency is published).
+    """
+    try:
+        entries = read_cpuid2(fd, _kvm.KVM_GET_SUPPORTED_CPUID, "KVM_GET_SUPPORTED_CPUID")
+    except OSError as err:
+        kvm_said = f"KVM_GET_SUPPORTED_CPUID failed: {_why(err)}"
+    else:
+        leaf = next((e for e in entries if e["function"] == _INVTSC_LEAF and e["index"] == 0), None)
+        if leaf is not None:
+            invariant = bool(leaf["edx"] >> _INVTSC_EDX_BIT & 1)
+            return invariant, (f"CPUID 0x80000007 EDX bit 8 (invariant TSC) is {'set' if invariant else 'clear'} "
+                               "(KVM_GET_SUPPORTED_CPUID)")
+        kvm_said = "KVM_GET_SUPPORTED_CPUID has no leaf 0x80000007"
+    if cpuinfo_flags is None:
+        return None, f"{kvm_said}; no flags line in {CPUINFO_PATH}"
+    missing = [flag for flag in ("constant_tsc", "nonstop_tsc") if flag not in cpuinfo_flags]
+    if missing:
+        return False, f"{kvm_said}; {CPUINFO_PATH} lacks {' and '.join(missing)}"
+    return True, f"{kvm_said}; {CPUINFO_PATH} has constant_tsc and nonstop_tsc"
+
+
 def probe_hv_cpuid(fd: int, caps: dict[str, int]) -> tuple[list[HvCpuidEntry] | None, str | None, str | None]:
     """(entries or None, via "system"|"vcpu"|None, why not) per the caps that advertise it."""
     if caps.get("KVM_CAP_SYS_HYPERV_CPUID", 0) > 0:
@@ -181,14 +226,25 @@ def probe_hv_cpuid(fd: int, caps: dict[str, int]) -> tuple[list[HvCpuidEntry] | 
 
 
 def read_nested(paths: tuple[str, ...] | None = None) -> bool | None:
-    """kvm_intel/kvm_amd `nested` parameter: Y/1 -> True, N/0 -> False, no module -> None."""
+    """kvm_intel/kvm_amd `nested` parameter: Y/1 -> True, N/0 -> False, no module (or neither) -> None."""
     for path in NESTED_PARAM_PATHS if paths is None else paths:
-        try:
-            with open(path, encoding="ascii", errors="replace") as f:
-                value = f.read().strip()
-        except OSError:
-            continue
-        return value in ("Y", "y", "1")
+        value = read_bool_param(path)
+        if value is not None:
+            return value
+    return None
+
+
+def read_cpuinfo_flags(path: str | None = None) -> frozenset[str] | None:
+    """The first ``flags`` line of /proc/cpuinfo (x86), None when there is none (other
+    architectures name it ``features``; an unreadable file)."""
+    try:
+        with open(CPUINFO_PATH if path is None else path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "flags":
+                    return frozenset(value.split())
+    except OSError:
+        pass
     return None
 
 
@@ -233,9 +289,7 @@ def probe_kvm(path: str, nested_paths: tuple[str, ...] | None = None,
     the label families asked for; "tsc" adds KVM_GET_TSC_KHZ (a throwaway VM, ~1 ms), "confidential"
     the kvm_amd/kvm_intel parameters. The NFD hook (--family caps) pays for neither."""
     params = None
-    if "confidential" in families:  # imported here: the hook path (--family caps) never loads it
-        from kvminfo.sources.kvm_params import read_confidential_params
-
+    if "confidential" in families:
         params = read_confidential_params()
     host = KvmFacts(nested=read_nested(nested_paths), cpu_vendor=read_cpu_vendor(cpuinfo_path),
                     module_params=params)
@@ -257,13 +311,15 @@ def probe_kvm(path: str, nested_paths: tuple[str, ...] | None = None,
         msrs = read_msr_index_list(fd)
         hv_cpuid, via, hv_cpuid_missing = probe_hv_cpuid(fd, caps)
         tsc_khz, tsc_missing = read_tsc_khz(fd, caps) if "tsc" in families else (None, None)
+        invariant_tsc, invariant_tsc_said = (read_invariant_tsc(fd, read_cpuinfo_flags(cpuinfo_path))
+                                             if "tsc" in families else (None, None))
     except _IoctlFailed as err:
         return SourceResult(KVM, Status.ERROR, f"{path}: {err}", host)
     finally:
         os.close(fd)
     facts = replace(host, api_version=api_version, caps=caps, msrs=msrs, hv_cpuid=hv_cpuid,
                     hv_cpuid_via=via, hv_cpuid_missing=hv_cpuid_missing, tsc_khz=tsc_khz,
-                    tsc_missing=tsc_missing)
+                    tsc_missing=tsc_missing, invariant_tsc=invariant_tsc, invariant_tsc_said=invariant_tsc_said)
     log.debug("kvm: %s API %d, %s MSRs, HV CPUID %s", path, api_version, "no" if msrs is None else len(msrs),
               via or "absent")
     return SourceResult(KVM, Status.OK, "", facts)

@@ -1,4 +1,6 @@
-"""What the KVM vendor modules say about confidential guests: their module parameters.
+"""What the KVM vendor modules say in their bool parameters: nested virtualisation and confidential guests.
+
+``/sys/module/kvm_{intel,amd}/parameters/nested`` (Y/N; 1/0 on older kernels) and
 
 ``/sys/module/kvm_amd/parameters/{sev,sev_es,sev_snp}`` and
 ``/sys/module/kvm_intel/parameters/tdx`` (Linux: arch/x86/kvm/svm/sev.c declares
@@ -8,8 +10,8 @@ since 6.16; kernels before 5.x printed sev as an int, 0/1). The kernel clears a
 parameter to N when the hardware or firmware cannot do it, so N is a veto;
 an absent file (module not loaded, older kernel) says nothing.
 
-Cheap (a few failed opens on hosts without the modules) but still only read
-when a label family that needs it is asked for.
+The confidential parameters are read only when a label family that needs them
+is asked for.
 """
 
 from __future__ import annotations
@@ -36,16 +38,21 @@ def parse_bool_param(text: str) -> bool | None:
     return None
 
 
+def read_bool_param(path: str) -> bool | None:
+    """The bool/int module parameter at ``path`` (parse_bool_param); None when it cannot be read
+    (module not loaded, older kernel) or says neither."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return parse_bool_param(f.read(64))
+    except OSError:
+        return None
+
+
 def read_confidential_params(sys_module: str | None = None) -> dict[str, bool | None]:
     """{sev, sev_es, sev_snp, tdx}: True/False as the module says, None when it does not say.
     ``sys_module`` defaults to SYS_MODULE (read at call time)."""
     sys_module = SYS_MODULE if sys_module is None else sys_module
     out: dict[str, bool | None] = {}
     for name, (module, param) in CONFIDENTIAL_PARAMS.items():
-        try:
-            with open(os.path.join(sys_module, module, "parameters", param), encoding="ascii",
-                      errors="replace") as f:
-                out[name] = parse_bool_param(f.read(64))
-        except OSError:
-            out[name] = None
+        out[name] = read_bool_param(os.path.join(sys_module, module, "parameters", param))
     return out

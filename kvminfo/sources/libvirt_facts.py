@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from typing import Any
 
@@ -26,7 +26,7 @@ class DomainCapabilities:
     unknown); hyperv_supported likewise (None = absent); hyperv_defaults:
     libvirt >= 11.9 <defaults> children, tag -> int | str | bool ({} otherwise);
     host_model: None unless host-model is supported; custom_models: usable='yes'
-    names in document order; sev/sgx/tdx: <features><NAME supported='yes'>.
+    names in document order, each once; sev/sgx/tdx: <features><NAME supported='yes'>.
     cpu_models, host_model_required_features, confidential: the label families'
     raw facts, shapes in kvminfo/sources/domcaps_families.py (None: not offered).
     """
@@ -52,6 +52,22 @@ class DomainCapabilities:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class HostCapabilities:
+    """arch: <host><cpu><arch>; tsc_counter: {frequency_hz, scaling} or None (no invariant TSC,
+    or the hypervisor could not say); machine_types: every <machine> name a KVM guest of the host's
+    architecture can use, in document order, aliases (canonical=) and deprecated ones included,
+    () when no guest offers KVM for it."""
+
+    arch: str | None = None
+    tsc_counter: dict[str, Any] | None = None
+    machine_types: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"arch": self.arch, "tsc_counter": None if self.tsc_counter is None else dict(self.tsc_counter),
+                "machine_types": list(self.machine_types)}
+
+
 @dataclass(frozen=True)
 class LibvirtFacts:
     """uri: the connection asked (None for a replay, then replayed_from: the file);
@@ -60,7 +76,11 @@ class LibvirtFacts:
     for a replay, or when it could not be had); domcaps: None when there was no
     usable answer. tsc_counter: host capabilities' <counter name='tsc'>
     ({frequency_hz, scaling}), asked only for the "tsc" label family; None when
-    not asked, absent, or replayed."""
+    not asked, absent, or replayed. host_capabilities: the parsed host capabilities
+    (kvminfo.sources.hostcaps; None when not asked, unusable, or not replayed); domcaps_flags: the
+    virConnectGetDomainCapabilities flags asked with (0 for a replay); cpu_features: the
+    host-model's baseline features (kvminfo.sources.cpu_baseline), None when not had, then
+    cpu_features_missing says why when it was tried."""
 
     uri: str | None = None
     libvirt_version: str | None = None
@@ -68,6 +88,10 @@ class LibvirtFacts:
     qemu_version: str | None = None
     replayed_from: str | None = None
     tsc_counter: dict[str, Any] | None = None
+    host_capabilities: HostCapabilities | None = None
+    domcaps_flags: int = 0
+    cpu_features: tuple[str, ...] | None = None
+    cpu_features_missing: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"uri": self.uri}
@@ -81,4 +105,12 @@ class LibvirtFacts:
             out["replayed_from"] = self.replayed_from
         if self.tsc_counter is not None:
             out["tsc_counter"] = dict(self.tsc_counter)
+        if self.host_capabilities is not None:
+            out["host_capabilities"] = self.host_capabilities.to_json()
+        if self.domcaps is not None:
+            out["domcaps_flags"] = self.domcaps_flags
+        if self.cpu_features is not None:
+            out["cpu_features"] = list(self.cpu_features)
+        if self.cpu_features_missing is not None:
+            out["cpu_features_missing"] = self.cpu_features_missing
         return out

@@ -6,7 +6,7 @@ must be one clear error, not a process that reads until it runs out of memory.
 
 from __future__ import annotations
 
-from kvminfo.errors import KvminfoError
+from kvminfo.common.errors import KvminfoError
 
 # Recorded domcapabilities are ~10 KB and whitelist configs a few hundred bytes;
 # 4 MiB leaves room for any real file while bounding memory and time.

@@ -9,31 +9,30 @@ Source so that deciding costs no import.
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from kvminfo.sources.facts import KERNEL_WHITELIST, KVM, LIBVIRT
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from kvminfo.probe_options import ProbeOptions
+    from kvminfo.model import ProbeOptions
     from kvminfo.sources.base import Source
 
 
+@dataclass(frozen=True, slots=True)
 class SourceEntry:
-    """One registry line. A plain class, not a dataclass: it is on the NFD hook's start path."""
+    """One registry line."""
 
-    __slots__ = ("name", "module", "enabled", "off_reason")
-
-    def __init__(self, name: str, module: str, enabled: Callable[[ProbeOptions], bool], off_reason: str) -> None:
-        self.name = name
-        self.module = module  # a module with a module-level SOURCE (kvminfo.sources.base.Source)
-        self.enabled = enabled
-        self.off_reason = off_reason  # the DISABLED result's reason, e.g. the option that switched it off
+    name: str
+    module: str  # a module with a module-level SOURCE (kvminfo.sources.base.Source)
+    enabled: Callable[[ProbeOptions], bool]
+    off_reason: str  # the DISABLED result's reason, e.g. the option that switched it off
 
     def load(self) -> Source:
-        # __import__, not importlib.import_module: the latter bypasses -X importtime,
-        # which the hook's import checks (tests/test_hooks.py) and bench/ rely on.
-        source: Source = __import__(self.module, fromlist=["SOURCE"]).SOURCE
+        source: Source = importlib.import_module(self.module).SOURCE
         if source.name != self.name:
             raise RuntimeError(f"{self.module}.SOURCE is named {source.name!r}, registered as {self.name!r}")
         return source

@@ -11,23 +11,24 @@ stuck thread per interval.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from kvminfo.errors import KvminfoError, ParseError
-from kvminfo.lazylog import DEBUG, get_logger
+from kvminfo.common.durations import format_duration
+from kvminfo.common.errors import KvminfoError, ParseError
+from kvminfo.common.threads import start_daemon
 from kvminfo.model import SourceResult, Status
-from kvminfo.record import replace
-from kvminfo.threads import start_daemon
 
-TYPE_CHECKING = False  # typing costs ~3 ms of the NFD hook's start; only mypy needs it
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from kvminfo.probe_options import ProbeOptions
+    from kvminfo.model import ProbeOptions
     from kvminfo.sources.base import Source
 
-log = get_logger(__name__)
+log = logging.getLogger(__name__)
 
 # (source name, options) -> the thread still blocked in that source's probe from an earlier round.
 _in_flight: dict[tuple[str, ProbeOptions], threading.Thread] = {}
@@ -62,7 +63,7 @@ class _Run:
             return
         except Exception as err:  # a bug in one source must not take the others down
             log.error("%s: source failed: %s: %s", self.source.name, type(err).__name__, err,
-                      exc_info=log.isEnabledFor(DEBUG))  # a traceback only when asked for
+                      exc_info=log.isEnabledFor(logging.DEBUG))  # a traceback only when asked for
             result = SourceResult(self.source.name, Status.ERROR, f"internal error: {type(err).__name__}: {err}")
         self.result = replace(result, elapsed_ms=round((time.monotonic() - started) * 1000, 3))
         log.debug("%s: %s in %.1f ms%s", self.source.describe(self.options), result.status.value,
@@ -77,8 +78,6 @@ class _Run:
         if self.operator_error is not None:
             raise self.operator_error
         if self.result is None:
-            from kvminfo.durations import format_duration  # only when a source times out
-
             reason = f"{self.source.describe(self.options)} did not answer within {format_duration(self.deadline_s)}"
             log.warning("%s; reporting it as timed out, the other sources still count", reason)
             return SourceResult(self.source.name, Status.TIMEOUT, reason, elapsed_ms=self.deadline_s * 1000)

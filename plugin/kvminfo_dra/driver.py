@@ -24,7 +24,7 @@ import socket as sockets
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -45,7 +45,6 @@ from kvminfo_dra.upstream import (
     collect,
     options_for_families,
     remove_specs,
-    replace,
 )
 from kvminfo_dra.validation import check_slices
 

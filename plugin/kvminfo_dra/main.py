@@ -123,7 +123,7 @@ def config_from(args: argparse.Namespace, prog: str) -> DriverConfig:
 
 def main(argv: list[str], prog: str) -> int:
     args = build_parser(prog).parse_args(argv)
-    configure_logging(args.verbose)
+    configure_logging(args.verbose, timestamps=True, info_loggers=("kvminfo_dra",))
     config = config_from(args, prog)
     api = ResourceApi(load_api_client(args.kubeconfig))
     if args.uninstall:

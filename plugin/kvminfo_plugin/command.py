@@ -6,11 +6,10 @@
   ``SUMMARY: str`` (one line for ``kvminfo --help``) and
   ``main(argv: list[str], prog: str) -> int``.
 - ``kvminfo-device-plugin`` (pyproject.toml ``[project.scripts]``, what the
-  DaemonSet runs): the same command, reached without the dispatcher's entry point
-  lookup, which imports importlib.metadata (~0.9 MiB and ~8-15 ms on the way to
-  Register, README "Footprint").
+  DaemonSet runs): the same command under its own name.
 
-This module stays import-light: the plugin itself is imported only when the command runs.
+``kvminfo --help`` imports this module to list the command: the plugin itself is
+imported only when the command runs.
 """
 
 from __future__ import annotations
@@ -30,6 +29,6 @@ def main(argv: list[str], prog: str) -> int:
 def run() -> int:
     """The ``kvminfo-device-plugin`` console script: the command under the CLI's own
     guard (one line and an exit status for a bad config or environment, never a traceback)."""
-    from kvminfo.cli import run_guarded
+    from kvminfo.common.guard import run_guarded
 
     return run_guarded(SCRIPT, lambda: main(sys.argv[1:], SCRIPT))

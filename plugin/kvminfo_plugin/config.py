@@ -9,13 +9,16 @@ loop later.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvminfo.errors import KvminfoError
-from kvminfo.k8snames import DNS_SUBDOMAIN_MAX, is_dns_subdomain, is_qualified_name
-from kvminfo.record import record
+import yaml
+
+from kvminfo.common.errors import KvminfoError
+from kvminfo.common.k8snames import DNS_SUBDOMAIN_MAX, is_dns_subdomain, is_qualified_name
 
 DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 DEFAULT_CDI_DIR = Path("/var/run/cdi")
@@ -60,14 +63,14 @@ class ConfigError(KvminfoError):
         self.problem = problem
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class MountSpec:
     host_path: str
     container_path: str
     read_only: bool = True
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class DeviceGroup:
     """One unit of a resource: device nodes handed out together. ``name`` is the
     readable prefix of its slot IDs and its CDI device name."""
@@ -76,7 +79,7 @@ class DeviceGroup:
     paths: tuple[str, ...]
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class ResourceConfig:
     name: str
     groups: tuple[DeviceGroup, ...]
@@ -94,7 +97,7 @@ class ResourceConfig:
 
     @property
     def allocation(self) -> str:
-        """The key of the Allocate policy (kvminfo_plugin.allocation.POLICIES) this resource uses."""
+        """The key of the Allocate policy (kvminfo_plugin.devices.allocation.POLICIES) this resource uses."""
         return "cdi" if self.cdi else "deviceSpec"
 
     @property
@@ -107,7 +110,7 @@ class ResourceConfig:
         return "kvminfo-" + re.sub(r"[^A-Za-z0-9_.-]", "_", self.name) + ".sock"
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class PluginConfig:
     resources: tuple[ResourceConfig, ...]
     plugin_dir: Path = DEFAULT_PLUGIN_DIR
@@ -122,8 +125,6 @@ def path_slug(path: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", path).strip("-") or "root"
     budget = MAX_DEVICE_ID - 7  # room for "-" + 5 digits + margin
     if len(slug) > budget:  # keep IDs within 63 chars, unique, and ending in the node's own name
-        import hashlib  # only for such long paths: hashlib is ~0.7 MiB of RSS
-
         digest = hashlib.sha256(path.encode()).hexdigest()[:8]
         slug = f"{digest}-{slug[-(budget - 9):].lstrip('-')}"
     return slug
@@ -380,7 +381,7 @@ def max_slots_within_message(groups: tuple[DeviceGroup, ...]) -> int:
 # ---- flags: applied to the raw document ------------------------------------------------
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class FlagOverrides:
     """Flags given on the command line; None/empty means 'not given'."""
 
@@ -474,8 +475,6 @@ def named_by_origin(err: ConfigError, flags: FlagOverrides, source: str = "") ->
 
 def read_config_file(path: Path) -> Any:
     """The YAML document in ``path`` ({} when empty); a KvminfoError naming the file if unreadable."""
-    import yaml  # only with a config file: PyYAML is ~0.9 MiB and ~11 ms of a flags-only start
-
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:

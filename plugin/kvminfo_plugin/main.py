@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvminfo.argparsing import command_parser
-from kvminfo.logsetup import configure_logging
-from kvminfo.threads import start_daemon
-from kvminfo_plugin.batchlog import batch_stream_handlers
+from kvminfo.common.argparsing import command_parser
+from kvminfo.common.logsetup import configure_logging
+from kvminfo.common.threads import start_daemon
+from kvminfo.common.version import VersionAction
 from kvminfo_plugin.config import (
     DEFAULT_CDI_DIR,
     DEFAULT_DEVICE,
@@ -28,7 +26,8 @@ from kvminfo_plugin.config import (
     load_config_file,
     named_by_origin,
 )
-from kvminfo_plugin.logs import add_timestamps, quiet_grpc_core
+from kvminfo_plugin.devices.cdi import remove_specs
+from kvminfo_plugin.telemetry.logs import quiet_grpc_core
 
 if TYPE_CHECKING:
     from kvminfo_plugin.runtime import PluginRuntime
@@ -93,6 +92,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="uninstall step: remove the CDI specs of the configured CDI resources (only files "
                              "holding a spec of that resource's kind), print one line per file, exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action=VersionAction)
     return parser
 
 
@@ -120,32 +120,12 @@ def main(argv: list[str], prog: str = "kvminfo device-plugin") -> int:
     # pending until the signal thread takes them.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     quiet_grpc_core()  # before anything imports grpc
-    configure_logging(args.verbose)
-    add_timestamps()
-    # One line per registration, health change and allocation is the contract,
-    # so this package logs at INFO even when the rest of kvminfo is quiet.
-    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    # The format uses none of these; not collecting them makes each of the
-    # per-Allocate log lines cheaper.
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None  # no caller lookup (sys._getframe) per record
-    batch_stream_handlers(logging.getLogger())  # the per-Allocate line, written off the gRPC threads
-    try:
-        if not _serve(args):
-            return 0
-    finally:  # log lines before the CLI's own error line or a traceback, in order
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-    # run() has stopped every server and thread and removed what it owns. What the
-    # interpreter's own finalization would add (joining gRPC's executor threads,
-    # tearing down ~500 modules) is ~85 ms of SIGTERM -> exit that no node needs.
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # closed or a broken pipe: nothing left to say there
-            pass
-    os._exit(0)
+    # Time-stamped lines, as the other long-running processes'. One line per registration,
+    # health change and allocation is the contract, so this package logs at INFO even
+    # when the rest of kvminfo is quiet.
+    configure_logging(args.verbose, timestamps=True, info_loggers=("kvminfo_plugin",))
+    _serve(args)
+    return 0
 
 
 def _stop_on_signal(runtime: PluginRuntime) -> None:
@@ -156,17 +136,16 @@ def _stop_on_signal(runtime: PluginRuntime) -> None:
     runtime.stop()
 
 
-def _serve(args: argparse.Namespace) -> bool:
-    """Run the plugin until stopped; False when there was nothing to serve (--remove-cdi-specs)."""
+def _serve(args: argparse.Namespace) -> None:
+    """Run the plugin until stopped (or, with --remove-cdi-specs, remove the specs and return)."""
     config = config_from_args(args)
     if args.remove_cdi_specs:
-        from kvminfo_plugin.cdi import remove_specs
-
         for line in remove_specs(config.cdi_dir, config.resources) or [f"no resource has CDI on; nothing in {config.cdi_dir}"]:
             print(line)
-        return False
+        return
 
-    from kvminfo_plugin.runtime import PluginRuntime  # grpc is imported only once the config is good
+    # Imported here, not at the top: grpc reads GRPC_VERBOSITY (quiet_grpc_core) when it is first imported.
+    from kvminfo_plugin.runtime import PluginRuntime
 
     try:
         runtime = PluginRuntime(config)
@@ -177,4 +156,3 @@ def _serve(args: argparse.Namespace) -> bool:
         f"{r.name}={' '.join('+'.join(g.paths) for g in r.groups)} x{r.slots}{' (CDI)' if r.cdi else ''}"
         for r in config.resources), config.plugin_dir)
     runtime.run()
-    return True

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from kvminfo_plugin.config import KUBEVIRT_RESOURCE, ConfigError, PluginConfig, ResourceConfig
-from kvminfo_plugin.health import HealthMonitor, PathHealth
-from kvminfo_plugin.metrics import MetricsServer, PluginMetrics
-from kvminfo_plugin.pool import DevicePool
-from kvminfo_plugin.registration import Supervisor
-from kvminfo_plugin.server import ResourceService, SocketServer
-
-if TYPE_CHECKING:
-    from kvminfo_plugin.cdi import SpecKeeper
+from kvminfo_plugin.devices.cdi import SpecKeeper
+from kvminfo_plugin.devices.health import HealthMonitor, PathHealth
+from kvminfo_plugin.devices.pool import DevicePool
+from kvminfo_plugin.kubelet.registration import Supervisor
+from kvminfo_plugin.kubelet.server import ResourceService, SocketServer
+from kvminfo_plugin.telemetry.metrics import MetricsServer, PluginMetrics
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +24,7 @@ SHUTDOWN_GRACE_S = 1.0  # in-flight Allocates may finish; well inside the kubele
 class PluginRuntime:
     def __init__(self, config: PluginConfig) -> None:
         self.config = config
-        self.metrics = PluginMetrics()
+        self.metrics = PluginMetrics(r.name for r in config.resources)
         # Bound first: an unusable address or a port in use is a config error (a
         # ConfigError), refused before anything is logged, created or started.
         self.metrics_server: MetricsServer | None = None
@@ -50,8 +47,6 @@ class PluginRuntime:
         self.health = HealthMonitor(_paths_with_access(config), self._on_health_change, None)
         self.cdi_specs: SpecKeeper | None = None
         if any(r.cdi for r in config.resources):
-            from kvminfo_plugin.cdi import SpecKeeper  # json and the atomic writer: only for CDI resources
-
             self.cdi_specs = SpecKeeper(config.cdi_dir, config.resources, config.poll_interval_s, self._on_spec_state)
 
     def _supervisor_health(self) -> tuple[bool, str]:
@@ -97,17 +92,11 @@ class PluginRuntime:
             if self.cdi_specs is not None:
                 self.cdi_specs.start()
             if self.metrics_server is not None:
-                # The kubelet needs only the gRPC servers and Register: /metrics and /healthz
-                # (and the import of prometheus-client) come after the first round of Registers.
-                self.metrics_server.start(deferred=True)
+                self.metrics_server.start()
             self.health.start()
-            self.supervisor.run(after_first_round=self._after_first_round, on_poll=self.health.check_all)
+            self.supervisor.run(on_poll=self.health.check_all)
         finally:
             self._cleanup()
-
-    def _after_first_round(self) -> None:
-        if self.metrics_server is not None:
-            self.metrics_server.serve_now()
 
     def stop(self) -> None:
         """Safe from a signal handler and from any thread."""

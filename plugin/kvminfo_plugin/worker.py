@@ -1,13 +1,16 @@
 """One background thread with a stop event: the start/stop boilerplate of the
 health monitor, the inotify watchers, the CDI spec keeper and the metrics
-server, written once on top of kvminfo.threads."""
+server, written once on top of kvminfo.common.threads; and the thread that sleeps
+until a file descriptor is readable (the inotify watchers, the metrics server)."""
 
 from __future__ import annotations
 
+import os
+import select
 import threading
 from collections.abc import Callable
 
-from kvminfo.threads import start_daemon, stop_thread
+from kvminfo.common.threads import start_daemon, stop_thread
 
 
 class Worker:
@@ -34,3 +37,31 @@ class Worker:
         if self._thread is not None and self._thread.is_alive() and self._wake is not None:
             self._wake()
         stop_thread(self._thread)
+
+
+class ReadableWorker:
+    """Calls ``on_readable()`` in a daemon thread named ``name`` each time ``fd`` is
+    readable. In between it sleeps in poll(2) on ``fd`` and an eventfd with no
+    timeout (no idle wake-ups); ``stop()`` writes the eventfd, so it ends at once.
+    The caller owns ``fd`` and closes it after ``stop()``."""
+
+    def __init__(self, name: str, fd: int, on_readable: Callable[[], None]) -> None:
+        self._fd = fd
+        self._on_readable = on_readable
+        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._worker = Worker(name, self._run, wake=lambda: os.eventfd_write(self._stop_fd, 1))
+
+    def start(self) -> None:
+        self._worker.start()
+
+    def stop(self) -> None:
+        self._worker.stop()
+        os.close(self._stop_fd)
+
+    def _run(self, stopping: threading.Event) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        poller.register(self._stop_fd, select.POLLIN)
+        while not stopping.is_set():
+            if any(fd == self._fd for fd, _ in poller.poll()) and not stopping.is_set():  # blocks: no timeout
+                self._on_readable()

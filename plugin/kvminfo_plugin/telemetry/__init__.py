@@ -1,0 +1,1 @@
+"""What the plugin tells operators: Prometheus metrics with /healthz, and log helpers."""
