@@ -62,7 +62,34 @@ def problems(spec: dict[str, Any]) -> list[str]:
     found += [f"device name {n!r}" for n in names if not _DEVICE_NAME.fullmatch(n)]
     found += [f"multiple device {n!r}" for n in set(names) if names.count(n) > 1]
     found += [f"device {d['name']!r}: empty device edits" for d in spec["devices"] if not d["containerEdits"]]
+    # fileMode is not in the schema; specs-go/config.go decodes it into *os.FileMode (a uint32):
+    # Go's encoding/json takes only a non-negative integer number there, never a string like "0666".
+    nodes = [n for e in [spec.get("containerEdits", {})] + [d["containerEdits"] for d in spec["devices"]]
+             for n in e.get("deviceNodes", [])]
+    found += [f"deviceNode {n['path']!r}: fileMode {n['fileMode']!r} is not a uint32 number" for n in nodes
+              if "fileMode" in n and not (type(n["fileMode"]) is int and 0 <= n["fileMode"] < 2**32)]
     return found
+
+
+def oci_device(node: dict[str, Any], process_uid: int, process_gid: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What CDI v1.1.0 injects for one deviceNode into an OCI spec whose process runs as
+    process_uid:process_gid: (linux.devices entry, linux.resources.devices rule).
+    pkg/cdi/container-edits_unix.go fillMissingInfo: type/major/minor from lstat() of the host
+    path (hostPath, else path), and, since v1.1.0 (commit 457489d), the host node's mode when the
+    spec gives no fileMode; pkg/cdi/oci.go toOCI copies fileMode/uid/gid; pkg/cdi/container-edits.go
+    Apply: uid/gid not given and the process's non-zero -> the process's; permissions "" -> rwm."""
+    st = os.lstat(node.get("hostPath") or node["path"])
+    device: dict[str, Any] = {"path": node["path"], "type": "c" if stat.S_ISCHR(st.st_mode) else "b",
+                              "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
+                              "fileMode": node.get("fileMode", stat.S_IMODE(st.st_mode))}
+    for key, process_id in (("uid", process_uid), ("gid", process_gid)):
+        if key in node:
+            device[key] = node[key]
+        elif process_id > 0:
+            device[key] = process_id
+    rule = {"allow": True, "type": device["type"], "major": device["major"], "minor": device["minor"],
+            "access": node.get("permissions") or "rwm"}
+    return device, rule
 
 
 def host_node_problems(spec: dict[str, Any]) -> list[str]:

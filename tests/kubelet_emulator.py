@@ -8,6 +8,17 @@ Admission then does GetPreferredAllocation (if offered) -> Allocate ->
 PreStartContainer (if required). ``restart()`` does what a kubelet restart
 does to the directory: delete every socket, serve a new kubelet.sock.
 
+Clients are kept by resource name, as Kubernetes 1.36's device manager keeps
+them (pkg/kubelet/cm/devicemanager/plugin/v1beta1/handler.go, read in the
+v1.36.2 copy vendored by openshift/microshift at 8e16b12): ``connectClient``
+puts the new client in ``s.clients[name]`` (``registerClient``) and leaves the
+previous one's connection and stream alone; when any client's ListAndWatch
+ends, ``runClient`` calls ``s.getClient(name)`` -- whichever client holds the
+name *now* -- and ``disconnectClient``s it: removed from the map, its gRPC
+connection closed (client.go ``Disconnect``), its devices marked Unhealthy
+(manager.go ``PluginDisconnected``). So when the old instance of a surge update
+exits, the kubelet drops the new instance.
+
 Its checks are written from the kubelet's rules, not imported from the plugin,
 so a plugin bug cannot hide behind a shared helper.
 """
@@ -77,6 +88,7 @@ class Endpoint:
     updates: list[tuple[float, dict[str, str]]] = field(default_factory=list)  # (time, ID -> health)
     stream: grpc.Future | None = None
     stream_ended: bool = False
+    deregistered_at: float | None = None  # when runClient's lookup by name disconnected this endpoint
 
 
 class KubeletEmulator:
@@ -86,6 +98,7 @@ class KubeletEmulator:
         self._cond = threading.Condition()
         self.endpoints: dict[str, Endpoint] = {}
         self.registrations: list[tuple[float, api.RegisterRequest]] = []
+        self.deregistrations: list[Endpoint] = []  # in order; deregistered_at set
         self.refusals: list[str] = []
         self.register_calls = 0  # every Register received, answered or not
         self.supported_version = "v1beta1"  # the API version this kubelet accepts
@@ -126,10 +139,12 @@ class KubeletEmulator:
         self.start()
 
     def end_stream(self, resource: str) -> None:
-        """Cancel the ListAndWatch stream without touching any socket."""
+        """End the ListAndWatch stream from the kubelet's side without touching any socket
+        (as a failed Recv does); returns once runClient's clean-up has run."""
         with self._cond:
-            endpoint = self.endpoints.pop(resource)
+            endpoint = self.endpoints[resource]
         endpoint.channel.close()
+        self.wait_for(lambda: endpoint.deregistered_at is not None, what=f"the end of {resource}'s stream")
 
     # ---- Register handling (called from the gRPC thread) -----------------------------
 
@@ -159,12 +174,10 @@ class KubeletEmulator:
         endpoint = Endpoint(resource=request.resource_name, socket=socket, options=options, channel=channel,
                             stub=stub, registered_at=time.monotonic())
         with self._cond:
-            old = self.endpoints.get(request.resource_name)
+            # registerClient: s.clients[name] = c. The previous client, if any, keeps its stream.
             self.endpoints[request.resource_name] = endpoint
             self.registrations.append((endpoint.registered_at, request))
             self._cond.notify_all()
-        if old is not None:  # the kubelet drops the previous endpoint of a re-registered resource
-            old.channel.close()
         threading.Thread(target=self._watch, args=(endpoint,), daemon=True).start()
         return api.Empty()
 
@@ -178,7 +191,15 @@ class KubeletEmulator:
             pass  # cancelled by us, or the plugin went away
         with self._cond:
             endpoint.stream_ended = True
+            # runClient after c.Run returns: c = s.getClient(name); if nil return; disconnectClient(name, c)
+            # -- the client registered under the name now, not necessarily the one whose stream ended.
+            current = self.endpoints.pop(endpoint.resource, None)
+            if current is not None:
+                current.deregistered_at = time.monotonic()
+                self.deregistrations.append(current)
             self._cond.notify_all()
+        if current is not None:
+            current.channel.close()
 
     # ---- waiting ----------------------------------------------------------------------
 

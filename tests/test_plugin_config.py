@@ -61,6 +61,24 @@ def test_bad_cdi_kind_names_the_field() -> None:
         config_from_mapping({"resources": [{"name": "a.io/x", "devices": ["/dev/x"], "cdiKind": "a/b/c"}]})
 
 
+@pytest.mark.parametrize(("yaml_text", "mode"), [("", 0o666), ("cdiFileMode: 0640", 0o640), ("cdiFileMode: '0660'", 0o660),
+                                             ("cdiFileMode: null", None)])
+def test_cdi_file_mode_is_octal_as_yaml_writes_it(tmp_path: Path, yaml_text: str, mode: int | None) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"resources:\n  - name: a.io/x\n    devices: [/dev/x]\n    cdi: true\n    {yaml_text}\n")
+    assert load_config_file(path).resources[0].cdi_file_mode == mode
+
+
+@pytest.mark.parametrize(("extra", "said"), [({"cdiFileMode": 666, "cdi": True}, "leading 0"),
+                                             ({"cdiFileMode": "rw-rw-rw-", "cdi": True}, "octal mode"),
+                                             ({"cdiFileMode": True, "cdi": True}, "octal mode"),
+                                             ({"cdiFileMode": 0o666}, "only with cdi: true")])
+def test_bad_cdi_file_mode_names_the_field(extra: dict[str, object], said: str) -> None:
+    with pytest.raises(KvminfoError, match=r"^resources\[0\]\.cdiFileMode: ") as caught:
+        config_from_mapping({"resources": [{"name": "a.io/x", "devices": ["/dev/x"], **extra}]})
+    assert said in str(caught.value)
+
+
 def test_slot_ids_are_unique_short_and_name_the_node() -> None:
     long_path = "/dev/" + "deep/" * 30 + "node"
     config = config_from_mapping({"resources": [{"name": "a.io/x", "groups": [{"devices": ["/dev/kvm"]}, {"devices": [long_path]}],

@@ -231,7 +231,7 @@ def test_case5_a_symlinked_node_is_resolved_in_the_cdi_spec(plugin_dir: Path, no
         spec = _spec(cdi_dir, "test.kvminfo.io-serial.json")
         assert cdi_rules.problems(spec) == [] and cdi_rules.host_node_problems(spec) == []
         [node] = spec["devices"][0]["containerEdits"]["deviceNodes"]  # type: ignore[index]
-        assert node == {"path": str(link), "hostPath": str(nodes[0]), "permissions": "rw"}
+        assert node == {"path": str(link), "hostPath": str(nodes[0]), "fileMode": 0o666, "permissions": "rw"}
         link.unlink()  # udev re-enumerated: the name now points at another node
         link.symlink_to("../../tun")
         wait_until(lambda: _spec(cdi_dir, "test.kvminfo.io-serial.json")["devices"][0]["containerEdits"]  # type: ignore[index]
@@ -284,7 +284,11 @@ def test_case8_an_exiting_instance_leaves_its_successors_socket(plugin_dir: Path
                 time.sleep(0.5)
                 assert socket_path.is_socket(), "the old instance deleted the new one's socket"
                 assert not k.endpoints[NET].stream_ended
-                assert len(k.registrations) == registrations  # no ping-pong of registrations
+                # The old stream's end made the kubelet drop the new instance (runClient's lookup by
+                # name, see kubelet_emulator.py), which registered again: once (twice when the
+                # kubelet's clean-up of the dropped client lands after that registration), no ping-pong.
+                assert k.deregistrations[0] is endpoint
+                assert 1 <= len(k.registrations) - registrations <= 2
                 assert _paths(k.admit(NET, 1)) == [str(nodes[0])]  # the kubelet still reaches the new one
             # The new instance removes its own socket on exit.
         assert not socket_path.exists()

@@ -189,7 +189,9 @@ def test_cdi_mode(plugin_dir: Path, device: Path, tmp_path: Path) -> None:
         assert cdi_rules.problems(spec) == [] and cdi_rules.host_node_problems(spec) == []
         assert spec["cdiVersion"] == cdi_rules.minimum_version(spec) and spec["kind"] == TEST_RESOURCE
         [cdi_device] = spec["devices"]
-        assert cdi_device["containerEdits"]["deviceNodes"] == [{"path": str(device), "permissions": "rw"}]
+        # 0666 in the container whatever the host's mode (cdiFileMode's default): any uid of the pod opens it
+        assert cdi_device["containerEdits"]["deviceNodes"] == [{"path": str(device), "fileMode": 0o666,
+                                                                "permissions": "rw"}]
         assert spec["containerEdits"] == {"env": ["A=1"], "mounts": [
             {"hostPath": "/etc/hostname", "containerPath": "/host-name", "options": ["ro", "bind"]}]}
         assert [p.name for p in cdi_dir.iterdir()] == [spec_file.name]  # no temp file left

@@ -35,6 +35,12 @@ DEFAULT_DEVICE = "/dev/kvm"
 # the ListAndWatch message small (~25 KB, far below gRPC's 4 MB limit).
 DEFAULT_SLOTS = 1000
 MAX_SLOTS = 100_000
+# The mode of each device node in the container in CDI mode (the CDI spec's deviceNodes[].fileMode,
+# specs-go/config.go since CDI v0.3.0). Without one, CDI >= v1.1.0 copies the host node's mode
+# (pkg/cdi/container-edits_unix.go fillMissingInfo, commit 457489d), older libraries leave it to
+# runc (0666): 0600 or 0666 by runtime version. 0666 makes a non-root pod's open() work everywhere;
+# the device cgroup still limits the node to the pods it was allocated to.
+DEFAULT_CDI_FILE_MODE = 0o666
 MAX_POLL_INTERVAL_S = 86400
 DEFAULT_METRICS_PORT = 9710
 MAX_DEVICE_ID = 63  # the kubelet's limit on Device.ID
@@ -89,6 +95,7 @@ class ResourceConfig:
     envs: tuple[tuple[str, str], ...] = ()
     cdi: bool = False
     cdi_kind: str = ""  # "" -> the resource name
+    cdi_file_mode: int | None = DEFAULT_CDI_FILE_MODE  # None: no fileMode in the spec (the runtime decides)
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -211,7 +218,9 @@ def _absolute_path(value: Any, where: str) -> str:
 
 # ---- one resource -----------------------------------------------------------------------
 
-_RESOURCE_FIELDS = {"name", "devices", "groups", "slots", "permissions", "mounts", "envs", "cdi", "cdiKind"}
+_RESOURCE_FIELDS = {"name", "devices", "groups", "slots", "permissions", "mounts", "envs", "cdi", "cdiKind",
+                    "cdiFileMode"}
+_OCTAL_MODE = re.compile(r"0?[0-7]{3}")
 
 
 def _resource(raw: Any, where: str) -> ResourceConfig:
@@ -228,9 +237,27 @@ def _resource(raw: Any, where: str) -> ResourceConfig:
     cdi_kind = _typed(raw.get("cdiKind", ""), str, f"{where}.cdiKind", "vendor/class")
     if cdi_kind:
         _require(cdi_kind_problem(cdi_kind) is None, f"{where}.cdiKind", f"{cdi_kind!r}: {cdi_kind_problem(cdi_kind)}")
+    file_mode = _file_mode(raw.get("cdiFileMode", DEFAULT_CDI_FILE_MODE), f"{where}.cdiFileMode")
+    # Device specs (DeviceSpec) carry no mode: the runtime copies the host node's, so the field would do nothing.
+    _require(cdi or "cdiFileMode" not in raw, f"{where}.cdiFileMode",
+             "only with cdi: true (without CDI the container's node has the host's mode; a runtime with "
+             "device_ownership_from_security_context gives it to the pod's user)")
     return ResourceConfig(name=name, groups=_groups(raw, where), slots=slots, permissions=permissions,
                           mounts=_mounts(raw.get("mounts", []), f"{where}.mounts"),
-                          envs=_envs(raw.get("envs", {}), f"{where}.envs"), cdi=cdi, cdi_kind=cdi_kind)
+                          envs=_envs(raw.get("envs", {}), f"{where}.envs"), cdi=cdi, cdi_kind=cdi_kind,
+                          cdi_file_mode=file_mode)
+
+
+def _file_mode(value: Any, where: str) -> int | None:
+    """An octal mode like 0666 (YAML reads it as the number 438) or "0666", or null for none."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        _require(bool(_OCTAL_MODE.fullmatch(value)), where, f"expected an octal mode like \"0666\", got {value!r}")
+        return int(value, 8)
+    mode = _typed(value, int, where, "an octal mode like 0666, or null")
+    _require(0 <= mode <= 0o777, where, f"must be 0000..0777 in octal (write it with a leading 0, like 0666), got {mode}")
+    return int(mode)
 
 
 def _groups(raw: dict[Any, Any], where: str) -> tuple[DeviceGroup, ...]:

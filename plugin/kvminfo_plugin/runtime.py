@@ -58,10 +58,10 @@ class PluginRuntime:
         # without DirectoryOrCreate); waiting for it beats crash-looping.
         _ensure_dir(plugin_dir, 0o750, "pluginDir")
 
-    def _on_streams_changed(self, resource: str, open_streams: int, stopping: bool) -> None:
+    def _on_streams_changed(self, resource: str, open_streams: int, stopping: bool, opened_at: float) -> None:
         self.metrics.registered.labels(resource).set(1 if open_streams else 0)
         if open_streams == 0 and not stopping:
-            self.supervisor.on_stream_closed(resource)
+            self.supervisor.on_stream_closed(resource, opened_at)
 
     def _on_health_change(self, health: PathHealth, starting: bool = False) -> None:
         for pool in self.pools:

@@ -67,15 +67,19 @@ def required_version(spec: dict[str, Any]) -> str:
 Resolve = Callable[[str], str]
 
 
-def _device_node(path: str, permissions: str, resolve: Resolve) -> dict[str, Any]:
+def _device_node(path: str, permissions: str, file_mode: int | None, resolve: Resolve) -> dict[str, Any]:
     """A configured node that is a symlink (a udev name like /dev/serial/by-id/...)
     keeps its name in the container (``path``) and names the real node as
     ``hostPath``: CDI lstat()s the host path and refuses anything but a device node
-    (pkg/cdi/container-edits_unix.go deviceInfoFromPath)."""
+    (pkg/cdi/container-edits_unix.go deviceInfoFromPath). ``fileMode`` is the
+    node's mode in the container, a JSON number (specs-go/config.go: *os.FileMode);
+    see config.DEFAULT_CDI_FILE_MODE."""
     node: dict[str, Any] = {"path": path}
     real = resolve(path)
     if real != path:
         node["hostPath"] = real
+    if file_mode is not None:
+        node["fileMode"] = file_mode
     node["permissions"] = permissions
     return node
 
@@ -87,7 +91,8 @@ def build_spec(resource: ResourceConfig, resolve: Resolve = os.path.realpath) ->
         "kind": resource.effective_cdi_kind,
         "devices": [
             {"name": group.name,
-             "containerEdits": {"deviceNodes": [_device_node(p, resource.permissions, resolve) for p in group.paths]}}
+             "containerEdits": {"deviceNodes": [_device_node(p, resource.permissions, resource.cdi_file_mode, resolve)
+                                                for p in group.paths]}}
             for group in resource.groups
         ],
     }

@@ -10,9 +10,24 @@ every registered character device as ``/sys/dev/char/<major>:<minor>``
 port raises DTR (resetting boards such as Arduinos), an exclusive device
 (TIOCEXCL tty, /dev/tpm0, a VFIO group) held by our check would make the
 workload's own open() fail with EBUSY, and inside the plugin's own pod the
-device cgroup answers EPERM anyway. Only devices without a sysfs entry (pty
-slaves in devpts, or a sysfs that is not mounted) are opened, and there EBUSY
-(held by its workload) and EPERM (our own device cgroup) both mean present.
+device cgroup answers EPERM anyway.
+
+Without a sysfs entry the kernel is asked before any open(), from sources that
+are host-wide and that no device cgroup confines: ``/proc/devices`` lists every
+registered character major (fs/proc/devices.c: the majors of the char device
+regions, "Character devices:" then "<major> <name>" lines), and for the misc
+major 10 (Documentation/admin-guide/devices.txt) ``/proc/misc`` lists every
+registered minor (drivers/char/misc.c: "<minor> <name>"). A node whose major
+(or misc minor) is not there has no driver: unhealthy. That is what
+``/dev/vhost-net`` made at boot by kmod's static nodes with vhost_net not
+loaded looks like (10:238), or a static ``/dev/kvm`` (10:232) on a host with
+VT-x/AMD-V off, where kvm never registers its misc device; on the host open()
+answers ENODEV (misc_open) or ENXIO (chrdev_open), but in our pod the device
+cgroup answers EPERM first, which cannot tell them apart. Only nodes the
+kernel lists without a sysfs entry (pty slaves in devpts, or a sysfs that is
+not mounted) are opened, and there EBUSY (held by its workload) and EPERM (our
+own device cgroup) both mean present. When the /proc files cannot be read, the
+open() decides alone.
 
 inotify on each node's directory wakes the checker at once (devtmpfs and
 tmpfs both deliver CREATE/DELETE/ATTRIB); the slow poll catches what inotify
@@ -37,6 +52,9 @@ from kvminfo_plugin.worker import Worker
 log = logging.getLogger(__name__)
 
 SYS_DEV_CHAR = "/sys/dev/char"
+PROC_DEVICES = "/proc/devices"
+PROC_MISC = "/proc/misc"
+MISC_MAJOR = 10  # Documentation/admin-guide/devices.txt: "10 char  Non-serial mice, misc features"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +64,8 @@ class PathHealth:
     reason: str  # a short phrase for the log line: "char 10:232", "missing", "no driver (ENXIO)"
 
 
-def check_path(path: str, permissions: str = "rw", sys_dev_char: str = SYS_DEV_CHAR) -> PathHealth:
+def check_path(path: str, permissions: str = "rw", sys_dev_char: str = SYS_DEV_CHAR,
+               proc_devices: str = PROC_DEVICES, proc_misc: str = PROC_MISC) -> PathHealth:
     """Health of one device node; see the module docstring for the rule."""
     try:
         st = os.stat(path)
@@ -56,10 +75,50 @@ def check_path(path: str, permissions: str = "rw", sys_dev_char: str = SYS_DEV_C
         return PathHealth(path, False, f"stat failed: {errno_text(err)}")
     if not stat.S_ISCHR(st.st_mode):
         return PathHealth(path, False, "not a character device")
-    numbers = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    numbers = f"{major}:{minor}"
     if os.path.exists(f"{sys_dev_char}/{numbers}"):
         return PathHealth(path, True, f"char {numbers}")
+    missing = _unregistered(major, minor, proc_devices, proc_misc)
+    if missing is not None:
+        return PathHealth(path, False, f"no driver for char {numbers} ({missing})")
     return _check_by_open(path, permissions, numbers)
+
+
+def char_majors(proc_devices_text: str) -> set[int]:
+    """The majors of the "Character devices:" section of /proc/devices."""
+    majors: set[int] = set()
+    in_char = False
+    for line in proc_devices_text.splitlines():
+        if line.endswith(":"):  # a section heading: "Character devices:", "Block devices:"
+            in_char = line.strip() == "Character devices:"
+        elif in_char and (fields := line.split()) and fields[0].isdigit():
+            majors.add(int(fields[0]))
+    return majors
+
+
+def misc_minors(proc_misc_text: str) -> set[int]:
+    """The minors /proc/misc lists (one "<minor> <name>" line per misc device)."""
+    return {int(fields[0]) for line in proc_misc_text.splitlines()
+            if (fields := line.split()) and fields[0].isdigit()}
+
+
+def _unregistered(major: int, minor: int, proc_devices: str, proc_misc: str) -> str | None:
+    """Why the kernel has no driver for char major:minor, or None (it has one, or we cannot tell)."""
+    try:
+        if major not in char_majors(_read(proc_devices)):
+            return f"major {major} not in {proc_devices}"
+        if major != MISC_MAJOR:
+            return None
+        minors = misc_minors(_read(proc_misc))
+    except OSError:
+        return None  # no /proc to ask: the open() decides
+    return None if minor in minors else f"misc minor {minor} not in {proc_misc}: its driver is not loaded or found no hardware"
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="ascii", errors="replace") as f:
+        return f.read()
 
 
 def _check_by_open(path: str, permissions: str, numbers: str) -> PathHealth:

@@ -4,7 +4,15 @@
 - Kubelet restart: it deletes every socket in the plugin dir and serves a new
   kubelet.sock. inotify on the plugin dir sees our socket go (serve again) and
   kubelet.sock appear (register again at once).
-- The kubelet ended ListAndWatch and no new stream came: register again.
+- The kubelet ended ListAndWatch and no new stream came: register again. When the
+  stream that ended belongs to our latest Register (opened after it started), the
+  kubelet has dropped that registration: register again at once. That is what a
+  surge update does on a real kubelet (1.36, pkg/kubelet/cm/devicemanager/plugin/
+  v1beta1/handler.go runClient): when the old instance's stream ends, the kubelet
+  looks the client up by resource name, finds the new instance's and disconnects
+  it. Any other stream end (one opened before our latest Register: older kubelets
+  stop the previous endpoint when a plugin registers again) waits STREAM_GRACE_S
+  for a new stream first, so a re-registration can never loop.
 - No kubelet yet, or Register failed: retry with capped exponential backoff;
   a line for the first failure and each new reason, an unchanged one at most
   once a minute. Never exit because the kubelet is away.
@@ -53,9 +61,10 @@ BACKOFF_MAX_S = 5.0
 # Serving fails when the plugin dir is gone; its reappearance is an inotify event,
 # so retrying blindly can be slow: it is only the fallback.
 SERVE_BACKOFF_FIRST_S = 1.0
-# After the kubelet ends a stream, how long a new one may take before we
-# register again. A re-registration itself makes the kubelet drop the old
-# stream, so re-registering at once on every end would loop.
+# After the kubelet ends a stream older than our latest Register, how long a new
+# one may take before we register again. On older kubelets a re-registration
+# itself drops the previous stream, so re-registering at once on every end would
+# loop. The stream of the latest Register ending needs no grace (see above).
 STREAM_GRACE_S = 0.25
 
 
@@ -68,6 +77,8 @@ class _ResourceState:
         self.next_attempt = 0.0
         self.register_failures = 0  # since the last success or reset: the backoff's retry number
         self.stream_lost_at: float | None = None
+        self.stream_grace_s = STREAM_GRACE_S  # how long to await a new stream after that loss
+        self.register_started_at: float | None = None  # the latest Register attempt
         self.registered_at: float | None = None
         self.last_error = "not registered yet"
         self.serve_retry_at = 0.0
@@ -123,15 +134,23 @@ class Supervisor:
                 return
         self._wake.set()
 
-    def on_stream_closed(self, resource: str) -> None:
-        """The last ListAndWatch stream of ``resource`` ended while we keep running."""
+    def on_stream_closed(self, resource: str, opened_at: float) -> None:
+        """The last ListAndWatch stream of ``resource`` (opened at ``opened_at``,
+        time.monotonic()) ended while we keep running."""
+        dropped = False
         with self._lock:
             state = self._states.get(resource)
             # Also while a Register is in flight: the stream it opens may end before
             # _register() sees its answer, and that loss must not be forgotten.
             if state is not None:
-                state.stream_lost_at = time.monotonic()
-        log.info("kubelet ended the ListAndWatch stream of %s", resource)
+                now = time.monotonic()
+                # The kubelet opens the stream during (or right after) Register: a stream opened
+                # after the latest Register started is that registration's own.
+                dropped = state.register_started_at is not None and opened_at >= state.register_started_at
+                state.stream_lost_at, state.stream_grace_s = now, 0.0 if dropped else STREAM_GRACE_S
+        log.info("kubelet ended the ListAndWatch stream of %s%s", resource,
+                 " of its latest registration: it dropped that registration (another instance's stream ended?)"
+                 if dropped else "")
         self._wake.set()
 
     # ---- status for /healthz ------------------------------------------------------------
@@ -215,7 +234,7 @@ class Supervisor:
                 lost = state.stream_lost_at
                 if lost is not None and server.service.open_streams > 0:
                     state.stream_lost_at = lost = None  # a new stream came: nothing to do
-                if lost is not None and now - lost >= STREAM_GRACE_S:
+                if lost is not None and now - lost >= state.stream_grace_s:
                     state.stream_lost_at = None
                     state.needs_register, state.next_attempt = True, 0.0
                     log.info("no ListAndWatch stream for %s; registering again", name)
@@ -232,11 +251,13 @@ class Supervisor:
                 if state.needs_register:
                     waits.append(state.next_attempt - now)
                 if state.stream_lost_at is not None:
-                    waits.append(state.stream_lost_at + STREAM_GRACE_S - now)
+                    waits.append(state.stream_lost_at + state.stream_grace_s - now)
         return max(0.0, min(waits))
 
     def _register(self, name: str, state: _ResourceState) -> None:
         started = time.monotonic()
+        with self._lock:
+            state.register_started_at = started
         refusal = register_with_kubelet(self.kubelet_socket, state.server.socket_path.name, name, self._stop)
         if refusal is not None and refusal.reason == CANCELLED:
             return

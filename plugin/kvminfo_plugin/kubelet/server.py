@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 # less over the GIL: 8 gave more Allocates/s and a lower p99 than 32 (bench/bench_plugin.py).
 MAX_WORKERS = 8
 
-# (resource, streams still open, the process is stopping)
-OnStreamsChanged = Callable[[str, int, bool], None]
+# (resource, streams still open, the process is stopping, time.monotonic() when the
+# stream that opened or ended was opened)
+OnStreamsChanged = Callable[[str, int, bool, float], None]
 
 
 def plugin_options() -> api.DevicePluginOptions:
@@ -59,25 +61,26 @@ class ResourceService(api_grpc.DevicePluginServicer):
             self._stopping = True
         self.pool.close()
 
-    def _streams(self, delta: int) -> None:
+    def _streams(self, delta: int, opened_at: float) -> None:
         with self._lock:
             self.open_streams += delta
             remaining, stopping = self.open_streams, self._stopping
-        self._on_streams_changed(self.resource.name, remaining, stopping)
+        self._on_streams_changed(self.resource.name, remaining, stopping, opened_at)
 
     def GetDevicePluginOptions(self, request: api.Empty, context: grpc.ServicerContext) -> api.DevicePluginOptions:
         return plugin_options()
 
     def ListAndWatch(self, request: api.Empty, context: grpc.ServicerContext) -> Iterator[api.ListAndWatchResponse]:
         context.add_callback(self.pool.wake)  # the kubelet went away: stop waiting
-        self._streams(+1)
+        opened_at = time.monotonic()
+        self._streams(+1, opened_at)
         sent = -1
         try:
             while (listing := self.pool.next_listing(sent, context.is_active)) is not None:
                 sent = listing.version
                 yield listing.response
         finally:
-            self._streams(-1)
+            self._streams(-1, opened_at)
 
     def GetPreferredAllocation(self, request: api.PreferredAllocationRequest,
                                context: grpc.ServicerContext) -> api.PreferredAllocationResponse:
