@@ -166,7 +166,7 @@ class DraApiServerStandin(ApiServerStandin):
     slices: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> slice, held as v1
     claims: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     down: bool = False  # every request 503, as an API server that is restarting
-    # DRAConsumableCapacity (FACTS.md section 4): beta and on in 1.36, alpha and off in 1.34-1.35; a
+    # DRAConsumableCapacity (FACTS.md section 4): beta and on in 1.36, alpha and off before; a
     # disabled gate's field is dropped from what is stored (the registry strategy's
     # dropDisabledFields), and before 1.34 (no v1) the field does not exist: strict decoding refuses it.
     consumable_capacity: bool = True

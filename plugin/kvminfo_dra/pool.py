@@ -79,7 +79,7 @@ class SlicePublisher:
         return wrote
 
     def _check_shared(self, sent: dict[str, Any], stored: dict[str, Any]) -> None:
-        """A server whose DRAConsumableCapacity is off (alpha, off, in 1.34-1.35) drops
+        """A server whose DRAConsumableCapacity is off (alpha and off by default before 1.36) drops
         allowMultipleAllocations without an error: the kvm device is then allocatable once."""
         dropped = [d["name"] for d, s in zip(sent["spec"]["devices"], (stored.get("spec") or {}).get("devices") or [],
                                               strict=False)
