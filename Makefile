@@ -19,9 +19,9 @@ endif
 # make lint (run by make test): ruff over the whole repository (tests, soak, bench and scripts
 # too, with the same rules: issue 18); mypy on both packages, --strict for kvminfo/
 # (pyproject.toml [[tool.mypy.overrides]]).
-MYPY_PATHS := kvminfo plugin/kvminfo_plugin
+MYPY_PATHS := kvminfo plugin/kvminfo_plugin plugin/kvminfo_dra
 
-.PHONY: lint run test install system-deps libvirt-up libvirt-down bench soak proto bench-plugin bench-featurefile bench-publish image clean
+.PHONY: lint run test install system-deps libvirt-up libvirt-down bench soak proto bench-plugin bench-featurefile bench-publish image clean proto-dra bench-dra
 
 system-deps:
 	@PYTHON=$(PYTHON) bash scripts/system-deps.sh
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	@# An editable install compiles nothing; the NFD hook starts ~15 ms faster with bytecode.
-	$(PY) -m compileall -q kvminfo plugin/kvminfo_plugin
+	$(PY) -m compileall -q kvminfo plugin/kvminfo_plugin plugin/kvminfo_dra
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -101,3 +101,18 @@ image: install
 clean:
 	bash scripts/image.sh containerd-down
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# Regenerate the DRA driver's protobuf/gRPC modules from the byte-exact kubelet protos in
+# plugin/kvminfo_dra/api/<api>/api.proto (Kubernetes v1.36.2). Compiled from api/ so each
+# file is registered as <api>/api.proto: four files named api.proto (and the device
+# plugin's) cannot share protobuf's default descriptor pool under one name.
+DRA_APIS := dra_v1 dra_v1beta1 dra_health_v1alpha1 pluginregistration_v1
+proto-dra: install
+	cd plugin/kvminfo_dra/api && for api in $(DRA_APIS); do \
+		../../../$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $$api/api.proto || exit 1; \
+		sed -i "s/^from $$api import api_pb2 as \(.*\)$$/from . import api_pb2 as \1/" $$api/api_pb2_grpc.py; \
+	done
+
+# The DRA driver against the kubelet DRA emulator and the resource.k8s.io stand-in (figures: docs/dra.md).
+bench-dra: install libvirt-up
+	$(PY) bench/bench_dra.py
