@@ -84,6 +84,8 @@ INPUTS: dict[str, Path | str] = {
     "recorded.xml": DOMCAPS_FIXTURES / "virt-manager-kvm-x86_64-latest.xml",  # a Hyper-V capable Intel host
     "sev-snp-host.xml": DOMCAPS_FIXTURES / "libvirt-git-003b5731-qemu_10.0.0-q35.x86_64+amdsev.xml",
     "kvm-version-info.json": FIXTURES / "whitelist" / "kvm-info.json",  # the original plugin's whitelist
+    # `virsh hypervisor-cpu-baseline --features` of recorded.xml's host-model (KubeVirt's test data)
+    "cpu-baseline.xml": FIXTURES / "kubevirt" / "supported_features.xml",
     "obsolete.txt": "486 pentium pentium2 pentium3 qemu64 kvm64\n",  # "a list of CPU model names"
 }
 NODE = "node-1"
@@ -217,6 +219,11 @@ def known_labels(shipped: Shipped) -> set[str]:
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         names |= {line.split("=", 1)[0] for line in done.stdout.splitlines()}
+    done = subprocess.run([str(KVMINFO), "labels", "--no-kvm", "--domcaps-xml", str(INPUTS["recorded.xml"]),
+                           "--cpu-baseline-xml", str(INPUTS["cpu-baseline.xml"]), "--family", "cpu-features"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    names |= {line.split("=", 1)[0] for line in done.stdout.splitlines()}
     names |= set(nodefeature_spec_with(HyperVKernel())["labels"])
     for obj in shipped.objects:
         if obj["kind"] == "NodeFeatureRule":
@@ -227,6 +234,7 @@ def known_labels(shipped: Shipped) -> set[str]:
     for first, rest in re.findall(r"(kvm-info-[\w-]+)((?:, -[\w-]+)+)", text):
         names |= {first} | {"kvm-info" + more for more in re.findall(r"-[\w-]+", rest)}
     names |= set(re.findall(r"kvm-info-[\w-]*[\w]", text))
+    names |= {stem + "<name>" for stem in re.findall(r"(kvm-info-[\w-]+-)<\w+>", text)}  # a family: one per name
     return {name.removeprefix("feature.node.kubernetes.io/") for name in names}
 
 
