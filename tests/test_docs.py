@@ -42,7 +42,8 @@ Every fenced block on those pages carries a marker on the line before it,
 
 And on every page: relative links and their anchors resolve; every repository
 path named in inline code exists; every inline ``kubectl`` command is checked as
-in a ``commands`` block; every inline ``kvminfo CMD --option`` names an option of CMD; every
+in a ``commands`` block; every inline ``kvminfo CMD --option`` (and the console scripts
+``kvminfo-device-plugin``, ``kvminfo-dra-driver``) names an option of CMD; every
 ``kvm-info-*`` label named is one kvminfo writes; and no page carries an issue
 number, a commit hash, a test count or a description of the development machine.
 """
@@ -197,7 +198,7 @@ def _help(*command: str) -> str:
     return done.stdout
 
 
-COMMANDS = ("probe", "labels", "features-file", "publish", "device-plugin")
+COMMANDS = ("probe", "labels", "features-file", "publish", "device-plugin", "dra-driver")
 
 
 @pytest.fixture(scope="module")
@@ -573,7 +574,7 @@ KINDS = ("commands", "output", "yaml-in", "plugin-config", "pod-recipe", "overla
 def test_every_operator_page_is_here_and_linked_from_the_readme() -> None:
     readme = (REPO / "README.md").read_text()
     for name in ("install", "verify", "labels", "vm-pods", "device-plugin", "cli", "troubleshooting",
-                 "upgrade-uninstall", "nfd-hooks"):
+                 "upgrade-uninstall", "nfd-hooks", "dra"):
         assert (REPO / "docs" / f"{name}.md").is_file(), name
         assert f"(docs/{name}.md" in readme, name
     assert len(readme.splitlines()) < 300
@@ -652,8 +653,8 @@ def test_page_links_paths_commands_and_labels_exist(page: Path, shipped: Shipped
         if re.fullmatch(r"(deploy|tests|kvminfo|plugin|nfd-hooks|scripts|bench|soak|docs)/[^\s<>*{}\[\]]*", span):
             assert (REPO / span).exists(), f"{page.name}: `{span}`: no such path"
         words = span.split()
-        command = "device-plugin" if words[0] == "kvminfo-device-plugin" else words[1] if (
-            words[0] == "kvminfo" and len(words) > 1) else None
+        scripts = {"kvminfo-device-plugin": "device-plugin", "kvminfo-dra-driver": "dra-driver"}  # console scripts
+        command = scripts.get(words[0]) or (words[1] if words[0] == "kvminfo" and len(words) > 1 else None)
         if command in options:
             for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", span):
                 assert option in options[command], f"{page.name}: `{span}`: {option} is no option of {command}"
