@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import tomllib
@@ -258,3 +259,25 @@ def test_log_format_json_on_the_device_plugin(tmp_path: Path) -> None:
     assert any(line["logger"].startswith("kvminfo_plugin") and line["message"].startswith("starting: a.io/x")
                for line in lines), lines
     assert any(line["level"] == "warning" and "unhealthy" in line["message"] for line in lines), lines
+
+
+def test_healthz_before_the_first_round_and_a_source_that_times_out(tmp_path: Path) -> None:
+    """A libvirt socket that accepts and never answers: the first round waits for the
+    --libvirt-timeout deadline. Meanwhile /healthz says no round has ended; then the round
+    ends source_error, counted as libvirt's timeout, its probe as long as the deadline."""
+    path = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX) as silent:
+        silent.bind(str(path))
+        silent.listen(8)
+        with running("features-file", "-o", str(tmp_path / "kvminfo"), "--interval", "1h", "--no-kvm",
+                     "--libvirt-uri", f"qemu+unix:///system?socket={path}", "--libvirt-timeout", "3") as (_, port):
+            wait_for(port, lambda s: True)
+            status, body = http_get(port, "/healthz")
+            assert status == 503 and body.startswith("no round has ended yet"), body
+            samples = wait_for(port, lambda s: rounds(s, "source_error") == 1)
+            status, body = http_get(port, "/healthz")
+    assert status == 503 and "libvirt timeout" in body, body
+    assert value(samples, "kvminfo_source_errors_total", source="libvirt", status="timeout") == 1
+    assert 3 <= value(samples, "kvminfo_probe_duration_seconds_sum") < 10
+    assert value(samples, "kvminfo_probe_duration_seconds_bucket", le="2.5") == 0
+    assert value(samples, "kvminfo_probe_duration_seconds_bucket", le="5.0") == 1

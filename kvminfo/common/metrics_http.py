@@ -15,6 +15,7 @@ import errno
 import logging
 import socket
 import socketserver
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler
@@ -22,7 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from kvminfo.common.errors import KvminfoError
+from kvminfo.common.errors import KvminfoError, one_line
 from kvminfo.common.logsetup import METRICS_LOGGER
 from kvminfo.common.threads import ReadableWorker
 
@@ -99,6 +100,12 @@ class _Server(ThreadingWSGIServer):
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), port
         self.setup_environ()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints the traceback of whatever ended a request to stderr; a client
+        # that resets while it is answered (a probe that timed out, garbage then a close) is
+        # no event of ours: one debug line, never a traceback in the process's log.
+        log.debug("client %s: %s", client_address, one_line(sys.exc_info()[1]))
 
 
 def _bind(address: str, port: int) -> _Server:
