@@ -281,3 +281,15 @@ def test_healthz_before_the_first_round_and_a_source_that_times_out(tmp_path: Pa
     assert 3 <= value(samples, "kvminfo_probe_duration_seconds_sum") < 10
     assert value(samples, "kvminfo_probe_duration_seconds_bucket", le="2.5") == 0
     assert value(samples, "kvminfo_probe_duration_seconds_bucket", le="5.0") == 1
+
+
+def test_a_fatal_error_is_a_json_line_too_once_json_was_asked_for() -> None:
+    """An error after the options were read (here: a kubeconfig that does not exist) is the one
+    error line as JSON (level error, logger kvminfo.publish), so every line parses."""
+    done = subprocess.run([str(KVMINFO), "publish", "--kubeconfig", "/nonexistent/kubeconfig", "--node-name", NODE,
+                           "--namespace", NS, "--no-libvirt", "--log-format", "json"],
+                          capture_output=True, text=True, env=environment(), timeout=60)
+    assert done.returncode == 2
+    (line,) = json_lines(done.stderr)
+    assert (line["level"], line["logger"]) == ("error", "kvminfo.publish")
+    assert line["message"] == "--kubeconfig /nonexistent/kubeconfig: no such file"

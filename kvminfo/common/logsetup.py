@@ -60,6 +60,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+def logging_as_json() -> bool:
+    """Whether configure_logging chose JSON lines (the fatal error line follows suit)."""
+    return any(isinstance(handler.formatter, JsonFormatter) for handler in logging.getLogger().handlers)
+
+
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     """-v/--verbose, --log-level and --log-format, as every long-running command spells them."""
     level = parser.add_mutually_exclusive_group()
