@@ -530,6 +530,25 @@ def test_labellers_args_parse_and_get_kvm_from_the_plugin(workload, command, wor
     volumes = {v["name"]: v for v in workloads[workload].get("volumes", [])}
     (cache,) = [m for m in container["volumeMounts"] if Path(root).is_relative_to(m["mountPath"])]
     assert "emptyDir" in volumes[cache["name"]] and not cache.get("readOnly")
+    # /metrics and /healthz on the named port the args serve; a startup probe that outlasts the
+    # first round (its libvirt deadline, after imports), then readiness; no liveness (a restart
+    # mends nothing a later round meets: the loop retries by itself)
+    (port,) = container["ports"]
+    assert (port["name"], port["containerPort"]) == ("metrics", args.metrics_port) and args.metrics_port > 0
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    startup = container["startupProbe"]
+    window_s = startup["initialDelaySeconds"] + startup["periodSeconds"] * startup["failureThreshold"]
+    assert window_s >= args.libvirt_timeout + 15
+    assert "livenessProbe" not in container
+
+
+def one_shot(args: list[str]) -> list[str]:
+    """A labeller's args without what makes it loop (--interval) and serve (--metrics-port)."""
+    args = list(args)
+    for option in ("--interval", "--metrics-port"):
+        del args[args.index(option):args.index(option) + 2]
+    return args
 
 
 def test_publisher_identity_and_rbac(workloads, built):
@@ -707,8 +726,7 @@ def test_publisher_runs_as_its_pod_does(workloads, tmp_path):
         # the device node the plugin hands over, with a systemd host's mode
         os.mknod(shared / "kvm", 0o666 | stat.S_IFCHR, os.stat("/dev/kvm").st_rdev)
         (shared / "kvm").chmod(0o666)
-        args = [a for a in container["args"]]
-        del args[args.index("--interval"):args.index("--interval") + 2]
+        args = one_shot(container["args"])
         command = (f"NODE_NAME=node-7 POD_NAMESPACE={NAMESPACE} {KVMINFO} {' '.join(args)} "
                    f"--kubeconfig {kubeconfig} --kvm-device {shared / 'kvm'}")
         done = as_the_pod_runs_it(spec, container, command)
@@ -726,8 +744,7 @@ def test_feature_file_writer_runs_as_its_pod_does(workloads):
     host_dir = Path(container["volumeMounts"][0]["mountPath"])
     scratch = Path(tempfile.mkdtemp(prefix="kvminfo-ff."))
     try:
-        args = [a.replace(str(host_dir), str(scratch)) for a in container["args"]]
-        del args[args.index("--interval"):args.index("--interval") + 2]
+        args = one_shot([a.replace(str(host_dir), str(scratch)) for a in container["args"]])
         output = args[args.index("--output") + 1]
         # root without a single capability: enough for a root-owned 0755 directory and /dev/kvm (0600 here)
         done = as_the_pod_runs_it(spec, container, f"{KVMINFO} {' '.join(args)} && cat {output}",
@@ -1009,9 +1026,7 @@ def test_cleanup_removes_the_labellers_host_files_and_nothing_else(workloads, bu
     try:
         def here(args: list[str]) -> list[str]:
             out = [a.replace("/etc/kubernetes/node-feature-discovery", str(root)) for a in args]
-            if "--interval" in out:
-                del out[out.index("--interval"):out.index("--interval") + 2]
-            return out
+            return one_shot(out) if "--interval" in out else out
 
         def run(args: list[str]) -> subprocess.CompletedProcess:
             return subprocess.run([str(KVMINFO), *here(args)], capture_output=True, text=True, timeout=60)
@@ -1218,8 +1233,7 @@ def test_hook_relay_pod_end_to_end_as_the_nfd_worker_user(workloads, built):
         assert (source_d / "kvminfo").stat().st_mode & 0o777 == 0o755
 
         (writer,) = spec["containers"]
-        args = [a.replace(SOURCE_D, str(source_d)) for a in writer["args"]]
-        del args[args.index("--interval"):args.index("--interval") + 2]  # once, not a loop
+        args = one_shot([a.replace(SOURCE_D, str(source_d)) for a in writer["args"]])  # once, not a loop
         written = subprocess.run([str(KVMINFO), *args], capture_output=True, text=True, timeout=60)
         assert written.returncode == 0, written.stderr
 
