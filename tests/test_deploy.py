@@ -1251,9 +1251,17 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_dockerfile_is_multi_stage_non_root_and_copies_the_packages():
     instructions = dockerfile_instructions()
     stages = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
-    # build (compilers), plugin (the venv only), full (the default: the last stage, with libvirt and QEMU)
-    assert len(stages) == 3 and " AS build" in instructions[stages[0]][1]
-    assert instructions[stages[1]][1].endswith(" AS plugin") and instructions[stages[2]][1] == "plugin AS full"
+    # build (compilers), plugin (the venv only), full-root (plugin plus libvirt and QEMU, trimmed) and
+    # full (the default: the last stage, full-root as one layer, so what a trim deletes leaves the image)
+    assert len(stages) == 4 and " AS build" in instructions[stages[0]][1]
+    assert instructions[stages[1]][1].endswith(" AS plugin") and instructions[stages[2]][1] == "plugin AS full-root"
+    assert instructions[stages[3]][1] == "scratch AS full"
+    full = instructions[stages[3]:]
+    assert [(keyword, rest) for keyword, rest in full if keyword in ("COPY", "RUN")] == [("COPY", "--from=full-root / /")]
+    # a COPY into scratch inherits no setting: the default image states its own (read-only root, the venv first)
+    for stage in (instructions[stages[1]:stages[2]], full):
+        env = " ".join(rest for keyword, rest in stage if keyword == "ENV")
+        assert "PATH=/opt/kvminfo/bin:" in env and "PYTHONDONTWRITEBYTECODE=1" in env, env
     runtime = instructions[stages[1]:]
     assert ("COPY", "--from=build /opt/kvminfo /opt/kvminfo") in runtime
     user = [rest for keyword, rest in runtime if keyword == "USER"]
@@ -1262,7 +1270,9 @@ def test_dockerfile_is_multi_stage_non_root_and_copies_the_packages():
     assert plugin_user and plugin_user[-1].split(":")[0] not in ("0", "root")
     assert ("ENTRYPOINT", '["kvminfo"]') in runtime
     # the default image: tini as PID 1 reaps what libvirt daemonizes (its QEMU probe)
-    assert [rest for keyword, rest in instructions[stages[2]:] if keyword == "ENTRYPOINT"] == ['["tini", "--", "kvminfo"]']
+    assert [rest for keyword, rest in full if keyword == "ENTRYPOINT"] == ['["tini", "--", "kvminfo"]']
+    full_user = [rest for keyword, rest in full if keyword == "USER"]
+    assert full_user and full_user[-1].split(":")[0] not in ("0", "root")
     assert not [rest for keyword, rest in runtime if keyword == "RUN" and ("gcc" in rest or "-dev " in rest)]
     runs = " ".join(rest for keyword, rest in runtime if keyword == "RUN")
     # a user record for the pods' uid, and what the embedded libvirt needs (Debian's QEMU user)
