@@ -5,12 +5,15 @@
 #   docker build --target plugin -t kvminfo-plugin .   # the device plugin only: no libvirt, no QEMU
 #
 # Stages: `build` makes a virtualenv (libvirt-python compiles against
-# libvirt-dev); `plugin` is the base image plus that venv and a user record for
-# uid 65532; `full-root` adds libvirt's QEMU driver and QEMU, which the
-# labellers run inside the pod (qemu:///embed?root=DIR, no host daemon), and
-# then takes out what no process of the image runs; the last, default stage
-# `full` is that tree as one layer (files a later layer deletes would still
-# count in the image's size).
+# libvirt-dev); `settings` holds what both images say about themselves (PATH,
+# user, entrypoint, labels); `plugin-root` is the base image plus that venv and
+# a user record for uid 65532; `full-root` adds libvirt's QEMU driver and QEMU,
+# which the labellers run inside the pod (qemu:///embed?root=DIR, no host
+# daemon), then takes out what no process of the image runs. The images,
+# `plugin` and the last, default `full`, are a root tree copied into
+# `settings` as one layer: files a later layer deleted would still count in
+# an image's size, and a COPY into an empty stage keeps none of the base
+# image's settings.
 # `make image` builds the same file with buildah on a machine without a
 # registry (scripts/image.sh: the base made locally with debootstrap).
 #
@@ -63,21 +66,11 @@ RUN find /opt/kvminfo/lib -name '*.so' -exec strip --strip-unneeded {} + \
  && /opt/kvminfo/bin/python -c 'import yaml._yaml, libvirt, libvirt_qemu, grpc, google._upb._message, charset_normalizer.md'
 
 
-FROM ${PYTHON_IMAGE} AS plugin
-# A user record for the pods' uid 65532: libvirt (and anything calling
-# getpwuid) refuses a uid it cannot look up.
-RUN groupadd --gid 65532 kvminfo \
- && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin kvminfo
-# Same base image, same interpreter path: the venv works where it was built.
-# Its bytecode is hash-based and unchecked (compileall above): with pip's
-# default mtime-stamped .pyc, a COPY that shifts a source's mtime (seen with
-# buildah: core_v1_api.py one second later than its .pyc recorded) makes
-# Python ignore the .pyc and compile the source again at every start on the
-# read-only root (kubernetes' 4.4 MB core_v1_api.py alone: +1.3 s CPU and
-# +74 MiB, which got the publisher OOM-killed under its 128Mi limit).
-COPY --from=build /opt/kvminfo /opt/kvminfo
+FROM scratch AS settings
 # Read-only root filesystem in every pod: never try to write __pycache__.
-ENV PATH=/opt/kvminfo/bin:$PATH \
+# LANG as the official Python image sets it.
+ENV PATH=/opt/kvminfo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    LANG=C.UTF-8 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 ARG KVMINFO_COMMIT=
@@ -90,8 +83,25 @@ USER 65532:65532
 ENTRYPOINT ["kvminfo"]
 CMD ["--help"]
 
-FROM plugin AS full-root
-USER 0:0
+FROM ${PYTHON_IMAGE} AS plugin-root
+# A user record for the pods' uid 65532: libvirt (and anything calling
+# getpwuid) refuses a uid it cannot look up.
+RUN groupadd --gid 65532 kvminfo \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin kvminfo
+# Same base image, same interpreter path: the venv works where it was built.
+# Its bytecode is hash-based and unchecked (compileall above): with pip's
+# default mtime-stamped .pyc, a COPY that shifts a source's mtime (seen with
+# buildah: core_v1_api.py one second later than its .pyc recorded) makes
+# Python ignore the .pyc and compile the source again at every start on the
+# read-only root (kubernetes' 4.4 MB core_v1_api.py alone: +1.3 s CPU and
+# +74 MiB, which got the publisher OOM-killed under its 128Mi limit).
+COPY --from=build /opt/kvminfo /opt/kvminfo
+
+# The device plugin only: no libvirt, no QEMU.
+FROM settings AS plugin
+COPY --from=plugin-root / /
+
+FROM plugin-root AS full-root
 # libvirt's QEMU driver and QEMU, for the labellers' embedded libvirt
 # (kvminfo/sources/libvirt_embed.py). Only what capability probing needs:
 # - qemu-system-x86_64; qemu-system-i386, the microvm build, the storage
@@ -122,10 +132,12 @@ RUN apt-get update \
 # smartcard), and the libraries only they link (spice-server with GStreamer
 # and its iso-codes data, ALSA, sndio, Opus, ORC, libepoxy, GBM/DRM, NSS via
 # libcacard, PC/SC, libusb, usbredir): 18 MB. A capability probe opens no
-# display, sound card or USB device; QEMU loads modules on demand and lists
-# without complaint the devices whose module is absent, so domain
-# capabilities then name no qxl/spice/GL video or USB redirection (no label
-# reads them). The TCG accelerator and the plain virtio-gpu modules stay.
+# display, sound card or USB device; QEMU loads modules on demand and leaves
+# out, without a message, the devices whose module is absent. Domain
+# capabilities against the untrimmed image lose exactly spice graphics, qxl
+# video, USB redirdev and the spicevmc channel (no label reads them); host
+# capabilities do not change. The TCG accelerator and the plain virtio-gpu
+# modules stay.
 # dpkg --purge keeps its database true to what is on disk (scanners read it).
 RUN m=/usr/lib/x86_64-linux-gnu/qemu \
  && rm -f $m/audio-* $m/chardev-* $m/ui-* $m/hw-usb-* $m/hw-display-qxl.so $m/hw-display-*-gl.so $m/hw-s390x-* \
@@ -167,21 +179,12 @@ RUN find /usr/bin /usr/sbin /usr/lib /usr/libexec /opt -type f \( -perm -u+x -o 
         sh {} + >/tmp/unresolved \
  && if [ -s /tmp/unresolved ]; then cat /tmp/unresolved; exit 1; fi \
  && rm /tmp/unresolved \
- && qemu-system-x86_64 --version && kvminfo --version \
- && python -c 'import libvirt, grpc, kubernetes.client, pydantic, yaml, prometheus_client'
+ && qemu-system-x86_64 --version && /opt/kvminfo/bin/kvminfo --version \
+ && /opt/kvminfo/bin/python -c 'import libvirt, grpc, kubernetes.client, pydantic, yaml, prometheus_client'
 
-# The default image: full-root as a single layer, with the plugin stage's
-# settings (a COPY into scratch inherits none of them).
-FROM scratch AS full
+# The default image: the device plugin and the labellers.
+FROM settings AS full
 COPY --from=full-root / /
-ENV PATH=/opt/kvminfo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    LANG=C.UTF-8 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
-ARG KVMINFO_COMMIT=
-LABEL org.opencontainers.image.title=kvminfo \
-      org.opencontainers.image.revision=$KVMINFO_COMMIT \
-      org.opencontainers.image.licenses=Apache-2.0
 # tini as PID 1: libvirt starts its QEMU probe with -daemonize, so the probe
 # is re-parented to the container's PID 1; kvminfo there would never reap it,
 # and libvirt then waits 40 s per probe for a zombie to go (SIGTERM, 10 s,
@@ -189,5 +192,5 @@ LABEL org.opencontainers.image.title=kvminfo \
 # seen here, 82 s for the first round instead of 8). tini reaps every orphan
 # and forwards signals to kvminfo (a pod's `command:` replaces it).
 ENTRYPOINT ["tini", "--", "kvminfo"]
+# A new ENTRYPOINT drops the CMD it inherits (Dockerfile reference, ENTRYPOINT).
 CMD ["--help"]
-USER 65532:65532
