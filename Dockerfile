@@ -155,7 +155,8 @@ RUN m=/usr/lib/x86_64-linux-gnu/qemu \
 #   checks, with their libraries (2.8 MB);
 # - ensurepip's pip/setuptools wheels (the venv has no pip either), and stdlib
 #   parts no kvminfo process imports: distutils, lib2to3, the test package,
-#   pydoc's topic data, idlelib, tkinter, turtledemo (7 MB);
+#   pydoc's topic data, idlelib, tkinter, turtledemo (7 MB; the official
+#   image's _tkinter goes with tkinter: it links a Tk that image leaves out);
 # - glibc's iconv modules for legacy charsets (gconv, 8 MB): Python decodes
 #   with its own codecs and libvirt's XML is UTF-8; the Unicode ones stay;
 # - the ICU libraries nothing links (i18n, io, tu, test: 3.5 MB; libxml2 needs
@@ -167,7 +168,7 @@ RUN installed=$(dpkg-query -W -f '${Package} ' apt libapt-pkg6.0 libxxhash0 gpgv
  && rm -rf /var/cache/debconf /var/lib/apt /var/cache/apt /etc/apt \
  && stdlib=$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))') \
  && rm -rf "$stdlib"/distutils "$stdlib"/lib2to3 "$stdlib"/test "$stdlib"/pydoc_data "$stdlib"/ensurepip \
-           "$stdlib"/idlelib "$stdlib"/tkinter "$stdlib"/turtledemo \
+           "$stdlib"/idlelib "$stdlib"/tkinter "$stdlib"/turtledemo "$stdlib"/lib-dynload/_tkinter.* \
  && find /usr/lib/x86_64-linux-gnu/gconv -name '*.so' -not -name 'UTF-*' -not -name 'UNICODE.so' -delete \
  && rm -f /usr/lib/x86_64-linux-gnu/libicui18n.so.* /usr/lib/x86_64-linux-gnu/libicuio.so.* \
           /usr/lib/x86_64-linux-gnu/libicutu.so.* /usr/lib/x86_64-linux-gnu/libicutest.so.*
