@@ -1292,6 +1292,9 @@ def test_dockerfile_is_multi_stage_non_root_and_copies_the_packages():
     # a user record for the pods' uid, and what the embedded libvirt needs (Debian's QEMU user)
     assert "useradd --uid 65532" in runs and "useradd --system --gid libvirt-qemu" in runs
     assert "libvirt-daemon-driver-qemu" in runs and "qemu-system-x86" in runs and "--no-install-recommends" in runs
+    # the trims end with a check that fails the build if a program or library left misses a library
+    check = [rest for keyword, rest in stages["full-root"][1] if keyword == "RUN"][-1]
+    assert "ldd" in check and "not found" in check and "exit 1" in check, check
     # bytecode that stays valid whatever a COPY does to mtimes (the root is read-only: no rewrite)
     build = stages["build"][1]
     build_runs = " ".join(rest for keyword, rest in build if keyword == "RUN")
