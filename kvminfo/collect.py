@@ -39,6 +39,11 @@ def _plan(options: ProbeOptions) -> tuple[list[Source], dict[str, SourceResult]]
     return enabled, disabled
 
 
+def enabled_sources(options: ProbeOptions) -> list[str]:
+    """The names of the sources collect(options) runs, in registry order (nothing is imported)."""
+    return [entry.name for entry in registry.SOURCES if entry.enabled(options)]
+
+
 def probe_deadline_s(options: ProbeOptions) -> float:
     """The longest collect(options) can take: the sources run at once, each under its own deadline."""
     enabled, _ = _plan(options)

@@ -355,7 +355,10 @@ def test_stream_cut_inside_the_register_window(short_tmp: Path, scenario, monkey
 
 def test_daemonset_update_with_overlap(layout: Layout, scenario) -> None:
     """The next instance starts before the old one ends (maxSurge): the old one must leave the new
-    socket and the CDI specs alone, and the kubelet must keep the new registration throughout."""
+    socket and the CDI specs alone. When the old one's streams end, the kubelet drops the new
+    registration by resource name (pkg/kubelet/cm/devicemanager/plugin/v1beta1/handler.go
+    runClient, as the emulator does): the new instance must register again (once, twice at
+    most if the kubelet's clean-up lands after it) and end up with its streams open."""
     overlaps = scenario(FAMILY, "DaemonSet update with overlap (new instance, then SIGTERM to the old)",
                         "old SIGTERM -> exit")
     count = scaled(3, 10)
@@ -379,7 +382,7 @@ def test_daemonset_update_with_overlap(layout: Layout, scenario) -> None:
                 again = {r: _registration_count(k, r) - registrations[r] for r in RESOURCES}
                 admitted = k.admit(KVM_RESOURCE, 1).devices[0].host_path == "/dev/kvm"
                 overlaps.record(code == 0 and len(sockets) == 2 and len(specs) == 2 and all(streams.values())
-                                and not any(again.values()) and admitted, took,
+                                and all(1 <= n <= 2 for n in again.values()) and admitted, took,
                                 f"round {i}: exit {code}, sockets {sockets}, specs {specs}, streams open {streams}, "
                                 f"registrations after the old one ended {again}, admitted {admitted}; old log {old_log}")
                 old = new

@@ -531,6 +531,25 @@ def test_labellers_args_parse_and_get_kvm_from_the_plugin(workload, command, wor
     volumes = {v["name"]: v for v in workloads[workload].get("volumes", [])}
     (cache,) = [m for m in container["volumeMounts"] if Path(root).is_relative_to(m["mountPath"])]
     assert "emptyDir" in volumes[cache["name"]] and not cache.get("readOnly")
+    # /metrics and /healthz on the named port the args serve; a startup probe that outlasts the
+    # first round (its libvirt deadline, after imports), then readiness; no liveness (a restart
+    # mends nothing a later round meets: the loop retries by itself)
+    (port,) = container["ports"]
+    assert (port["name"], port["containerPort"]) == ("metrics", args.metrics_port) and args.metrics_port > 0
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    startup = container["startupProbe"]
+    window_s = startup["initialDelaySeconds"] + startup["periodSeconds"] * startup["failureThreshold"]
+    assert window_s >= args.libvirt_timeout + 15
+    assert "livenessProbe" not in container
+
+
+def one_shot(args: list[str]) -> list[str]:
+    """A labeller's args without what makes it loop (--interval) and serve (--metrics-port)."""
+    args = list(args)
+    for option in ("--interval", "--metrics-port"):
+        del args[args.index(option):args.index(option) + 2]
+    return args
 
 
 def test_publisher_identity_and_rbac(workloads, built):
@@ -708,8 +727,7 @@ def test_publisher_runs_as_its_pod_does(workloads, tmp_path):
         # the device node the plugin hands over, with a systemd host's mode
         os.mknod(shared / "kvm", 0o666 | stat.S_IFCHR, os.stat("/dev/kvm").st_rdev)
         (shared / "kvm").chmod(0o666)
-        args = [a for a in container["args"]]
-        del args[args.index("--interval"):args.index("--interval") + 2]
+        args = one_shot(container["args"])
         command = (f"NODE_NAME=node-7 POD_NAMESPACE={NAMESPACE} {KVMINFO} {' '.join(args)} "
                    f"--kubeconfig {kubeconfig} --kvm-device {shared / 'kvm'}")
         done = as_the_pod_runs_it(spec, container, command)
@@ -727,8 +745,7 @@ def test_feature_file_writer_runs_as_its_pod_does(workloads):
     host_dir = Path(container["volumeMounts"][0]["mountPath"])
     scratch = Path(tempfile.mkdtemp(prefix="kvminfo-ff."))
     try:
-        args = [a.replace(str(host_dir), str(scratch)) for a in container["args"]]
-        del args[args.index("--interval"):args.index("--interval") + 2]
+        args = one_shot([a.replace(str(host_dir), str(scratch)) for a in container["args"]])
         output = args[args.index("--output") + 1]
         # root without a single capability: enough for a root-owned 0755 directory and /dev/kvm (0600 here)
         done = as_the_pod_runs_it(spec, container, f"{KVMINFO} {' '.join(args)} && cat {output}",
@@ -1010,9 +1027,7 @@ def test_cleanup_removes_the_labellers_host_files_and_nothing_else(workloads, bu
     try:
         def here(args: list[str]) -> list[str]:
             out = [a.replace("/etc/kubernetes/node-feature-discovery", str(root)) for a in args]
-            if "--interval" in out:
-                del out[out.index("--interval"):out.index("--interval") + 2]
-            return out
+            return one_shot(out) if "--interval" in out else out
 
         def run(args: list[str]) -> subprocess.CompletedProcess:
             return subprocess.run([str(KVMINFO), *here(args)], capture_output=True, text=True, timeout=60)
@@ -1219,8 +1234,7 @@ def test_hook_relay_pod_end_to_end_as_the_nfd_worker_user(workloads, built):
         assert (source_d / "kvminfo").stat().st_mode & 0o777 == 0o755
 
         (writer,) = spec["containers"]
-        args = [a.replace(SOURCE_D, str(source_d)) for a in writer["args"]]
-        del args[args.index("--interval"):args.index("--interval") + 2]  # once, not a loop
+        args = one_shot([a.replace(SOURCE_D, str(source_d)) for a in writer["args"]])  # once, not a loop
         written = subprocess.run([str(KVMINFO), *args], capture_output=True, text=True, timeout=60)
         assert written.returncode == 0, written.stderr
 
@@ -1249,30 +1263,58 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return lines
 
 
+def dockerfile_stages() -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Each stage's name: (what it starts FROM, its instructions after the FROM), in file order."""
+    stages: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "FROM":
+            parent, _, name = rest.partition(" AS ")
+            stages[name] = (parent, [])
+        elif stages:
+            stages[list(stages)[-1]][1].append((keyword, rest))
+    return stages
+
+
 def test_dockerfile_is_multi_stage_non_root_and_copies_the_packages():
-    instructions = dockerfile_instructions()
-    stages = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
-    # build (compilers), plugin (the venv only), full (the default: the last stage, with libvirt and QEMU)
-    assert len(stages) == 3 and " AS build" in instructions[stages[0]][1]
-    assert instructions[stages[1]][1].endswith(" AS plugin") and instructions[stages[2]][1] == "plugin AS full"
-    runtime = instructions[stages[1]:]
-    assert ("COPY", "--from=build /opt/kvminfo /opt/kvminfo") in runtime
-    user = [rest for keyword, rest in runtime if keyword == "USER"]
-    assert user and user[-1].split(":")[0] not in ("0", "root")  # the default image's user
-    plugin_user = [rest for keyword, rest in instructions[stages[1]:stages[2]] if keyword == "USER"]
-    assert plugin_user and plugin_user[-1].split(":")[0] not in ("0", "root")
-    assert ("ENTRYPOINT", '["kvminfo"]') in runtime
-    # the default image: tini as PID 1 reaps what libvirt daemonizes (its QEMU probe)
-    assert [rest for keyword, rest in instructions[stages[2]:] if keyword == "ENTRYPOINT"] == ['["tini", "--", "kvminfo"]']
+    stages = dockerfile_stages()
+    # build (compilers); settings (what both images say about themselves); plugin-root (base + venv);
+    # full-root (plus libvirt and QEMU, trimmed); the images plugin and full (the default: the last
+    # stage) are a root tree copied into settings as one layer, so what a trim deletes leaves the image
+    assert list(stages) == ["build", "settings", "plugin-root", "plugin", "full-root", "full"]
+    assert stages["settings"][0] == "scratch"
+    assert stages["plugin-root"][0] == stages["build"][0] == "${PYTHON_IMAGE}"
+    assert stages["full-root"][0] == "plugin-root"
+    for image, root in (("plugin", "plugin-root"), ("full", "full-root")):
+        parent, body = stages[image]
+        assert parent == "settings" and [i for i in body if i[0] in ("COPY", "RUN", "USER")] == [
+            ("COPY", f"--from={root} / /")], body
+    # a COPY into an empty stage keeps no setting of the base image: settings states them
+    settings = stages["settings"][1]
+    env = " ".join(rest for keyword, rest in settings if keyword == "ENV")
+    assert "PATH=/opt/kvminfo/bin:" in env and "PYTHONDONTWRITEBYTECODE=1" in env, env  # read-only root
+    user = [rest for keyword, rest in settings if keyword == "USER"]
+    assert user and user[-1].split(":")[0] not in ("0", "root")  # both images' user
+    assert ("ENTRYPOINT", '["kvminfo"]') in settings
+    # the default image: tini as PID 1 reaps what libvirt daemonizes (its QEMU probe); a new
+    # ENTRYPOINT drops the inherited CMD, so it names its own
+    full = stages["full"][1]
+    assert [rest for keyword, rest in full if keyword == "ENTRYPOINT"] == ['["tini", "--", "kvminfo"]']
+    assert ("CMD", '["--help"]') in full
+    assert ("COPY", "--from=build /opt/kvminfo /opt/kvminfo") in stages["plugin-root"][1]
+    runtime = stages["plugin-root"][1] + stages["full-root"][1]
     assert not [rest for keyword, rest in runtime if keyword == "RUN" and ("gcc" in rest or "-dev " in rest)]
     runs = " ".join(rest for keyword, rest in runtime if keyword == "RUN")
     # a user record for the pods' uid, and what the embedded libvirt needs (Debian's QEMU user)
     assert "useradd --uid 65532" in runs and "useradd --system --gid libvirt-qemu" in runs
     assert "libvirt-daemon-driver-qemu" in runs and "qemu-system-x86" in runs and "--no-install-recommends" in runs
+    # the trims end with a check that fails the build if a program or library left misses a library
+    check = [rest for keyword, rest in stages["full-root"][1] if keyword == "RUN"][-1]
+    assert "ldd" in check and "not found" in check and "exit 1" in check, check
     # bytecode that stays valid whatever a COPY does to mtimes (the root is read-only: no rewrite)
-    build_runs = " ".join(rest for keyword, rest in instructions[:stages[1]] if keyword == "RUN")
+    build = stages["build"][1]
+    build_runs = " ".join(rest for keyword, rest in build if keyword == "RUN")
     assert "compileall" in build_runs and "--invalidation-mode unchecked-hash /opt/kvminfo" in build_runs
-    copied = {rest.split()[0] for keyword, rest in instructions[:stages[1]] if keyword == "COPY"}
+    copied = {rest.split()[0] for keyword, rest in build if keyword == "COPY"}
     pyproject = (REPO / "pyproject.toml").read_text()
     for package_dir in ("kvminfo", "plugin"):
         assert package_dir in copied and f'"{package_dir}"' in pyproject

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import http.client
 import socket
+import subprocess
 import tomllib
 
 from plugin_harness import REPO, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from kvminfo_plugin.telemetry.metrics import CONTENT_TYPE, MetricsServer, PluginMetrics
+from kvminfo.common.metrics_http import CONTENT_TYPE, MetricsServer
+from kvminfo_plugin.telemetry.metrics import PluginMetrics
 
 HOSTILE = 'a\\b"c\nd'  # every character the format escapes in a label value
 
@@ -32,7 +34,7 @@ def filled() -> PluginMetrics:
 def scrape(metrics: PluginMetrics) -> str:
     """/metrics of a MetricsServer over these metrics, as a scraper reads it."""
     port = free_port()
-    server = MetricsServer(metrics, lambda: (True, "ok"), "127.0.0.1", port).start()
+    server = MetricsServer(metrics.registry, lambda: (True, "ok"), "127.0.0.1", port).start()
     try:
         status, _, body = request(port, "GET", "/metrics")
     finally:
@@ -61,14 +63,22 @@ def test_the_reference_parser_reads_every_sample() -> None:
     }
 
 
-def test_build_info_names_the_installed_version() -> None:
+def test_build_info_names_the_installed_version_and_commit() -> None:
     """build_info (Prometheus' convention: an info metric of value 1) carries the version
-    kvminfo was installed with (pyproject.toml's [project] version, read here independently)."""
+    kvminfo was installed with (pyproject.toml's [project] version, read here independently)
+    and the commit: this checkout's own `git describe` (the editable install runs from it)."""
     samples = [s for f in text_string_to_metric_families(scrape(PluginMetrics())) for s in f.samples
                if s.name == "kvminfo_plugin_build_info"]
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     (sample,) = samples
-    assert (sample.name, sample.labels, sample.value) == ("kvminfo_plugin_build_info", {"version": version}, 1.0)
+    assert (sample.name, sample.labels, sample.value) == ("kvminfo_plugin_build_info",
+                                                          {"version": version, "commit": checkout_commit()}, 1.0)
+
+
+def checkout_commit() -> str:
+    """What the running code was built from, asked of git directly (not of kvminfo)."""
+    return subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty", "--abbrev=12"],
+                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 def request(port: int, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
@@ -84,7 +94,7 @@ def request(port: int, method: str, path: str) -> tuple[int, dict[str, str], byt
 def test_http_answers_scrapes_probes_and_nothing_else() -> None:
     healthy = [True]
     port = free_port()
-    server = MetricsServer(filled(), lambda: (healthy[0], "ok: fine" if healthy[0] else "a.io/x: no kubelet"),
+    server = MetricsServer(filled().registry, lambda: (healthy[0], "ok: fine" if healthy[0] else "a.io/x: no kubelet"),
                            "127.0.0.1", port).start()
     try:
         status, headers, body = request(port, "GET", "/metrics")

@@ -12,10 +12,17 @@ from functools import partial
 from pathlib import Path
 
 from kvminfo.collect import collect, probe_deadline_s
-from kvminfo.commands.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.commands.options import (
+    add_loop_arguments,
+    add_probe_arguments,
+    check_loop_arguments,
+    loop_metrics,
+    options_for_families,
+    probe_options_from_args,
+)
 from kvminfo.common.argparsing import command_parser
 from kvminfo.common.durations import format_duration
-from kvminfo.common.logsetup import OUTPUT_LOGGER, configure_logging
+from kvminfo.common.logsetup import METRICS_LOGGER, OUTPUT_LOGGER, configure_from_args
 from kvminfo.common.stopping import StopOnSignal
 from kvminfo.output import periodic
 from kvminfo.output.featurefile_writer import DEFAULT_EXPIRY_S, FeatureFileOutput, check_output_path, schedule_from_args
@@ -76,7 +83,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--relay-hook", metavar="PATH",
                         help="with --remove: also kvminfo's NFD relay hook at PATH (source.d/kvminfo) and its "
                              "data directory PATH.d once empty")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every step on stderr")
+    add_loop_arguments(parser)
     add_probe_arguments(parser)
     return parser
 
@@ -89,12 +96,15 @@ def main(argv: list[str], prog: str = "kvminfo features-file") -> int:
     if args.remove:
         return _remove(args.output, args.relay_hook)
     stop = StopOnSignal()  # first, as in publish: a stop signal from here on is a stop, never a kill
-    configure_logging(args.verbose, timestamps=True, info_loggers=(OUTPUT_LOGGER,))  # the write/skip lines: its output
+    configure_from_args(args, info_loggers=(OUTPUT_LOGGER, METRICS_LOGGER))  # the write/skip lines: its output
     # Every label family `kvminfo labels` prints, with the same default whitelist lookup.
     options = options_for_families(probe_options_from_args(args))
     schedule = schedule_from_args(args.expiry, args.interval, probe_deadline_s(options))
+    check_loop_arguments(args, schedule.interval_s)
     path = check_output_path(args.output)
-    return periodic.run(FeatureFileOutput(path, schedule), partial(collect, options), schedule.interval_s, stop)
+    with loop_metrics(args, schedule.interval_s, options) as metrics:
+        return periodic.run(FeatureFileOutput(path, schedule), partial(collect, options), schedule.interval_s, stop,
+                            metrics)
 
 
 def _remove(output: str, relay_hook: str | None) -> int:

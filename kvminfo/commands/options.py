@@ -6,12 +6,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from kvminfo.common.durations import DurationError, format_duration, parse_duration
 from kvminfo.common.errors import KvminfoError
+from kvminfo.common.logsetup import add_logging_arguments
 from kvminfo.features.cpu_models import parse_obsolete_list
 from kvminfo.features.hyperv_tables import parse_version
 from kvminfo.labels import DEFAULT_FAMILIES, FAMILIES, FAMILY_SOURCES
@@ -27,7 +31,15 @@ LIBVIRT_DEADLINE_EXAMPLES = "e.g. 30 (seconds), 2.5s, 10m, 1h"
 # Where kvm-version-info-nfd-plugin read its config; used when no --whitelist-config is given.
 DEFAULT_WHITELIST_CONFIG = "/etc/kubernetes/node-feature-discovery/source.d/conf/kvm-version-info.json"
 
+if TYPE_CHECKING:
+    from kvminfo.output.loop_metrics import LoopMetrics
+
 log = logging.getLogger(__name__)
+
+# The metrics port of a looping labeller: off unless asked for (a one-shot run and the NFD
+# hooks share these commands); deploy/ serves both labellers on METRICS_PORT_IN_DEPLOY.
+METRICS_PORT_IN_DEPLOY = 9711
+DEFAULT_METRICS_ADDRESS = "0.0.0.0"
 
 
 def libvirt_deadline(text: str) -> float:
@@ -92,6 +104,61 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use KubeVirt's label names hyperv.node.kubevirt.io/<name> instead of "
                              "kvm-info-cap-hyperv-<name>; only for nodes where KubeVirt's own node labeller does not "
                              "run (it owns that namespace and deletes labels it did not set; see docs/labels.md)")
+
+
+def port_number(text: str) -> int:
+    """argparse type for --metrics-port: 0 (off) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535; 0: off)")
+    return port
+
+
+def add_loop_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every looping labeller (features-file, publish) takes besides its own options:
+    the log options (kvminfo.common.logsetup) and the metrics endpoint."""
+    add_logging_arguments(parser)
+    g = parser.add_argument_group("metrics (with --interval)")
+    g.add_argument("--metrics-port", type=port_number, default=0, metavar="N",
+                   help="serve /metrics (Prometheus) and /healthz on this TCP port from start, while looping "
+                        f"(default: 0, off; deploy/ uses {METRICS_PORT_IN_DEPLOY}). /healthz answers 200 while the "
+                        "last round ended OK within 2 x (interval + probe deadline), else 503 with the reason")
+    g.add_argument("--metrics-address", default=DEFAULT_METRICS_ADDRESS, metavar="ADDR",
+                   help="address to listen on for --metrics-port (default: %(default)s, every IPv4 address)")
+
+
+def check_loop_arguments(args: argparse.Namespace, interval_s: float | None) -> None:
+    """Refuse metrics for a run that does not loop (before anything is probed)."""
+    if args.metrics_port and interval_s is None:
+        raise KvminfoError(f"--metrics-port {args.metrics_port} serves a looping run: give --interval too")
+
+
+@contextlib.contextmanager
+def loop_metrics(args: argparse.Namespace, interval_s: float | None, options: ProbeOptions) -> Iterator[LoopMetrics | None]:
+    """The run's metrics, served on --metrics-port for as long as the block runs (None without it).
+    The port is bound before the first round: a port in use is a one-line error at start."""
+    check_loop_arguments(args, interval_s)
+    if not args.metrics_port or interval_s is None:
+        yield None
+        return
+    from kvminfo.collect import enabled_sources, probe_deadline_s
+    from kvminfo.common.metrics_http import ADDRESS, BindError, MetricsServer
+    from kvminfo.output.loop_metrics import LoopMetrics
+
+    metrics = LoopMetrics(interval_s, probe_deadline_s(options), enabled_sources(options))
+    try:
+        server = MetricsServer(metrics.registry, metrics.health, args.metrics_address, args.metrics_port)
+    except BindError as err:
+        flag = "--metrics-address" if err.field == ADDRESS else "--metrics-port"
+        raise KvminfoError(f"{flag}: {err.problem}") from None
+    server.start()
+    try:
+        yield metrics
+    finally:
+        server.stop()
 
 
 def probe_options_from_args(args: argparse.Namespace) -> ProbeOptions:

@@ -13,12 +13,19 @@ import os
 from functools import partial
 
 from kvminfo.collect import collect
-from kvminfo.commands.options import add_probe_arguments, options_for_families, probe_options_from_args
+from kvminfo.commands.options import (
+    add_loop_arguments,
+    add_probe_arguments,
+    check_loop_arguments,
+    loop_metrics,
+    options_for_families,
+    probe_options_from_args,
+)
 from kvminfo.common.argparsing import command_parser
 from kvminfo.common.backoff import MAX_BACKOFF_S, backoff_total_s
 from kvminfo.common.durations import format_duration, parse_duration
 from kvminfo.common.errors import KvminfoError
-from kvminfo.common.logsetup import OUTPUT_LOGGER, configure_logging
+from kvminfo.common.logsetup import METRICS_LOGGER, OUTPUT_LOGGER, configure_from_args
 from kvminfo.common.stopping import StopOnSignal
 from kvminfo.output import periodic
 from kvminfo.output.nodefeature import check_namespace, check_node_name, object_name, published_features_text
@@ -82,7 +89,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES, metavar="N",
                         help="retries per round after a retryable API error, with exponential backoff "
                              "(default: %(default)s)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every step on stderr")
+    add_loop_arguments(parser)
     add_probe_arguments(parser)
     return parser
 
@@ -97,9 +104,10 @@ def _from_option_or_env(value: str | None, option: str, env: str, hint: str) -> 
 def main(argv: list[str], prog: str = "kvminfo publish") -> int:
     args = build_parser(prog).parse_args(argv)
     stop = StopOnSignal()  # first: a SIGTERM during the ~0.3 s of kubernetes imports is a stop, not a kill
-    configure_logging(args.verbose, timestamps=True, info_loggers=(OUTPUT_LOGGER,))  # what was written: its output
+    configure_from_args(args, info_loggers=(OUTPUT_LOGGER, METRICS_LOGGER))  # what was written: its output
     # The flags first, then what may come from the environment (a DaemonSet's downward API).
     interval_s = parse_duration(args.interval, "--interval", MIN_INTERVAL_S) if args.interval is not None else None
+    check_loop_arguments(args, interval_s)
     if not 0 <= args.retries <= MAX_RETRIES:
         raise KvminfoError(f"--retries {args.retries}: must be between 0 and {MAX_RETRIES} (the backoff is capped at "
                            f"{format_duration(MAX_BACKOFF_S)}: {MAX_RETRIES} retries already wait about "
@@ -117,4 +125,5 @@ def main(argv: list[str], prog: str = "kvminfo publish") -> int:
     api_client = load_api_client(args.kubeconfig)
     pod = (args.pod_name or os.environ.get("POD_NAME", "")).strip() or None
     output = NodeFeatureOutput(NodeFeatureStore(api_client, namespace), node, namespace, args.retries, pod)
-    return periodic.run(output, partial(collect, options), interval_s, stop)
+    with loop_metrics(args, interval_s, options) as metrics:
+        return periodic.run(output, partial(collect, options), interval_s, stop, metrics)

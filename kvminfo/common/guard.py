@@ -4,11 +4,13 @@ the operator's errors and a lost stdout are one line on stderr with an exit stat
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 from kvminfo.common.errors import KvminfoError, ParseError
+from kvminfo.common.logsetup import logging_as_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,6 +65,15 @@ def _discard_stdout() -> None:
         pass
 
 
+def _say(prog: str, message: str) -> None:
+    """The one error line: ``<prog>: <message>``; a JSON line (logger ``prog``, level error)
+    when the command already logs JSON (--log-format json), so a log collector parses every line."""
+    if logging_as_json():
+        logging.getLogger(prog.replace(" ", ".")).error("%s", message)
+    else:
+        print(f"{prog}: {message}", file=sys.stderr)
+
+
 def run_guarded(prog: str, command: Callable[[], int]) -> int:
     """Run ``command`` (returning an exit status) as every kvminfo command runs: a failed
     write to stdout -> "<prog>: cannot write output: ..." and 1; the operator's input or
@@ -78,7 +89,7 @@ def run_guarded(prog: str, command: Callable[[], int]) -> int:
             raise
         except (KvminfoError, ParseError) as err:  # the operator's input or environment: one line, never a traceback
             sys.stdout.flush()
-            print(f"{prog}: {err}", file=sys.stderr)
+            _say(prog, str(err))
             return err.exit_code
         except KeyboardInterrupt:
             return 130
@@ -87,7 +98,7 @@ def run_guarded(prog: str, command: Callable[[], int]) -> int:
     except OutputError as err:
         cause = err.args[0]
         _discard_stdout()
-        print(f"{prog}: cannot write output: {cause.strerror or cause}", file=sys.stderr)
+        _say(prog, f"cannot write output: {cause.strerror or cause}")
         return 1
     finally:
         sys.stdout = stdout

@@ -13,7 +13,8 @@
    other repository never reports that repository's commit.
 3. ``unknown``.
 
-Only --version pays for this: nothing imports the module on the NFD hook path.
+Only --version and a process serving metrics (its build_info series) pay for this: nothing imports
+the module on the NFD hook path.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def build_commit() -> str:
     if (top / ".git").exists():
         return describe_checkout(top) or UNKNOWN
     return UNKNOWN
+
+
+def build_info() -> dict[str, str]:
+    """The labels of a ``*_build_info`` metric (Prometheus' convention: an info series of
+    value 1): ``{"version": ..., "commit": ...}`` as :func:`version_line` prints them."""
+    return {"version": kvminfo.__version__, "commit": build_commit()}
 
 
 def version_line(prog: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kvminfo.common.argparsing import command_parser
-from kvminfo.common.logsetup import configure_logging
+from kvminfo.common.logsetup import METRICS_LOGGER, add_logging_arguments, configure_from_args
 from kvminfo.common.threads import start_daemon
 from kvminfo.common.version import VersionAction
 from kvminfo_plugin.config import (
@@ -91,7 +91,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--remove-cdi-specs", action="store_true",
                         help="uninstall step: remove the CDI specs of the configured CDI resources (only files "
                              "holding a spec of that resource's kind), print one line per file, exit")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_logging_arguments(parser)
     parser.add_argument("--version", action=VersionAction)
     return parser
 
@@ -123,7 +123,7 @@ def main(argv: list[str], prog: str = "kvminfo device-plugin") -> int:
     # Time-stamped lines, as the other long-running processes'. One line per registration,
     # health change and allocation is the contract, so this package logs at INFO even
     # when the rest of kvminfo is quiet.
-    configure_logging(args.verbose, timestamps=True, info_loggers=("kvminfo_plugin",))
+    configure_from_args(args, info_loggers=("kvminfo_plugin", METRICS_LOGGER))
     _serve(args)
     return 0
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from kvminfo.common.metrics_http import ADDRESS, BindError, MetricsServer
 from kvminfo_plugin.config import KUBEVIRT_RESOURCE, ConfigError, PluginConfig, ResourceConfig
 from kvminfo_plugin.devices.cdi import SpecKeeper
 from kvminfo_plugin.devices.health import HealthMonitor, PathHealth
 from kvminfo_plugin.devices.pool import DevicePool
 from kvminfo_plugin.kubelet.registration import Supervisor
 from kvminfo_plugin.kubelet.server import ResourceService, SocketServer
-from kvminfo_plugin.telemetry.metrics import MetricsServer, PluginMetrics
+from kvminfo_plugin.telemetry.metrics import PluginMetrics
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,11 @@ class PluginRuntime:
         # ConfigError), refused before anything is logged, created or started.
         self.metrics_server: MetricsServer | None = None
         if config.metrics_port:
-            self.metrics_server = MetricsServer(self.metrics, self._supervisor_health, config.metrics_address,
-                                                config.metrics_port)
+            try:
+                self.metrics_server = MetricsServer(self.metrics.registry, self._supervisor_health,
+                                                    config.metrics_address, config.metrics_port)
+            except BindError as err:
+                raise ConfigError("metricsAddress" if err.field == ADDRESS else "metricsPort", err.problem) from None
         try:
             self._ensure_plugin_dir(config.plugin_dir)
         except BaseException:

@@ -25,10 +25,10 @@ from typing import Any
 
 from kvminfo.common.atomic import write_atomic
 from kvminfo.common.errors import KvminfoError
+from kvminfo.common.threads import Worker
 from kvminfo_plugin.config import DeviceGroup, ResourceConfig
 from kvminfo_plugin.devices.dirwatch import Change, DirectoryWatcher, DirEvent
 from kvminfo_plugin.telemetry.logs import FailureLog, errno_text
-from kvminfo_plugin.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pathlib import PurePosixPath
 
 from inotify_simple import INotify, flags
 
-from kvminfo_plugin.worker import ReadableWorker
+from kvminfo.common.threads import ReadableWorker
 
 log = logging.getLogger(__name__)
 

@@ -45,9 +45,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kvminfo.common.threads import Worker
 from kvminfo_plugin.devices.dirwatch import Change, DirectoryWatcher, DirEvent
 from kvminfo_plugin.telemetry.logs import errno_text
-from kvminfo_plugin.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""What the plugin tells operators: Prometheus metrics with /healthz, and log helpers."""
+"""What the plugin tells operators: its Prometheus series (served with /healthz by kvminfo.common.metrics_http) and log helpers."""
