@@ -77,6 +77,7 @@ ALLOWED = {
     "kvm-vm-example": (set(), False),
     "kvm-check": (set(), False),
     "kvm-windows-guest": (set(), False),
+    "kvm-nested-guest": (set(), False),
     "kvminfo-cleanup": ({"/var/run/cdi", "/etc/kubernetes/node-feature-discovery/features.d",
                          "/etc/kubernetes/node-feature-discovery/source.d"}, True),
 }

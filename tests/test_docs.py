@@ -42,7 +42,8 @@ Every fenced block on those pages carries a marker on the line before it,
 
 And on every page: relative links and their anchors resolve; every repository
 path named in inline code exists; every inline ``kubectl`` command is checked as
-in a ``commands`` block; every inline ``kvminfo CMD --option`` names an option of CMD; every
+in a ``commands`` block; every inline ``kvminfo CMD --option`` (and the console scripts
+``kvminfo-device-plugin``, ``kvminfo-dra-driver``) names an option of CMD; every
 ``kvm-info-*`` label named is one kvminfo writes; and no page carries an issue
 number, a commit hash, a test count or a description of the development machine.
 """
@@ -84,6 +85,8 @@ INPUTS: dict[str, Path | str] = {
     "recorded.xml": DOMCAPS_FIXTURES / "virt-manager-kvm-x86_64-latest.xml",  # a Hyper-V capable Intel host
     "sev-snp-host.xml": DOMCAPS_FIXTURES / "libvirt-git-003b5731-qemu_10.0.0-q35.x86_64+amdsev.xml",
     "kvm-version-info.json": FIXTURES / "whitelist" / "kvm-info.json",  # the original plugin's whitelist
+    # `virsh hypervisor-cpu-baseline --features` of recorded.xml's host-model (KubeVirt's test data)
+    "cpu-baseline.xml": FIXTURES / "kubevirt" / "supported_features.xml",
     "obsolete.txt": "486 pentium pentium2 pentium3 qemu64 kvm64\n",  # "a list of CPU model names"
 }
 NODE = "node-1"
@@ -195,7 +198,7 @@ def _help(*command: str) -> str:
     return done.stdout
 
 
-COMMANDS = ("probe", "labels", "features-file", "publish", "device-plugin")
+COMMANDS = ("probe", "labels", "features-file", "publish", "device-plugin", "dra-driver")
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +220,11 @@ def known_labels(shipped: Shipped) -> set[str]:
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         names |= {line.split("=", 1)[0] for line in done.stdout.splitlines()}
+    done = subprocess.run([str(KVMINFO), "labels", "--no-kvm", "--domcaps-xml", str(INPUTS["recorded.xml"]),
+                           "--cpu-baseline-xml", str(INPUTS["cpu-baseline.xml"]), "--family", "cpu-features"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    names |= {line.split("=", 1)[0] for line in done.stdout.splitlines()}
     names |= set(nodefeature_spec_with(HyperVKernel())["labels"])
     for obj in shipped.objects:
         if obj["kind"] == "NodeFeatureRule":
@@ -227,6 +235,7 @@ def known_labels(shipped: Shipped) -> set[str]:
     for first, rest in re.findall(r"(kvm-info-[\w-]+)((?:, -[\w-]+)+)", text):
         names |= {first} | {"kvm-info" + more for more in re.findall(r"-[\w-]+", rest)}
     names |= set(re.findall(r"kvm-info-[\w-]*[\w]", text))
+    names |= {stem + "<name>" for stem in re.findall(r"(kvm-info-[\w-]+-)<\w+>", text)}  # a family: one per name
     return {name.removeprefix("feature.node.kubernetes.io/") for name in names}
 
 
@@ -565,7 +574,7 @@ KINDS = ("commands", "output", "yaml-in", "plugin-config", "pod-recipe", "overla
 def test_every_operator_page_is_here_and_linked_from_the_readme() -> None:
     readme = (REPO / "README.md").read_text()
     for name in ("install", "verify", "labels", "vm-pods", "device-plugin", "cli", "troubleshooting",
-                 "upgrade-uninstall", "nfd-hooks"):
+                 "upgrade-uninstall", "nfd-hooks", "dra"):
         assert (REPO / "docs" / f"{name}.md").is_file(), name
         assert f"(docs/{name}.md" in readme, name
     assert len(readme.splitlines()) < 300
@@ -644,8 +653,8 @@ def test_page_links_paths_commands_and_labels_exist(page: Path, shipped: Shipped
         if re.fullmatch(r"(deploy|tests|kvminfo|plugin|nfd-hooks|scripts|bench|soak|docs)/[^\s<>*{}\[\]]*", span):
             assert (REPO / span).exists(), f"{page.name}: `{span}`: no such path"
         words = span.split()
-        command = "device-plugin" if words[0] == "kvminfo-device-plugin" else words[1] if (
-            words[0] == "kvminfo" and len(words) > 1) else None
+        scripts = {"kvminfo-device-plugin": "device-plugin", "kvminfo-dra-driver": "dra-driver"}  # console scripts
+        command = scripts.get(words[0]) or (words[1] if words[0] == "kvminfo" and len(words) > 1 else None)
         if command in options:
             for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", span):
                 assert option in options[command], f"{page.name}: `{span}`: {option} is no option of {command}"
