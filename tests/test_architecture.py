@@ -23,7 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # package name -> the folder that holds it
-PACKAGES = {"kvminfo": REPO / "kvminfo", "kvminfo_plugin": REPO / "plugin" / "kvminfo_plugin"}
+PACKAGES = {"kvminfo": REPO / "kvminfo", "kvminfo_plugin": REPO / "plugin" / "kvminfo_plugin",
+            "kvminfo_dra": REPO / "plugin" / "kvminfo_dra"}
 LOOSE_MODULES = {"__init__", "__main__", "cli", "collect", "model"}
 ROLE_FOLDERS = {"commands", "common", "features", "labels", "output", "sources"}
 
@@ -100,6 +101,24 @@ def test_no_import_circle_in_kvminfo():
 
 def test_no_import_circle_in_the_plugin():
     assert _cycles(_graph("kvminfo_plugin")) == []
+
+
+def test_no_import_circle_in_the_dra_driver():
+    assert _cycles(_graph("kvminfo_dra")) == []
+
+
+def test_the_dra_driver_reaches_the_other_packages_only_through_upstream():
+    """One adapter module (kvminfo_dra/upstream.py) names what the driver takes from kvminfo and the
+    device plugin, so a move there is one file to follow."""
+    offenders = {name: sorted(n for n in _imported(path) if n.split(".")[0] in ("kvminfo", "kvminfo_plugin"))
+                 for name, path in _modules("kvminfo_dra").items() if name != "kvminfo_dra.upstream"}
+    assert {p: n for p, n in offenders.items() if n} == {}
+
+
+def test_neither_other_package_imports_the_dra_driver():
+    offenders = {name: sorted(n for n in _imported(path) if n.split(".")[0] == "kvminfo_dra")
+                 for package in ("kvminfo", "kvminfo_plugin") for name, path in _modules(package).items()}
+    assert {p: n for p, n in offenders.items() if n} == {}
 
 
 def test_kvminfo_never_imports_the_plugin():

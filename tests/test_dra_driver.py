@@ -347,6 +347,32 @@ def test_command_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
     assert run.returncode != 0 and len(run.stderr.strip().splitlines()) == 1 and "--node-name" in run.stderr
 
 
+def test_command_without_a_node_name_says_what_is_missing(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NODE_NAME"}
+    run = subprocess.run([sys.executable, "-m", "kvminfo", "dra-driver", "--kubeconfig", str(tmp_path / "none")],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode != 0 and run.stderr.count("\n") == 1, run.stderr
+    assert "--node-name not given and $NODE_NAME not set" in run.stderr and "None" not in run.stderr
+
+
+def test_probe_interval_is_a_duration_as_elsewhere(tmp_path: Path) -> None:
+    from kvminfo_dra.main import build_parser
+
+    parser = build_parser("kvminfo dra-driver")
+    assert parser.parse_args(["--probe-interval", "1m30s"]).probe_interval == 90
+    assert parser.parse_args(["--probe-interval", "45"]).probe_interval == 45
+    for bad in ("0.5", "1x", "2d"):  # too short, not a duration, past the one-day bound
+        run = subprocess.run([sys.executable, "-m", "kvminfo", "dra-driver", "--node-name", NODE, "--probe-interval", bad],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and run.stderr.count("\n") == 1 and "--probe-interval" in run.stderr, (bad, run.stderr)
+
+
+def test_command_version_names_the_build() -> None:
+    run = subprocess.run([sys.executable, "-m", "kvminfo", "dra-driver", "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith("kvminfo dra-driver ") and "(commit " in run.stdout, run.stdout
+
+
 def test_a_slice_deleted_by_someone_else_comes_back(tmp_path: Path, standin: DraApiServerStandin,
                                                     kubelet: DraKubelet) -> None:
     driver = Driver(_config(kubelet, tmp_path, probe_interval_s=0.3), _api(standin, tmp_path)).start()

@@ -21,6 +21,6 @@ def main(argv: list[str], prog: str) -> int:
 
 def run() -> int:
     """The ``kvminfo-dra-driver`` console script, under the CLI's guard (one line, never a traceback)."""
-    from kvminfo.common.guard import run_guarded
+    from kvminfo_dra.upstream import run_guarded
 
     return run_guarded(SCRIPT, lambda: main(sys.argv[1:], SCRIPT))

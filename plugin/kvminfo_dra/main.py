@@ -15,11 +15,13 @@ from kvminfo_dra.upstream import (
     KvminfoError,
     ProbeOptions,
     StopOnSignal,
+    VersionAction,
     command_parser,
     configure_logging,
     is_dns_label,
     is_dns_subdomain,
     load_api_client,
+    parse_duration,
 )
 from kvminfo_dra.validation import MAX_DEVICES
 
@@ -52,14 +54,12 @@ class RegistrationRefused(KvminfoError):
     exit_code = 1  # not a usage error: the kubelet's answer
 
 
-def _positive(text: str) -> float:
+def _interval(text: str) -> float:
+    """A duration as the other commands take it (60, 90s, 1m30s), 1 s to 1 day."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"{text} must be more than 0 and at most 86400 seconds")
-    return value
+        return parse_duration(text, "--probe-interval", 1.0, 86400.0)
+    except ValueError as err:  # DurationError: its message names the option
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--probe-interval: ")) from None
 
 
 def _exclusive(text: str) -> int:
@@ -96,17 +96,21 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--kvm-device", default="/dev/kvm", metavar="PATH", help="default /dev/kvm")
     parser.add_argument("--libvirt-uri", default="qemu:///system", metavar="URI", help="default qemu:///system")
     parser.add_argument("--no-libvirt", action="store_true", help="do not ask libvirt (fewer attributes)")
-    parser.add_argument("--probe-interval", type=_positive, default=60.0, metavar="SECONDS",
-                        help="probe the facts again this often; a change is a new pool generation (default 60)")
+    parser.add_argument("--probe-interval", type=_interval, default=60.0, metavar="DURATION",
+                        help="probe the facts again this often (60, 90s, 1m30s; 1 s to 1 day); a change is a new "
+                             "pool generation (default 60 s)")
     parser.add_argument("--uninstall", action="store_true", help="delete this node's slices and the CDI spec, then exit")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--version", action=VersionAction)
     return parser
 
 
 def config_from(args: argparse.Namespace, prog: str) -> DriverConfig:
-    if not args.node_name or not is_dns_subdomain(args.node_name):
-        raise KvminfoError(f"--node-name {args.node_name!r}: must be this node's name (a DNS subdomain); "
-                           "set it or $NODE_NAME (the DaemonSet passes spec.nodeName)")
+    if not args.node_name:
+        raise KvminfoError("--node-name not given and $NODE_NAME not set: the driver needs this node's name "
+                           "(the DaemonSet passes spec.nodeName as $NODE_NAME)")
+    if not is_dns_subdomain(args.node_name):
+        raise KvminfoError(f"--node-name {args.node_name!r}: must be this node's name (a DNS subdomain)")
     instance = args.instance
     if instance and not all(c.isalnum() or c in "-_." for c in instance):
         raise KvminfoError(f"--instance {instance!r}: letters, digits, '-', '_' and '.' only (it names sockets)")

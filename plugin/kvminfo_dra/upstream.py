@@ -11,10 +11,13 @@ from kvminfo.collect import collect
 from kvminfo.commands.options import options_for_families
 from kvminfo.common.argparsing import command_parser, usage_error
 from kvminfo.common.atomic import write_atomic
+from kvminfo.common.durations import parse_duration
 from kvminfo.common.errors import KvminfoError, one_line
+from kvminfo.common.guard import run_guarded
 from kvminfo.common.k8snames import DNS_LABEL_MAX, DNS_SUBDOMAIN_MAX, is_dns_label, is_dns_subdomain
 from kvminfo.common.logsetup import configure_logging
 from kvminfo.common.stopping import StopOnSignal
+from kvminfo.common.version import VersionAction
 from kvminfo.features.hyperv_tables import ALL_FEATURES
 from kvminfo.model import ProbeOptions, Report, Status, Support
 from kvminfo.output.nodefeature_client import load_api_client
@@ -27,4 +30,5 @@ __all__ = [
     "Report", "ResourceConfig", "SpecKeeper", "Status", "StopOnSignal", "Support", "build_spec", "collect",
     "command_parser", "configure_logging", "encode", "is_dns_label", "is_dns_subdomain", "load_api_client",
     "one_line", "options_for_families", "qualified_name", "remove_specs", "spec_path", "usage_error", "write_atomic",
+    "VersionAction", "parse_duration", "run_guarded",
 ]
