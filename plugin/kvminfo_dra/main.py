@@ -12,6 +12,7 @@ from kvminfo_dra.apiserver import ResourceApi
 from kvminfo_dra.attributes import DRIVER
 from kvminfo_dra.driver import DEFAULT_OTHERS, Driver, DriverConfig, uninstall
 from kvminfo_dra.upstream import (
+    DurationError,
     KvminfoError,
     ProbeOptions,
     StopOnSignal,
@@ -20,6 +21,7 @@ from kvminfo_dra.upstream import (
     is_dns_label,
     is_dns_subdomain,
     load_api_client,
+    parse_duration,
 )
 from kvminfo_dra.validation import MAX_DEVICES
 
@@ -52,14 +54,14 @@ class RegistrationRefused(KvminfoError):
     exit_code = 1  # not a usage error: the kubelet's answer
 
 
-def _positive(text: str) -> float:
+def _probe_interval(text: str) -> float:
+    """--probe-interval: the same duration syntax as every kvminfo time option (docs/cli.md,
+    "Durations and bounds": 60, 90s, 10m, 1h30m), above zero, at most a day."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"{text} must be more than 0 and at most 86400 seconds")
-    return value
+        return float(parse_duration(text, "--probe-interval", maximum_s=86400))
+    except DurationError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration greater than 0 and at most 1d; "
+                                         "e.g. 60 (seconds), 90s, 10m") from None
 
 
 def _exclusive(text: str) -> int:
@@ -96,8 +98,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--kvm-device", default="/dev/kvm", metavar="PATH", help="default /dev/kvm")
     parser.add_argument("--libvirt-uri", default="qemu:///system", metavar="URI", help="default qemu:///system")
     parser.add_argument("--no-libvirt", action="store_true", help="do not ask libvirt (fewer attributes)")
-    parser.add_argument("--probe-interval", type=_positive, default=60.0, metavar="SECONDS",
-                        help="probe the facts again this often; a change is a new pool generation (default 60)")
+    parser.add_argument("--probe-interval", type=_probe_interval, default=60.0, metavar="DURATION",
+                        help="probe the facts again this often (seconds, or e.g. 90s, 10m); a change is a new "
+                             "pool generation (default 60s)")
     parser.add_argument("--uninstall", action="store_true", help="delete this node's slices and the CDI spec, then exit")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -105,8 +108,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 def config_from(args: argparse.Namespace, prog: str) -> DriverConfig:
     if not args.node_name or not is_dns_subdomain(args.node_name):
-        raise KvminfoError(f"--node-name {args.node_name!r}: must be this node's name (a DNS subdomain); "
-                           "set it or $NODE_NAME (the DaemonSet passes spec.nodeName)")
+        given = f"--node-name {args.node_name!r}" if args.node_name else "no node name"
+        raise KvminfoError(f"{given}: must be this node's name (a DNS subdomain); "
+                           "set --node-name or $NODE_NAME (the DaemonSet passes spec.nodeName)")
     instance = args.instance
     if instance and not all(c.isalnum() or c in "-_." for c in instance):
         raise KvminfoError(f"--instance {instance!r}: letters, digits, '-', '_' and '.' only (it names sockets)")
