@@ -227,7 +227,6 @@ def known_labels(shipped: Shipped) -> set[str]:
     for first, rest in re.findall(r"(kvm-info-[\w-]+)((?:, -[\w-]+)+)", text):
         names |= {first} | {"kvm-info" + more for more in re.findall(r"-[\w-]+", rest)}
     names |= set(re.findall(r"kvm-info-[\w-]*[\w]", text))
-    names |= set(re.findall(r"kvm-info-[\w-]*-(?=<)", text))  # families the help spells kvm-info-...-<name>
     return {name.removeprefix("feature.node.kubernetes.io/") for name in names}
 
 
