@@ -4,6 +4,7 @@ messages, short API error lines, examples in every --help. Each case failed befo
 from __future__ import annotations
 
 import http.server
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -121,3 +122,16 @@ def test_version_is_listed_in_the_top_level_help() -> None:
     assert done.returncode == 0
     assert "--version" in done.stdout and "-h, --help" in done.stdout
     assert run("--version").stdout.startswith("kvminfo ")
+
+
+def test_device_plugin_config_help_names_every_field_and_a_page_that_exists() -> None:
+    """`--config`'s help is what an operator reads first: every key the loader accepts
+    (kvminfo_plugin.config's field sets) and the page that explains them."""
+    from kvminfo_plugin.config import _RESOURCE_FIELDS, _TOP_FIELDS
+    from kvminfo_plugin.main import build_parser
+
+    text = next(a.help for a in build_parser("kvminfo device-plugin")._actions if "--config" in a.option_strings)
+    assert text is not None
+    assert (_TOP_FIELDS | _RESOURCE_FIELDS) - set(re.findall(r"[A-Za-z]+", text)) == set(), text
+    pages = re.findall(r"[\w/.-]+\.md", text)
+    assert pages and all((Path(__file__).parent.parent / page).is_file() for page in pages), pages

@@ -205,3 +205,22 @@ def test_admission_policy_pins_slice_writes_to_the_pods_node(objects) -> None:  
     assert not admitted(driver, bound, "node-b")
     assert not admitted(driver, {}, "node-a")  # a token bound to no node
     assert admitted("system:node:node-b", {}, "node-b")  # not the driver: not this policy's business
+
+
+def test_the_part_deletes_only_itself_and_follows_deploy_image(tmp_path: Path) -> None:
+    """`kubectl delete -k deploy/dra` (docs/dra.md's uninstall) deletes what the part renders: it
+    must not render the kvminfo Namespace (that took the device plugin and the labellers with it)
+    nor any other part's object; and retargeting deploy/image (README: "the one place that names
+    the image") must retarget the driver too."""
+    others = ["namespace", "kvm-nodes", "device-plugin", "nfd", "nfd/hooks", "nodefeature", "examples", "cleanup"]
+    theirs = {object_id(o) for part in others for o in resolve(REPO / "deploy" / part)}
+    ours = [object_id(o) for o in resolve(DRA)]
+    assert [key for key in ours if key[0] == "Namespace" or key in theirs] == []
+    copy = tmp_path / "deploy"
+    shutil.copytree(REPO / "deploy", copy)
+    image = copy / "image" / "kustomization.yaml"
+    component = yaml.safe_load(image.read_text())
+    component["images"] = [{"name": "localhost/kvminfo", "newName": "registry.example/kvminfo", "newTag": "9.9.9"}]
+    image.write_text(yaml.safe_dump(component))
+    (daemonset,) = [o for o in resolve(copy / "dra") if o["kind"] == "DaemonSet"]
+    assert {c["image"] for c in daemonset["spec"]["template"]["spec"]["containers"]} == {"registry.example/kvminfo:9.9.9"}

@@ -24,6 +24,7 @@ from dra_kubelet_emulator import DraKubelet
 
 from kvminfo_dra.apiserver import ResourceApi
 from kvminfo_dra.driver import Driver, DriverConfig, uninstall
+from kvminfo_dra.main import build_parser
 from kvminfo_dra.upstream import KvminfoError, load_api_client
 
 DRIVER = "kvm.kvminfo.io"  # the name deploy/dra's DeviceClasses select (device.driver)
@@ -371,6 +372,19 @@ def test_command_version_names_the_build() -> None:
     run = subprocess.run([sys.executable, "-m", "kvminfo", "dra-driver", "--version"], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 0 and run.stdout.startswith("kvminfo dra-driver ") and "(commit " in run.stdout, run.stdout
+@pytest.mark.parametrize(("text", "seconds"), [("60", 60.0), ("90s", 90.0), ("10m", 600.0), ("1h30m", 5400.0),
+                                               ("2.5", 2.5), ("1d", 86400.0)])
+def test_probe_interval_takes_every_time_options_syntax(text: str, seconds: float) -> None:
+    # docs/cli.md "Durations and bounds": a bare number is seconds, or units d, h, m, s.
+    assert build_parser("kvminfo dra-driver").parse_args(["--probe-interval", text]).probe_interval == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "1x", "", "1d1s"])
+def test_a_bad_probe_interval_is_a_usage_error(text: str) -> None:
+    run = subprocess.run([sys.executable, "-m", "kvminfo", "dra-driver", "--node-name", NODE, "--probe-interval",
+                          text], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "--probe-interval" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_a_slice_deleted_by_someone_else_comes_back(tmp_path: Path, standin: DraApiServerStandin,

@@ -381,6 +381,24 @@ def test_unwritable_directory_exits_non_zero() -> None:
         shutil.rmtree(directory)
 
 
+def test_output_behind_a_directory_the_user_cannot_search_exits_non_zero() -> None:
+    """--output under a 0700 directory of another user: stat fails with EACCES, which
+    Path.is_dir() does not swallow; expected one line naming --output, not a traceback."""
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to run as an unprivileged user")
+    if (why := unreadable_checkout()) is not None:
+        require_real(why)
+    closed = Path(tempfile.mkdtemp(prefix="kvminfo-closed.", dir="/tmp"))  # mkdtemp: mode 0700, root's
+    try:
+        (closed / "features.d").mkdir()
+        for output in (closed / "features.d" / "f", closed / "features.d"):
+            done = kvminfo("features-file", "-o", str(output), "--no-kvm", "--no-libvirt", user=65534)
+            assert_one_clean_error_line(done, f"--output {output}: cannot look it up: Permission denied")
+        assert only_entries(closed / "features.d") == []
+    finally:
+        shutil.rmtree(closed)
+
+
 def test_output_that_is_a_directory_is_refused(tmp_path: Path) -> None:
     done = kvminfo("features-file", "-o", str(tmp_path), "--no-libvirt")
     assert_one_clean_error_line(done, "is a directory")

@@ -128,6 +128,16 @@ def test_a_python_older_than_3_11_without_kvminfo_fails_in_one_line():
     assert done.stderr.count("\n") == 1 and "kvminfo is not importable" in done.stderr
 
 
+@pytest.mark.parametrize("name", ["absent/python3", "."])
+def test_a_kvminfo_python_that_is_no_executable_fails_in_one_line(tmp_path, name):
+    """docs/cli.md, "Exit status": 1 for a hook that finds no Python, one line naming it, not the
+    shell's own `exec: ...: not found` and its status 127."""
+    python = tmp_path / name
+    done = run(CAPS_HOOK, "--no-libvirt", env={"KVMINFO_PYTHON": str(python)})
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"kvm-caps-info-nfd-plugin: KVMINFO_PYTHON={python} is not an executable file"]
+
+
 def test_options_from_the_environment_are_not_file_name_patterns(tmp_path):
     (tmp_path / "--no-kvm").touch()  # a file a glob would turn "--no-kv*" into
     done = run(CAPS_HOOK, env={"KVMINFO_HOOK_OPTIONS": "--no-libvirt --no-kv*"}, cwd=tmp_path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from kvminfo.output.featurefile import FeatureFile, format_rfc3339, parse_featur
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from kvminfo.model import Report
 
@@ -128,10 +129,12 @@ def check_output_path(text: str) -> Path:
                            "/etc/kubernetes/node-feature-discovery/features.d/kvminfo")
     path = Path(text)
     directory = path.parent
-    if path.is_dir() and not path.is_symlink():
+    mode = _stat_mode(path, os.lstat)
+    if mode is not None and stat.S_ISDIR(mode):
         raise KvminfoError(f"--output {path}: is a directory; give a file path inside it")
     refuse_unless_regular(path, "--output ")
-    if not directory.is_dir():
+    directory_mode = _stat_mode(directory, os.stat)
+    if directory_mode is None or not stat.S_ISDIR(directory_mode):
         raise KvminfoError(f"--output {path}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise KvminfoError(f"--output {path}: directory {directory} is not writable")
@@ -140,6 +143,17 @@ def check_output_path(text: str) -> Path:
         log.warning("--output %s: NFD skips dotfiles in features.d, so it will not read these labels; "
                     "written anyway", path)
     return path
+
+
+def _stat_mode(path: Path, stat_call: Callable[[Path], os.stat_result]) -> int | None:
+    """The mode of ``path``, None if it does not exist; a directory on the way this user may not
+    search (a 0700 parent) is one line, not a traceback (Path.is_dir raises PermissionError)."""
+    try:
+        return stat_call(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise KvminfoError(f"--output {path}: cannot look it up: {err.strerror or err}") from None
 
 
 def _try_create(path: Path) -> None:

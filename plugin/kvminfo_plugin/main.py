@@ -68,8 +68,9 @@ examples:
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = command_parser(prog, DESCRIPTION, EXAMPLES)
     parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="YAML config: version, resources (name, devices or groups, slots, permissions, mounts, envs, cdi, cdiKind), "
-                             "pluginDir, cdiDir, metricsPort, metricsAddress, pollIntervalSeconds (see README)")
+                        help="YAML config: version, resources (name, devices or groups, slots, permissions, mounts, envs, cdi, cdiKind, "
+                             "cdiFileMode), pluginDir, cdiDir, metricsPort, metricsAddress, pollIntervalSeconds "
+                             "(see docs/device-plugin.md)")
     parser.add_argument("--plugin-dir", metavar="DIR",
                         help=f"kubelet device plugin directory holding kubelet.sock (default {DEFAULT_PLUGIN_DIR})")
     parser.add_argument("--cdi-dir", metavar="DIR",
