@@ -116,16 +116,25 @@ def test_daemonset_runs_the_driver_with_args_its_parser_takes(objects) -> None: 
     (daemonset,) = _kind(objects, "DaemonSet")
     spec = daemonset["spec"]["template"]["spec"]
     (container,) = spec["containers"]
-    assert container["command"] == ["kvminfo-dra-driver"]
-    build_parser("kvminfo-dra-driver").parse_args(container["args"])
+    # no command: the image's entrypoint (tini -- kvminfo) runs `kvminfo dra-driver`, so tini
+    # reaps libvirt's daemonized QEMU probe
+    assert "command" not in container and container["args"][0] == "dra-driver"
+    args = build_parser("kvminfo dra-driver").parse_args(container["args"][1:])
+    # the libvirt facts from libvirt's embedded driver, its root on a writable emptyDir
+    assert args.libvirt_uri == "qemu:///embed?root=/var/cache/kvminfo/libvirt" and not args.no_libvirt
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    empty = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
+    assert mounts["libvirt-cache"] == "/var/cache/kvminfo" and "libvirt-cache" in empty
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
     assert env == {"NODE_NAME": "spec.nodeName", "POD_UID": "metadata.uid"}
     assert daemonset["spec"]["updateStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
-    paths = {v["hostPath"]["path"] for v in spec["volumes"]}
+    paths = {v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
     assert paths == {"/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/plugins", "/var/run/cdi", "/dev"}
     security = container["securityContext"]
     assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
-    assert security["capabilities"] == {"drop": ["ALL"]} and security["readOnlyRootFilesystem"] is True
+    # root: libvirt's privileged driver needs exactly these four to start its QEMU probe
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["DAC_OVERRIDE", "SETGID", "SETUID", "SETPCAP"]}
+    assert security["readOnlyRootFilesystem"] is True
     assert spec["serviceAccountName"] == "kvminfo-dra-driver"
 
 
