@@ -19,6 +19,7 @@ import stat
 from pathlib import Path
 
 from kvminfo.common.errors import KvminfoError
+from kvminfo.common.fsutil import remove_for_uninstall
 from kvminfo.output.featurefile import HEADER_MARK
 
 RELAY_HOOK_MARKER = "kvminfo-hook-relay: this hook is kvminfo's"  # a comment line of relay-hook.sh
@@ -43,16 +44,6 @@ def _head(path: Path) -> str | None:
         os.close(fd)
 
 
-def _unlink(path: Path) -> str:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return f"{path}: not present"
-    except OSError as err:
-        raise KvminfoError(f"{path}: cannot remove: {err.strerror}") from None
-    return f"{path}: removed"
-
-
 def remove_feature_file(path: Path) -> str:
     """Delete ``path`` if kvminfo features-file wrote it."""
     head = _head(path)
@@ -60,7 +51,7 @@ def remove_feature_file(path: Path) -> str:
         return f"{path}: not present"
     if not head.startswith(HEADER_MARK):
         return f"{path}: left in place: not written by kvminfo (no '{HEADER_MARK.strip()}' header)"
-    return _unlink(path)
+    return remove_for_uninstall(path)
 
 
 def remove_relay_hook(hook: Path) -> list[str]:
@@ -71,7 +62,7 @@ def remove_relay_hook(hook: Path) -> list[str]:
     elif not any(RELAY_HOOK_MARKER in line for line in head.splitlines()[:5]):
         lines = [f"{hook}: left in place: not kvminfo's relay hook (no '{RELAY_HOOK_MARKER}' line)"]
     else:
-        lines = [_unlink(hook)]
+        lines = [remove_for_uninstall(hook)]
     data = hook.with_name(hook.name + ".d")
     try:
         data.rmdir()

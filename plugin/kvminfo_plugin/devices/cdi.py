@@ -25,6 +25,7 @@ from typing import Any
 
 from kvminfo.common.atomic import write_atomic
 from kvminfo.common.errors import KvminfoError
+from kvminfo.common.fsutil import remove_for_uninstall
 from kvminfo.common.threads import Worker
 from kvminfo_plugin.config import DeviceGroup, ResourceConfig
 from kvminfo_plugin.devices.dirwatch import Change, DirectoryWatcher, DirEvent
@@ -143,13 +144,7 @@ def remove_specs(cdi_dir: Path, resources: tuple[ResourceConfig, ...]) -> list[s
         elif kind != resource.effective_cdi_kind:
             lines.append(f"{path}: left in place: not a CDI spec of kind {resource.effective_cdi_kind}")
         else:
-            try:
-                os.unlink(path)
-                lines.append(f"{path}: removed")
-            except FileNotFoundError:
-                lines.append(f"{path}: not present")
-            except OSError as err:
-                raise KvminfoError(f"{path}: cannot remove: {err.strerror}") from None
+            lines.append(remove_for_uninstall(path))
     return lines
 
 
